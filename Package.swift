@@ -1,0 +1,53 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Baton",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "AMQPClient", targets: ["AMQPClient"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "Baton", targets: ["Baton"]),
+        .executable(name: "baton", targets: ["baton"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(
+            name: "AMQPClient",
+            dependencies: ["CRabbitMQ", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "RedisClient",
+            dependencies: ["CHiredis", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "Baton",
+            dependencies: ["AMQPClient", "RedisClient", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "baton",
+            dependencies: [
+                "Baton", "AMQPClient", "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
+        .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "TestSupport"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(name: "BatonTests", dependencies: ["Baton", "TestSupport"]),
+    ]
+)
