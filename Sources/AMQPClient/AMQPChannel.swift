@@ -1,0 +1,191 @@
+/// A channel of an ``AMQPConnection``. Cheap to copy; all copies are the same channel.
+///
+/// When the broker closes the channel (a failed declare, an unknown delivery tag, `consumer_timeout`), this
+/// client answers with close-ok, fails what was in flight on it with the server's words, and re-opens it
+/// with the same settings and consumers, so the handle stays usable.
+public struct AMQPChannel: Sendable {
+    public let connection: AMQPConnection
+    /// The channel number.
+    public let id: UInt16
+
+    private func rpc(_ request: RPC) async throws -> RPCResult {
+        try await withCheckedThrowingContinuation { continuation in
+            connection.queue.submit(.rpc(channel: id, request, continuation))
+        }
+    }
+
+    /// Declares an exchange (idempotent when the arguments match).
+    public func declareExchange(
+        _ name: String, type: AMQPExchangeType, durable: Bool = true, autoDelete: Bool = false, isInternal: Bool = false,
+        arguments: AMQPTable = [:]
+    ) async throws {
+        _ = try await rpc(
+            .declareExchange(
+                name: name, type: type.name, durable: durable, autoDelete: autoDelete, internal: isInternal, passive: false,
+                arguments: arguments))
+    }
+
+    /// Checks that an exchange exists (throws a channel error 404 otherwise).
+    public func checkExchange(_ name: String) async throws {
+        _ = try await rpc(
+            .declareExchange(name: name, type: "direct", durable: false, autoDelete: false, internal: false, passive: true, arguments: [:]))
+    }
+
+    public func deleteExchange(_ name: String, ifUnused: Bool = false) async throws {
+        _ = try await rpc(.deleteExchange(name: name, ifUnused: ifUnused))
+    }
+
+    /// Declares a queue (idempotent when the arguments match; different arguments give a channel error 406).
+    @discardableResult
+    public func declareQueue(
+        _ name: String, durable: Bool = true, exclusive: Bool = false, autoDelete: Bool = false,
+        arguments: AMQPQueueArguments = AMQPQueueArguments()
+    ) async throws -> AMQPQueueInfo {
+        let result = try await rpc(
+            .declareQueue(
+                name: name, passive: false, durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments.table))
+        guard case .queue(let info) = result else { return AMQPQueueInfo(name: name, messageCount: 0, consumerCount: 0) }
+        return info
+    }
+
+    /// The queue's current message and consumer counts (a passive declare; a channel error 404 if it does not exist).
+    public func inspectQueue(_ name: String) async throws -> AMQPQueueInfo {
+        let result = try await rpc(
+            .declareQueue(name: name, passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))
+        guard case .queue(let info) = result else { return AMQPQueueInfo(name: name, messageCount: 0, consumerCount: 0) }
+        return info
+    }
+
+    /// Deletes a queue; returns how many messages it held.
+    @discardableResult
+    public func deleteQueue(_ name: String, ifUnused: Bool = false, ifEmpty: Bool = false) async throws -> UInt32 {
+        guard case .count(let count) = try await rpc(.deleteQueue(name: name, ifUnused: ifUnused, ifEmpty: ifEmpty)) else { return 0 }
+        return count
+    }
+
+    /// Removes every ready message of a queue; returns how many.
+    @discardableResult
+    public func purgeQueue(_ name: String) async throws -> UInt32 {
+        guard case .count(let count) = try await rpc(.purgeQueue(name: name)) else { return 0 }
+        return count
+    }
+
+    public func bindQueue(_ queue: String, exchange: String, routingKey: String = "", arguments: AMQPTable = [:]) async throws {
+        _ = try await rpc(.bindQueue(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments))
+    }
+
+    public func unbindQueue(_ queue: String, exchange: String, routingKey: String = "", arguments: AMQPTable = [:]) async throws {
+        _ = try await rpc(.unbindQueue(queue: queue, exchange: exchange, routingKey: routingKey, arguments: arguments))
+    }
+
+    /// Sets the channel's prefetch (kept for recovery).
+    public func setPrefetch(_ count: UInt16) async throws {
+        _ = try await rpc(.qos(prefetch: count))
+    }
+
+    /// Publishes one message. On a confirm channel this returns once the broker confirmed it, and throws
+    /// `.nacked` or (for `mandatory`) `.unroutable` when it did not take it.
+    public func publish(_ message: AMQPMessage) async throws {
+        if let error = try await publish([message]).first ?? nil { throw error }
+    }
+
+    /// Publishes several messages in one hand-off to the connection thread; they are in flight together.
+    /// Returns one entry per message: `nil` when confirmed, else why not. Throws only for cancellation.
+    public func publish(_ messages: [AMQPMessage]) async throws -> [AMQPError?] {
+        await withCheckedContinuation { continuation in
+            connection.queue.submit(.publish(channel: id, messages, PublishBatch(count: messages.count, continuation: continuation)))
+        }
+    }
+
+    /// Acknowledges a delivery (`multiple`: and every earlier one on this channel).
+    public func ack(_ delivery: AMQPDelivery, multiple: Bool = false) async throws {
+        try await settle(delivery, .ack(multiple: multiple))
+    }
+
+    /// Negatively acknowledges a delivery; `requeue: false` dead-letters it when the queue has a DLX.
+    public func nack(_ delivery: AMQPDelivery, multiple: Bool = false, requeue: Bool = true) async throws {
+        try await settle(delivery, .nack(multiple: multiple, requeue: requeue))
+    }
+
+    /// Rejects one delivery; `requeue: false` dead-letters it when the queue has a DLX.
+    public func reject(_ delivery: AMQPDelivery, requeue: Bool = false) async throws {
+        try await settle(delivery, .reject(requeue: requeue))
+    }
+
+    private func settle(_ delivery: AMQPDelivery, _ settlement: Settlement) async throws {
+        guard delivery.channelID == id else {
+            throw AMQPError(
+                .invalidArgument, operation: "settle delivery \(delivery.deliveryTag)",
+                fix: "acknowledge a delivery on the channel it arrived on (channel \(delivery.channelID), not \(id))")
+        }
+        try await withCheckedThrowingContinuation { continuation in
+            connection.queue.submit(.settle(channel: id, epoch: delivery.epoch, tag: delivery.deliveryTag, settlement, continuation))
+        }
+    }
+
+    /// Starts a consumer on `queue`. Deliveries arrive in batches: everything that was read in one cycle.
+    public func consume(queue: String, tag: String = "", exclusive: Bool = false, arguments: AMQPTable = [:]) async throws -> AMQPConsumer {
+        let (stream, streamContinuation) = AsyncStream<[AMQPDelivery]>.makeStream()
+        let spec = ConsumerSpec(queue: queue, tag: tag, exclusive: exclusive, arguments: arguments, continuation: streamContinuation)
+        let actualTag = try await withCheckedThrowingContinuation { continuation in
+            connection.queue.submit(.consume(channel: id, spec, continuation))
+        }
+        return AMQPConsumer(channel: self, tag: actualTag, batches: stream)
+    }
+
+    /// Cancels a consumer; its stream ends.
+    public func cancel(consumerTag: String) async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            connection.queue.submit(.cancel(channel: id, tag: consumerTag, continuation))
+        }
+    }
+
+    /// Closes the channel; unconfirmed publishes fail with `.closed` and its consumers' streams end.
+    public func close() async throws {
+        try await withCheckedThrowingContinuation { continuation in
+            connection.queue.submit(.closeChannel(channel: id, continuation))
+        }
+    }
+}
+
+/// A consumer: its deliveries as batches (one per read cycle of the connection) or one by one.
+public struct AMQPConsumer: Sendable {
+    public let channel: AMQPChannel
+    public let tag: String
+    /// The deliveries, grouped as they were read; the stream ends when the consumer is cancelled or the
+    /// connection closed.
+    public let batches: AsyncStream<[AMQPDelivery]>
+
+    /// The deliveries one by one.
+    public var deliveries: Deliveries { Deliveries(batches: batches) }
+
+    public func cancel() async throws {
+        try await channel.cancel(consumerTag: tag)
+    }
+}
+
+extension AMQPConsumer {
+    /// A consumer's deliveries one at a time.
+    public struct Deliveries: AsyncSequence, Sendable {
+        public typealias Element = AMQPDelivery
+        let batches: AsyncStream<[AMQPDelivery]>
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            var upstream: AsyncStream<[AMQPDelivery]>.AsyncIterator
+            var buffer: [AMQPDelivery] = []
+            var position = 0
+
+            public mutating func next() async -> AMQPDelivery? {
+                while position >= buffer.count {
+                    guard let batch = await upstream.next() else { return nil }
+                    buffer = batch
+                    position = 0
+                }
+                defer { position += 1 }
+                return buffer[position]
+            }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(upstream: batches.makeAsyncIterator()) }
+    }
+}

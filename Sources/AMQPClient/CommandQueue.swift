@@ -1,0 +1,173 @@
+import CRabbitMQ
+import Glibc
+import Synchronization
+
+/// A request from any task to the connection thread.
+enum Command: Sendable {
+    case openChannel(confirms: Bool, prefetch: UInt16?, CheckedContinuation<UInt16, any Error>)
+    case rpc(channel: UInt16, RPC, CheckedContinuation<RPCResult, any Error>)
+    case publish(channel: UInt16, [AMQPMessage], PublishBatch)
+    case settle(channel: UInt16, epoch: UInt64, tag: UInt64, Settlement, CheckedContinuation<Void, any Error>?)
+    case consume(channel: UInt16, ConsumerSpec, CheckedContinuation<String, any Error>)
+    case cancel(channel: UInt16, tag: String, CheckedContinuation<Void, any Error>)
+    case closeChannel(channel: UInt16, CheckedContinuation<Void, any Error>)
+    case close(CheckedContinuation<Void, Never>?)
+
+    /// Fails the request without running it.
+    func fail(_ error: AMQPError) {
+        switch self {
+        case .openChannel(_, _, let c): c.resume(throwing: error)
+        case .rpc(_, _, let c): c.resume(throwing: error)
+        case .publish(_, let messages, let batch): for index in messages.indices { batch.resolve(index, error) }
+        case .settle(_, _, _, _, let c): c?.resume(throwing: error)
+        case .consume(_, let spec, let c):
+            spec.continuation.finish()
+            c.resume(throwing: error)
+        case .cancel(_, _, let c): c.resume(throwing: error)
+        case .closeChannel(_, let c): c.resume(throwing: error)
+        case .close(let c): c?.resume()
+        }
+    }
+}
+
+/// Synchronous broker calls.
+enum RPC: Sendable {
+    case declareExchange(name: String, type: String, durable: Bool, autoDelete: Bool, internal: Bool, passive: Bool, arguments: AMQPTable)
+    case deleteExchange(name: String, ifUnused: Bool)
+    case declareQueue(name: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, arguments: AMQPTable)
+    case deleteQueue(name: String, ifUnused: Bool, ifEmpty: Bool)
+    case purgeQueue(name: String)
+    case bindQueue(queue: String, exchange: String, routingKey: String, arguments: AMQPTable)
+    case unbindQueue(queue: String, exchange: String, routingKey: String, arguments: AMQPTable)
+    case qos(prefetch: UInt16)
+
+    var name: String {
+        switch self {
+        case .declareExchange(let name, _, _, _, _, _, _): "exchange.declare '\(name)'"
+        case .deleteExchange(let name, _): "exchange.delete '\(name)'"
+        case .declareQueue(let name, _, _, _, _, _): "queue.declare '\(name)'"
+        case .deleteQueue(let name, _, _): "queue.delete '\(name)'"
+        case .purgeQueue(let name): "queue.purge '\(name)'"
+        case .bindQueue(let queue, let exchange, let key, _): "queue.bind '\(queue)' to '\(exchange)' with key '\(key)'"
+        case .unbindQueue(let queue, let exchange, let key, _): "queue.unbind '\(queue)' from '\(exchange)' with key '\(key)'"
+        case .qos(let prefetch): "basic.qos prefetch \(prefetch)"
+        }
+    }
+}
+
+enum RPCResult: Sendable {
+    case done
+    case queue(AMQPQueueInfo)
+    case count(UInt32)
+}
+
+enum Settlement: Sendable {
+    case ack(multiple: Bool)
+    case nack(multiple: Bool, requeue: Bool)
+    case reject(requeue: Bool)
+}
+
+struct ConsumerSpec: Sendable {
+    var queue: String
+    var tag: String
+    var exclusive: Bool
+    var arguments: AMQPTable
+    var continuation: AsyncStream<[AMQPDelivery]>.Continuation
+}
+
+/// The outcome of one publish call (one or more messages), completed when every message is confirmed.
+///
+/// `@unchecked Sendable`: after the publish command is enqueued, `results` and `remaining` are touched only
+/// on the connection thread (the only caller of ``resolve(_:_:)``); the continuation is resumed exactly once.
+final class PublishBatch: @unchecked Sendable {
+    private var results: [AMQPError?]
+    private var remaining: Int
+    private let continuation: CheckedContinuation<[AMQPError?], Never>
+
+    init(count: Int, continuation: CheckedContinuation<[AMQPError?], Never>) {
+        self.results = Array(repeating: nil, count: count)
+        self.remaining = count
+        self.continuation = continuation
+        if count == 0 { continuation.resume(returning: []) }
+    }
+
+    func resolve(_ index: Int, _ error: AMQPError?) {
+        results[index] = error
+        remaining -= 1
+        if remaining == 0 { continuation.resume(returning: results) }
+    }
+}
+
+/// The hand-off between tasks and the connection thread: a locked command list plus a self-pipe that wakes
+/// the thread out of poll(2). The pipe is written only when the thread may be asleep (one byte per wake).
+final class CommandQueue: Sendable {
+    struct State {
+        var commands: [Command] = []
+        var wakePending = false
+        var closed = false
+        var connected = false
+        var reconnects = 0
+    }
+
+    let state = Mutex(State())
+    let readFD: Int32
+    let writeFD: Int32
+
+    init() throws {
+        var fds: [Int32] = [0, 0]
+        guard baton_nonblocking_pipe(&fds) == 0 else {
+            throw AMQPError(.connectionFailed, operation: "create wake-up pipe", fix: "the process is out of file descriptors (ulimit -n)")
+        }
+        readFD = fds[0]
+        writeFD = fds[1]
+    }
+
+    /// Enqueues `command`, or fails it with `.closed` when the connection is closed.
+    func submit(_ command: Command) {
+        let accepted = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.commands.append(command)
+            if !state.wakePending {
+                state.wakePending = true
+                var byte: UInt8 = 1
+                _ = write(writeFD, &byte, 1)
+            }
+            return true
+        }
+        if !accepted {
+            command.fail(AMQPError(.closed, operation: "submit", fix: "the connection was closed; open a new one"))
+        }
+    }
+
+    func takeAll() -> [Command] {
+        state.withLock { state in
+            state.wakePending = false
+            let commands = state.commands
+            state.commands.removeAll(keepingCapacity: true)
+            return commands
+        }
+    }
+
+    var hasCommands: Bool { state.withLock { !$0.commands.isEmpty } }
+
+    func drainPipe() {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while read(readFD, &buffer, 64) > 0 {}
+    }
+
+    /// Marks the queue closed and returns the commands that will never run.
+    func closeAndTakeRemaining() -> [Command] {
+        state.withLock { state in
+            state.closed = true
+            state.connected = false
+            let commands = state.commands
+            state.commands = []
+            return commands
+        }
+    }
+
+    func closeFDs() {
+        close(readFD)
+        close(writeFD)
+    }
+}

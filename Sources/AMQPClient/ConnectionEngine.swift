@@ -1,0 +1,856 @@
+import CRabbitMQ
+import Glibc
+import Logging
+
+/// The connection thread's side: owns the rabbitmq-c connection state, runs every C call, reads frames,
+/// tracks confirms, assembles deliveries and recovers from channel and connection failures.
+///
+/// Lives on exactly one OS thread for its whole life (rabbitmq-c connections are not thread-safe), so it
+/// is deliberately not `Sendable`.
+final class ConnectionEngine {
+    struct PendingPublish {
+        var batch: PublishBatch
+        var index: Int
+        var exchange: String
+        var routingKey: String
+        var mandatory: Bool
+        var returned: AMQPError?
+    }
+
+    enum PartialKind {
+        case deliver(consumerTag: String, deliveryTag: UInt64, redelivered: Bool, exchange: String, routingKey: String)
+        case returned(code: UInt16, text: String, exchange: String, routingKey: String)
+    }
+
+    struct PartialContent {
+        var kind: PartialKind
+        var properties = AMQPProperties()
+        var expected: Int = -1
+        var body: [UInt8] = []
+    }
+
+    final class ChannelState {
+        let id: UInt16
+        var epoch: UInt64 = 0
+        var open = false
+        var confirms: Bool
+        var prefetch: UInt16?
+        var nextPublishSeq: UInt64 = 1
+        var pending: [UInt64: PendingPublish] = [:]
+        var lowestPending: UInt64 = 1
+        var consumers: [String: ConsumerSpec] = [:]
+        var partial: PartialContent?
+
+        init(id: UInt16, confirms: Bool, prefetch: UInt16?) {
+            self.id = id
+            self.confirms = confirms
+            self.prefetch = prefetch
+        }
+    }
+
+    /// Thrown inside the engine when the connection must be rebuilt.
+    struct ConnectionLost: Error {
+        var error: AMQPError
+    }
+
+    let configuration: AMQPConfiguration
+    let logger: Logger
+    let queue: CommandQueue
+    var conn: amqp_connection_state_t?
+    var channels: [UInt16: ChannelState] = [:]
+    var nextChannelID: UInt16 = 1
+    var heartbeatSeconds: Int32 = 0
+    var readyBatches: [String: (ChannelState, [AMQPDelivery])] = [:]
+    var consumerCounter = 0
+
+    init(configuration: AMQPConfiguration, logger: Logger, queue: CommandQueue) {
+        self.configuration = configuration
+        self.logger = logger
+        self.queue = queue
+    }
+
+    var endpoint: String { configuration.url.redacted }
+
+    // MARK: - Thread body
+
+    func run(startup: CheckedContinuation<Void, any Error>) {
+        do {
+            try connect()
+            queue.state.withLock { $0.connected = true }
+            startup.resume()
+        } catch {
+            for command in queue.closeAndTakeRemaining() { command.fail(closedError()) }
+            queue.closeFDs()
+            startup.resume(throwing: error)
+            return
+        }
+        mainLoop()
+    }
+
+    private func closedError() -> AMQPError {
+        AMQPError(.closed, operation: "use connection", endpoint: endpoint, fix: "the connection was closed; open a new one")
+    }
+
+    private func mainLoop() {
+        while true {
+            for command in queue.takeAll() {
+                if case .close(let done) = command {
+                    shutdown()
+                    done?.resume()
+                    return
+                }
+                execute(command)
+            }
+            if conn != nil {
+                do {
+                    try readAvailable()
+                } catch let lost as ConnectionLost {
+                    connectionLost(lost.error)
+                } catch {
+                    connectionLost(AMQPError(.protocolError, operation: "read", endpoint: endpoint, fix: "\(error)"))
+                }
+            }
+            if conn == nil {
+                if !reconnectLoop() { return }
+                continue
+            }
+            if queue.hasCommands { continue }
+            waitForActivity()
+        }
+    }
+
+    /// Sleeps in poll(2) until the socket or the wake pipe is readable, or half a heartbeat passed.
+    private func waitForActivity() {
+        guard let conn else { return }
+        if amqp_frames_enqueued(conn) != 0 || amqp_data_in_buffer(conn) != 0 { return }
+        let timeoutMs: Int32 = heartbeatSeconds > 0 ? max(heartbeatSeconds * 1000 / 2, 100) : 1000
+        var fds = [
+            pollfd(fd: amqp_get_sockfd(conn), events: Int16(POLLIN), revents: 0),
+            pollfd(fd: queue.readFD, events: Int16(POLLIN), revents: 0),
+        ]
+        _ = poll(&fds, 2, timeoutMs)
+        if fds[1].revents != 0 { queue.drainPipe() }
+    }
+
+    // MARK: - Connect and recover
+
+    private func seconds(_ d: Duration) -> timeval {
+        let (s, attoseconds) = d.components
+        return timeval(tv_sec: Int(s), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+
+    func connect() throws {
+        guard let state = amqp_new_connection() else {
+            throw AMQPError(.connectionFailed, operation: "connect", endpoint: endpoint, fix: "out of memory")
+        }
+        var ok = false
+        defer { if !ok { amqp_destroy_connection(state) } }
+        guard let socket = amqp_tcp_socket_new(state) else {
+            throw AMQPError(.connectionFailed, operation: "connect", endpoint: endpoint, fix: "could not create a socket")
+        }
+        var timeout = seconds(configuration.connectTimeout)
+        let url = configuration.url
+        let status = amqp_socket_open_noblock(socket, url.host, Int32(url.port), &timeout)
+        if status != AMQP_STATUS_OK.rawValue {
+            let reason = CDecode.libraryError(status)
+            throw AMQPError(
+                .connectionFailed, operation: "connect", serverText: reason, endpoint: endpoint,
+                fix:
+                    "is RabbitMQ running and reachable at \(url.host):\(url.port)? Start a local one with `baton services start`, or set BATON_AMQP_URL / --amqp"
+            )
+        }
+        _ = amqp_set_handshake_timeout(state, &timeout)
+        var rpcTimeout = seconds(configuration.rpcTimeout)
+        _ = amqp_set_rpc_timeout(state, &rpcTimeout)
+
+        let arena = CArena()
+        var properties = arena.table([
+            "connection_name": .string(configuration.connectionName),
+            "product": "baton-amqp-client",
+            "capabilities": .table([
+                "authentication_failure_close": true, "publisher_confirms": true, "consumer_cancel_notify": true,
+                "basic.nack": true, "connection.blocked": true,
+            ]),
+        ])
+        let heartbeat = Int32(configuration.heartbeat.components.seconds)
+        let reply = baton_amqp_login_plain(
+            state, arena.cString(url.vhost), 0, configuration.frameMax, heartbeat, &properties, arena.cString(url.user),
+            arena.cString(url.password))
+        withExtendedLifetime(arena) {}
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            break
+        case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD:
+            let close = reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            let code = close.reply_code
+            let text = CDecode.string(close.reply_text)
+            var okMethod = amqp_connection_close_ok_t(dummy: 0)
+            _ = amqp_send_method(state, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &okMethod)
+            if code == 403 {
+                throw AMQPError(
+                    .accessRefused, operation: "login as '\(url.user)'", serverCode: code, serverText: text, endpoint: endpoint,
+                    fix: "check the user and password in BATON_AMQP_URL / --amqp (the guest user may only connect over loopback)")
+            }
+            if code == 530 {
+                throw AMQPError(
+                    .accessRefused, operation: "open vhost '\(url.vhost)'", serverCode: code, serverText: text, endpoint: endpoint,
+                    fix: "create the vhost (rabbitmqctl add_vhost) and grant the user permissions, or fix the vhost in the URL")
+            }
+            throw AMQPError(
+                .connectionFailed, operation: "login", serverCode: code, serverText: text, endpoint: endpoint, fix: "see the broker's log")
+        default:
+            let text = CDecode.libraryError(reply.library_error)
+            throw AMQPError(
+                .connectionFailed, operation: "AMQP handshake", serverText: text, endpoint: endpoint,
+                fix:
+                    "the server at \(url.host):\(url.port) did not complete an AMQP 0-9-1 handshake; is it RabbitMQ, and are the credentials right?"
+            )
+        }
+        heartbeatSeconds = amqp_get_heartbeat(state)
+        conn = state
+        ok = true
+        logger.debug("AMQP connected", metadata: ["amqp.endpoint": "\(endpoint)", "amqp.heartbeat": "\(heartbeatSeconds)"])
+    }
+
+    /// Fails everything in flight, drops the connection state and marks channels for restoration.
+    func connectionLost(_ error: AMQPError) {
+        logger.warning("AMQP connection lost; reconnecting", metadata: ["amqp.endpoint": "\(endpoint)", "error": "\(error)"])
+        if let conn {
+            amqp_destroy_connection(conn)
+            self.conn = nil
+        }
+        queue.state.withLock { $0.connected = false }
+        for channel in channels.values {
+            failPending(channel, with: error)
+            flushBatch(channel)
+            channel.open = false
+            channel.epoch &+= 1
+            channel.partial = nil
+        }
+    }
+
+    private func failPending(_ channel: ChannelState, with error: AMQPError) {
+        let pending = channel.pending.sorted { $0.key < $1.key }
+        channel.pending = [:]
+        channel.nextPublishSeq = 1
+        channel.lowestPending = 1
+        for (_, publish) in pending {
+            var failure = error
+            failure.operation = "publish to '\(publish.exchange)' with key '\(publish.routingKey)'"
+            publish.batch.resolve(publish.index, failure)
+        }
+    }
+
+    /// Waits with backoff and reconnects; returns false when the connection was closed meanwhile.
+    private func reconnectLoop() -> Bool {
+        let policy = configuration.reconnect
+        var delay = policy.initialDelay
+        var attempt = 0
+        while true {
+            let deadline = ContinuousClock.now + (policy.enabled ? delay : .seconds(3600))
+            while ContinuousClock.now < deadline {
+                for command in queue.takeAll() {
+                    if case .close(let done) = command {
+                        shutdown()
+                        done?.resume()
+                        return false
+                    }
+                    command.fail(
+                        AMQPError(
+                            .notConnected, operation: "use connection", endpoint: endpoint,
+                            fix: "the connection to RabbitMQ is down and reconnecting (attempt \(attempt + 1)); retry later"))
+                }
+                let remaining = deadline - ContinuousClock.now
+                let ms = Int32(
+                    clamping: max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000))
+                var fds = [pollfd(fd: queue.readFD, events: Int16(POLLIN), revents: 0)]
+                if poll(&fds, 1, ms) > 0 { queue.drainPipe() }
+            }
+            guard policy.enabled else { continue }
+            attempt += 1
+            do {
+                try connect()
+                try restoreChannels()
+                let count = queue.state.withLock { state -> Int in
+                    state.connected = true
+                    state.reconnects += 1
+                    return state.reconnects
+                }
+                logger.info(
+                    "AMQP reconnected",
+                    metadata: ["amqp.endpoint": "\(endpoint)", "amqp.reconnects": "\(count)", "amqp.attempts": "\(attempt)"])
+                return true
+            } catch let lost as ConnectionLost {
+                connectionLost(lost.error)
+            } catch {
+                logger.debug("AMQP reconnect attempt failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                if let conn {
+                    amqp_destroy_connection(conn)
+                    self.conn = nil
+                }
+            }
+            let jitter = Double.random(in: 0.8...1.2)
+            delay = min(delay * 2, policy.maxDelay) * jitter
+        }
+    }
+
+    private func restoreChannels() throws {
+        for channel in channels.values.sorted(by: { $0.id < $1.id }) {
+            try openOnBroker(channel)
+        }
+    }
+
+    /// channel.open, then confirm.select, basic.qos and basic.consume for every consumer of the channel.
+    private func openOnBroker(_ channel: ChannelState) throws {
+        guard let conn else { throw ConnectionLost(error: notConnected("channel.open")) }
+        _ = amqp_channel_open(conn, channel.id)
+        try check(amqp_get_rpc_reply(conn), channel: channel, operation: "channel.open \(channel.id)", reopen: false)
+        channel.open = true
+        channel.pending = [:]
+        channel.nextPublishSeq = 1
+        channel.lowestPending = 1
+        if channel.confirms {
+            _ = amqp_confirm_select(conn, channel.id)
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: "confirm.select", reopen: false)
+        }
+        if let prefetch = channel.prefetch {
+            _ = amqp_basic_qos(conn, channel.id, 0, prefetch, 0)
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.qos", reopen: false)
+        }
+        for (tag, spec) in channel.consumers.sorted(by: { $0.key < $1.key }) {
+            do {
+                try startConsumer(channel, spec)
+            } catch let error as AMQPError {
+                logger.warning("AMQP consumer could not be restored", metadata: ["amqp.consumer": "\(tag)", "error": "\(error)"])
+                channel.consumers[tag] = nil
+                spec.continuation.finish()
+                if !channel.open { return try openOnBroker(channel) }
+            }
+        }
+    }
+
+    private func startConsumer(_ channel: ChannelState, _ spec: ConsumerSpec) throws {
+        guard let conn else { throw ConnectionLost(error: notConnected("basic.consume")) }
+        let arena = CArena()
+        _ = amqp_basic_consume(
+            conn, channel.id, arena.bytes(spec.queue), arena.bytes(spec.tag), 0, 0, spec.exclusive ? 1 : 0, arena.table(spec.arguments))
+        withExtendedLifetime(arena) {}
+        try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.consume from '\(spec.queue)'", reopen: false)
+    }
+
+    private func notConnected(_ operation: String) -> AMQPError {
+        AMQPError(.notConnected, operation: operation, endpoint: endpoint, fix: "the connection to RabbitMQ is down; retry later")
+    }
+
+    /// Turns an RPC reply into success, an ``AMQPError`` (channel error: close-ok sent, channel reopened when
+    /// `reopen`), or ``ConnectionLost``.
+    private func check(_ reply: amqp_rpc_reply_t, channel: ChannelState?, operation: String, reopen: Bool = true) throws {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return
+        case AMQP_RESPONSE_SERVER_EXCEPTION:
+            if reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD, let channel {
+                let close = reply.reply.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+                let error = channelClosedByServer(
+                    channel, code: close.reply_code, text: CDecode.string(close.reply_text), operation: operation, reopen: reopen)
+                throw error
+            }
+            if reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD {
+                let close = reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+                throw ConnectionLost(error: connectionClosedByServer(close, operation: operation))
+            }
+            throw ConnectionLost(
+                error: AMQPError(.protocolError, operation: operation, endpoint: endpoint, fix: "unexpected reply method \(reply.reply.id)")
+            )
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            let text = CDecode.libraryError(reply.library_error)
+            let code: AMQPError.Code = reply.library_error == AMQP_STATUS_TIMEOUT.rawValue ? .timeout : .connectionLost
+            throw ConnectionLost(
+                error: AMQPError(
+                    code, operation: operation, serverText: text, endpoint: endpoint, fix: "the connection will be re-established; retry"))
+        default:
+            throw ConnectionLost(error: AMQPError(.protocolError, operation: operation, endpoint: endpoint, fix: "no reply"))
+        }
+    }
+
+    private func connectionClosedByServer(_ close: amqp_connection_close_t, operation: String) -> AMQPError {
+        if let conn {
+            var ok = amqp_connection_close_ok_t(dummy: 0)
+            _ = amqp_send_method(conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok)
+        }
+        return AMQPError(
+            .connectionError, operation: operation, serverCode: close.reply_code, serverText: CDecode.string(close.reply_text),
+            endpoint: endpoint, fix: "the broker closed the connection; it is being re-established")
+    }
+
+    /// Answers a server channel.close with close-ok (otherwise re-opening the id kills the connection), fails
+    /// what was in flight on the channel and, when `reopen`, opens it again with its settings and consumers.
+    private func channelClosedByServer(_ channel: ChannelState, code: UInt16, text: String, operation: String, reopen: Bool) -> AMQPError {
+        let error = AMQPError(
+            .channelError, operation: operation, serverCode: code, serverText: text, endpoint: endpoint,
+            fix: Self.fix(forChannelCode: code, text: text))
+        logger.warning("AMQP channel closed by the broker", metadata: ["amqp.channel": "\(channel.id)", "error": "\(error)"])
+        if let conn {
+            var ok = amqp_channel_close_ok_t(dummy: 0)
+            _ = amqp_send_method(conn, channel.id, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
+        }
+        channel.open = false
+        channel.epoch &+= 1
+        channel.partial = nil
+        failPending(channel, with: error)
+        flushBatch(channel)
+        if reopen {
+            do {
+                try openOnBroker(channel)
+            } catch let lost as ConnectionLost {
+                connectionLost(lost.error)
+            } catch {
+                logger.warning("AMQP channel could not be reopened", metadata: ["amqp.channel": "\(channel.id)", "error": "\(error)"])
+            }
+        }
+        return error
+    }
+
+    static func fix(forChannelCode code: UInt16, text: String) -> String {
+        switch code {
+        case 404: return "the exchange or queue does not exist: declare it first (baton worker declares Baton's topology at start)"
+        case 406 where text.contains("inequivalent arg"):
+            return "a queue or exchange with this name exists with other arguments: delete it or use the arguments it was declared with"
+        case 406 where text.contains("timed out"):
+            return
+                "a delivery stayed unacknowledged longer than the broker's consumer_timeout: raise consumer_timeout or shorten the step time limit"
+        case 403: return "the user lacks permission for this resource in the vhost: grant it with rabbitmqctl set_permissions"
+        case 405: return "the resource is locked by an exclusive consumer or queue of another connection"
+        default: return "the channel was reopened; fix the request and retry"
+        }
+    }
+
+    // MARK: - Commands
+
+    func execute(_ command: Command) {
+        do {
+            try run(command)
+        } catch let lost as ConnectionLost {
+            connectionLost(lost.error)
+        } catch {
+            // run(_:) resolves its own command on every other path.
+        }
+    }
+
+    private func channel(_ id: UInt16, for operation: String) throws -> ChannelState {
+        guard conn != nil else { throw notConnected(operation) }
+        guard let channel = channels[id] else {
+            throw AMQPError(.closed, operation: operation, endpoint: endpoint, fix: "the channel was closed; open a new one")
+        }
+        if !channel.open {
+            try openOnBroker(channel)
+        }
+        return channel
+    }
+
+    private func run(_ command: Command) throws {
+        guard let conn else {
+            command.fail(notConnected("use connection"))
+            return
+        }
+        switch command {
+        case .close:
+            return
+        case .openChannel(let confirms, let prefetch, let continuation):
+            guard channels.count < 2047 else {
+                continuation.resume(
+                    throwing: AMQPError(.invalidArgument, operation: "channel.open", endpoint: endpoint, fix: "too many channels"))
+                return
+            }
+            while channels[nextChannelID] != nil { nextChannelID = nextChannelID == 2047 ? 1 : nextChannelID + 1 }
+            let channel = ChannelState(id: nextChannelID, confirms: confirms, prefetch: prefetch)
+            nextChannelID = nextChannelID == 2047 ? 1 : nextChannelID + 1
+            do {
+                try openOnBroker(channel)
+                channels[channel.id] = channel
+                continuation.resume(returning: channel.id)
+            } catch let lost as ConnectionLost {
+                continuation.resume(throwing: lost.error)
+                throw lost
+            } catch {
+                continuation.resume(throwing: error)
+            }
+
+        case .rpc(let id, let rpc, let continuation):
+            do {
+                let channel = try channel(id, for: rpc.name)
+                continuation.resume(returning: try perform(rpc, on: channel, conn: conn))
+            } catch let lost as ConnectionLost {
+                continuation.resume(throwing: lost.error)
+                throw lost
+            } catch {
+                continuation.resume(throwing: error)
+            }
+
+        case .publish(let id, let messages, let batch):
+            let channel: ChannelState
+            do {
+                channel = try self.channel(id, for: "basic.publish")
+            } catch let lost as ConnectionLost {
+                command.fail(lost.error)
+                throw lost
+            } catch let error as AMQPError {
+                command.fail(error)
+                return
+            }
+            for (index, message) in messages.enumerated() {
+                let arena = CArena()
+                var properties = arena.properties(message.properties)
+                let status = message.body.withUnsafeBytes { body in
+                    amqp_basic_publish(
+                        conn, channel.id, arena.bytes(message.exchange), arena.bytes(message.routingKey), message.mandatory ? 1 : 0, 0,
+                        &properties, amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
+                }
+                withExtendedLifetime(arena) {}
+                guard status == AMQP_STATUS_OK.rawValue else {
+                    let error = AMQPError(
+                        .connectionLost, operation: "publish to '\(message.exchange)' with key '\(message.routingKey)'",
+                        serverText: CDecode.libraryError(status), endpoint: endpoint, fix: "the connection will be re-established; retry")
+                    for rest in index..<messages.count { batch.resolve(rest, error) }
+                    throw ConnectionLost(error: error)
+                }
+                if channel.confirms {
+                    channel.pending[channel.nextPublishSeq] = PendingPublish(
+                        batch: batch, index: index, exchange: message.exchange, routingKey: message.routingKey, mandatory: message.mandatory
+                    )
+                    channel.nextPublishSeq += 1
+                } else {
+                    batch.resolve(index, nil)
+                }
+            }
+
+        case .settle(let id, let epoch, let tag, let settlement, let continuation):
+            guard let channel = channels[id], channel.open, channel.epoch == epoch else {
+                continuation?.resume(
+                    throwing: AMQPError(
+                        .staleDelivery, operation: "settle delivery \(tag)", endpoint: endpoint,
+                        fix: "the channel it came on was closed or recovered; the broker redelivers the message"))
+                return
+            }
+            let status: Int32
+            switch settlement {
+            case .ack(let multiple): status = amqp_basic_ack(conn, id, tag, multiple ? 1 : 0)
+            case .nack(let multiple, let requeue): status = amqp_basic_nack(conn, id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+            case .reject(let requeue): status = amqp_basic_reject(conn, id, tag, requeue ? 1 : 0)
+            }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                let error = AMQPError(
+                    .connectionLost, operation: "settle delivery \(tag)", serverText: CDecode.libraryError(status), endpoint: endpoint,
+                    fix: "the broker redelivers the message after the reconnect")
+                continuation?.resume(throwing: error)
+                throw ConnectionLost(error: error)
+            }
+            continuation?.resume()
+
+        case .consume(let id, var spec, let continuation):
+            do {
+                let channel = try channel(id, for: "basic.consume")
+                if spec.tag.isEmpty {
+                    consumerCounter += 1
+                    spec.tag = "\(configuration.connectionName).\(id).\(consumerCounter).\(UInt32.random(in: 0..<UInt32.max))"
+                }
+                try startConsumer(channel, spec)
+                channel.consumers[spec.tag] = spec
+                continuation.resume(returning: spec.tag)
+            } catch let lost as ConnectionLost {
+                spec.continuation.finish()
+                continuation.resume(throwing: lost.error)
+                throw lost
+            } catch {
+                spec.continuation.finish()
+                continuation.resume(throwing: error)
+            }
+
+        case .cancel(let id, let tag, let continuation):
+            guard let channel = channels[id], let spec = channel.consumers[tag] else {
+                continuation.resume()
+                return
+            }
+            flushBatch(channel)
+            channel.consumers[tag] = nil
+            if channel.open {
+                let arena = CArena()
+                _ = amqp_basic_cancel(conn, id, arena.bytes(tag))
+                withExtendedLifetime(arena) {}
+                do {
+                    try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.cancel")
+                } catch let lost as ConnectionLost {
+                    flushBatch(channel)
+                    spec.continuation.finish()
+                    continuation.resume()
+                    throw lost
+                } catch {}
+            }
+            flushBatch(channel)
+            spec.continuation.finish()
+            continuation.resume()
+
+        case .closeChannel(let id, let continuation):
+            guard let channel = channels.removeValue(forKey: id) else {
+                continuation.resume()
+                return
+            }
+            let error = AMQPError(.closed, operation: "use channel \(id)", endpoint: endpoint, fix: "the channel was closed")
+            failPending(channel, with: error)
+            flushBatch(channel)
+            for spec in channel.consumers.values { spec.continuation.finish() }
+            if channel.open {
+                _ = amqp_channel_close(conn, id, Int32(AMQP_REPLY_SUCCESS))
+                channel.open = false
+            }
+            continuation.resume()
+        }
+    }
+
+    private func perform(_ rpc: RPC, on channel: ChannelState, conn: amqp_connection_state_t) throws -> RPCResult {
+        let arena = CArena()
+        defer { withExtendedLifetime(arena) {} }
+        let id = channel.id
+        switch rpc {
+        case .declareExchange(let name, let type, let durable, let autoDelete, let isInternal, let passive, let arguments):
+            _ = amqp_exchange_declare(
+                conn, id, arena.bytes(name), arena.bytes(type), passive ? 1 : 0, durable ? 1 : 0, autoDelete ? 1 : 0, isInternal ? 1 : 0,
+                arena.table(arguments))
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            return .done
+        case .deleteExchange(let name, let ifUnused):
+            _ = amqp_exchange_delete(conn, id, arena.bytes(name), ifUnused ? 1 : 0)
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            return .done
+        case .declareQueue(let name, let passive, let durable, let exclusive, let autoDelete, let arguments):
+            let ok = amqp_queue_declare(
+                conn, id, arena.bytes(name), passive ? 1 : 0, durable ? 1 : 0, exclusive ? 1 : 0, autoDelete ? 1 : 0, arena.table(arguments)
+            )
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            guard let ok else { return .queue(AMQPQueueInfo(name: name, messageCount: 0, consumerCount: 0)) }
+            return .queue(
+                AMQPQueueInfo(
+                    name: CDecode.string(ok.pointee.queue), messageCount: ok.pointee.message_count, consumerCount: ok.pointee.consumer_count
+                ))
+        case .deleteQueue(let name, let ifUnused, let ifEmpty):
+            let ok = amqp_queue_delete(conn, id, arena.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            return .count(ok?.pointee.message_count ?? 0)
+        case .purgeQueue(let name):
+            let ok = amqp_queue_purge(conn, id, arena.bytes(name))
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            return .count(ok?.pointee.message_count ?? 0)
+        case .bindQueue(let queue, let exchange, let key, let arguments):
+            _ = amqp_queue_bind(conn, id, arena.bytes(queue), arena.bytes(exchange), arena.bytes(key), arena.table(arguments))
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            return .done
+        case .unbindQueue(let queue, let exchange, let key, let arguments):
+            _ = amqp_queue_unbind(conn, id, arena.bytes(queue), arena.bytes(exchange), arena.bytes(key), arena.table(arguments))
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            return .done
+        case .qos(let prefetch):
+            _ = amqp_basic_qos(conn, id, 0, prefetch, 0)
+            try check(amqp_get_rpc_reply(conn), channel: channel, operation: rpc.name)
+            channel.prefetch = prefetch
+            return .done
+        }
+    }
+
+    // MARK: - Reading frames
+
+    /// Reads every frame that is already available (never blocks), then hands the deliveries of this read
+    /// cycle to their consumers as one batch each.
+    func readAvailable() throws {
+        guard let conn else { return }
+        var count = 0
+        defer {
+            flushAll()
+            if let conn = self.conn { amqp_maybe_release_buffers(conn) }
+        }
+        while count < 4096 {
+            var frame = amqp_frame_t()
+            var zero = timeval(tv_sec: 0, tv_usec: 0)
+            let status = amqp_simple_wait_frame_noblock(conn, &frame, &zero)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                let code: AMQPError.Code = .connectionLost
+                throw ConnectionLost(
+                    error: AMQPError(
+                        code, operation: "read", serverText: CDecode.libraryError(status), endpoint: endpoint,
+                        fix: "the connection will be re-established"))
+            }
+            count += 1
+            try handle(frame)
+            if self.conn == nil { return }
+        }
+    }
+
+    private func handle(_ frame: amqp_frame_t) throws {
+        let channelID = frame.channel
+        switch Int32(frame.frame_type) {
+        case AMQP_FRAME_METHOD:
+            try handleMethod(frame.payload.method, channelID: channelID)
+        case AMQP_FRAME_HEADER:
+            guard let channel = channels[channelID], var partial = channel.partial else { return }
+            if let decoded = frame.payload.properties.decoded {
+                partial.properties = CDecode.properties(decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
+            }
+            partial.expected = Int(frame.payload.properties.body_size)
+            partial.body.reserveCapacity(partial.expected)
+            channel.partial = partial
+            if partial.expected == 0 { complete(channel) }
+        case AMQP_FRAME_BODY:
+            guard let channel = channels[channelID], channel.partial != nil else { return }
+            let fragment = frame.payload.body_fragment
+            if fragment.len > 0, let bytes = fragment.bytes {
+                channel.partial!.body.append(contentsOf: UnsafeRawBufferPointer(start: bytes, count: fragment.len))
+            }
+            if channel.partial!.body.count >= channel.partial!.expected { complete(channel) }
+        default:
+            return  // heartbeats are consumed by the library
+        }
+    }
+
+    private func handleMethod(_ method: amqp_method_t, channelID: UInt16) throws {
+        switch method.id {
+        case AMQP_BASIC_DELIVER_METHOD:
+            let d = method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            channels[channelID]?.partial = PartialContent(
+                kind: .deliver(
+                    consumerTag: CDecode.string(d.consumer_tag), deliveryTag: d.delivery_tag, redelivered: d.redelivered != 0,
+                    exchange: CDecode.string(d.exchange), routingKey: CDecode.string(d.routing_key)))
+        case AMQP_BASIC_RETURN_METHOD:
+            let r = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            channels[channelID]?.partial = PartialContent(
+                kind: .returned(
+                    code: r.reply_code, text: CDecode.string(r.reply_text), exchange: CDecode.string(r.exchange),
+                    routingKey: CDecode.string(r.routing_key)))
+        case AMQP_BASIC_ACK_METHOD:
+            let a = method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            if let channel = channels[channelID] { confirm(channel, tag: a.delivery_tag, multiple: a.multiple != 0, nack: false) }
+        case AMQP_BASIC_NACK_METHOD:
+            let n = method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            if let channel = channels[channelID] { confirm(channel, tag: n.delivery_tag, multiple: n.multiple != 0, nack: true) }
+        case AMQP_CHANNEL_CLOSE_METHOD:
+            let c = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            if let channel = channels[channelID] {
+                _ = channelClosedByServer(
+                    channel, code: c.reply_code, text: CDecode.string(c.reply_text), operation: "channel \(channelID)", reopen: true)
+            } else if let conn {
+                var ok = amqp_channel_close_ok_t(dummy: 0)
+                _ = amqp_send_method(conn, channelID, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
+            }
+        case AMQP_CONNECTION_CLOSE_METHOD:
+            let c = method.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            throw ConnectionLost(error: connectionClosedByServer(c, operation: "connection"))
+        case AMQP_BASIC_CANCEL_METHOD:
+            let c = method.decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            let tag = CDecode.string(c.consumer_tag)
+            if let channel = channels[channelID], let spec = channel.consumers.removeValue(forKey: tag) {
+                logger.warning("AMQP consumer cancelled by the broker (queue deleted?)", metadata: ["amqp.consumer": "\(tag)"])
+                flushBatch(channel)
+                spec.continuation.finish()
+            }
+        case AMQP_CONNECTION_BLOCKED_METHOD:
+            logger.warning("RabbitMQ blocked this connection (resource alarm: memory or disk); publishes wait until it clears")
+        case AMQP_CONNECTION_UNBLOCKED_METHOD:
+            logger.info("RabbitMQ unblocked this connection")
+        case AMQP_CHANNEL_CLOSE_OK_METHOD:
+            return
+        default:
+            logger.debug("AMQP ignored method", metadata: ["amqp.method": "\(method.id)", "amqp.channel": "\(channelID)"])
+        }
+    }
+
+    private func complete(_ channel: ChannelState) {
+        guard let partial = channel.partial else { return }
+        channel.partial = nil
+        switch partial.kind {
+        case .deliver(let consumerTag, let deliveryTag, let redelivered, let exchange, let routingKey):
+            let delivery = AMQPDelivery(
+                body: partial.body, properties: partial.properties, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange,
+                routingKey: routingKey, consumerTag: consumerTag, channelID: channel.id, epoch: channel.epoch)
+            readyBatches[consumerTag, default: (channel, [])].1.append(delivery)
+        case .returned(let code, let text, let exchange, let routingKey):
+            // Returns arrive in publish order, right before the confirm of the same message: attribute this one
+            // to the oldest unconfirmed mandatory publish with the same exchange and routing key.
+            let match = channel.pending.filter {
+                $0.value.mandatory && $0.value.returned == nil && $0.value.exchange == exchange && $0.value.routingKey == routingKey
+            }.min { $0.key < $1.key }
+            let error = AMQPError(
+                .unroutable, operation: "publish to '\(exchange)' with key '\(routingKey)'", serverCode: code, serverText: text,
+                endpoint: endpoint,
+                fix: "no queue is bound to exchange '\(exchange)' for routing key '\(routingKey)': declare and bind one (or check the name)"
+            )
+            if let (seq, _) = match {
+                channel.pending[seq]?.returned = error
+            } else {
+                logger.warning("AMQP message returned as unroutable", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func confirm(_ channel: ChannelState, tag: UInt64, multiple: Bool, nack: Bool) {
+        func settle(_ seq: UInt64) {
+            guard let publish = channel.pending.removeValue(forKey: seq) else { return }
+            if nack {
+                publish.batch.resolve(
+                    publish.index,
+                    AMQPError(
+                        .nacked, operation: "publish to '\(publish.exchange)' with key '\(publish.routingKey)'", endpoint: endpoint,
+                        fix:
+                            "the broker refused the message: the target queue is full (x-overflow reject-publish) or unavailable; retry later or raise its max length"
+                    ))
+            } else {
+                publish.batch.resolve(publish.index, publish.returned)
+            }
+        }
+        if multiple {
+            if tag >= channel.lowestPending {
+                for seq in channel.lowestPending...tag { settle(seq) }
+            }
+            channel.lowestPending = max(channel.lowestPending, tag + 1)
+        } else {
+            settle(tag)
+            if tag == channel.lowestPending {
+                var next = tag + 1
+                while next < channel.nextPublishSeq && channel.pending[next] == nil { next += 1 }
+                channel.lowestPending = next
+            }
+        }
+    }
+
+    private func flushAll() {
+        guard !readyBatches.isEmpty else { return }
+        for (tag, entry) in readyBatches { entry.0.consumers[tag]?.continuation.yield(entry.1) }
+        readyBatches.removeAll(keepingCapacity: true)
+    }
+
+    private func flushBatch(_ channel: ChannelState) {
+        guard !readyBatches.isEmpty else { return }
+        for (tag, entry) in readyBatches where entry.0 === channel {
+            readyBatches[tag] = nil
+            channel.consumers[tag]?.continuation.yield(entry.1)
+        }
+    }
+
+    // MARK: - Shutdown
+
+    private func shutdown() {
+        let error = closedError()
+        for command in queue.closeAndTakeRemaining() { command.fail(error) }
+        for channel in channels.values {
+            failPending(channel, with: error)
+            flushBatch(channel)
+            for spec in channel.consumers.values { spec.continuation.finish() }
+        }
+        channels = [:]
+        if let conn {
+            _ = amqp_connection_close(conn, Int32(AMQP_REPLY_SUCCESS))
+            amqp_destroy_connection(conn)
+            self.conn = nil
+        }
+        queue.closeFDs()
+        logger.debug("AMQP connection closed", metadata: ["amqp.endpoint": "\(endpoint)"])
+    }
+}
