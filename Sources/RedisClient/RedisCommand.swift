@@ -1,0 +1,113 @@
+/// One Redis command and its binary-safe arguments, e.g. `RedisCommand("SET", key, value)`.
+///
+/// Arguments are bytes: `String` (UTF-8), `[UInt8]`, `Int`, `Double` and the other
+/// ``RedisArgumentConvertible`` types are encoded into one contiguous buffer when the command is built, so
+/// the connection thread hands them to hiredis without copying them again. Any byte, including NUL, CR,
+/// LF and 0xFF, is sent as is.
+///
+/// Commands that put the connection into another protocol mode (`SUBSCRIBE`, `MONITOR`) and blocking
+/// commands that wait longer than ``RedisConfiguration/commandTimeout`` are not supported.
+public struct RedisCommand: Sendable, Hashable {
+    /// Every argument, the command name first, back to back.
+    var storage: [UInt8]
+    /// The length of each argument in ``storage``.
+    var lengths: [Int]
+    /// The script this command runs with `EVALSHA`: the connection loads it when the server does not know it.
+    var script: RedisScript?
+
+    /// Creates a command from its name and arguments, e.g. `RedisCommand("HSET", key, "field", 42)`.
+    public init(_ name: String, _ arguments: any RedisArgumentConvertible...) {
+        self.init(name, arguments: arguments)
+    }
+
+    /// Creates a command from its name and an array of arguments.
+    public init(_ name: String, arguments: [any RedisArgumentConvertible]) {
+        storage = []
+        lengths = []
+        lengths.reserveCapacity(arguments.count + 1)
+        append(name)
+        for argument in arguments {
+            append(argument)
+        }
+    }
+
+    /// Creates a command from raw byte arguments, the command name first.
+    ///
+    /// An empty array makes a command that the server rejects; give at least the name.
+    public init(bytes arguments: [[UInt8]]) {
+        storage = []
+        storage.reserveCapacity(arguments.reduce(0) { $0 + $1.count })
+        lengths = arguments.map(\.count)
+        for argument in arguments {
+            storage.append(contentsOf: argument)
+        }
+    }
+
+    /// Appends one argument.
+    public mutating func append(_ argument: some RedisArgumentConvertible) {
+        let before = storage.count
+        argument.appendRedisArgument(to: &storage)
+        lengths.append(storage.count - before)
+    }
+
+    /// Appends several arguments.
+    public mutating func append(contentsOf arguments: [any RedisArgumentConvertible]) {
+        for argument in arguments {
+            append(argument)
+        }
+    }
+
+    /// The number of arguments, the command name included.
+    public var count: Int { lengths.count }
+
+    /// Every argument as bytes, the command name first.
+    public var arguments: [[UInt8]] {
+        var result: [[UInt8]] = []
+        result.reserveCapacity(lengths.count)
+        var offset = 0
+        for length in lengths {
+            result.append(Array(storage[offset..<offset + length]))
+            offset += length
+        }
+        return result
+    }
+
+    /// The command name in upper case (`GET`), for errors and logs; never an argument.
+    ///
+    /// A first argument that does not look like a command name (non-ASCII, long) is shown as `?` so that
+    /// a misplaced secret does not leak into a log.
+    public var name: String {
+        guard let length = lengths.first, length > 0, length <= 32 else { return "?" }
+        var result = ""
+        for byte in storage[0..<length] {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"):
+                result.unicodeScalars.append(Unicode.Scalar(byte - 32))
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                result.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                return "?"
+            }
+        }
+        return result
+    }
+
+    /// The total size of the arguments in bytes.
+    public var byteCount: Int { storage.count }
+}
+
+extension RedisCommand {
+    /// `EVALSHA` for a script: the connection loads the script when the server does not know it
+    /// (first use on a connection, after `SCRIPT FLUSH` or a server restart) and retries.
+    public static func evalSHA(
+        _ script: RedisScript,
+        keys: [any RedisArgumentConvertible] = [],
+        args: [any RedisArgumentConvertible] = []
+    ) -> RedisCommand {
+        var command = RedisCommand("EVALSHA", script.sha1, keys.count)
+        command.append(contentsOf: keys)
+        command.append(contentsOf: args)
+        command.script = script
+        return command
+    }
+}
