@@ -133,6 +133,9 @@ public final class RedisConnection: Sendable {
     // MARK: - Internals
 
     private func submit(_ commands: [RedisCommand]) async throws -> [RedisReply] {
+        if commands.contains(where: { $0.count == 0 }) {
+            throw RedisError(code: .protocol, message: "a RedisCommand has no arguments: give at least the command name")
+        }
         let id = queue.makeID()
         let queue = self.queue
         let url = configuration.url

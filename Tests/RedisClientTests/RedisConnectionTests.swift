@@ -135,6 +135,18 @@ struct RedisConnectionTests {
         }
     }
 
+    @Test func emptyCommandIsRejectedWithoutTouchingTheConnection() async throws {
+        try await RedisTest.withConnection { redis, _ in
+            do {
+                _ = try await redis.pipeline([RedisCommand("PING"), RedisCommand(bytes: [])])
+                Issue.record("an empty command was sent")
+            } catch let error as RedisError {
+                #expect(error.code == .protocol)
+            }
+            #expect(try await redis.send("PING") == .status("PONG"))
+        }
+    }
+
     @Test func closeFailsLaterCallsAndIsIdempotent() async throws {
         let redis = try await RedisConnection.connect(configuration: RedisTest.configuration(), logger: RedisTest.logger)
         #expect(try await redis.send("PING") == .status("PONG"))
