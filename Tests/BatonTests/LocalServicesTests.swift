@@ -1,0 +1,194 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import Baton
+
+/// The shared servers that `scripts/test` starts are only inspected and "started" again (a no-op) here; what
+/// is stopped is always a server these tests started themselves, in a folder and on ports of their own.
+@Suite("LocalServices")
+struct LocalServicesTests {
+    static var sharedServersAreLocal: Bool {
+        TestServers.available && TestServers.amqpURL == Endpoints.localAMQPURL && TestServers.redisURL == Endpoints.localRedisURL
+    }
+
+    static var rabbitMQInstalled: Bool { FileManager.default.isExecutableFile(atPath: "/usr/lib/rabbitmq/bin/rabbitmq-server") }
+    static var redisInstalled: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server") }
+
+    @Test(.enabled(if: sharedServersAreLocal))
+    func statusReportsTheRunningServers() async {
+        let status = await LocalServices().status()
+        #expect(status.rabbitmq?.running == true)
+        #expect(status.rabbitmq?.url == Endpoints.localAMQPURL)
+        #expect(status.rabbitmq?.port == 5673)
+        #expect(status.redis?.running == true)
+        #expect(status.redis?.url == Endpoints.localRedisURL)
+        #expect(status.redis?.port == 6390)
+        if let pid = status.rabbitmq?.pid { #expect(ProcessInspector.isAlive(pid: pid, command: "beam.smp")) }
+        if let pid = status.redis?.pid { #expect(ProcessInspector.isAlive(pid: pid, command: "redis-server")) }
+    }
+
+    @Test(.enabled(if: sharedServersAreLocal), .timeLimit(.minutes(2)))
+    func startTwiceLeavesTheRunningServersAlone() async throws {
+        let services = LocalServices()
+        let first = try await services.start()
+        let second = try await services.start()
+        #expect(first.map(\.service) == [.rabbitmq, .redis])
+        #expect(second.allSatisfy { $0.alreadyRunning })
+        #expect(first.map(\.pid) == second.map(\.pid))
+        let status = await services.status()
+        #expect(status.rabbitmq?.running == true)
+        #expect(status.redis?.running == true)
+        #expect(status.rabbitmq?.pid == second[0].pid)
+        #expect(status.redis?.pid == second[1].pid)
+    }
+
+    @Test(.enabled(if: TestServers.required || redisInstalled), .timeLimit(.minutes(1)))
+    func redisStartStopLeavesNothingRunning() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        var configuration = sandbox.configuration
+        configuration.services = [.redis]
+        let services = LocalServices(configuration: configuration)
+
+        let started = try #require(try await services.start().first)
+        #expect(!started.alreadyRunning)
+        #expect(started.startedByBaton)
+        let pid = try #require(started.pid)
+        #expect(ProcessInspector.isAlive(pid: pid, command: "redis-server"))
+        #expect(PortProbe.redis(port: configuration.redisPort) == .ready)
+        #expect(FileManager.default.fileExists(atPath: sandbox.directory + "/redis/appendonlydir"))
+
+        let again = try #require(try await services.start().first)
+        #expect(again.alreadyRunning)
+        #expect(again.pid == pid)
+        let status = try #require(await services.status().redis)
+        #expect(
+            status
+                == LocalServices.ServiceStatus(
+                    running: true, url: configuration.redisURL, port: configuration.redisPort, pid: pid, startedByBaton: true,
+                    log: sandbox.directory + "/redis/redis.log"))
+
+        let stopped = try #require(try await services.stop().first)
+        #expect(stopped.stopped)
+        #expect(stopped.pid == pid)
+        #expect(!stopped.killed)
+        #expect(!ProcessInspector.isAlive(pid: pid, command: "redis-server"))
+        #expect(PortProbe.redis(port: configuration.redisPort) == .closed)
+        #expect(await services.status().redis?.running == false)
+
+        let secondStop = try #require(try await services.stop().first)
+        #expect(!secondStop.stopped)
+        #expect(secondStop.pid == nil)
+    }
+
+    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(3)))
+    func rabbitMQNodeStartStopLeavesNothingRunning() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        var configuration = sandbox.configuration
+        configuration.services = [.rabbitmq]
+        let services = LocalServices(configuration: configuration)
+
+        let started = try #require(try await services.start().first)
+        #expect(!started.alreadyRunning)
+        let pid = try #require(started.pid)
+        #expect(ProcessInspector.isAlive(pid: pid, command: "beam.smp"))
+        #expect(PortProbe.amqp(port: configuration.amqpPort) == .ready)
+        let again = try #require(try await services.start().first)
+        #expect(again.alreadyRunning && again.pid == pid)
+
+        let stopped = try #require(try await services.stop().first)
+        #expect(stopped.stopped && stopped.pid == pid)
+        #expect(!ProcessInspector.isAlive(pid: pid, command: "beam.smp"))
+        #expect(PortProbe.amqp(port: configuration.amqpPort) == .closed)
+        #expect(!PortProbe.isOpen(port: configuration.rabbitMQDistributionPort))
+        #expect(try #require(try await services.stop().first).stopped == false)
+    }
+
+    @Test func aMissingServerNamesTheDebianPackage() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        var configuration = sandbox.configuration
+        configuration.services = [.redis]
+        configuration.redisServerPath = sandbox.directory + "/no-such-redis-server"
+        let error = await #expect(throws: LocalServicesError.self) { try await LocalServices(configuration: configuration).start() }
+        #expect(error?.code == .notInstalled)
+        #expect(error?.code.isConfigurationError == true)
+        #expect(error?.message.contains("apt-get install redis-server") == true)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aPortHeldByAnotherProgramIsAClearError() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        let listener = try SilentListener()
+        defer { listener.close() }
+        var configuration = sandbox.configuration
+        configuration.services = [.redis]
+        configuration.redisPort = listener.port
+        let error = await #expect(throws: LocalServicesError.self) { try await LocalServices(configuration: configuration).start() }
+        #expect(error?.code == .portInUse)
+        #expect(error?.message.contains("port \(listener.port)") == true)
+    }
+}
+
+/// A services folder and free ports of its own, removed afterwards.
+struct Sandbox {
+    let directory: String
+    let configuration: LocalServices.Configuration
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.path + "/" + TestServers.uniqueName("baton-services-test")
+        var configuration = LocalServices.Configuration(environment: ["BATON_SERVICES_DIR": directory])
+        configuration.amqpPort = try freePort()
+        configuration.rabbitMQDistributionPort = try freePort()
+        configuration.redisPort = try freePort()
+        configuration.rabbitMQNodeName = TestServers.uniqueName("batontest").replacingOccurrences(of: ".", with: "-") + "@localhost"
+        configuration.startTimeout = .seconds(60)
+        self.configuration = configuration
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// A TCP listener on 127.0.0.1 that accepts nothing and answers nothing.
+struct SilentListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        (fd, port) = try bindLoopback(listen: true)
+    }
+
+    func close() { _ = Foundation.close(fd) }
+}
+
+struct SocketFailure: Error {}
+
+/// A port that was free a moment ago (the kernel's choice for port 0).
+func freePort() throws -> Int {
+    let (fd, port) = try bindLoopback(listen: false)
+    close(fd)
+    return port
+}
+
+func bindLoopback(listen shouldListen: Bool) throws -> (Int32, Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw SocketFailure() }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, length) == 0 && (!shouldListen || listen(fd, 16) == 0) && getsockname(fd, $0, &length) == 0
+        }
+    }
+    guard bound else {
+        close(fd)
+        throw SocketFailure()
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
