@@ -8,11 +8,14 @@ let package = Package(
         .library(name: "AMQPClient", targets: ["AMQPClient"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "Baton", targets: ["Baton"]),
+        .library(name: "BatonTesting", targets: ["BatonTesting"]),
+        .library(name: "BatonExamples", targets: ["BatonExamples"]),
         .executable(name: "baton", targets: ["baton"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(
@@ -35,19 +38,25 @@ let package = Package(
         ),
         .target(
             name: "Baton",
-            dependencies: ["AMQPClient", "RedisClient", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "AMQPClient", "RedisClient", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
+        .target(name: "BatonExamples", dependencies: ["Baton"]),
+        .target(name: "BatonTesting", dependencies: ["Baton", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "baton",
             dependencies: [
-                "Baton", "AMQPClient", "RedisClient",
+                "Baton", "BatonExamples", "AMQPClient", "RedisClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
         .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "TestSupport"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
-        .testTarget(name: "BatonTests", dependencies: ["Baton", "TestSupport"]),
+        .testTarget(name: "BatonTests", dependencies: ["Baton", "BatonExamples", "BatonTesting", "AMQPClient", "RedisClient", "TestSupport"]),
     ]
 )

@@ -97,6 +97,18 @@ public struct AMQPChannel: Sendable {
         }
     }
 
+    /// Publishes `messages` and, once the broker confirmed all of them, acks `deliveries` (or nacks them
+    /// with requeue when a publish failed) — on the connection thread, without waiting here. `deliveries`
+    /// must come from a channel of the same connection. `onSettled` runs on the connection thread with the
+    /// publish results: keep it short. This is the late ack of a consume → publish hop.
+    public func publish(_ messages: [AMQPMessage], thenAck deliveries: [AMQPDelivery], onSettled: (@Sendable ([AMQPError?]) -> Void)? = nil)
+    {
+        let first = deliveries.first
+        let ack = AckAfter(
+            channel: first?.channelID ?? id, epoch: first?.epoch ?? 0, tags: deliveries.map(\.deliveryTag), onSettled: onSettled)
+        connection.queue.submit(.publish(channel: id, messages, PublishBatch(count: messages.count, ackAfter: ack)))
+    }
+
     /// Acknowledges a delivery (`multiple`: and every earlier one on this channel).
     public func ack(_ delivery: AMQPDelivery, multiple: Bool = false) async throws {
         try await settle(delivery, .ack(multiple: multiple))
@@ -112,25 +124,40 @@ public struct AMQPChannel: Sendable {
         try await settle(delivery, .reject(requeue: requeue))
     }
 
+    /// Acknowledges several deliveries of this channel in one hand-off to the connection thread.
+    public func ack(_ deliveries: [AMQPDelivery]) async throws {
+        guard let first = deliveries.first else { return }
+        let current = deliveries.filter { $0.epoch == first.epoch }
+        try await settle(current, .ack(multiple: false))
+        if current.count != deliveries.count {
+            try await ack(deliveries.filter { $0.epoch != first.epoch })
+        }
+    }
+
     private func settle(_ delivery: AMQPDelivery, _ settlement: Settlement) async throws {
-        guard delivery.channelID == id else {
+        try await settle([delivery], settlement)
+    }
+
+    private func settle(_ deliveries: [AMQPDelivery], _ settlement: Settlement) async throws {
+        guard let first = deliveries.first else { return }
+        guard deliveries.allSatisfy({ $0.channelID == id }) else {
             throw AMQPError(
-                .invalidArgument, operation: "settle delivery \(delivery.deliveryTag)",
-                fix: "acknowledge a delivery on the channel it arrived on (channel \(delivery.channelID), not \(id))")
+                .invalidArgument, operation: "settle delivery \(first.deliveryTag)",
+                fix: "acknowledge a delivery on the channel it arrived on (channel \(first.channelID), not \(id))")
         }
         try await withCheckedThrowingContinuation { continuation in
-            connection.queue.submit(.settle(channel: id, epoch: delivery.epoch, tag: delivery.deliveryTag, settlement, continuation))
+            connection.queue.submit(.settle(channel: id, epoch: first.epoch, tags: deliveries.map(\.deliveryTag), settlement, continuation))
         }
     }
 
     /// Starts a consumer on `queue`. Deliveries arrive in batches: everything that was read in one cycle.
     public func consume(queue: String, tag: String = "", exclusive: Bool = false, arguments: AMQPTable = [:]) async throws -> AMQPConsumer {
-        let (stream, streamContinuation) = AsyncStream<[AMQPDelivery]>.makeStream()
-        let spec = ConsumerSpec(queue: queue, tag: tag, exclusive: exclusive, arguments: arguments, continuation: streamContinuation)
+        let buffer = DeliveryBuffer()
+        let spec = ConsumerSpec(queue: queue, tag: tag, exclusive: exclusive, arguments: arguments, buffer: buffer)
         let actualTag = try await withCheckedThrowingContinuation { continuation in
             connection.queue.submit(.consume(channel: id, spec, continuation))
         }
-        return AMQPConsumer(channel: self, tag: actualTag, batches: stream)
+        return AMQPConsumer(channel: self, tag: actualTag, batches: AMQPDeliveryBatches(buffer: buffer))
     }
 
     /// Cancels a consumer; its stream ends.
@@ -152,9 +179,9 @@ public struct AMQPChannel: Sendable {
 public struct AMQPConsumer: Sendable {
     public let channel: AMQPChannel
     public let tag: String
-    /// The deliveries, grouped as they were read; the stream ends when the consumer is cancelled or the
-    /// connection closed.
-    public let batches: AsyncStream<[AMQPDelivery]>
+    /// The deliveries in batches: each batch is everything buffered when it was asked for. The sequence
+    /// ends when the consumer is cancelled or the connection closed.
+    public let batches: AMQPDeliveryBatches
 
     /// The deliveries one by one.
     public var deliveries: Deliveries { Deliveries(batches: batches) }
@@ -168,10 +195,10 @@ extension AMQPConsumer {
     /// A consumer's deliveries one at a time.
     public struct Deliveries: AsyncSequence, Sendable {
         public typealias Element = AMQPDelivery
-        let batches: AsyncStream<[AMQPDelivery]>
+        let batches: AMQPDeliveryBatches
 
         public struct AsyncIterator: AsyncIteratorProtocol {
-            var upstream: AsyncStream<[AMQPDelivery]>.AsyncIterator
+            var upstream: AMQPDeliveryBatches.AsyncIterator
             var buffer: [AMQPDelivery] = []
             var position = 0
 

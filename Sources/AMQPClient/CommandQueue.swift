@@ -7,7 +7,7 @@ enum Command: Sendable {
     case openChannel(confirms: Bool, prefetch: UInt16?, CheckedContinuation<UInt16, any Error>)
     case rpc(channel: UInt16, RPC, CheckedContinuation<RPCResult, any Error>)
     case publish(channel: UInt16, [AMQPMessage], PublishBatch)
-    case settle(channel: UInt16, epoch: UInt64, tag: UInt64, Settlement, CheckedContinuation<Void, any Error>?)
+    case settle(channel: UInt16, epoch: UInt64, tags: [UInt64], Settlement, CheckedContinuation<Void, any Error>?)
     case consume(channel: UInt16, ConsumerSpec, CheckedContinuation<String, any Error>)
     case cancel(channel: UInt16, tag: String, CheckedContinuation<Void, any Error>)
     case closeChannel(channel: UInt16, CheckedContinuation<Void, any Error>)
@@ -21,7 +21,7 @@ enum Command: Sendable {
         case .publish(_, let messages, let batch): for index in messages.indices { batch.resolve(index, error) }
         case .settle(_, _, _, _, let c): c?.resume(throwing: error)
         case .consume(_, let spec, let c):
-            spec.continuation.finish()
+            spec.buffer.finish()
             c.resume(throwing: error)
         case .cancel(_, _, let c): c.resume(throwing: error)
         case .closeChannel(_, let c): c.resume(throwing: error)
@@ -72,30 +72,70 @@ struct ConsumerSpec: Sendable {
     var tag: String
     var exclusive: Bool
     var arguments: AMQPTable
-    var continuation: AsyncStream<[AMQPDelivery]>.Continuation
+    var buffer: DeliveryBuffer
 }
 
 /// The outcome of one publish call (one or more messages), completed when every message is confirmed.
 ///
-/// `@unchecked Sendable`: after the publish command is enqueued, `results` and `remaining` are touched only
-/// on the connection thread (the only caller of ``resolve(_:_:)``); the continuation is resumed exactly once.
+/// `@unchecked Sendable`: after the publish command is enqueued, `results`, `remaining` and the ack sink
+/// are touched only on the connection thread (the only caller of ``resolve(_:_:)``); the completion runs
+/// exactly once.
 final class PublishBatch: @unchecked Sendable {
+    enum Completion {
+        case continuation(CheckedContinuation<[AMQPError?], Never>)
+        /// Ack (or, if any message failed, nack with requeue) these deliveries once every message is settled,
+        /// on the connection thread, then call `onSettled`.
+        case ackAfter(AckAfter)
+    }
+
     private var results: [AMQPError?]
     private var remaining: Int
-    private let continuation: CheckedContinuation<[AMQPError?], Never>
+    private let completion: Completion
+    /// Set by the engine: where finished ack-after batches are queued for it.
+    var sink: AckSink?
 
     init(count: Int, continuation: CheckedContinuation<[AMQPError?], Never>) {
         self.results = Array(repeating: nil, count: count)
         self.remaining = count
-        self.continuation = continuation
+        self.completion = .continuation(continuation)
         if count == 0 { continuation.resume(returning: []) }
+    }
+
+    init(count: Int, ackAfter: AckAfter) {
+        self.results = Array(repeating: nil, count: count)
+        self.remaining = count
+        self.completion = .ackAfter(ackAfter)
+    }
+
+    var ackAfter: AckAfter? {
+        if case .ackAfter(let ack) = completion { return ack }
+        return nil
     }
 
     func resolve(_ index: Int, _ error: AMQPError?) {
         results[index] = error
         remaining -= 1
-        if remaining == 0 { continuation.resume(returning: results) }
+        guard remaining == 0 else { return }
+        switch completion {
+        case .continuation(let continuation): continuation.resume(returning: results)
+        case .ackAfter(let ack):
+            if let sink { sink.finished.append((ack, results)) } else { ack.onSettled?(results) }
+        }
     }
+}
+
+/// Deliveries to settle once a publish is confirmed: the late ack of the step protocol, done on the
+/// connection thread without a round trip through a task.
+struct AckAfter: Sendable {
+    var channel: UInt16
+    var epoch: UInt64
+    var tags: [UInt64]
+    var onSettled: (@Sendable ([AMQPError?]) -> Void)?
+}
+
+/// Ack-after batches whose publishes all settled, waiting for the engine to ack them. Connection thread only.
+final class AckSink {
+    var finished: [(AckAfter, [AMQPError?])] = []
 }
 
 /// The hand-off between tasks and the connection thread: a locked command list plus a self-pipe that wakes
@@ -104,6 +144,8 @@ final class CommandQueue: Sendable {
     struct State {
         var commands: [Command] = []
         var wakePending = false
+        /// The connection thread is (about to be) asleep in poll(2): a new command must wake it.
+        var sleeping = false
         var closed = false
         var connected = false
         var reconnects = 0
@@ -127,7 +169,7 @@ final class CommandQueue: Sendable {
         let accepted = state.withLock { state -> Bool in
             guard !state.closed else { return false }
             state.commands.append(command)
-            if !state.wakePending {
+            if state.sleeping && !state.wakePending {
                 state.wakePending = true
                 var byte: UInt8 = 1
                 _ = write(writeFD, &byte, 1)
@@ -141,7 +183,6 @@ final class CommandQueue: Sendable {
 
     func takeAll() -> [Command] {
         state.withLock { state in
-            state.wakePending = false
             let commands = state.commands
             state.commands.removeAll(keepingCapacity: true)
             return commands
@@ -149,6 +190,24 @@ final class CommandQueue: Sendable {
     }
 
     var hasCommands: Bool { state.withLock { !$0.commands.isEmpty } }
+
+    /// Marks the thread asleep unless commands are waiting; returns whether it may sleep.
+    func prepareToSleep() -> Bool {
+        state.withLock { state in
+            guard state.commands.isEmpty else { return false }
+            state.sleeping = true
+            return true
+        }
+    }
+
+    /// Marks the thread awake again and empties the wake-up pipe if it was written.
+    func wokeUp(pipeReadable: Bool) {
+        if pipeReadable { drainPipe() }
+        state.withLock { state in
+            state.sleeping = false
+            if pipeReadable { state.wakePending = false }
+        }
+    }
 
     func drainPipe() {
         var buffer = [UInt8](repeating: 0, count: 64)

@@ -61,6 +61,7 @@ final class ConnectionEngine {
     var nextChannelID: UInt16 = 1
     var heartbeatSeconds: Int32 = 0
     var readyBatches: [String: (ChannelState, [AMQPDelivery])] = [:]
+    let ackSink = AckSink()
     var consumerCounter = 0
 
     init(configuration: AMQPConfiguration, logger: Logger, queue: CommandQueue) {
@@ -101,9 +102,11 @@ final class ConnectionEngine {
                 }
                 execute(command)
             }
+            settleAckAfter()
             if conn != nil {
                 do {
                     try readAvailable()
+                    settleAckAfter()
                 } catch let lost as ConnectionLost {
                     connectionLost(lost.error)
                 } catch {
@@ -114,7 +117,6 @@ final class ConnectionEngine {
                 if !reconnectLoop() { return }
                 continue
             }
-            if queue.hasCommands { continue }
             waitForActivity()
         }
     }
@@ -128,8 +130,9 @@ final class ConnectionEngine {
             pollfd(fd: amqp_get_sockfd(conn), events: Int16(POLLIN), revents: 0),
             pollfd(fd: queue.readFD, events: Int16(POLLIN), revents: 0),
         ]
+        guard queue.prepareToSleep() else { return }
         _ = poll(&fds, 2, timeoutMs)
-        if fds[1].revents != 0 { queue.drainPipe() }
+        queue.wokeUp(pipeReadable: fds[1].revents != 0)
     }
 
     // MARK: - Connect and recover
@@ -264,7 +267,9 @@ final class ConnectionEngine {
                 let ms = Int32(
                     clamping: max(1, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000))
                 var fds = [pollfd(fd: queue.readFD, events: Int16(POLLIN), revents: 0)]
-                if poll(&fds, 1, ms) > 0 { queue.drainPipe() }
+                guard queue.prepareToSleep() else { continue }
+                let ready = poll(&fds, 1, ms) > 0
+                queue.wokeUp(pipeReadable: ready)
             }
             guard policy.enabled else { continue }
             attempt += 1
@@ -323,7 +328,7 @@ final class ConnectionEngine {
             } catch let error as AMQPError {
                 logger.warning("AMQP consumer could not be restored", metadata: ["amqp.consumer": "\(tag)", "error": "\(error)"])
                 channel.consumers[tag] = nil
-                spec.continuation.finish()
+                spec.buffer.finish()
                 if !channel.open { return try openOnBroker(channel) }
             }
         }
@@ -488,6 +493,8 @@ final class ConnectionEngine {
             }
 
         case .publish(let id, let messages, let batch):
+            batch.sink = ackSink
+            if messages.isEmpty, let ack = batch.ackAfter { ackSink.finished.append((ack, [])) }
             let channel: ChannelState
             do {
                 channel = try self.channel(id, for: "basic.publish")
@@ -524,26 +531,28 @@ final class ConnectionEngine {
                 }
             }
 
-        case .settle(let id, let epoch, let tag, let settlement, let continuation):
+        case .settle(let id, let epoch, let tags, let settlement, let continuation):
             guard let channel = channels[id], channel.open, channel.epoch == epoch else {
                 continuation?.resume(
                     throwing: AMQPError(
-                        .staleDelivery, operation: "settle delivery \(tag)", endpoint: endpoint,
+                        .staleDelivery, operation: "settle delivery \(tags.first ?? 0)", endpoint: endpoint,
                         fix: "the channel it came on was closed or recovered; the broker redelivers the message"))
                 return
             }
-            let status: Int32
-            switch settlement {
-            case .ack(let multiple): status = amqp_basic_ack(conn, id, tag, multiple ? 1 : 0)
-            case .nack(let multiple, let requeue): status = amqp_basic_nack(conn, id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
-            case .reject(let requeue): status = amqp_basic_reject(conn, id, tag, requeue ? 1 : 0)
-            }
-            guard status == AMQP_STATUS_OK.rawValue else {
-                let error = AMQPError(
-                    .connectionLost, operation: "settle delivery \(tag)", serverText: CDecode.libraryError(status), endpoint: endpoint,
-                    fix: "the broker redelivers the message after the reconnect")
-                continuation?.resume(throwing: error)
-                throw ConnectionLost(error: error)
+            for tag in tags {
+                let status: Int32
+                switch settlement {
+                case .ack(let multiple): status = amqp_basic_ack(conn, id, tag, multiple ? 1 : 0)
+                case .nack(let multiple, let requeue): status = amqp_basic_nack(conn, id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+                case .reject(let requeue): status = amqp_basic_reject(conn, id, tag, requeue ? 1 : 0)
+                }
+                guard status == AMQP_STATUS_OK.rawValue else {
+                    let error = AMQPError(
+                        .connectionLost, operation: "settle delivery \(tag)", serverText: CDecode.libraryError(status), endpoint: endpoint,
+                        fix: "the broker redelivers the message after the reconnect")
+                    continuation?.resume(throwing: error)
+                    throw ConnectionLost(error: error)
+                }
             }
             continuation?.resume()
 
@@ -558,11 +567,11 @@ final class ConnectionEngine {
                 channel.consumers[spec.tag] = spec
                 continuation.resume(returning: spec.tag)
             } catch let lost as ConnectionLost {
-                spec.continuation.finish()
+                spec.buffer.finish()
                 continuation.resume(throwing: lost.error)
                 throw lost
             } catch {
-                spec.continuation.finish()
+                spec.buffer.finish()
                 continuation.resume(throwing: error)
             }
 
@@ -581,13 +590,13 @@ final class ConnectionEngine {
                     try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.cancel")
                 } catch let lost as ConnectionLost {
                     flushBatch(channel)
-                    spec.continuation.finish()
+                    spec.buffer.finish()
                     continuation.resume()
                     throw lost
                 } catch {}
             }
             flushBatch(channel)
-            spec.continuation.finish()
+            spec.buffer.finish()
             continuation.resume()
 
         case .closeChannel(let id, let continuation):
@@ -598,7 +607,7 @@ final class ConnectionEngine {
             let error = AMQPError(.closed, operation: "use channel \(id)", endpoint: endpoint, fix: "the channel was closed")
             failPending(channel, with: error)
             flushBatch(channel)
-            for spec in channel.consumers.values { spec.continuation.finish() }
+            for spec in channel.consumers.values { spec.buffer.finish() }
             if channel.open {
                 _ = amqp_channel_close(conn, id, Int32(AMQP_REPLY_SUCCESS))
                 channel.open = false
@@ -749,7 +758,7 @@ final class ConnectionEngine {
             if let channel = channels[channelID], let spec = channel.consumers.removeValue(forKey: tag) {
                 logger.warning("AMQP consumer cancelled by the broker (queue deleted?)", metadata: ["amqp.consumer": "\(tag)"])
                 flushBatch(channel)
-                spec.continuation.finish()
+                spec.buffer.finish()
             }
         case AMQP_CONNECTION_BLOCKED_METHOD:
             logger.warning("RabbitMQ blocked this connection (resource alarm: memory or disk); publishes wait until it clears")
@@ -822,7 +831,7 @@ final class ConnectionEngine {
 
     private func flushAll() {
         guard !readyBatches.isEmpty else { return }
-        for (tag, entry) in readyBatches { entry.0.consumers[tag]?.continuation.yield(entry.1) }
+        for (tag, entry) in readyBatches { entry.0.consumers[tag]?.buffer.append(entry.1) }
         readyBatches.removeAll(keepingCapacity: true)
     }
 
@@ -830,7 +839,23 @@ final class ConnectionEngine {
         guard !readyBatches.isEmpty else { return }
         for (tag, entry) in readyBatches where entry.0 === channel {
             readyBatches[tag] = nil
-            channel.consumers[tag]?.continuation.yield(entry.1)
+            channel.consumers[tag]?.buffer.append(entry.1)
+        }
+    }
+
+    /// Acks (or nacks with requeue, when a publish failed) the deliveries of finished ack-after publishes.
+    func settleAckAfter() {
+        guard !ackSink.finished.isEmpty else { return }
+        let finished = ackSink.finished
+        ackSink.finished = []
+        for (ack, results) in finished {
+            let ok = results.allSatisfy { $0 == nil }
+            if let conn, let channel = channels[ack.channel], channel.open, channel.epoch == ack.epoch {
+                for tag in ack.tags {
+                    if ok { _ = amqp_basic_ack(conn, ack.channel, tag, 0) } else { _ = amqp_basic_nack(conn, ack.channel, tag, 0, 1) }
+                }
+            }
+            ack.onSettled?(results)
         }
     }
 
@@ -842,8 +867,9 @@ final class ConnectionEngine {
         for channel in channels.values {
             failPending(channel, with: error)
             flushBatch(channel)
-            for spec in channel.consumers.values { spec.continuation.finish() }
+            for spec in channel.consumers.values { spec.buffer.finish() }
         }
+        settleAckAfter()
         channels = [:]
         if let conn {
             _ = amqp_connection_close(conn, Int32(AMQP_REPLY_SUCCESS))

@@ -342,7 +342,8 @@ final class HiredisLink {
 
         loadedScripts.removeAll()
         consecutiveFailures = 0
-        logger.info(
+        logger.log(
+            level: everConnected ? .info : .debug,
             everConnected ? "Reconnected to Redis" : "Connected to Redis",
             metadata: [LogKey.url: "\(url.redacted)"]
         )

@@ -21,7 +21,12 @@ import Logging
 ///     return try await redis.send("GET", "greeting").string
 /// }
 /// ```
-public final class RedisConnection: Sendable {
+///
+/// A connection is also a `TaskExecutor`: `withTaskExecutorPreference(connection) { … }` runs a task on the
+/// connection's own thread between its round trips, so a loop of sequential calls pays no hand-off between
+/// threads (the single-threaded hop loop of research/c-interop.md §1). Keep such code short and
+/// non-blocking: while it runs, the connection does no I/O.
+public final class RedisConnection: TaskExecutor, Sendable {
     /// The configuration this connection was opened with.
     public let configuration: RedisConfiguration
     private let queue: RequestQueue
@@ -167,17 +172,20 @@ public final class RedisConnection: Sendable {
         let queue = self.queue
         let configuration = self.configuration
         let logger = self.logger
+        let executor = UnownedTaskExecutor(ordinary: self)
         let thread = Thread {
-            Self.runLoop(queue: queue, configuration: configuration, logger: logger)
+            Self.runLoop(queue: queue, configuration: configuration, logger: logger, executor: executor)
         }
         thread.name = "RedisConnection \(configuration.url.host):\(configuration.url.port)"
         thread.start()
     }
 
     /// The connection thread: the hiredis context is created, used and freed here and nowhere else.
-    private static func runLoop(queue: RequestQueue, configuration: RedisConfiguration, logger: Logger) {
+    private static func runLoop(queue: RequestQueue, configuration: RedisConfiguration, logger: Logger, executor: UnownedTaskExecutor) {
         let link = HiredisLink(configuration: configuration, logger: logger)
-        while let batch = queue.takeAll() {
+        while let (jobs, batch) = queue.takeAll() {
+            for job in jobs { job.runSynchronously(on: executor) }
+            guard !batch.isEmpty else { continue }
             let results = link.run(batch, queue: queue)
             for (request, result) in zip(batch, results) {
                 request.continuation.resume(with: result.mapError { $0 as any Error })
@@ -185,7 +193,13 @@ public final class RedisConnection: Sendable {
         }
         link.disconnect()
         logger.debug("Redis connection closed", metadata: [LogKey.url: "\(configuration.url.redacted)"])
-        queue.markExited()
+        for job in queue.markExited() { globalConcurrentExecutor.enqueue(job) }
+    }
+
+    /// Runs a task job on the connection's thread (see ``TaskExecutor``); after ``close()`` jobs go to the
+    /// global concurrent executor.
+    public func enqueue(_ job: UnownedJob) {
+        if !queue.enqueueJob(job) { globalConcurrentExecutor.enqueue(job) }
     }
 
     static func closedError(_ url: RedisURL) -> RedisError {

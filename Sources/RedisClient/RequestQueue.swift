@@ -18,6 +18,8 @@ final class RequestQueue: Sendable {
         var closed = false
         var threadWaiting = false
         var exited = false
+        /// Jobs of tasks that prefer this connection's thread as their executor.
+        var jobs: [UnownedJob] = []
         var exitWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -71,11 +73,12 @@ final class RequestQueue: Sendable {
 
     /// Blocks the connection thread until requests are queued; returns all of them, or nil once the
     /// queue is closed.
-    func takeAll() -> [Request]? {
+    func takeAll() -> (jobs: [UnownedJob], requests: [Request])? {
         while true {
-            let batch: [Request]?? = state.withLock { state in
-                if !state.requests.isEmpty {
-                    let batch = state.requests
+            let batch: (jobs: [UnownedJob], requests: [Request])?? = state.withLock { state in
+                if !state.requests.isEmpty || !state.jobs.isEmpty {
+                    let batch = (state.jobs, state.requests)
+                    state.jobs = []
                     state.requests = []
                     state.queuedCommands = 0
                     return .some(batch)
@@ -119,17 +122,35 @@ final class RequestQueue: Sendable {
         return queued
     }
 
-    /// Called by the thread as its last act, after it freed the connection.
-    func markExited() {
-        let waiters = state.withLock { state in
+    /// Queues a task job to run on the connection thread; false once the thread has exited (then the
+    /// caller runs it elsewhere).
+    func enqueueJob(_ job: UnownedJob) -> Bool {
+        let (accepted, signal): (Bool, Bool) = state.withLock { state in
+            guard !state.exited else { return (false, false) }
+            state.jobs.append(job)
+            let signal = state.threadWaiting
+            state.threadWaiting = false
+            return (true, signal)
+        }
+        if signal { wakeup.signal() }
+        return accepted
+    }
+
+    /// Called by the thread as its last act, after it freed the connection. Returns jobs that arrived
+    /// meanwhile, for the thread to hand to the global executor.
+    func markExited() -> [UnownedJob] {
+        let (waiters, jobs) = state.withLock { state in
             state.exited = true
             let waiters = state.exitWaiters
             state.exitWaiters = []
-            return waiters
+            let jobs = state.jobs
+            state.jobs = []
+            return (waiters, jobs)
         }
         for waiter in waiters {
             waiter.resume()
         }
+        return jobs
     }
 
     /// Waits until the thread has exited.

@@ -7,7 +7,11 @@ import Logging
 struct BatonCommand: AsyncParsableCommand {
     /// Every subcommand, one per line: adding a command is adding its line here.
     static let subcommands: [any ParsableCommand.Type] = [
-        ServicesCommand.self
+        ServicesCommand.self,
+        WorkerCommand.self,
+        SubmitCommand.self,
+        StatusCommand.self,
+        BenchCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

@@ -1,0 +1,83 @@
+import Foundation
+import Logging
+
+/// The agents a worker serves, by name, behind a type-erased runner.
+public struct AgentRegistry: Sendable {
+    var runners: [String: AgentRunner] = [:]
+
+    public init() {}
+
+    /// Registers `agent` (replacing one with the same name).
+    public mutating func register<A: Agent>(_ agent: A) {
+        runners[A.name] = AgentRunner(agent)
+    }
+
+    public var names: [String] { runners.keys.sorted() }
+    public var queues: [String] { Set(runners.values.map(\.options.queue)).sorted() }
+    subscript(name: String) -> AgentRunner? { runners[name] }
+}
+
+/// One agent with its types erased: decodes input and state, runs a step, encodes the state.
+struct AgentRunner: Sendable {
+    struct StepResult: Sendable {
+        var outcome: Result<StepOutcome, any Error>
+        /// The state after the step, encoded; nil when it could not be encoded (then `outcome` is a failure).
+        var stateJSON: String?
+    }
+
+    let name: String
+    let steps: [String]
+    let options: AgentOptions
+    let initialState: @Sendable ([UInt8]) throws -> String
+    let run: @Sendable (ClaimedTask, StepEnvironment, ContinuousClock.Instant, Logger) async -> StepResult
+
+    init<A: Agent>(_ agent: A) {
+        name = A.name
+        steps = A.steps
+        options = A.options
+        initialState = { inputJSON in
+            let input: A.Input
+            do {
+                input = try JSONCoding.decoder.decode(A.Input.self, from: Data(inputJSON))
+            } catch let error as DecodingError {
+                let field = JSONCoding.field(of: error).map { "input." + $0 } ?? "input"
+                throw BatonError(
+                    .invalidMessage,
+                    JSONCoding.describe(error, what: "the input of agent '\(A.name)'").replacingOccurrences(
+                        of: "field '", with: "field 'input."),
+                    field: field)
+            }
+            let state = try agent.initialState(for: input)
+            return try JSONCoding.string(state)
+        }
+        run = { claimed, environment, deadline, logger in
+            let input: A.Input
+            let state: A.State
+            do {
+                input = try JSONCoding.decoder.decode(A.Input.self, from: Data(claimed.inputJSON))
+                state = try JSONCoding.decoder.decode(A.State.self, from: Data(claimed.stateJSON))
+            } catch {
+                return StepResult(
+                    outcome: .failure(
+                        StepError.permanent(
+                            "the checkpoint or input of task \(claimed.id) does not decode as \(A.self): \(error)", bucket: "invalid_state")
+                    ),
+                    stateJSON: nil)
+            }
+            let context = StepContext<A>(
+                state: state, input: input, claimed: claimed, deadline: deadline, logger: logger, environment: environment)
+            let outcome: Result<StepOutcome, any Error>
+            do {
+                outcome = .success(try await agent.run(step: claimed.step, context: context))
+            } catch {
+                outcome = .failure(error)
+            }
+            do {
+                return StepResult(outcome: outcome, stateJSON: try JSONCoding.string(context.state))
+            } catch {
+                return StepResult(
+                    outcome: .failure(StepError.permanent("the state does not encode: \(error)", bucket: "invalid_state")), stateJSON: nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Everything a step sees while it runs: the typed state to mutate, the input, budgets, time and the
+/// cancellation signal, and side effects that run once per key across retries.
+public final class StepContext<A: Agent> {
+    /// The task's state; its value when the step returns is the new checkpoint.
+    public var state: A.State
+    public let input: A.Input
+    public let taskID: String
+    public let step: String
+    /// The task's committed step count before this step.
+    public let seq: Int64
+    /// 1 on the first attempt of this step, 2 on the first retry, …
+    public let attempt: Int64
+    public let branch: Int64
+    /// Limits of the task, and what was committed before this step.
+    public let limits: BudgetLimits
+    public let usageBeforeStep: BudgetUsage
+    /// When this step's time slice ends: return `.continue` before it (see ``shouldYield``).
+    public let deadline: ContinuousClock.Instant
+    /// A logger with `task.id`, `task.agent`, `step.name`, `step.attempt` metadata.
+    public let logger: Logger
+
+    let environment: StepEnvironment
+    private var effectCharges: Charge?
+    /// What the step charged (committed with the step unless it crashes).
+    public private(set) var charged = Charge()
+
+    init(
+        state: A.State, input: A.Input, claimed: ClaimedTask, deadline: ContinuousClock.Instant, logger: Logger,
+        environment: StepEnvironment
+    ) {
+        self.state = state
+        self.input = input
+        self.taskID = claimed.id
+        self.step = claimed.step
+        self.seq = claimed.seq
+        self.attempt = claimed.attempt
+        self.branch = claimed.branch
+        self.limits = claimed.limits
+        self.usageBeforeStep = claimed.usage
+        self.deadline = deadline
+        self.logger = logger
+        self.environment = environment
+    }
+
+    /// True when the time slice is used up or the worker is shutting down: commit what you have and return
+    /// `.continue` so another worker (or this one) picks the task up from the checkpoint.
+    public var shouldYield: Bool { ContinuousClock.now >= deadline || environment.signals.draining }
+
+    /// True once someone cancelled the task (seen within one lease renewal).
+    public var isCancelled: Bool { environment.signals.cancelled }
+
+    /// Adds cost (dollars, stored as integer micro-dollars), tokens and tool calls to the task's counters in
+    /// Redis at once. Throws ``BudgetExceeded`` when a limit is crossed: the task stops in
+    /// `budget_exceeded` with the state as it is now.
+    public func charge(costUSD: Double = 0, tokens: Int64 = 0, toolCalls: Int64 = 0) async throws {
+        try await charge(Charge(costMicros: Charge.micros(fromUSD: costUSD), tokens: tokens, toolCalls: toolCalls))
+    }
+
+    /// Adds integer charges (see ``charge(costUSD:tokens:toolCalls:)``).
+    public func charge(_ amount: Charge) async throws {
+        guard !amount.isZero else { return }
+        if let pending = effectCharges {
+            effectCharges = pending + amount
+            return
+        }
+        charged = charged + amount
+        switch try await environment.store.charge(task: taskID, token: environment.token, amount) {
+        case .ok: return
+        case .exceeded(let kind): throw BudgetExceeded(kind: kind)
+        case .fenced: throw LeaseLost()
+        }
+    }
+
+    /// Reports progress (0…1 and a message): stored on the task and appended to its events.
+    public func progress(_ fraction: Double, _ message: String) async {
+        let clamped = min(1, max(0, fraction.isFinite ? fraction : 0))
+        do {
+            try await environment.store.progress(task: taskID, token: environment.token, fraction: clamped, message: message)
+        } catch {
+            logger.debug("progress not recorded", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Runs `body` once per `key` for this task, across retries and crashes of later code: the result and
+    /// the charges made inside `body` are recorded in Redis; a re-run with the same key returns the
+    /// recorded result without running `body` (its charges count once). Pass `key` on to the external
+    /// system as an idempotency key where it takes one: a crash inside `body` itself runs it again.
+    @discardableResult
+    public func sideEffect<R: Codable & Sendable>(_ key: String, _ body: () async throws -> R) async throws -> R {
+        guard effectCharges == nil else {
+            throw StepError.permanent("side effects cannot be nested (key '\(key)')", bucket: "invalid_usage")
+        }
+        switch try await environment.store.effect(task: taskID, token: environment.token, key: key) {
+        case .recorded(let record, let exceeded):
+            charged = charged + record.charge
+            let value = try JSONCoding.decoder.decode(Box<R>.self, from: Data(("{\"v\":" + record.result + "}").utf8)).v
+            if let exceeded { throw BudgetExceeded(kind: exceeded) }
+            return value
+        case .fenced:
+            throw LeaseLost()
+        case .absent:
+            break
+        }
+        effectCharges = Charge()
+        let result: R
+        do {
+            result = try await body()
+        } catch {
+            effectCharges = nil
+            throw error
+        }
+        let spent = effectCharges ?? Charge()
+        effectCharges = nil
+        let encoded = String(decoding: try JSONCoding.encoder.encode(Box(v: result)), as: UTF8.self)
+        let resultJSON = try JSONValue.parse(Array(encoded.utf8))["v"]?.jsonString ?? "null"
+        switch try await environment.store.recordEffect(
+            task: taskID, token: environment.token, key: key, record: EffectRecord(result: resultJSON, charge: spent))
+        {
+        case .recorded(let record, let exceeded):
+            charged = charged + record.charge
+            if let exceeded { throw BudgetExceeded(kind: exceeded) }
+            if record.result != resultJSON {
+                return try JSONCoding.decoder.decode(Box<R>.self, from: Data(("{\"v\":" + record.result + "}").utf8)).v
+            }
+            return result
+        case .fenced: throw LeaseLost()
+        case .absent: return result
+        }
+    }
+
+    struct Box<V: Codable>: Codable { var v: V }
+}
+
+/// Thrown when this worker no longer holds the task's lease: its work is dropped (another worker owns it).
+public struct LeaseLost: Error, Sendable, CustomStringConvertible {
+    public var description: String { "the lease on this task was lost (fenced off); the step's work is dropped" }
+}
+
+/// Cross-task signals for one running step, set by the lease renewal and the worker's drain.
+final class StepSignals: Sendable {
+    private let state = Mutex<(cancelled: Bool, draining: Bool, leaseLost: Bool)>((false, false, false))
+    var cancelled: Bool { state.withLock { $0.cancelled } }
+    var draining: Bool { state.withLock { $0.draining } }
+    var leaseLost: Bool { state.withLock { $0.leaseLost } }
+    func markCancelled() { state.withLock { $0.cancelled = true } }
+    func markDraining() { state.withLock { $0.draining = true } }
+    func markLeaseLost() { state.withLock { $0.leaseLost = true } }
+}
+
+/// What a step context needs from the runtime.
+struct StepEnvironment: Sendable {
+    var store: any TaskStore
+    var token: Int64
+    var signals: StepSignals
+}

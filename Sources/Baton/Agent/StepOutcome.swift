@@ -1,0 +1,67 @@
+/// What a step returns: what happens to the task next.
+public struct StepOutcome: Sendable {
+    enum Kind: Sendable {
+        case next(String)
+        case handoff
+        case complete(JSONValue)
+        case fail(StepError)
+    }
+    let kind: Kind
+
+    /// Run `step` next (a new message, any worker).
+    public static func next(_ step: String) -> StepOutcome { StepOutcome(kind: .next(step)) }
+    /// Run the same step again from the committed state: a relay handoff (counts against `max_handoffs`).
+    public static var `continue`: StepOutcome { StepOutcome(kind: .handoff) }
+    /// The task succeeded with `result`.
+    public static func complete(_ result: JSONValue = .null) -> StepOutcome { StepOutcome(kind: .complete(result)) }
+    /// The task succeeded with an encodable result.
+    public static func complete(encoding result: some Encodable) throws -> StepOutcome {
+        let bytes = try JSONCoding.encode(result)
+        return StepOutcome(kind: .complete(try JSONValue.parse(bytes)))
+    }
+    /// The task failed for good (no retry), with its state committed.
+    public static func fail(_ error: StepError) -> StepOutcome { StepOutcome(kind: .fail(error)) }
+}
+
+/// A step failure: retryable or permanent, with a failure bucket for policy and metrics.
+public struct StepError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    /// A short class of failure: `rate_limited`, `provider_5xx`, `tool_error`, `invalid_output`, `timeout`, …
+    public var bucket: String
+    public var retryable: Bool
+
+    public init(_ message: String, bucket: String = "error", retryable: Bool = true) {
+        self.message = message
+        self.bucket = bucket
+        self.retryable = retryable
+    }
+
+    /// A failure worth another attempt after a backoff.
+    public static func retryable(_ message: String, bucket: String = "error") -> StepError {
+        StepError(message, bucket: bucket, retryable: true)
+    }
+    /// A failure no retry can fix: the step is dead-lettered at once.
+    public static func permanent(_ message: String, bucket: String = "error") -> StepError {
+        StepError(message, bucket: bucket, retryable: false)
+    }
+
+    public var description: String { "\(bucket): \(message)" }
+
+    /// Classifies any thrown error: a ``StepError`` keeps its own class; a decoding error is permanent
+    /// (`invalid_output`); cancellation and timeouts are retryable; anything else is retryable (`error`),
+    /// as in Temporal — an error is retried unless it says it must not be.
+    public static func classify(_ error: any Error) -> StepError {
+        if let error = error as? StepError { return error }
+        if error is DecodingError || error is EncodingError { return .permanent("\(error)", bucket: "invalid_output") }
+        if error is CancellationError { return .retryable("the step was cancelled (worker shutdown)", bucket: "timeout") }
+        return .retryable("\(error)", bucket: "error")
+    }
+}
+
+/// Thrown by ``StepContext/charge(costUSD:tokens:toolCalls:)`` when a limit is crossed. The worker stops the
+/// task in `budget_exceeded` with its partial state.
+public struct BudgetExceeded: Error, Sendable, CustomStringConvertible {
+    /// Which limit: `cost`, `tokens`, `steps`, `tool_calls`, `handoffs`, `attempts`, `deadline`.
+    public var kind: String
+    public var description: String { "budget exceeded: \(kind) limit reached" }
+}

@@ -1,0 +1,181 @@
+import AMQPClient
+import Foundation
+import Logging
+import RedisClient
+
+/// What the CLI (and any Swift program) uses to submit and steer tasks: Redis for the truth, RabbitMQ for
+/// publishing submits and the outbox of operator actions.
+public final class BatonClient: Sendable {
+    public let store: RedisTaskStore
+    public let queries: TaskQueries
+    let amqp: AMQPConnection?
+    let channel: AMQPChannel?
+    let logger: Logger
+
+    var redis: RedisConnection { store.redis }
+
+    init(store: RedisTaskStore, amqp: AMQPConnection?, channel: AMQPChannel?, logger: Logger) {
+        self.store = store
+        self.queries = TaskQueries(store: store)
+        self.amqp = amqp
+        self.channel = channel
+        self.logger = logger
+    }
+
+    /// Connects to Redis, and to RabbitMQ when `publishing` (submits, resume, redrive).
+    public static func connect(
+        amqpURL: String, redisURL: String, publishing: Bool, settings: RedisTaskStore.Settings = .init(), logger: Logger
+    ) async throws -> BatonClient {
+        let redis = try await RedisConnection.connect(configuration: try RedisConfiguration(url: redisURL), logger: logger)
+        guard publishing else {
+            return BatonClient(store: RedisTaskStore(redis: redis, settings: settings), amqp: nil, channel: nil, logger: logger)
+        }
+        do {
+            var configuration = try AMQPConfiguration(url: amqpURL, connectionName: "baton-cli")
+            configuration.connectTimeout = .seconds(5)
+            let amqp = try await AMQPConnection.connect(configuration, logger: logger)
+            let channel = try await amqp.openChannel(confirms: true)
+            return BatonClient(store: RedisTaskStore(redis: redis, settings: settings), amqp: amqp, channel: channel, logger: logger)
+        } catch {
+            await redis.close()
+            throw error
+        }
+    }
+
+    public func close() async {
+        await amqp?.close()
+        await store.redis.close()
+    }
+
+    var bus: (any MessageBus)? { channel.map { AMQPBus(channel: $0) } }
+
+    /// The answer to a submit: the task id and status, or the worker's error.
+    public struct SubmitReply: Sendable {
+        public var taskID: String
+        /// `queued` (or the existing task's status), nil when no worker answered within the wait.
+        public var status: String?
+        public var error: (code: String, message: String)?
+    }
+
+    /// Publishes a submit to `baton.submit` (as any service would) and waits up to `replyTimeout` for a
+    /// worker's reply.
+    public func submit(_ request: SubmitRequest, replyTimeout: Duration = .seconds(10)) async throws -> SubmitReply {
+        guard let amqp, let channel else { throw BatonError(.internalError, "this client was connected without RabbitMQ") }
+        var request = request
+        let id = request.id ?? TaskID.generate()
+        request.id = id
+        try request.validate()
+        let replyChannel = try await amqp.openChannel()
+        let replyQueue = "baton.reply.\(TaskID.generate())"
+        try await replyChannel.declareQueue(replyQueue, durable: false, exclusive: true, autoDelete: true)
+        let consumer = try await replyChannel.consume(queue: replyQueue, exclusive: true)
+        defer { Task { try? await replyChannel.close() } }
+        var properties = AMQPProperties.persistentJSON
+        properties.replyTo = replyQueue
+        properties.correlationID = id
+        properties.messageID = id
+        do {
+            try await channel.publish(
+                AMQPMessage(
+                    exchange: Topology.submitExchange, routingKey: request.agent, body: try JSONCoding.encode(request),
+                    properties: properties,
+                    mandatory: true))
+        } catch let error as AMQPError where error.code == .channelError && error.serverCode == 404 {
+            throw BatonError(
+                .connection,
+                "RabbitMQ has no exchange '\(Topology.submitExchange)': start a worker once (`baton worker`) to declare the topology")
+        } catch let error as AMQPError where error.code == .nacked {
+            throw BatonError(.queueFull, "RabbitMQ refused the submit: the submit queue of agent '\(request.agent)' is full; retry later")
+        }
+        let reply: AMQPDelivery? = await withTaskGroup(of: AMQPDelivery?.self) { group in
+            group.addTask {
+                var iterator = consumer.deliveries.makeAsyncIterator()
+                return await iterator.next()
+            }
+            group.addTask {
+                try? await Task.sleep(for: replyTimeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        guard let reply else { return SubmitReply(taskID: id, status: nil, error: nil) }
+        try? await replyChannel.ack(reply)
+        let json = (try? JSONValue.parse(reply.body)) ?? .null
+        if let error = json["error"] {
+            return SubmitReply(
+                taskID: id, status: nil, error: (error["code"]?.stringValue ?? "error", error["message"]?.stringValue ?? error.jsonString))
+        }
+        return SubmitReply(taskID: json["task_id"]?.stringValue ?? id, status: json["status"]?.stringValue, error: nil)
+    }
+
+    /// The outcome of an operator action on one task.
+    public enum ActionResult: Sendable, Equatable {
+        /// Done: the task's new status.
+        case done(String)
+        /// Asked of a running step: it takes effect at its next boundary (or lease renewal).
+        case requested
+        case notFound
+        /// The task's state forbids it (its status).
+        case conflict(String)
+    }
+
+    /// Cancel, pause or resume a task (durable flags; DESIGN.md §5), recorded with actor and reason.
+    public func act(_ action: String, task: String, reason: String, actor: String) async throws -> ActionResult {
+        let answer = try await store.control(task: task, action: action, reason: reason, actor: actor)
+        let result: ActionResult
+        switch answer.first ?? "" {
+        case "missing": return .notFound
+        case "cancelled", "paused", "resumed", "redriven": result = .done(answer.dropFirst().first ?? "")
+        case "requested": result = .requested
+        case "already": result = .done(answer.dropFirst().first ?? "")
+        default: result = .conflict(answer.dropFirst().first ?? answer.first ?? "")
+        }
+        if case .conflict = result { return result }
+        if let bus, action == "resume" || action == "redrive" {
+            await Outbox.flush(task: task, store: store, bus: bus, logger: logger)
+        }
+        try await queries.audit(actor: actor, action: action, target: task, reason: reason)
+        return result
+    }
+
+    /// Redrives a dead letter: a task's starts branch n+1 from its last good checkpoint; a dead submit or
+    /// message without a task is re-published where it came from.
+    public func redrive(deadLetter id: String, reason: String, actor: String) async throws -> ActionResult {
+        guard let letter = try await queries.deadLetter(id) else { return .notFound }
+        if let task = letter.taskID, try await queries.task(task) != nil {
+            let result = try await act("redrive", task: task, reason: reason, actor: actor)
+            switch result {
+            case .done, .requested:
+                try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor)
+            case .conflict(let status) where status != "dead_lettered":
+                // The task moved on (e.g. a poison copy of an older seq): the dead letter is settled.
+                try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason + " (task already \(status))", actor: actor)
+            default: break
+            }
+            return result
+        }
+        guard let bus else { throw BatonError(.internalError, "this client was connected without RabbitMQ") }
+        let routing = letter.routingKeyForRedrive
+        let results = await bus.publish([OutboxMessage(exchange: routing.exchange, routingKey: routing.key, body: letter.body)])
+        if let error = results.first ?? nil { throw error }
+        try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor)
+        return .done("republished")
+    }
+
+    /// Discards a dead letter (the task, if any, stays `dead_lettered`), recorded in the audit stream.
+    public func discard(deadLetter id: String, reason: String, actor: String) async throws -> ActionResult {
+        guard try await queries.deadLetter(id) != nil else { return .notFound }
+        try await queries.removeDeadLetter(id, action: "dead.discard", reason: reason, actor: actor)
+        return .done("discarded")
+    }
+}
+
+extension DeadLetterView {
+    /// Where a dead letter without a task goes back to: a submit to `baton.submit` (routing key = agent).
+    var routingKeyForRedrive: (exchange: String, key: String) {
+        if let agent = (try? JSONValue.parse(Array(body.utf8)))?["agent"]?.stringValue { return (Topology.submitExchange, agent) }
+        return (Topology.submitExchange, agent ?? "")
+    }
+}

@@ -1,0 +1,365 @@
+import Foundation
+import Logging
+
+/// Settings of the step protocol that every worker shares.
+public struct ProtocolSettings: Sendable {
+    /// How long a claimed step's lease lasts; renewed every third of it while the step runs.
+    public var lease: Duration = .seconds(15)
+    /// The time slice of one step: after it, ``StepContext/shouldYield`` is true.
+    public var timeSlice: Duration = .seconds(60)
+    /// The largest checkpoint (encoded state) a step may commit.
+    public var checkpointMaxBytes = 1 << 20
+    /// The largest submit body accepted.
+    public var submitMaxBytes = 1 << 20
+    /// Limits applied when neither the submit nor the agent states them.
+    public var defaultLimits = BudgetLimits(maxSteps: 10_000, maxToolCalls: 10_000, maxHandoffs: 1_000, maxAttempts: 5)
+
+    public init() {}
+
+    var leaseMilliseconds: Int64 { Int64(lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000) }
+}
+
+/// What to do with a delivery once it was handled.
+public enum Disposition: Sendable {
+    /// Acknowledge it: its effect is committed (or it was a duplicate).
+    case ack
+    /// Put it back: a server needed to handle it was unreachable; nothing was committed.
+    case requeue(String)
+    /// Dead-letter it with a reason (it is acked after the dead letter is confirmed).
+    case deadLetter(DeadLetter)
+}
+
+/// A message sent to `baton.dead` with its reason.
+public struct DeadLetter: Sendable {
+    /// `retries_exhausted, permanent_error, delivery_limit, malformed, unknown_agent, stale_seq, oversized`.
+    public var reason: String
+    public var error: String
+    public var field: String?
+    public var task: String?
+    public var agent: String?
+    public var step: String?
+    public var seq: Int64?
+    public var branch: Int64?
+    public var attempts: Int64?
+    public var bucket: String?
+    public var worker: String
+    public var body: String
+    public var routingKey: String
+
+    /// The message to publish to `baton.dlx`.
+    public var message: OutboxMessage {
+        var headers: [String: String] = [
+            "x-baton-reason": reason, "x-baton-error": error, "x-baton-worker": worker,
+            "x-baton-dead-at": ISO8601DateFormatter.fractional.string(from: Date()),
+        ]
+        if let field { headers["x-baton-field"] = field }
+        if let task { headers["x-baton-task"] = task }
+        if let agent { headers["x-baton-agent"] = agent }
+        if let step { headers["x-baton-step"] = step }
+        if let seq { headers["x-baton-seq"] = String(seq) }
+        if let branch { headers["x-baton-branch"] = String(branch) }
+        if let attempts { headers["x-baton-attempts"] = String(attempts) }
+        if let bucket { headers["x-baton-bucket"] = bucket }
+        return OutboxMessage(exchange: Topology.deadExchange, routingKey: routingKey, body: body, headers: headers)
+    }
+}
+
+extension ISO8601DateFormatter {
+    /// `2026-11-22T10:00:00.000Z`.
+    nonisolated(unsafe) static let fractional: ISO8601DateFormatter = {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }()
+}
+
+/// Runs the step protocol of DESIGN.md §5 for one delivery: claim under a lease, run, commit once, publish
+/// the outbox. The same code runs on Redis + RabbitMQ and on the in-memory backend of `BatonTesting`.
+public struct StepExecutor: Sendable {
+    public let registry: AgentRegistry
+    public let store: any TaskStore
+    public let bus: any MessageBus
+    public let workerID: String
+    public let settings: ProtocolSettings
+    public let logger: Logger
+    let drain: StepSignals
+
+    public init(
+        registry: AgentRegistry, store: any TaskStore, bus: any MessageBus, workerID: String, settings: ProtocolSettings, logger: Logger
+    ) {
+        self.registry = registry
+        self.store = store
+        self.bus = bus
+        self.workerID = workerID
+        self.settings = settings
+        self.logger = logger
+        self.drain = StepSignals()
+    }
+
+    /// Tells running steps that the worker is shutting down (``StepContext/shouldYield`` becomes true).
+    public func beginDrain() { drain.markDraining() }
+
+    // MARK: - Submits
+
+    /// Creates the task of a submit (idempotent by id) and publishes its first step. Returns the task id and
+    /// status, or throws a ``BatonError`` naming the field to fix.
+    public func submit(body: [UInt8]) async throws -> (id: String, status: String) {
+        let request = try SubmitRequest.decode(body, maxBytes: settings.submitMaxBytes)
+        return try await submit(request)
+    }
+
+    public func submit(_ request: SubmitRequest) async throws -> (id: String, status: String) {
+        try request.validate()
+        guard let runner = registry[request.agent] else {
+            throw BatonError(
+                .unknownAgent, "no worker here serves agent '\(request.agent)' (known: \(registry.names.joined(separator: ", ")))",
+                field: "agent")
+        }
+        let inputBytes = try JSONCoding.encode(request.input)
+        let stateJSON = try runner.initialState(inputBytes)
+        let defaults = BudgetLimits(runner.options.defaultBudget, defaults: settings.defaultLimits)
+        let id = request.id ?? TaskID.generate()
+        let labels = try JSONCoding.string(request.labels ?? [:])
+        let notify = try request.notify.map { try JSONCoding.string($0) } ?? "{}"
+        let task = NewTask(
+            id: id, agent: request.agent, inputJSON: String(decoding: inputBytes, as: UTF8.self), stateJSON: stateJSON,
+            firstStep: runner.steps.first ?? "start", queue: runner.options.queue, limits: BudgetLimits(request.budget, defaults: defaults),
+            tenant: request.tenant ?? "", labelsJSON: labels, notifyJSON: notify)
+        switch try await store.submit(task) {
+        case .created:
+            await flushOutbox(task: id)
+            return (id, "queued")
+        case .exists(let status):
+            await flushOutbox(task: id)
+            return (id, status)
+        }
+    }
+
+    /// Publishes whatever a task's outbox still holds, then removes it. Failures stay for the outbox sweep.
+    public func flushOutbox(task: String) async {
+        await Outbox.flush(task: task, store: store, bus: bus, logger: logger)
+    }
+
+    // MARK: - Steps
+
+    /// Handles one step delivery. The caller acks, requeues or dead-letters it as told.
+    public func handleStep(body: [UInt8], routingKey: String) async -> Disposition {
+        let message: StepMessage
+        do {
+            message = try StepMessage.decode(body)
+        } catch {
+            return .deadLetter(
+                DeadLetter(
+                    reason: "malformed", error: error.message, field: error.field, worker: workerID,
+                    body: String(decoding: body, as: UTF8.self),
+                    routingKey: routingKey))
+        }
+        let claim: ClaimOutcome
+        do {
+            claim = try await store.claim(message, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+        } catch {
+            return .requeue("Redis: \(error)")
+        }
+        switch claim {
+        case .run(var claimed):
+            claimed.queue = routingKey
+            return await run(claimed, message: message, body: body, routingKey: routingKey)
+        case .missing:
+            return .deadLetter(
+                deadLetter(
+                    message, reason: "stale_seq", error: "the step message names task \(message.task), which Redis does not hold",
+                    body: body, routingKey: routingKey))
+        case .future(let why):
+            return .deadLetter(deadLetter(message, reason: "stale_seq", error: why, body: body, routingKey: routingKey))
+        case .stale:
+            await flushOutbox(task: message.task)
+            return .ack
+        case .terminal, .inactive, .stopped, .leased:
+            return .ack
+        }
+    }
+
+    func deadLetter(_ m: StepMessage, reason: String, error: String, bucket: String? = nil, body: [UInt8], routingKey: String) -> DeadLetter
+    {
+        DeadLetter(
+            reason: reason, error: error, task: m.task, agent: m.agent, step: m.step, seq: m.seq, branch: m.branch, attempts: m.attempt,
+            bucket: bucket, worker: workerID, body: String(decoding: body, as: UTF8.self), routingKey: routingKey)
+    }
+
+    private func run(_ claimed: ClaimedTask, message: StepMessage, body: [UInt8], routingKey: String) async -> Disposition {
+        var logger = self.logger
+        logger[metadataKey: "task.id"] = "\(claimed.id)"
+        logger[metadataKey: "task.agent"] = "\(claimed.agent)"
+        logger[metadataKey: "step.name"] = "\(claimed.step)"
+        logger[metadataKey: "step.attempt"] = "\(claimed.attempt)"
+        logger[metadataKey: "task.seq"] = "\(claimed.seq)"
+
+        func dead(_ reason: String, _ error: StepError) -> Commit.Kind {
+            let letter = deadLetter(message, reason: reason, error: error.message, bucket: error.bucket, body: body, routingKey: routingKey)
+            return .dead(reason: reason, errorJSON: Self.errorJSON(error), deadLetter: letter.message)
+        }
+
+        guard let runner = registry[claimed.agent] else {
+            let error = StepError.permanent("this worker does not serve agent '\(claimed.agent)'", bucket: "unknown_agent")
+            return await commit(
+                claimed, kind: dead("unknown_agent", error), state: String(decoding: claimed.stateJSON, as: UTF8.self), logger: logger)
+        }
+        guard runner.steps.contains(claimed.step) else {
+            let error = StepError.permanent(
+                "agent '\(claimed.agent)' has no step '\(claimed.step)' (steps: \(runner.steps.joined(separator: ", ")))",
+                bucket: "unknown_step")
+            return await commit(
+                claimed, kind: dead("permanent_error", error), state: String(decoding: claimed.stateJSON, as: UTF8.self), logger: logger)
+        }
+
+        let signals = StepSignals()
+        if drain.draining { signals.markDraining() }
+        let environment = StepEnvironment(store: store, token: claimed.token, signals: signals)
+        let deadline = ContinuousClock.now + settings.timeSlice
+        let renewal = Task { [store, workerID, settings, drain] in
+            let interval = settings.lease / 3
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                if Task.isCancelled { return }
+                if drain.draining { signals.markDraining() }
+                do {
+                    switch try await store.renewLease(
+                        task: claimed.id, token: claimed.token, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+                    {
+                    case .held(let cancel, _): if cancel { signals.markCancelled() }
+                    case .lost:
+                        signals.markLeaseLost()
+                        return
+                    }
+                } catch {
+                    continue
+                }
+            }
+        }
+        let result = await runner.run(claimed, environment, deadline, logger)
+        renewal.cancel()
+
+        let previousState = String(decoding: claimed.stateJSON, as: UTF8.self)
+        let kind: Commit.Kind
+        var state = result.stateJSON ?? previousState
+        if let json = result.stateJSON, json.utf8.count > settings.checkpointMaxBytes {
+            let error = StepError.permanent(
+                "the checkpoint of task \(claimed.id) after step '\(claimed.step)' is \(json.utf8.count) bytes, over the \(settings.checkpointMaxBytes)-byte cap (checkpoint.max_bytes): keep large data outside the state and store a reference; the previous checkpoint is kept",
+                bucket: "oversized_state")
+            logger.warning("checkpoint over the cap", metadata: ["error": "\(error.message)"])
+            return await commit(claimed, kind: dead("oversized", error), state: previousState, logger: logger)
+        }
+        switch result.outcome {
+        case .success(let outcome):
+            switch outcome.kind {
+            case .next(let step):
+                guard runner.steps.contains(step) else {
+                    let error = StepError.permanent(
+                        "step '\(claimed.step)' returned .next(\"\(step)\"), which agent '\(claimed.agent)' does not declare",
+                        bucket: "unknown_step")
+                    kind = dead("permanent_error", error)
+                    state = previousState
+                    break
+                }
+                kind = .next(step: step)
+            case .handoff:
+                kind = .handoff
+            case .complete(let value):
+                kind = .complete(resultJSON: value.jsonString)
+            case .fail(let error):
+                kind = .fail(errorJSON: Self.errorJSON(error))
+            }
+        case .failure(let error as BudgetExceeded):
+            let stepError = StepError.permanent("the \(error.kind) limit was reached", bucket: "budget")
+            kind = .budget(kind: error.kind, errorJSON: Self.errorJSON(stepError, code: "budget_exceeded"))
+        case .failure(is LeaseLost):
+            logger.warning("lease lost during the step; its work is dropped")
+            return .ack
+        case .failure(let error):
+            let stepError = StepError.classify(error)
+            let maxAttempts = claimed.limits.maxAttempts ?? settings.defaultLimits.maxAttempts ?? 5
+            state = previousState
+            if stepError.retryable && claimed.attempt < maxAttempts {
+                let delay = runner.options.retry.delayMilliseconds(beforeAttempt: claimed.attempt + 1)
+                var nextMessage = message
+                nextMessage.attempt = claimed.attempt + 1
+                nextMessage.step = claimed.step
+                kind = .retry(
+                    delayMilliseconds: delay, errorJSON: Self.errorJSON(stepError), bucket: stepError.bucket,
+                    timer: .step(nextMessage, queue: routingKey))
+                logger.info("step failed; retrying", metadata: ["error": "\(stepError)", "retry.delay_ms": "\(delay)"])
+            } else {
+                let reason = stepError.retryable ? "retries_exhausted" : "permanent_error"
+                logger.warning("step failed; dead-lettering", metadata: ["error": "\(stepError)", "reason": "\(reason)"])
+                kind = dead(reason, stepError)
+            }
+        }
+        return await commit(claimed, kind: kind, state: state, logger: logger)
+    }
+
+    static func errorJSON(_ error: StepError, code: String? = nil) -> String {
+        let value: JSONValue = [
+            "code": .string(code ?? error.bucket), "message": .string(error.message), "bucket": .string(error.bucket),
+            "retryable": .bool(error.retryable),
+        ]
+        return value.jsonString
+    }
+
+    private func commit(_ claimed: ClaimedTask, kind: Commit.Kind, state: String, logger: Logger) async -> Disposition {
+        var next: OutboxMessage? = nil
+        switch kind {
+        case .next(let step):
+            next = .step(
+                StepMessage(task: claimed.id, agent: claimed.agent, step: step, seq: claimed.seq + 1, branch: claimed.branch, attempt: 1),
+                queue: claimed.queue)
+        case .handoff:
+            next = .step(
+                StepMessage(
+                    task: claimed.id, agent: claimed.agent, step: claimed.step, seq: claimed.seq + 1, branch: claimed.branch, attempt: 1),
+                queue: claimed.queue)
+        default:
+            break
+        }
+        var eventData = "{}"
+        switch kind {
+        case .retry(let delay, let error, _, _): eventData = "{\"delay_ms\":\(delay),\"error\":\(error)}"
+        case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error
+        default: break
+        }
+        let request = Commit(
+            task: claimed.id, token: claimed.token, seq: claimed.seq, kind: kind, stateJSON: state, next: next, eventDataJSON: eventData)
+        let outcome: CommitOutcome
+        do {
+            outcome = try await store.commit(request)
+        } catch {
+            // Unknown whether it committed: leave the delivery unacked for redelivery; the seq check dedupes.
+            return .requeue("commit: \(error)")
+        }
+        switch outcome {
+        case .fenced:
+            logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
+            return .ack
+        case .committed(_, _, let outboxID):
+            CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
+            if let outboxID {
+                let message: OutboxMessage? =
+                    switch kind {
+                    case .dead(_, _, let letter): letter
+                    default: next
+                    }
+                if let message {
+                    let results = await bus.publish([message])
+                    if results.first.map({ $0 == nil }) ?? false {
+                        try? await store.outboxDone(task: claimed.id, ids: [outboxID])
+                    } else {
+                        logger.warning(
+                            "outbox publish failed; the outbox sweep retries it",
+                            metadata: ["error": "\(String(describing: results.first ?? nil))"])
+                    }
+                }
+            }
+            CrashPoint.hit("after_publish", task: claimed.id, seq: claimed.seq)
+            return .ack
+        }
+    }
+}

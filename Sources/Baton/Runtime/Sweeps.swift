@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import RedisClient
+import Synchronization
+
+/// The leaderless sweeps every worker runs: due timers, outbox entries left by a crash, stalled tasks, and
+/// the worker heartbeat. Each claims its work atomically in Redis, so any number of workers may run them.
+final class Sweeps: Sendable {
+    let store: RedisTaskStore
+    let executor: StepExecutor
+    let configuration: Worker.Configuration
+    let logger: Logger
+    private let stopped = Atomic<Bool>(false)
+
+    static let heartbeatScript = RedisScript(
+        """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZADD', KEYS[1], now, ARGV[1])
+        redis.call('HSET', KEYS[2], 'id', ARGV[1], 'heartbeat_at', now, 'in_flight', ARGV[2], 'info', ARGV[3])
+        redis.call('PEXPIRE', KEYS[2], ARGV[4])
+        return now
+        """)
+
+    init(store: RedisTaskStore, executor: StepExecutor, configuration: Worker.Configuration, logger: Logger) {
+        self.store = store
+        self.executor = executor
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    var keys: RedisKeys { store.settings.keys }
+    var redis: RedisConnection { store.redis }
+
+    func stop() { stopped.store(true, ordering: .relaxed) }
+    var isStopped: Bool { stopped.load(ordering: .relaxed) }
+
+    func run(inFlight: @escaping @Sendable () -> Int) async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.loop(every: self.configuration.timerInterval) { try await self.fireTimers() } }
+            group.addTask { await self.loop(every: self.configuration.outboxSweepInterval) { try await self.sweepOutbox() } }
+            group.addTask { await self.loop(every: self.configuration.stalledSweepInterval) { try await self.sweepStalled() } }
+            group.addTask {
+                await self.loop(every: self.configuration.heartbeatInterval) { try await self.heartbeat(inFlight: inFlight()) }
+            }
+        }
+    }
+
+    private func loop(every interval: Duration, _ body: @Sendable () async throws -> Void) async {
+        while !isStopped {
+            do {
+                try await body()
+            } catch {
+                logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    func heartbeat(inFlight: Int) async throws {
+        let info = JSONValue.object([
+            "queues": .array(configuration.queues.map { $0.map(JSONValue.string) } ?? executor.registry.queues.map(JSONValue.string)),
+            "agents": .array(executor.registry.names.map(JSONValue.string)), "concurrency": .int(Int64(configuration.concurrency)),
+            "pid": .int(Int64(getpid())), "host": .string(ProcessInfo.processInfo.hostName),
+        ])
+        let ttl = Int64(configuration.heartbeatInterval.components.seconds * 1000) * 15 + 1000
+        try await redis.evalSHA(
+            Self.heartbeatScript, keys: [keys.workers, keys.worker(configuration.workerID)],
+            args: [configuration.workerID, inFlight, info.jsonString, ttl])
+    }
+
+    /// Removes this worker from the registry, so leases it still holds count as expired at once.
+    func deregister() async throws {
+        _ = try await redis.pipeline([
+            RedisCommand("ZREM", keys.workers, configuration.workerID), RedisCommand("DEL", keys.worker(configuration.workerID)),
+        ])
+    }
+
+    /// Publishes the step messages of due timers (retry backoff, sleeps, wait timeouts), then removes them.
+    func fireTimers() async throws {
+        let replies = try await redis.pipeline(
+            (0..<keys.bucketCount).map { .evalSHA(RedisTaskStore.claimTimersScript, keys: [keys.timers(bucket: $0)], args: [200, 30_000]) })
+        for (bucket, reply) in replies.enumerated() {
+            let members = (reply.array ?? []).compactMap(\.string)
+            guard !members.isEmpty else { continue }
+            let messages = members.compactMap { try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data($0.utf8)) }
+            let results = await executor.bus.publish(messages)
+            var done: [any RedisArgumentConvertible] = []
+            for (member, result) in zip(members, results) where result == nil { done.append(member) }
+            if !done.isEmpty {
+                try await redis.send(RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + done))
+            }
+        }
+    }
+
+    /// Re-publishes outbox entries a crash left behind (older than the sweep age).
+    func sweepOutbox() async throws {
+        let age = Int64(configuration.outboxSweepAge.components.seconds * 1000)
+        let replies = try await redis.pipeline(
+            (0..<keys.bucketCount).map {
+                .evalSHA(RedisTaskStore.claimOutboxScript, keys: [keys.outboxIndex(bucket: $0)], args: [age, 200])
+            })
+        for reply in replies {
+            for id in (reply.array ?? []).compactMap(\.string) {
+                logger.info("outbox sweep: re-publishing what a crash left behind", metadata: ["task.id": "\(id)"])
+                await executor.flushOutbox(task: id)
+            }
+        }
+    }
+
+    /// Republishes tasks whose worker vanished: status running, lease expired, no commit.
+    func sweepStalled() async throws {
+        let lease = executor.settings.leaseMilliseconds
+        let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - lease
+        let replies = try await redis.pipeline(
+            (0..<keys.bucketCount).map {
+                RedisCommand("ZRANGEBYSCORE", keys.index(bucket: $0, status: "running"), "-inf", cutoff, "LIMIT", 0, 200)
+            })
+        for reply in replies {
+            for id in (reply.array ?? []).compactMap(\.string) {
+                let result = try await store.control(
+                    task: id, action: "stalled", reason: "lease expired", actor: "sweep:\(configuration.workerID)", extra: "0")
+                if result.first == "republished" {
+                    logger.warning("stalled task republished from its checkpoint", metadata: ["task.id": "\(id)"])
+                    await executor.flushOutbox(task: id)
+                }
+            }
+        }
+    }
+}

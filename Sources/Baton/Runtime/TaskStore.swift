@@ -1,0 +1,321 @@
+/// The seam between the step protocol and where task state lives: Redis in production
+/// (``RedisTaskStore``), memory in unit tests (`BatonTesting`). Both apply the same rules: fencing tokens,
+/// seq checks, budgets, exactly-once effects.
+public protocol TaskStore: Sendable {
+    func submit(_ task: NewTask) async throws -> SubmitOutcome
+    func claim(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) async throws -> ClaimOutcome
+    func renewLease(task: String, token: Int64, worker: String, leaseMilliseconds: Int64) async throws -> LeaseStatus
+    /// Adds charges to the attempt's pending counters; returns the limit crossed, if any.
+    func charge(task: String, token: Int64, _ charge: Charge) async throws -> ChargeOutcome
+    /// The recorded result of a side effect (its charges are applied again to this attempt), or nil.
+    func effect(task: String, token: Int64, key: String) async throws -> EffectLookup
+    /// Records a side effect's result and charges (first writer wins; the recorded one is returned).
+    func recordEffect(task: String, token: Int64, key: String, record: EffectRecord) async throws -> EffectLookup
+    func progress(task: String, token: Int64, fraction: Double, message: String) async throws
+    func commit(_ commit: Commit) async throws -> CommitOutcome
+    /// Removes published outbox entries.
+    func outboxDone(task: String, ids: [String]) async throws
+    /// The outbox entries of a task that are not yet confirmed as published.
+    func pendingOutbox(task: String) async throws -> [String: OutboxMessage]
+}
+
+/// Charges of one call: integer micro-dollars, tokens, tool calls.
+public struct Charge: Sendable, Hashable, Codable {
+    public var costMicros: Int64
+    public var tokens: Int64
+    public var toolCalls: Int64
+
+    public init(costMicros: Int64 = 0, tokens: Int64 = 0, toolCalls: Int64 = 0) {
+        self.costMicros = costMicros
+        self.tokens = tokens
+        self.toolCalls = toolCalls
+    }
+
+    public static func + (a: Charge, b: Charge) -> Charge {
+        Charge(costMicros: a.costMicros + b.costMicros, tokens: a.tokens + b.tokens, toolCalls: a.toolCalls + b.toolCalls)
+    }
+
+    public var isZero: Bool { costMicros == 0 && tokens == 0 && toolCalls == 0 }
+
+    /// Dollars to integer micro-dollars, rounded to the nearest.
+    public static func micros(fromUSD usd: Double) -> Int64 { Int64((usd * 1_000_000).rounded()) }
+}
+
+/// A side effect's recorded result and what it cost.
+public struct EffectRecord: Sendable, Hashable, Codable {
+    /// The result, as JSON text.
+    public var result: String
+    public var charge: Charge
+
+    public init(result: String, charge: Charge) {
+        self.result = result
+        self.charge = charge
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case result = "r"
+        case cost = "c"
+        case tokens = "t"
+        case toolCalls = "k"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        result = try c.decode(JSONValue.self, forKey: .result).jsonString
+        charge = Charge(
+            costMicros: try c.decodeIfPresent(Int64.self, forKey: .cost) ?? 0,
+            tokens: try c.decodeIfPresent(Int64.self, forKey: .tokens) ?? 0,
+            toolCalls: try c.decodeIfPresent(Int64.self, forKey: .toolCalls) ?? 0)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(try JSONValue.parse(Array(result.utf8)), forKey: .result)
+        try c.encode(charge.costMicros, forKey: .cost)
+        try c.encode(charge.tokens, forKey: .tokens)
+        try c.encode(charge.toolCalls, forKey: .toolCalls)
+    }
+}
+
+public enum EffectLookup: Sendable {
+    case absent
+    case recorded(EffectRecord, exceeded: String?)
+    case fenced
+}
+
+public enum ChargeOutcome: Sendable, Equatable {
+    case ok
+    case exceeded(String)
+    case fenced
+}
+
+public enum LeaseStatus: Sendable, Equatable {
+    case held(cancelRequested: Bool, pauseRequested: Bool)
+    case lost
+}
+
+/// A message committed to a task's outbox: published with confirms after the commit.
+public struct OutboxMessage: Sendable, Hashable, Codable {
+    public var exchange: String
+    public var routingKey: String
+    public var body: String
+    public var headers: [String: String]
+
+    public init(exchange: String, routingKey: String, body: String, headers: [String: String] = [:]) {
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.body = body
+        self.headers = headers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case exchange = "x"
+        case routingKey = "k"
+        case body = "b"
+        case headers = "h"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        exchange = try c.decode(String.self, forKey: .exchange)
+        routingKey = try c.decode(String.self, forKey: .routingKey)
+        body = try c.decode(String.self, forKey: .body)
+        headers = (try? c.decodeIfPresent([String: String].self, forKey: .headers)) ?? [:]
+    }
+
+    /// The step message to run `message`.
+    public static func step(_ message: StepMessage, queue: String) -> OutboxMessage {
+        OutboxMessage(
+            exchange: Topology.stepsExchange, routingKey: queue, body: (try? JSONCoding.string(message)) ?? "{}",
+            headers: ["x-baton-task": message.task])
+    }
+}
+
+/// A task to create.
+public struct NewTask: Sendable {
+    public var id: String
+    public var agent: String
+    public var inputJSON: String
+    public var stateJSON: String
+    public var firstStep: String
+    public var queue: String
+    public var limits: BudgetLimits
+    public var tenant: String
+    public var labelsJSON: String
+    public var notifyJSON: String
+    public var parent: String
+
+    public init(
+        id: String, agent: String, inputJSON: String, stateJSON: String, firstStep: String, queue: String, limits: BudgetLimits,
+        tenant: String = "", labelsJSON: String = "{}", notifyJSON: String = "{}", parent: String = ""
+    ) {
+        self.id = id
+        self.agent = agent
+        self.inputJSON = inputJSON
+        self.stateJSON = stateJSON
+        self.firstStep = firstStep
+        self.queue = queue
+        self.limits = limits
+        self.tenant = tenant
+        self.labelsJSON = labelsJSON
+        self.notifyJSON = notifyJSON
+        self.parent = parent
+    }
+
+    /// The first step message.
+    public var firstMessage: StepMessage { StepMessage(task: id, agent: agent, step: firstStep, seq: 0, branch: 0, attempt: 1) }
+}
+
+/// Budget limits as stored (integers; cost in micro-dollars, deadline in Unix milliseconds). nil = no limit.
+public struct BudgetLimits: Sendable, Hashable, Codable {
+    public var maxCostMicros: Int64?
+    public var maxTokens: Int64?
+    public var maxSteps: Int64?
+    public var maxToolCalls: Int64?
+    public var maxHandoffs: Int64?
+    public var maxAttempts: Int64?
+    public var deadlineMilliseconds: Int64?
+
+    public init(
+        maxCostMicros: Int64? = nil, maxTokens: Int64? = nil, maxSteps: Int64? = nil, maxToolCalls: Int64? = nil, maxHandoffs: Int64? = nil,
+        maxAttempts: Int64? = nil, deadlineMilliseconds: Int64? = nil
+    ) {
+        self.maxCostMicros = maxCostMicros
+        self.maxTokens = maxTokens
+        self.maxSteps = maxSteps
+        self.maxToolCalls = maxToolCalls
+        self.maxHandoffs = maxHandoffs
+        self.maxAttempts = maxAttempts
+        self.deadlineMilliseconds = deadlineMilliseconds
+    }
+
+    /// The limits of a submit, each field falling back to `defaults`.
+    public init(_ request: BudgetRequest?, defaults: BudgetLimits) {
+        self.init(
+            maxCostMicros: request?.maxCostUSD.map(Charge.micros(fromUSD:)) ?? defaults.maxCostMicros,
+            maxTokens: request?.maxTokens ?? defaults.maxTokens, maxSteps: request?.maxSteps ?? defaults.maxSteps,
+            maxToolCalls: request?.maxToolCalls ?? defaults.maxToolCalls, maxHandoffs: request?.maxHandoffs ?? defaults.maxHandoffs,
+            maxAttempts: request?.maxAttempts ?? defaults.maxAttempts,
+            deadlineMilliseconds: request?.deadline.map { Int64($0.timeIntervalSince1970 * 1000) } ?? defaults.deadlineMilliseconds)
+    }
+
+    /// The stored field names and values.
+    var fields: [(String, Int64)] {
+        var out: [(String, Int64)] = []
+        if let maxCostMicros { out.append(("max_cost", maxCostMicros)) }
+        if let maxTokens { out.append(("max_tokens", maxTokens)) }
+        if let maxSteps { out.append(("max_steps", maxSteps)) }
+        if let maxToolCalls { out.append(("max_tool_calls", maxToolCalls)) }
+        if let maxHandoffs { out.append(("max_handoffs", maxHandoffs)) }
+        if let maxAttempts { out.append(("max_attempts", maxAttempts)) }
+        if let deadlineMilliseconds { out.append(("deadline", deadlineMilliseconds)) }
+        return out
+    }
+
+    init(fields: [String: String]) {
+        func get(_ key: String) -> Int64? { fields[key].flatMap { Int64($0) } }
+        self.init(
+            maxCostMicros: get("max_cost"), maxTokens: get("max_tokens"), maxSteps: get("max_steps"), maxToolCalls: get("max_tool_calls"),
+            maxHandoffs: get("max_handoffs"), maxAttempts: get("max_attempts"), deadlineMilliseconds: get("deadline"))
+    }
+}
+
+/// Committed counters.
+public struct BudgetUsage: Sendable, Hashable, Codable {
+    public var costMicros: Int64 = 0
+    public var tokens: Int64 = 0
+    public var steps: Int64 = 0
+    public var toolCalls: Int64 = 0
+    public var handoffs: Int64 = 0
+
+    public init(costMicros: Int64 = 0, tokens: Int64 = 0, steps: Int64 = 0, toolCalls: Int64 = 0, handoffs: Int64 = 0) {
+        self.costMicros = costMicros
+        self.tokens = tokens
+        self.steps = steps
+        self.toolCalls = toolCalls
+        self.handoffs = handoffs
+    }
+
+    init(fields: [String: String]) {
+        func get(_ key: String) -> Int64 { fields[key].flatMap { Int64($0) } ?? 0 }
+        self.init(
+            costMicros: get("cost"), tokens: get("tokens"), steps: get("steps"), toolCalls: get("tool_calls"), handoffs: get("handoffs"))
+    }
+}
+
+public enum SubmitOutcome: Sendable, Equatable {
+    case created
+    case exists(status: String)
+}
+
+/// A task claimed for one step under a lease.
+public struct ClaimedTask: Sendable {
+    public var id: String
+    public var agent: String
+    public var step: String
+    public var seq: Int64
+    public var branch: Int64
+    public var attempt: Int64
+    public var token: Int64
+    public var stateJSON: [UInt8]
+    public var inputJSON: [UInt8]
+    public var limits: BudgetLimits
+    public var usage: BudgetUsage
+    public var queue: String
+}
+
+public enum ClaimOutcome: Sendable {
+    case run(ClaimedTask)
+    case missing
+    case terminal(String)
+    /// Already committed: the message's seq is behind the task's.
+    case stale
+    /// The message is ahead of the task (or on another branch/attempt): dead-letter it.
+    case future(String)
+    /// Another live worker holds the lease: this delivery is a duplicate.
+    case leased(by: String)
+    /// Paused, waiting, …: nothing to run now.
+    case inactive(String)
+    /// The claim itself stopped the task (cancelled, paused, budget exceeded).
+    case stopped(String)
+}
+
+/// One step's effect, committed atomically.
+public struct Commit: Sendable {
+    public enum Kind: Sendable {
+        case next(step: String)
+        case handoff
+        case complete(resultJSON: String)
+        case fail(errorJSON: String)
+        case budget(kind: String, errorJSON: String)
+        case retry(delayMilliseconds: Int64, errorJSON: String, bucket: String, timer: OutboxMessage)
+        case dead(reason: String, errorJSON: String, deadLetter: OutboxMessage)
+    }
+
+    public var task: String
+    public var token: Int64
+    public var seq: Int64
+    public var kind: Kind
+    /// The new checkpoint (absent for retry and dead: the attempt's state is discarded).
+    public var stateJSON: String
+    /// The step message for the next step (written only when the task stays queued).
+    public var next: OutboxMessage?
+    public var eventDataJSON: String
+
+    public init(task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}") {
+        self.task = task
+        self.token = token
+        self.seq = seq
+        self.kind = kind
+        self.stateJSON = stateJSON
+        self.next = next
+        self.eventDataJSON = eventDataJSON
+    }
+}
+
+public enum CommitOutcome: Sendable, Equatable {
+    /// Committed; the task's new status and seq; `outboxID` names the entry to publish (if any).
+    case committed(status: String, seq: Int64, outboxID: String?)
+    /// The lease was lost (fencing token or seq no longer match): nothing was written.
+    case fenced
+}

@@ -1,0 +1,247 @@
+import AMQPClient
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+import Synchronization
+
+/// `baton worker`: consumes submits and steps, runs them by the step protocol, and runs the leaderless
+/// sweeps (timers, outbox, stalled tasks, dead-letter intake). Stateless: run any number.
+public final class Worker: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var amqpURL: String
+        public var redisURL: String
+        public var workerID: String
+        /// Step queues to consume; nil = the queues of every registered agent.
+        public var queues: [String]?
+        /// Steps run at once.
+        public var concurrency = 64
+        /// Unacknowledged deliveries per consumer.
+        public var prefetch: UInt16 = 128
+        /// How long running steps get to finish or yield at SIGTERM before the rest are requeued.
+        public var drainTimeout: Duration = .seconds(30)
+        public var protocolSettings = ProtocolSettings()
+        public var queueSettings = Topology.QueueSettings()
+        public var store = RedisTaskStore.Settings()
+        public var timerInterval: Duration = .milliseconds(100)
+        public var outboxSweepInterval: Duration = .seconds(2)
+        /// Outbox entries older than this are re-published by the sweep.
+        public var outboxSweepAge: Duration = .seconds(5)
+        public var stalledSweepInterval: Duration = .seconds(5)
+        public var heartbeatInterval: Duration = .seconds(2)
+        /// Whether this worker consumes `baton.dead` into Redis.
+        public var deadLetterIntake = true
+
+        public init(amqpURL: String, redisURL: String, workerID: String = Worker.defaultID()) {
+            self.amqpURL = amqpURL
+            self.redisURL = redisURL
+            self.workerID = workerID
+        }
+    }
+
+    public let configuration: Configuration
+    public let registry: AgentRegistry
+    let logger: Logger
+    let inFlightCount = Atomic<Int>(0)
+
+    public init(configuration: Configuration, registry: AgentRegistry, logger: Logger) {
+        self.configuration = configuration
+        self.registry = registry
+        var logger = logger
+        logger[metadataKey: "worker.id"] = "\(configuration.workerID)"
+        self.logger = logger
+    }
+
+    /// `host-pid-random`.
+    public static func defaultID() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        return "\(host)-\(getpid())-\(TaskID.hex(UInt64.random(in: 0..<(1 << 24)), width: 6))"
+    }
+
+    var stepQueues: [String] { configuration.queues ?? registry.queues }
+
+    public func run() async throws {
+        let redis = try await RedisConnection.connect(configuration: try RedisConfiguration(url: configuration.redisURL), logger: logger)
+        var consumeConfig = try AMQPConfiguration(
+            url: configuration.amqpURL, connectionName: "baton-worker \(configuration.workerID) consume")
+        consumeConfig.heartbeat = .seconds(30)
+        let consumeConnection = try await AMQPConnection.connect(consumeConfig, logger: logger)
+        let publishConnection = try await AMQPConnection.connect(
+            try AMQPConfiguration(url: configuration.amqpURL, connectionName: "baton-worker \(configuration.workerID) publish"),
+            logger: logger)
+        defer {
+            let redis = redis
+            Task {
+                await consumeConnection.close()
+                await publishConnection.close()
+                await redis.close()
+            }
+        }
+        let declareChannel = try await publishConnection.openChannel()
+        try await Topology.declare(on: declareChannel, agents: registry.names, queues: stepQueues, settings: configuration.queueSettings)
+        try await declareChannel.close()
+
+        let publishChannel = try await publishConnection.openChannel(confirms: true)
+        let store = RedisTaskStore(redis: redis, settings: configuration.store)
+        let bus = AMQPBus(channel: publishChannel)
+        let executor = StepExecutor(
+            registry: registry, store: store, bus: bus, workerID: configuration.workerID, settings: configuration.protocolSettings,
+            logger: logger)
+        let limiter = AsyncLimiter(limit: configuration.concurrency)
+        let sweeps = Sweeps(store: store, executor: executor, configuration: configuration, logger: logger)
+        try await sweeps.heartbeat(inFlight: 0)
+        logger.info(
+            "worker started",
+            metadata: [
+                "agents": "\(registry.names.joined(separator: ","))", "queues": "\(stepQueues.joined(separator: ","))",
+                "concurrency": "\(configuration.concurrency)",
+            ])
+
+        var consumers: [AMQPConsumer] = []
+        let consumeChannel = try await consumeConnection.openChannel(prefetch: configuration.prefetch)
+        for queue in stepQueues {
+            consumers.append(try await consumeChannel.consume(queue: Topology.stepsQueue(queue)))
+        }
+        let submitChannel = try await consumeConnection.openChannel(prefetch: 32)
+        var submitConsumers: [AMQPConsumer] = []
+        for agent in registry.names {
+            submitConsumers.append(try await submitChannel.consume(queue: Topology.submitQueue(agent: agent)))
+        }
+        submitConsumers.append(try await submitChannel.consume(queue: Topology.unroutedQueue))
+        var deadConsumer: AMQPConsumer? = nil
+        if configuration.deadLetterIntake {
+            let deadChannel = try await consumeConnection.openChannel(prefetch: 32)
+            deadConsumer = try await deadChannel.consume(queue: Topology.deadQueue)
+        }
+        let allConsumers = consumers + submitConsumers + (deadConsumer.map { [$0] } ?? [])
+
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for consumer in consumers {
+                    group.addTask { await self.consumeSteps(consumer, executor: executor, limiter: limiter, publish: publishChannel) }
+                }
+                for consumer in submitConsumers {
+                    group.addTask { await self.consumeSubmits(consumer, executor: executor, publish: publishChannel) }
+                }
+                if let deadConsumer {
+                    group.addTask { await DeadLetterIntake(store: store, logger: self.logger).consume(deadConsumer) }
+                }
+                group.addTask { await sweeps.run(inFlight: { limiter.inFlight }) }
+            }
+        } onGracefulShutdown: {
+            self.logger.info(
+                "draining: no new deliveries; running steps may finish or yield",
+                metadata: ["drain.timeout": "\(self.configuration.drainTimeout)"])
+            executor.beginDrain()
+            sweeps.stop()
+            Task {
+                for consumer in allConsumers { try? await consumer.cancel() }
+            }
+        }
+        // Consumers ended: wait for running steps up to the drain timeout.
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        while limiter.inFlight > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if limiter.inFlight > 0 {
+            logger.warning("drain timeout: \(limiter.inFlight) steps still running are left to redelivery (their leases are released)")
+        }
+        try? await sweeps.deregister()
+        logger.info("worker stopped")
+    }
+
+    /// Consumes one step queue: each delivery runs in its own task (bounded by the limiter), and is settled
+    /// once its effect is committed and its outbox confirmed.
+    func consumeSteps(_ consumer: AMQPConsumer, executor: StepExecutor, limiter: AsyncLimiter, publish: AMQPChannel) async {
+        await withDiscardingTaskGroup { group in
+            for await batch in consumer.batches {
+                for delivery in batch {
+                    await limiter.acquire()
+                    group.addTask {
+                        defer { limiter.release() }
+                        let disposition = await executor.handleStep(body: delivery.body, routingKey: delivery.routingKey)
+                        await self.settle(delivery, disposition, channel: consumer.channel, publish: publish)
+                    }
+                }
+            }
+        }
+    }
+
+    func settle(_ delivery: AMQPDelivery, _ disposition: Disposition, channel: AMQPChannel, publish: AMQPChannel) async {
+        switch disposition {
+        case .ack:
+            try? await channel.ack(delivery)
+        case .requeue(let why):
+            logger.warning("requeueing a delivery: \(why)")
+            try? await Task.sleep(for: .seconds(1))
+            try? await channel.nack(delivery, requeue: true)
+        case .deadLetter(let letter):
+            let results = await AMQPBus(channel: publish).publish([letter.message])
+            if results.first.map({ $0 == nil }) ?? false {
+                logger.warning("dead-lettered a message", metadata: ["reason": "\(letter.reason)", "error": "\(letter.error)"])
+                try? await channel.ack(delivery)
+            } else {
+                try? await channel.nack(delivery, requeue: true)
+            }
+        }
+    }
+
+    /// Consumes submits (and the unrouted ones): create the task, reply, ack; invalid ones are dead-lettered
+    /// with their reason and replied to.
+    func consumeSubmits(_ consumer: AMQPConsumer, executor: StepExecutor, publish: AMQPChannel) async {
+        for await delivery in consumer.deliveries {
+            var reply: JSONValue
+            var letter: DeadLetter? = nil
+            do {
+                let (id, status) = try await executor.submit(body: delivery.body)
+                reply = ["v": 1, "task_id": .string(id), "status": .string(status)]
+            } catch let error as BatonError {
+                let reason =
+                    switch error.code {
+                    case .unknownAgent: "unknown_agent"
+                    case .oversized: "oversized"
+                    default: "malformed"
+                    }
+                reply = [
+                    "v": 1,
+                    "error": [
+                        "code": .string(reason), "message": .string(error.message), "field": error.field.map(JSONValue.string) ?? .null,
+                    ],
+                ]
+                letter = DeadLetter(
+                    reason: reason, error: error.message, field: error.field, worker: configuration.workerID,
+                    body: String(decoding: delivery.body.prefix(1 << 20), as: UTF8.self), routingKey: "submit." + delivery.routingKey)
+            } catch {
+                logger.warning("submit not taken (will be redelivered)", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+                try? await consumer.channel.nack(delivery, requeue: true)
+                continue
+            }
+            var out: [OutboxMessage] = []
+            if let letter { out.append(letter.message) }
+            if let replyTo = delivery.properties.replyTo, !replyTo.isEmpty {
+                var message = OutboxMessage(exchange: "", routingKey: replyTo, body: reply.jsonString)
+                if let correlation = delivery.properties.correlationID { message.headers["x-correlation-id"] = correlation }
+                out.append(message)
+            }
+            if !out.isEmpty {
+                let messages = out.map { message -> AMQPMessage in
+                    var properties = AMQPProperties.persistentJSON
+                    if message.exchange == "" {
+                        properties.correlationID = delivery.properties.correlationID
+                    } else {
+                        properties.headers = message.headers.mapValues { AMQPFieldValue.string($0) }
+                    }
+                    return AMQPMessage(
+                        exchange: message.exchange, routingKey: message.routingKey, body: Array(message.body.utf8), properties: properties)
+                }
+                let results = (try? await publish.publish(messages)) ?? messages.map { _ in nil }
+                if letter != nil, results.first.map({ $0 != nil }) ?? true {
+                    try? await consumer.channel.nack(delivery, requeue: true)
+                    continue
+                }
+            }
+            try? await consumer.channel.ack(delivery)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+/// The Redis key layout (DESIGN.md §4). Every key of one task carries the hash tag `{<root id>}`; global
+/// sets are sharded into ``bucketCount`` tagged buckets.
+public struct RedisKeys: Sendable, Hashable {
+    public let prefix: String
+    public let bucketCount: Int
+
+    public init(prefix: String = "baton:", bucketCount: Int = 16) {
+        self.prefix = prefix
+        self.bucketCount = max(1, bucketCount)
+    }
+
+    /// The root of a task id: children are `<root>/<path>`.
+    public static func root(of id: String) -> String {
+        guard let slash = id.firstIndex(of: "/") else { return id }
+        return String(id[..<slash])
+    }
+
+    func base(_ id: String) -> String {
+        let root = Self.root(of: id)
+        return "\(prefix){\(root)}" + id.dropFirst(root.count)
+    }
+
+    public func task(_ id: String) -> String { base(id) + ":task" }
+    public func budget(_ id: String) -> String { base(id) + ":budget" }
+    public func events(_ id: String) -> String { base(id) + ":events" }
+    public func outbox(_ id: String) -> String { base(id) + ":outbox" }
+    public func effects(_ id: String) -> String { base(id) + ":effects" }
+    public func checkpointPrefix(_ id: String) -> String { base(id) + ":ckpt:" }
+    public func checkpoint(_ id: String, seq: Int64) -> String { checkpointPrefix(id) + String(seq) }
+
+    /// The bucket of a task id (FNV-1a of its bytes).
+    public func bucket(of id: String) -> Int {
+        var hash: UInt32 = 2_166_136_261
+        for byte in id.utf8 {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        return Int(hash % UInt32(bucketCount))
+    }
+
+    public func indexPrefix(bucket: Int) -> String { "\(prefix)index:{\(bucket)}:" }
+    public func index(bucket: Int, status: String) -> String { indexPrefix(bucket: bucket) + status }
+    public func outboxIndex(bucket: Int) -> String { "\(prefix)outbox:{\(bucket)}" }
+    public func timers(bucket: Int) -> String { "\(prefix)timers:{\(bucket)}" }
+    public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
+    public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
+    public var workers: String { "\(prefix)workers" }
+    public func worker(_ id: String) -> String { "\(prefix)worker:\(id)" }
+    public var audit: String { "\(prefix)audit" }
+}

@@ -1,0 +1,244 @@
+import Foundation
+import RedisClient
+
+/// The production ``TaskStore``: every protocol step is one Lua script on Redis.
+public struct RedisTaskStore: TaskStore {
+    public struct Settings: Sendable {
+        public var keys = RedisKeys()
+        /// Events kept per task (`XADD MAXLEN ~`).
+        public var eventsMaxLength = 1000
+        /// Checkpoint versions kept per task.
+        public var checkpointsKept = 5
+        /// A lease whose holder has not sent a heartbeat for this long is treated as expired.
+        public var workerStaleMilliseconds: Int64 = 10_000
+        public init() {}
+    }
+
+    public let redis: RedisConnection
+    public let settings: Settings
+    var keys: RedisKeys { settings.keys }
+
+    static let submitScript = RedisScript(Scripts.submit)
+    static let claimScript = RedisScript(Scripts.claim)
+    static let renewScript = RedisScript(Scripts.renew)
+    static let chargeScript = RedisScript(Scripts.charge)
+    static let progressScript = RedisScript(Scripts.progress)
+    static let commitScript = RedisScript(Scripts.commit)
+    static let outboxDoneScript = RedisScript(Scripts.outboxDone)
+    static let claimTimersScript = RedisScript(Scripts.claimTimers)
+    static let claimOutboxScript = RedisScript(Scripts.claimOutbox)
+    static let controlScript = RedisScript(Scripts.control)
+
+    public init(redis: RedisConnection, settings: Settings = Settings()) {
+        self.redis = redis
+        self.settings = settings
+    }
+
+    static func outboxID() -> String { TaskID.generate() }
+
+    public func submit(_ task: NewTask) async throws -> SubmitOutcome {
+        let bucket = keys.bucket(of: task.id)
+        let outbox = try JSONCoding.string(OutboxMessage.step(task.firstMessage, queue: task.queue))
+        var args: [any RedisArgumentConvertible] = [
+            task.id, task.agent, task.inputJSON, task.stateJSON, task.firstStep, task.tenant, task.labelsJSON, task.notifyJSON,
+            Self.outboxID(), outbox, settings.eventsMaxLength, task.queue, RedisKeys.root(of: task.id), task.parent,
+        ]
+        for (name, value) in task.limits.fields {
+            args.append(name)
+            args.append(value)
+        }
+        let reply = try await redis.evalSHA(
+            Self.submitScript,
+            keys: [
+                keys.task(task.id), keys.budget(task.id), keys.checkpointPrefix(task.id), keys.events(task.id), keys.outbox(task.id),
+                keys.indexPrefix(bucket: bucket), keys.outboxIndex(bucket: bucket),
+            ], args: args)
+        let parts = reply.array ?? []
+        if parts.first?.string == "exists" { return .exists(status: parts.dropFirst().first?.string ?? "") }
+        return .created
+    }
+
+    public func claim(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) async throws -> ClaimOutcome {
+        let id = message.task
+        let reply = try await redis.evalSHA(
+            Self.claimScript,
+            keys: [
+                keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.indexPrefix(bucket: keys.bucket(of: id)),
+                keys.workers,
+            ],
+            args: [
+                message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
+                settings.workerStaleMilliseconds,
+            ])
+        let parts = reply.array ?? []
+        func part(_ i: Int) -> String { i < parts.count ? (parts[i].string ?? "") : "" }
+        switch part(0) {
+        case "run":
+            var budget: [String: String] = [:]
+            let flat = parts.count > 6 ? (parts[6].array ?? []) : []
+            var index = 0
+            while index + 1 < flat.count {
+                budget[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+                index += 2
+            }
+            return .run(
+                ClaimedTask(
+                    id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
+                    token: Int64(part(1)) ?? 0, stateJSON: parts.count > 3 ? (parts[3].bytes ?? []) : [],
+                    inputJSON: parts.count > 4 ? (parts[4].bytes ?? []) : [], limits: BudgetLimits(fields: budget),
+                    usage: BudgetUsage(fields: budget), queue: ""))
+        case "missing": return .missing
+        case "terminal": return .terminal(part(1))
+        case "stale": return .stale
+        case "future": return .future(part(1))
+        case "leased": return .leased(by: part(1))
+        case "inactive": return .inactive(part(1))
+        case "stopped": return .stopped(part(1))
+        default:
+            throw BatonError(.internalError, "the claim script answered '\(part(0))'")
+        }
+    }
+
+    public func renewLease(task: String, token: Int64, worker: String, leaseMilliseconds: Int64) async throws -> LeaseStatus {
+        let reply = try await redis.evalSHA(
+            Self.renewScript, keys: [keys.task(task), keys.workers], args: [token, worker, leaseMilliseconds])
+        let parts = reply.array ?? []
+        guard parts.first?.int == 1 else { return .lost }
+        let cancel = parts.count > 1 ? !(parts[1].string ?? "").isEmpty : false
+        let pause = parts.count > 2 ? !(parts[2].string ?? "").isEmpty : false
+        return .held(cancelRequested: cancel, pauseRequested: pause)
+    }
+
+    private func chargeCall(task: String, token: Int64, charge: Charge, key: String, record: String, mode: String) async throws
+        -> [RedisReply]
+    {
+        let reply = try await redis.evalSHA(
+            Self.chargeScript, keys: [keys.task(task), keys.budget(task), keys.effects(task)],
+            args: [token, charge.costMicros, charge.tokens, charge.toolCalls, key, record, mode])
+        return reply.array ?? []
+    }
+
+    public func charge(task: String, token: Int64, _ charge: Charge) async throws -> ChargeOutcome {
+        let parts = try await chargeCall(task: task, token: token, charge: charge, key: "", record: "", mode: "charge")
+        switch parts.first?.string {
+        case "ok":
+            let over = parts.count > 1 ? (parts[1].string ?? "") : ""
+            return over.isEmpty ? .ok : .exceeded(over)
+        default: return .fenced
+        }
+    }
+
+    private func effectLookup(_ parts: [RedisReply], fallback: EffectRecord?) throws -> EffectLookup {
+        switch parts.first?.string {
+        case "absent": return .absent
+        case "ok":
+            let over = parts.count > 1 ? (parts[1].string ?? "") : ""
+            let raw = parts.count > 2 ? (parts[2].bytes ?? []) : []
+            let record = raw.isEmpty ? fallback : try JSONCoding.decoder.decode(EffectRecord.self, from: Data(raw))
+            guard let record else { return .absent }
+            return .recorded(record, exceeded: over.isEmpty ? nil : over)
+        default: return .fenced
+        }
+    }
+
+    public func effect(task: String, token: Int64, key: String) async throws -> EffectLookup {
+        let parts = try await chargeCall(task: task, token: token, charge: Charge(), key: key, record: "", mode: "effect_get")
+        return try effectLookup(parts, fallback: nil)
+    }
+
+    public func recordEffect(task: String, token: Int64, key: String, record: EffectRecord) async throws -> EffectLookup {
+        let parts = try await chargeCall(
+            task: task, token: token, charge: record.charge, key: key, record: try JSONCoding.string(record), mode: "effect_put")
+        return try effectLookup(parts, fallback: record)
+    }
+
+    public func progress(task: String, token: Int64, fraction: Double, message: String) async throws {
+        let data = try JSONCoding.string(["fraction": JSONValue.double(fraction), "message": .string(message)])
+        try await redis.evalSHA(
+            Self.progressScript, keys: [keys.task(task), keys.events(task)],
+            args: [token, String(fraction), message, settings.eventsMaxLength, data])
+    }
+
+    public func commit(_ commit: Commit) async throws -> CommitOutcome {
+        let id = commit.task
+        let bucket = keys.bucket(of: id)
+        let outboxID = Self.outboxID()
+        var kind = ""
+        var detailJSON = ""
+        var detail = ""
+        var outbox = commit.next.flatMap { try? JSONCoding.string($0) } ?? ""
+        var timerMember = ""
+        var timerDelay: Int64 = 0
+        var nextStep = ""
+        switch commit.kind {
+        case .next(let step):
+            kind = "next"
+            nextStep = step
+        case .handoff:
+            kind = "handoff"
+        case .complete(let result):
+            kind = "complete"
+            detailJSON = result
+        case .fail(let error):
+            kind = "fail"
+            detailJSON = error
+        case .budget(let budgetKind, let error):
+            kind = "budget"
+            detail = budgetKind
+            detailJSON = error
+        case .retry(let delay, let error, let bucket, let timer):
+            kind = "retry"
+            detailJSON = error
+            detail = bucket
+            timerDelay = delay
+            timerMember = try JSONCoding.string(timer)
+        case .dead(let reason, let error, let deadLetter):
+            kind = "dead"
+            detail = reason
+            detailJSON = error
+            outbox = try JSONCoding.string(deadLetter)
+        }
+        if case .handoff = commit.kind, nextStep.isEmpty { nextStep = "" }
+        let reply = try await redis.evalSHA(
+            Self.commitScript,
+            keys: [
+                keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.outbox(id),
+                keys.indexPrefix(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket),
+            ],
+            args: [
+                commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
+                settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON,
+            ])
+        let parts = reply.array ?? []
+        guard parts.first?.string == "ok" else { return .fenced }
+        let status = parts.count > 1 ? (parts[1].string ?? "") : ""
+        let seq = parts.count > 2 ? (Int64(parts[2].string ?? "") ?? commit.seq) : commit.seq
+        let wroteOutbox = status == "queued" || status == "dead_lettered"
+        return .committed(status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil)
+    }
+
+    public func outboxDone(task: String, ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
+        var args: [any RedisArgumentConvertible] = [task]
+        args.append(contentsOf: ids.map { $0 as any RedisArgumentConvertible })
+        try await redis.evalSHA(
+            Self.outboxDoneScript, keys: [keys.outbox(task), keys.outboxIndex(bucket: keys.bucket(of: task))], args: args)
+    }
+
+    public func pendingOutbox(task: String) async throws -> [String: OutboxMessage] {
+        let reply = try await redis.send("HGETALL", keys.outbox(task))
+        let flat = reply.array ?? []
+        var out: [String: OutboxMessage] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            if let id = flat[index].string, let bytes = flat[index + 1].bytes,
+                let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(bytes))
+            {
+                out[id] = message
+            }
+            index += 2
+        }
+        return out
+    }
+}

@@ -1,0 +1,382 @@
+/// The Lua scripts of the step protocol. Each checks fencing token, seq and status **before its first
+/// write** (a Lua script that fails half-way does not roll back), and takes time from Redis (`TIME`), never
+/// from a worker's clock.
+///
+/// Decision (docs/design.md): scripts touch one task's keys (one hash slot) plus the bucketed global keys
+/// (status index, outbox index, timers) that must change atomically with them. On standalone Redis (what
+/// Baton is built and tested for) that is atomic; Redis Cluster would reject the cross-slot access.
+enum Scripts {
+    static let common = """
+        local function now_ms()
+          local t = redis.call('TIME')
+          return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        end
+        local TERMINAL = {succeeded=true, failed=true, cancelled=true, budget_exceeded=true, dead_lettered=true}
+        local function move_index(prefix, id, old, new, now)
+          if old and old ~= '' and old ~= new then redis.call('ZREM', prefix .. old, id) end
+          redis.call('ZADD', prefix .. new, now, id)
+          redis.call('ZADD', prefix .. 'all', now, id)
+        end
+        local function add_event(key, maxlen, etype, seq, branch, step, now, data)
+          redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
+            'step', step or '', 'at', now, 'data', data or '{}')
+        end
+        local function num(v) return tonumber(v or '0') or 0 end
+        local function step_message(id, t)
+          local body = cjson.encode({v=1, task=id, agent=t.agent, step=t.step, seq=tonumber(t.seq),
+            branch=tonumber(t.branch), attempt=tonumber(t.attempt)})
+          return cjson.encode({x='baton.steps', k=t.queue, b=body, h={['x-baton-task']=id}})
+        end
+        -- Which limit is reached (>=) by committed counters, or nil.
+        local function reached(budget_key, now)
+          local b = redis.call('HMGET', budget_key, 'max_steps', 'steps', 'max_cost', 'cost', 'max_tokens', 'tokens',
+            'max_tool_calls', 'tool_calls', 'deadline')
+          if b[1] and b[1] ~= '' and num(b[2]) >= num(b[1]) then return 'steps' end
+          if b[3] and b[3] ~= '' and num(b[4]) >= num(b[3]) then return 'cost' end
+          if b[5] and b[5] ~= '' and num(b[6]) >= num(b[5]) then return 'tokens' end
+          if b[7] and b[7] ~= '' and num(b[8]) >= num(b[7]) then return 'tool_calls' end
+          if b[9] and b[9] ~= '' and now >= num(b[9]) then return 'deadline' end
+          return nil
+        end
+
+        """
+
+    /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index.
+    /// ARGV: id, agent, input, state, step, tenant, labels, notify, outbox id, outbox msg, events maxlen, queue,
+    /// root, parent, then limit name/value pairs.
+    static let submit =
+        common + """
+            if redis.call('EXISTS', KEYS[1]) == 1 then
+              return {'exists', redis.call('HGET', KEYS[1], 'status')}
+            end
+            local now = now_ms()
+            redis.call('HSET', KEYS[1], 'id', ARGV[1], 'agent', ARGV[2], 'input', ARGV[3], 'status', 'queued', 'step', ARGV[5],
+              'seq', 0, 'attempt', 1, 'branch', 0, 'fence', 0, 'created_at', now, 'updated_at', now, 'tenant', ARGV[6],
+              'labels', ARGV[7], 'notify', ARGV[8], 'queue', ARGV[12], 'root', ARGV[13], 'parent', ARGV[14])
+            local args = {'cost', 0, 'tokens', 0, 'steps', 0, 'tool_calls', 0, 'handoffs', 0}
+            for i = 15, #ARGV, 2 do
+              table.insert(args, ARGV[i])
+              table.insert(args, ARGV[i + 1])
+            end
+            redis.call('HSET', KEYS[2], unpack(args))
+            redis.call('SET', KEYS[3] .. '0', ARGV[4])
+            add_event(KEYS[4], ARGV[11], 'submitted', 0, 0, ARGV[5], now, '{}')
+            redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
+            redis.call('ZADD', KEYS[7], now, ARGV[1])
+            move_index(KEYS[6], ARGV[1], nil, 'queued', now)
+            return {'created', 'queued'}
+            """
+
+    /// KEYS: task, budget, ckpt prefix, events, index prefix, workers.
+    /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms.
+    static let claim =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
+              'cancel', 'pause', 'agent', 'input', 'started_at')
+            local status = t[1]
+            if not status then return {'missing'} end
+            if TERMINAL[status] then return {'terminal', status} end
+            local seq, branch, attempt = num(t[2]), num(t[3]), num(t[4])
+            local mseq, mbranch, mattempt = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+            if mbranch < branch then return {'stale', tostring(seq)} end
+            if mbranch > branch then return {'future', 'the task is on branch ' .. branch .. ', the message names branch ' .. mbranch} end
+            if mseq < seq then return {'stale', tostring(seq)} end
+            if mseq > seq then return {'future', 'the task is at seq ' .. seq .. ', the message names seq ' .. mseq} end
+            if mattempt < attempt then return {'stale', tostring(seq)} end
+            if mattempt > attempt then return {'future', 'the task is at attempt ' .. attempt .. ', the message names attempt ' .. mattempt} end
+            local now = now_ms()
+            if t[5] and t[5] ~= '' and num(t[6]) > now then
+              local beat = redis.call('ZSCORE', KEYS[6], t[5])
+              if beat and num(beat) > now - tonumber(ARGV[8]) then return {'leased', t[5]} end
+            end
+            if status == 'paused' or status == 'waiting' or status == 'sleeping' or status == 'needs_review' then
+              return {'inactive', status}
+            end
+            if t[8] and t[8] ~= '' then
+              redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now, 'updated_at', now, 'lease_owner', '', 'lease_until', 0)
+              add_event(KEYS[4], ARGV[7], 'cancelled', seq, branch, t[7], now, t[8])
+              move_index(KEYS[5], ARGV[6], status, 'cancelled', now)
+              return {'stopped', 'cancelled'}
+            end
+            if t[9] and t[9] ~= '' then
+              redis.call('HSET', KEYS[1], 'status', 'paused', 'pause', '', 'updated_at', now, 'lease_owner', '', 'lease_until', 0)
+              add_event(KEYS[4], ARGV[7], 'paused', seq, branch, t[7], now, t[9])
+              move_index(KEYS[5], ARGV[6], status, 'paused', now)
+              return {'stopped', 'paused'}
+            end
+            local over = reached(KEYS[2], now)
+            if over then
+              local err = cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false})
+              redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now, 'updated_at', now, 'error', err,
+                'lease_owner', '', 'lease_until', 0, 'status_reason', over .. ' limit reached')
+              add_event(KEYS[4], ARGV[7], 'budget_exceeded', seq, branch, t[7], now, cjson.encode({kind=over}))
+              move_index(KEYS[5], ARGV[6], status, 'budget_exceeded', now)
+              return {'stopped', 'budget_exceeded', over}
+            end
+            local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+            redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[4], 'lease_until', now + tonumber(ARGV[5]),
+              'updated_at', now, 'status_reason', '')
+            if not t[12] then
+              redis.call('HSET', KEYS[1], 'started_at', now)
+              add_event(KEYS[4], ARGV[7], 'started', seq, branch, t[7], now, '{}')
+            end
+            move_index(KEYS[5], ARGV[6], status, 'running', now)
+            local ckpt = redis.call('GET', KEYS[3] .. seq) or ''
+            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], redis.call('HGETALL', KEYS[2]), tostring(now)}
+            """
+
+    /// KEYS: task, workers. ARGV: token, worker, lease ms.
+    static let renew =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'lease_owner', 'status', 'cancel', 'pause')
+            if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then return {0} end
+            redis.call('HSET', KEYS[1], 'lease_until', now_ms() + tonumber(ARGV[3]))
+            return {1, t[4] or '', t[5] or ''}
+            """
+
+    /// KEYS: task, budget, effects. ARGV: token, cost, tokens, tool calls, effect key, effect record, mode
+    /// (`charge`, `effect_get`, `effect_put`). Charges are pending for this attempt until the commit folds them in.
+    static let charge =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'status')
+            if t[1] ~= ARGV[1] or t[2] ~= 'running' then return {'fenced'} end
+            local cost, tokens, calls = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+            local record = ''
+            if ARGV[7] == 'effect_get' or ARGV[7] == 'effect_put' then
+              local existing = redis.call('HGET', KEYS[3], ARGV[5])
+              if not existing and ARGV[7] == 'effect_get' then return {'absent'} end
+              if not existing then
+                redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+              else
+                record = existing
+                local r = cjson.decode(existing)
+                cost, tokens, calls = tonumber(r.c or 0), tonumber(r.t or 0), tonumber(r.k or 0)
+              end
+            end
+            if redis.call('HGET', KEYS[2], 'p_token') ~= ARGV[1] then
+              redis.call('HSET', KEYS[2], 'p_token', ARGV[1], 'p_cost', 0, 'p_tokens', 0, 'p_tool_calls', 0)
+            end
+            if cost ~= 0 then redis.call('HINCRBY', KEYS[2], 'p_cost', cost) end
+            if tokens ~= 0 then redis.call('HINCRBY', KEYS[2], 'p_tokens', tokens) end
+            if calls ~= 0 then redis.call('HINCRBY', KEYS[2], 'p_tool_calls', calls) end
+            local b = redis.call('HMGET', KEYS[2], 'cost', 'p_cost', 'max_cost', 'tokens', 'p_tokens', 'max_tokens', 'tool_calls',
+              'p_tool_calls', 'max_tool_calls')
+            local over = ''
+            if b[3] and b[3] ~= '' and num(b[1]) + num(b[2]) > num(b[3]) then over = 'cost'
+            elseif b[6] and b[6] ~= '' and num(b[4]) + num(b[5]) > num(b[6]) then over = 'tokens'
+            elseif b[9] and b[9] ~= '' and num(b[7]) + num(b[8]) > num(b[9]) then over = 'tool_calls' end
+            return {'ok', over, record}
+            """
+
+    /// KEYS: task, events. ARGV: token, fraction, message, events maxlen, data json.
+    static let progress =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'status', 'seq', 'branch', 'step')
+            if t[1] ~= ARGV[1] or t[2] ~= 'running' then return 0 end
+            local now = now_ms()
+            redis.call('HSET', KEYS[1], 'progress_fraction', ARGV[2], 'progress_message', ARGV[3], 'updated_at', now)
+            add_event(KEYS[2], ARGV[4], 'progress', t[3], t[4], t[5], now, ARGV[5])
+            return 1
+            """
+
+    /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers.
+    /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
+    /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json.
+    static let commit =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause')
+            if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then return {'fenced'} end
+            local now = now_ms()
+            local id, kind = ARGV[13], ARGV[3]
+            local seq, branch, attempt, step = tonumber(t[2]), t[4], tonumber(t[5]), t[6]
+            local p = redis.call('HMGET', KEYS[2], 'p_token', 'p_cost', 'p_tokens', 'p_tool_calls')
+            if p[1] == ARGV[1] then
+              if num(p[2]) ~= 0 then redis.call('HINCRBY', KEYS[2], 'cost', num(p[2])) end
+              if num(p[3]) ~= 0 then redis.call('HINCRBY', KEYS[2], 'tokens', num(p[3])) end
+              if num(p[4]) ~= 0 then redis.call('HINCRBY', KEYS[2], 'tool_calls', num(p[4])) end
+              redis.call('HSET', KEYS[2], 'p_token', '', 'p_cost', 0, 'p_tokens', 0, 'p_tool_calls', 0)
+            end
+            local newseq = seq
+            if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' then
+              newseq = seq + 1
+              redis.call('SET', KEYS[3] .. newseq, ARGV[4])
+              local old = newseq - tonumber(ARGV[11])
+              if old >= 0 then redis.call('DEL', KEYS[3] .. old) end
+              redis.call('HINCRBY', KEYS[2], 'steps', 1)
+            end
+            local status, etype, reason = nil, nil, ''
+            local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0}
+            if kind == 'next' or kind == 'handoff' then
+              local handoffs = 0
+              if kind == 'handoff' then handoffs = redis.call('HINCRBY', KEYS[2], 'handoffs', 1) end
+              local maxh = redis.call('HGET', KEYS[2], 'max_handoffs')
+              local over = reached(KEYS[2], now)
+              if not over and maxh and maxh ~= '' and handoffs > num(maxh) then over = 'handoffs' end
+              if t[7] and t[7] ~= '' then
+                status, etype = 'cancelled', 'cancelled'
+              elseif over then
+                status, etype, reason = 'budget_exceeded', 'budget_exceeded', over .. ' limit reached'
+                table.insert(fields, 'error')
+                table.insert(fields, cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false}))
+              elseif t[8] and t[8] ~= '' then
+                status, etype = 'paused', 'paused'
+                table.insert(fields, 'pause')
+                table.insert(fields, '')
+              else
+                status = 'queued'
+                if kind == 'handoff' then etype = 'handoff' else etype = 'step_committed' end
+              end
+              step = ARGV[5]
+              attempt = 1
+            elseif kind == 'complete' then
+              status, etype = 'succeeded', 'succeeded'
+              table.insert(fields, 'result')
+              table.insert(fields, ARGV[6])
+            elseif kind == 'fail' then
+              status, etype = 'failed', 'failed'
+              table.insert(fields, 'error')
+              table.insert(fields, ARGV[6])
+            elseif kind == 'budget' then
+              status, etype, reason = 'budget_exceeded', 'budget_exceeded', ARGV[14] .. ' limit reached'
+              table.insert(fields, 'error')
+              table.insert(fields, ARGV[6])
+            elseif kind == 'retry' then
+              status, etype = 'retrying', 'retrying'
+              attempt = attempt + 1
+              reason = 'attempt ' .. attempt .. ' after ' .. ARGV[14]
+              table.insert(fields, 'error')
+              table.insert(fields, ARGV[6])
+              table.insert(fields, 'next_timer')
+              table.insert(fields, now + tonumber(ARGV[10]))
+              redis.call('ZADD', KEYS[8], now + tonumber(ARGV[10]), ARGV[9])
+            elseif kind == 'dead' then
+              status, etype, reason = 'dead_lettered', 'dead_lettered', ARGV[14]
+              table.insert(fields, 'error')
+              table.insert(fields, ARGV[6])
+            else
+              return redis.error_reply('unknown commit kind ' .. kind)
+            end
+            table.insert(fields, 'status')
+            table.insert(fields, status)
+            table.insert(fields, 'step')
+            table.insert(fields, step)
+            table.insert(fields, 'attempt')
+            table.insert(fields, attempt)
+            table.insert(fields, 'status_reason')
+            table.insert(fields, reason)
+            if TERMINAL[status] then
+              table.insert(fields, 'finished_at')
+              table.insert(fields, now)
+            end
+            redis.call('HSET', KEYS[1], unpack(fields))
+            add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, ARGV[15])
+            if status == 'queued' or status == 'dead_lettered' then
+              redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
+              redis.call('ZADD', KEYS[7], now, id)
+            end
+            move_index(KEYS[6], id, t[3], status, now)
+            return {'ok', status, tostring(newseq)}
+            """
+
+    /// KEYS: outbox, outbox index. ARGV: id, outbox entry ids…
+    static let outboxDone = """
+        for i = 2, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+        if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+        return 1
+        """
+
+    /// Claims due timers of one bucket: re-scores them `lease` ms ahead (so a crash re-fires them) and returns them.
+    /// KEYS: timers bucket. ARGV: limit, lease ms.
+    static let claimTimers =
+        common + """
+            local now = now_ms()
+            local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+            for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), member) end
+            return due
+            """
+
+    /// Claims tasks whose outbox is older than ARGV[1] ms. KEYS: outbox index. ARGV: older-than ms, limit.
+    static let claimOutbox =
+        common + """
+            local now = now_ms()
+            local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+            for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], now, id) end
+            return ids
+            """
+
+    /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index.
+    /// ARGV: action (cancel, pause, resume, redrive, stalled, dead), reason, actor, events maxlen, id, outbox id,
+    /// lease grace ms (stalled) / error json (dead), expected seq (dead, optional).
+    static let control =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'lease_until', 'cancel', 'pause')
+            local status = t[1]
+            if not status then return {'missing'} end
+            local action, id = ARGV[1], ARGV[5]
+            local now = now_ms()
+            local task = {seq=t[2], branch=t[3], attempt=t[4], step=t[5], agent=t[6], queue=t[7]}
+            local data = cjson.encode({reason=ARGV[2], actor=ARGV[3]})
+            local function enqueue(new_status, etype)
+              redis.call('HSET', KEYS[1], 'status', new_status, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'pause', '', 'status_reason', '')
+              redis.call('HSET', KEYS[4], ARGV[6], step_message(id, task))
+              redis.call('ZADD', KEYS[5], now, id)
+              add_event(KEYS[2], ARGV[4], etype, task.seq, task.branch, task.step, now, data)
+              move_index(KEYS[3], id, status, new_status, now)
+            end
+            if action == 'cancel' then
+              if TERMINAL[status] then return {'terminal', status} end
+              if status == 'running' then
+                redis.call('HSET', KEYS[1], 'cancel', data)
+                return {'requested', status}
+              end
+              redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancel', data, 'finished_at', now, 'updated_at', now, 'status_reason', ARGV[2])
+              add_event(KEYS[2], ARGV[4], 'cancelled', task.seq, task.branch, task.step, now, data)
+              move_index(KEYS[3], id, status, 'cancelled', now)
+              return {'cancelled', 'cancelled'}
+            elseif action == 'pause' then
+              if TERMINAL[status] then return {'terminal', status} end
+              if status == 'paused' then return {'already', status} end
+              if status == 'running' then
+                redis.call('HSET', KEYS[1], 'pause', data)
+                return {'requested', status}
+              end
+              redis.call('HSET', KEYS[1], 'status', 'paused', 'paused_from', status, 'updated_at', now, 'status_reason', ARGV[2])
+              add_event(KEYS[2], ARGV[4], 'paused', task.seq, task.branch, task.step, now, data)
+              move_index(KEYS[3], id, status, 'paused', now)
+              return {'paused', 'paused'}
+            elseif action == 'resume' then
+              if status == 'paused' then
+                enqueue('queued', 'resumed')
+                return {'resumed', 'queued'}
+              end
+              if t[10] and t[10] ~= '' then
+                redis.call('HSET', KEYS[1], 'pause', '')
+                add_event(KEYS[2], ARGV[4], 'resumed', task.seq, task.branch, task.step, now, data)
+                return {'resumed', status}
+              end
+              return {'conflict', status}
+            elseif action == 'redrive' then
+              if status ~= 'dead_lettered' then return {'conflict', status} end
+              task.branch = tostring(num(t[3]) + 1)
+              task.attempt = '1'
+              redis.call('HSET', KEYS[1], 'branch', task.branch, 'attempt', 1, 'error', '', 'finished_at', '')
+              data = cjson.encode({reason=ARGV[2], actor=ARGV[3], from_seq=tonumber(task.seq), from_branch=num(t[3])})
+              enqueue('queued', 'redriven')
+              return {'redriven', task.branch}
+            elseif action == 'stalled' then
+              if status ~= 'running' or num(t[8]) + tonumber(ARGV[7]) > now then return {'live', status} end
+              data = cjson.encode({reason='stalled: the lease expired without a commit; republished from the checkpoint', actor=ARGV[3]})
+              enqueue('queued', 'retrying')
+              return {'republished', 'queued'}
+            elseif action == 'dead' then
+              if TERMINAL[status] then return {'terminal', status} end
+              if ARGV[8] and ARGV[8] ~= '' and ARGV[8] ~= t[2] then return {'stale', status} end
+              redis.call('HSET', KEYS[1], 'status', 'dead_lettered', 'error', ARGV[7], 'finished_at', now, 'updated_at', now,
+                'lease_owner', '', 'lease_until', 0, 'status_reason', ARGV[2])
+              add_event(KEYS[2], ARGV[4], 'dead_lettered', task.seq, task.branch, task.step, now, ARGV[7])
+              move_index(KEYS[3], id, status, 'dead_lettered', now)
+              return {'dead_lettered', 'dead_lettered'}
+            end
+            return redis.error_reply('unknown action ' .. action)
+            """
+}

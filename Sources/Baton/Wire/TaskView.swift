@@ -1,0 +1,214 @@
+import Foundation
+
+/// A task as `baton status --json`, `baton list --json` and `GET /v1/tasks/{id}` show it (DESIGN.md §6).
+/// Fields are absent when they do not apply.
+public struct TaskView: Codable, Sendable, Hashable {
+    public var v = 1
+    public var id: String
+    public var agent: String
+    public var status: String
+    public var step: String?
+    public var seq: Int64
+    public var branch: Int64
+    public var attempt: Int64
+    public var tenant: String?
+    public var labels: [String: String]?
+    public var progress: Progress?
+    public var budget: Budget
+    public var statusReason: String?
+    public var error: JSONValue?
+    public var result: JSONValue?
+    public var parentID: String?
+    public var lease: Lease?
+    public var nextTimerAt: String?
+    public var createdAt: String?
+    public var updatedAt: String?
+    public var finishedAt: String?
+
+    public struct Progress: Codable, Sendable, Hashable {
+        public var fraction: Double
+        public var message: String
+    }
+
+    public struct Budget: Codable, Sendable, Hashable {
+        public var used: Used
+        public var limits: Limits
+        public struct Used: Codable, Sendable, Hashable {
+            public var costUSD: Double
+            public var tokens: Int64
+            public var steps: Int64
+            public var toolCalls: Int64
+            public var handoffs: Int64
+            enum CodingKeys: String, CodingKey {
+                case costUSD = "cost_usd"
+                case tokens, steps
+                case toolCalls = "tool_calls"
+                case handoffs
+            }
+        }
+        public struct Limits: Codable, Sendable, Hashable {
+            public var maxCostUSD: Double?
+            public var maxTokens: Int64?
+            public var maxSteps: Int64?
+            public var maxToolCalls: Int64?
+            public var maxHandoffs: Int64?
+            public var maxAttempts: Int64?
+            public var deadline: String?
+            enum CodingKeys: String, CodingKey {
+                case maxCostUSD = "max_cost_usd"
+                case maxTokens = "max_tokens"
+                case maxSteps = "max_steps"
+                case maxToolCalls = "max_tool_calls"
+                case maxHandoffs = "max_handoffs"
+                case maxAttempts = "max_attempts"
+                case deadline
+            }
+        }
+    }
+
+    /// Who holds the task's lease (only while running).
+    public struct Lease: Codable, Sendable, Hashable {
+        public var owner: String
+        public var expiresAt: String
+        enum CodingKeys: String, CodingKey {
+            case owner
+            case expiresAt = "expires_at"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case v, id, agent, status, step, seq, branch, attempt, tenant, labels, progress, budget
+        case statusReason = "status_reason"
+        case error, result
+        case parentID = "parent_id"
+        case lease
+        case nextTimerAt = "next_timer_at"
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+        case finishedAt = "finished_at"
+    }
+
+    public static let terminalStatuses: Set<String> = ["succeeded", "failed", "cancelled", "budget_exceeded", "dead_lettered"]
+    public var isTerminal: Bool { Self.terminalStatuses.contains(status) }
+    /// Committed cost in integer micro-dollars.
+    public var costMicros: Int64 { Int64((budget.used.costUSD * 1_000_000).rounded()) }
+
+    static func iso(_ milliseconds: String?) -> String? {
+        guard let milliseconds, let ms = Int64(milliseconds), ms > 0 else { return nil }
+        return ISO8601DateFormatter.fractional.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
+
+    /// Builds the view from the task and budget hashes.
+    init(task t: [String: String], budget b: [String: String]) {
+        func nonEmpty(_ key: String) -> String? { t[key].flatMap { $0.isEmpty ? nil : $0 } }
+        id = t["id"] ?? ""
+        agent = t["agent"] ?? ""
+        status = t["status"] ?? "unknown"
+        step = nonEmpty("step")
+        seq = Int64(t["seq"] ?? "") ?? 0
+        branch = Int64(t["branch"] ?? "") ?? 0
+        attempt = Int64(t["attempt"] ?? "") ?? 1
+        tenant = nonEmpty("tenant")
+        if let labels = nonEmpty("labels"), let decoded = try? JSONCoding.decoder.decode([String: String].self, from: Data(labels.utf8)),
+            !decoded.isEmpty
+        {
+            self.labels = decoded
+        }
+        if let fraction = nonEmpty("progress_fraction").flatMap(Double.init) {
+            progress = Progress(fraction: fraction, message: t["progress_message"] ?? "")
+        }
+        let usage = BudgetUsage(fields: b)
+        let limits = BudgetLimits(fields: b)
+        budget = Budget(
+            used: Budget.Used(
+                costUSD: Double(usage.costMicros) / 1_000_000, tokens: usage.tokens, steps: usage.steps, toolCalls: usage.toolCalls,
+                handoffs: usage.handoffs),
+            limits: Budget.Limits(
+                maxCostUSD: limits.maxCostMicros.map { Double($0) / 1_000_000 }, maxTokens: limits.maxTokens, maxSteps: limits.maxSteps,
+                maxToolCalls: limits.maxToolCalls, maxHandoffs: limits.maxHandoffs, maxAttempts: limits.maxAttempts,
+                deadline: Self.iso(b["deadline"])))
+        statusReason = nonEmpty("status_reason")
+        if let error = nonEmpty("error") { self.error = try? JSONValue.parse(Array(error.utf8)) }
+        if let result = nonEmpty("result") { self.result = try? JSONValue.parse(Array(result.utf8)) }
+        parentID = nonEmpty("parent")
+        if status == "running", let owner = nonEmpty("lease_owner") {
+            lease = Lease(owner: owner, expiresAt: Self.iso(t["lease_until"]) ?? "")
+        }
+        if status == "retrying" { nextTimerAt = Self.iso(t["next_timer"]) }
+        createdAt = Self.iso(t["created_at"])
+        updatedAt = Self.iso(t["updated_at"])
+        finishedAt = Self.iso(t["finished_at"])
+    }
+}
+
+/// One entry of a task's append-only history.
+public struct TaskEvent: Codable, Sendable, Hashable {
+    public var id: String
+    public var type: String
+    public var seq: Int64
+    public var branch: Int64
+    public var step: String?
+    public var at: String
+    public var data: JSONValue?
+}
+
+/// A dead letter as `baton dead list --json` shows it (DESIGN.md §6).
+public struct DeadLetterView: Codable, Sendable, Hashable {
+    public var id: String
+    public var taskID: String?
+    public var agent: String?
+    public var step: String?
+    public var seq: Int64?
+    public var branch: Int64?
+    public var reason: String
+    public var error: String
+    public var field: String?
+    public var bucket: String?
+    public var attempts: Int64?
+    public var worker: String?
+    public var deadAt: String
+    public var body: String
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case taskID = "task_id"
+        case agent, step, seq, branch, reason, error, field, bucket, attempts, worker
+        case deadAt = "dead_at"
+        case body
+    }
+
+    init(fields f: [String: String]) {
+        func nonEmpty(_ key: String) -> String? { f[key].flatMap { $0.isEmpty ? nil : $0 } }
+        id = f["id"] ?? ""
+        taskID = nonEmpty("task_id")
+        agent = nonEmpty("agent")
+        step = nonEmpty("step")
+        seq = nonEmpty("seq").flatMap { Int64($0) }
+        branch = nonEmpty("branch").flatMap { Int64($0) }
+        reason = f["reason"] ?? ""
+        error = f["error"] ?? ""
+        field = nonEmpty("field")
+        bucket = nonEmpty("bucket")
+        attempts = nonEmpty("attempts").flatMap { Int64($0) }
+        worker = nonEmpty("worker")
+        deadAt = f["dead_at"] ?? ""
+        body = f["body"] ?? ""
+    }
+}
+
+/// A worker as `baton workers` shows it.
+public struct WorkerView: Codable, Sendable, Hashable {
+    public var id: String
+    public var heartbeatAt: String
+    public var heartbeatAgeSeconds: Double
+    public var inFlight: Int64
+    public var info: JSONValue?
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case heartbeatAt = "heartbeat_at"
+        case heartbeatAgeSeconds = "heartbeat_age_s"
+        case inFlight = "in_flight"
+        case info
+    }
+}

@@ -1,0 +1,50 @@
+import Baton
+
+/// `flaky`: fails its step `fail_times` times with a retryable `provider_5xx` error (or once with a
+/// permanent error when `permanent`), then succeeds. A redriven task (branch ≥ 1) stands for "the provider
+/// recovered" and succeeds at once.
+public struct FlakyAgent: Agent {
+    public struct Input: Codable, Sendable {
+        public var failTimes: Int64 = 2
+        public var permanent: Bool = false
+        enum CodingKeys: String, CodingKey {
+            case failTimes = "fail_times"
+            case permanent
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            failTimes = try c.decodeIfPresent(Int64.self, forKey: .failTimes) ?? 2
+            permanent = try c.decodeIfPresent(Bool.self, forKey: .permanent) ?? false
+        }
+        public init(failTimes: Int64, permanent: Bool = false) {
+            self.failTimes = failTimes
+            self.permanent = permanent
+        }
+    }
+
+    public struct State: Codable, Sendable {
+        public var succeededOnAttempt: Int64?
+    }
+
+    public static let name = "flaky"
+    public static let steps = ["call"]
+    public static var options: AgentOptions { AgentOptions(retry: .exponentialJitter(initial: .milliseconds(200), max: .seconds(2))) }
+
+    public init() {}
+
+    public func initialState(for input: Input) throws -> State { State() }
+
+    public func run(step: String, context: StepContext<FlakyAgent>) async throws -> StepOutcome {
+        if context.branch == 0 {
+            if context.input.permanent {
+                throw StepError.permanent("the provider rejected the request (scripted permanent failure)", bucket: "invalid_request")
+            }
+            if context.attempt <= context.input.failTimes {
+                throw StepError.retryable(
+                    "the provider answered 503 (scripted failure \(context.attempt) of \(context.input.failTimes))", bucket: "provider_5xx")
+            }
+        }
+        context.state.succeededOnAttempt = context.attempt
+        return .complete(["attempt": .int(context.attempt), "branch": .int(context.branch)])
+    }
+}

@@ -1,0 +1,99 @@
+import Baton
+
+/// `report`: "analyse N documents and write a report" — the demo agent. One document per step, each through
+/// a **scripted model stand-in** (``ScriptedModel``: no real LLM is called; it returns canned analyses and
+/// charges realistic token counts and prices), as a keyed side effect, with progress after each document.
+public struct ReportAgent: Agent {
+    public struct Input: Codable, Sendable {
+        public var documents: Int = 20
+        public var topic: String = "quarterly incidents"
+        /// Milliseconds the scripted model "thinks" per document (to make the demo watchable).
+        public var thinkMilliseconds: Int = 150
+        enum CodingKeys: String, CodingKey {
+            case documents, topic
+            case thinkMilliseconds = "think_ms"
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            documents = try c.decodeIfPresent(Int.self, forKey: .documents) ?? 20
+            topic = try c.decodeIfPresent(String.self, forKey: .topic) ?? "quarterly incidents"
+            thinkMilliseconds = try c.decodeIfPresent(Int.self, forKey: .thinkMilliseconds) ?? 150
+            guard (1...10_000).contains(documents) else {
+                throw DecodingError.dataCorruptedError(forKey: .documents, in: c, debugDescription: "must be between 1 and 10000")
+            }
+        }
+    }
+
+    public struct State: Codable, Sendable {
+        public var findings: [String] = []
+        public var report: String?
+    }
+
+    public static let name = "report"
+    public static let steps = ["analyse", "write"]
+
+    public init() {}
+
+    public func initialState(for input: Input) throws -> State { State() }
+
+    public func run(step: String, context: StepContext<ReportAgent>) async throws -> StepOutcome {
+        let input = context.input
+        switch step {
+        case "analyse":
+            let index = context.state.findings.count + 1
+            let finding = try await context.sideEffect("doc-\(index)") {
+                let answer = try await ScriptedModel.complete(
+                    prompt: "Analyse document \(index) about \(input.topic)", thinkMilliseconds: input.thinkMilliseconds)
+                try await context.charge(costUSD: answer.costUSD, tokens: answer.tokens)
+                return answer.text
+            }
+            context.state.findings.append(finding)
+            await context.progress(Double(index) / Double(input.documents), "\(index)/\(input.documents) documents")
+            return index >= input.documents ? .next("write") : .next("analyse")
+        default:
+            let answer = try await ScriptedModel.complete(
+                prompt: "Write a report on \(input.topic) from \(context.state.findings.count) findings",
+                thinkMilliseconds: input.thinkMilliseconds)
+            try await context.charge(costUSD: answer.costUSD, tokens: answer.tokens)
+            context.state.report = "Report on \(input.topic): \(context.state.findings.count) documents analysed. \(answer.text)"
+            return .complete(["report": .string(context.state.report ?? ""), "documents": .int(Int64(context.state.findings.count))])
+        }
+    }
+}
+
+/// A stand-in for a language model, clearly not one: deterministic canned text, token counts derived from
+/// the prompt, and a price of $3 per million input and $15 per million output tokens.
+public enum ScriptedModel {
+    public struct Answer: Sendable {
+        public var text: String
+        public var tokens: Int64
+        public var costUSD: Double
+    }
+
+    public static func complete(prompt: String, thinkMilliseconds: Int) async throws -> Answer {
+        if thinkMilliseconds > 0 { try await Task.sleep(for: .milliseconds(thinkMilliseconds)) }
+        var hash: UInt64 = 1_469_598_103_934_665_603
+        for byte in prompt.utf8 { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
+        let inputTokens = Int64(800 + hash % 1200)
+        let outputTokens = Int64(150 + (hash >> 16) % 250)
+        let themes = [
+            "a recurring timeout in the billing export", "an expired certificate", "a retry storm after a deploy",
+            "a full disk on a replica",
+        ]
+        let text = "[scripted] \(prompt): points to \(themes[Int(hash % UInt64(themes.count))])."
+        return Answer(
+            text: text, tokens: inputTokens + outputTokens, costUSD: Double(inputTokens) * 3e-6 + Double(outputTokens) * 15e-6)
+    }
+}
+
+extension AgentRegistry {
+    /// The example agents: `stepchain`, `flaky`, `spender`, `report`.
+    public static var examples: AgentRegistry {
+        var registry = AgentRegistry()
+        registry.register(StepChainAgent())
+        registry.register(FlakyAgent())
+        registry.register(SpenderAgent())
+        registry.register(ReportAgent())
+        return registry
+    }
+}

@@ -1,0 +1,33 @@
+import Baton
+
+/// `spender`: charges `cost_usd_per_step` every step until its budget stops it (default budget: $5).
+public struct SpenderAgent: Agent {
+    public struct Input: Codable, Sendable {
+        public var costUSDPerStep: Double = 1.0
+        enum CodingKeys: String, CodingKey { case costUSDPerStep = "cost_usd_per_step" }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            costUSDPerStep = try c.decodeIfPresent(Double.self, forKey: .costUSDPerStep) ?? 1.0
+        }
+    }
+
+    public struct State: Codable, Sendable {
+        public var steps: Int = 0
+        public var spentMicros: Int64 = 0
+    }
+
+    public static let name = "spender"
+    public static let steps = ["spend"]
+    public static var options: AgentOptions { AgentOptions(defaultBudget: BudgetRequest(maxCostUSD: 5)) }
+
+    public init() {}
+
+    public func initialState(for input: Input) throws -> State { State() }
+
+    public func run(step: String, context: StepContext<SpenderAgent>) async throws -> StepOutcome {
+        context.state.steps += 1
+        context.state.spentMicros += Charge.micros(fromUSD: context.input.costUSDPerStep)
+        try await context.charge(costUSD: context.input.costUSDPerStep, tokens: 1000)
+        return .next("spend")
+    }
+}

@@ -1,0 +1,167 @@
+import ArgumentParser
+import Baton
+import Foundation
+import Logging
+
+/// Connects a ``BatonClient`` for a command, maps connection failures to exit code 2.
+func withClient<T>(_ connection: ConnectionOptions, publishing: Bool = false, _ body: (BatonClient) async throws -> T) async throws -> T {
+    let client: BatonClient
+    do {
+        client = try await BatonClient.connect(
+            amqpURL: connection.amqpURL, redisURL: connection.redisURL, publishing: publishing, logger: Logger(label: "baton.cli"))
+    } catch {
+        Terminal.error("\(error)")
+        throw ExitCode(2)
+    }
+    do {
+        let result = try await body(client)
+        await client.close()
+        return result
+    } catch {
+        await client.close()
+        throw error
+    }
+}
+
+/// Prints a value as JSON on stdout.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// `baton submit AGENT`.
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit", abstract: "Submit a task (published to baton.submit like any service would).")
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The agent, e.g. stepchain, report, flaky, spender.") var agent: String
+    @Option(help: "The input: JSON, @file, or - for stdin.") var input: String = "{}"
+    @Option(help: "A client-chosen task id (resubmitting it is a no-op).") var id: String?
+    @Option(help: "A tenant name.") var tenant: String?
+    @Option(help: "Budget limits: max_cost_usd=5,max_steps=200,max_tokens=…,max_tool_calls=…,max_handoffs=…,max_attempts=…") var budget:
+        String?
+    @Option(help: "A webhook URL for events.") var notify: String?
+    @Flag(help: "Wait until the task ends; exit 3 unless it succeeded.") var wait = false
+    @Flag(name: .customLong("json"), help: "Print JSON.") var json = false
+    @Flag(name: [.customShort("q"), .customLong("quiet")], help: "Print the task id only.") var quiet = false
+
+    func readInput() throws -> JSONValue {
+        var text = input
+        if text == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else if text.hasPrefix("@") {
+            guard let data = FileManager.default.contents(atPath: String(text.dropFirst())) else {
+                throw ValidationError("cannot read the input file \(text.dropFirst())")
+            }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        do { return try JSONValue.parse(Array(text.utf8)) } catch { throw ValidationError("--input is not valid JSON: \(error)") }
+    }
+
+    static func parseBudget(_ text: String) throws -> BudgetRequest {
+        var budget = BudgetRequest()
+        for pair in text.split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { throw ValidationError("--budget entries look like max_steps=200 (got '\(pair)')") }
+            func int() throws -> Int64 {
+                guard let value = Int64(parts[1]), value >= 0 else {
+                    throw ValidationError("--budget \(parts[0]) must be a whole number ≥ 0")
+                }
+                return value
+            }
+            switch parts[0] {
+            case "max_cost_usd":
+                guard let value = Double(parts[1]), value >= 0 else { throw ValidationError("--budget max_cost_usd must be a number ≥ 0") }
+                budget.maxCostUSD = value
+            case "max_tokens": budget.maxTokens = try int()
+            case "max_steps": budget.maxSteps = try int()
+            case "max_tool_calls": budget.maxToolCalls = try int()
+            case "max_handoffs": budget.maxHandoffs = try int()
+            case "max_attempts": budget.maxAttempts = try int()
+            case "deadline":
+                guard let date = ISO8601DateFormatter().date(from: parts[1]) else {
+                    throw ValidationError("--budget deadline must be ISO-8601")
+                }
+                budget.deadline = date
+            default: throw ValidationError("unknown --budget key '\(parts[0])'")
+            }
+        }
+        return budget
+    }
+
+    func run() async throws {
+        let request = SubmitRequest(
+            id: id, agent: agent, input: try readInput(), budget: try budget.map(Self.parseBudget), tenant: tenant, labels: nil,
+            notify: notify.map { .init(webhook: $0, events: nil) })
+        do { try request.validate() } catch { throw ValidationError(error.message) }
+        try await withClient(connection, publishing: true) { client in
+            let reply = try await client.submit(request)
+            if let error = reply.error {
+                Terminal.error("the worker refused the submit (\(error.code)): \(error.message)")
+                throw ExitCode(1)
+            }
+            if reply.status == nil {
+                Terminal.note("submitted \(reply.taskID); no worker answered yet (is `baton worker` running for agent '\(agent)'?)")
+            }
+            if wait {
+                let view = try await StatusCommand.waitUntilDone(client, id: reply.taskID)
+                if json { try printJSON(view) } else if quiet { print(view.id) } else { print(StatusCommand.render(view)) }
+                if view.status != "succeeded" { throw ExitCode(3) }
+                return
+            }
+            if quiet || !json {
+                print(reply.taskID)
+            } else {
+                try printJSON(["task_id": reply.taskID, "status": reply.status ?? "submitted"])
+            }
+        }
+    }
+}
+
+/// `baton status TASK`.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a task: status and reason, step, budget, lease, last error.")
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument var task: String
+    @Flag(name: .customLong("json"), help: "Print JSON.") var json = false
+
+    func run() async throws {
+        try await withClient(connection) { client in
+            guard let view = try await client.queries.task(task) else {
+                Terminal.error("no task '\(task)'")
+                throw ExitCode(4)
+            }
+            if json { try printJSON(view) } else { print(Self.render(view)) }
+        }
+    }
+
+    static func waitUntilDone(_ client: BatonClient, id: String) async throws -> TaskView {
+        while true {
+            if let view = try await client.queries.task(id), view.isTerminal { return view }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    static func render(_ v: TaskView) -> String {
+        var lines = ["\(v.id)  \(v.agent)  \(v.status)" + (v.statusReason.map { " (\($0))" } ?? "")]
+        lines.append("  step \(v.step ?? "-")  seq \(v.seq)  attempt \(v.attempt)  branch \(v.branch)")
+        if let p = v.progress { lines.append("  progress \(Int(p.fraction * 100))%  \(p.message)") }
+        let u = v.budget.used
+        let l = v.budget.limits
+        lines.append(
+            String(format: "  budget  $%.6f", u.costUSD) + (l.maxCostUSD.map { String(format: " / $%.2f", $0) } ?? "")
+                + "  tokens \(u.tokens)\(l.maxTokens.map { " / \($0)" } ?? "")  steps \(u.steps)\(l.maxSteps.map { " / \($0)" } ?? "")"
+                + "  tool calls \(u.toolCalls)  handoffs \(u.handoffs)")
+        if let lease = v.lease { lines.append("  lease   \(lease.owner) until \(lease.expiresAt)") }
+        if let next = v.nextTimerAt { lines.append("  next attempt at \(next)") }
+        if let error = v.error {
+            lines.append("  error   \(error["bucket"]?.stringValue ?? "")  \(error["message"]?.stringValue ?? error.jsonString)")
+        }
+        if let result = v.result { lines.append("  result  \(result.jsonString.prefix(200))") }
+        return lines.joined(separator: "\n")
+    }
+}
