@@ -1,0 +1,202 @@
+import Baton
+import Foundation
+
+extension InMemoryTaskStore {
+    /// Runs an operator or sweep action on one task, as the control script of `Scripts.swift` does:
+    /// `cancel`, `pause`, `resume`, `redrive`, `stalled` (republish a running task whose lease expired more
+    /// than `leaseGraceMilliseconds` ago) and `dead` (mark dead-lettered; with `expectedSeq`, only at that
+    /// seq). Actions that enqueue a step write it to the task's outbox; publish it with
+    /// `StepExecutor.flushOutbox(task:)`.
+    @discardableResult
+    public func control(
+        task id: String, action: String, reason: String = "", actor: String = "test", leaseGraceMilliseconds: Int64 = 0,
+        errorJSON: String = "", expectedSeq: Int64? = nil
+    ) -> ControlResult {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            guard var r = storage.tasks[id] else { return ControlResult("missing") }
+            defer { storage.tasks[id] = r }
+            let status = r.status
+            var data = JSONValue.object(["reason": .string(reason), "actor": .string(actor)]).jsonString
+            func enqueue(_ newStatus: String, _ eventType: String) {
+                r.status = newStatus
+                r.updatedAt = now
+                r.leaseOwner = ""
+                r.leaseUntil = 0
+                r.pause = ""
+                r.statusReason = ""
+                let message = StepMessage(task: id, agent: r.agent, step: r.step, seq: r.seq, branch: r.branch, attempt: r.attempt)
+                r.outbox[newOutboxID(&storage)] = .step(message, queue: r.queue)
+                addEvent(&storage, &r, eventType, seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+            }
+            switch action {
+            case "cancel":
+                if Self.terminal.contains(status) { return ControlResult("terminal", status) }
+                if status == "running" {
+                    r.cancel = data
+                    return ControlResult("requested", status)
+                }
+                r.status = "cancelled"
+                r.cancel = data
+                r.finishedAt = now
+                r.updatedAt = now
+                r.statusReason = reason
+                addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                return ControlResult("cancelled", "cancelled")
+            case "pause":
+                if Self.terminal.contains(status) { return ControlResult("terminal", status) }
+                if status == "paused" { return ControlResult("already", status) }
+                if status == "running" {
+                    r.pause = data
+                    return ControlResult("requested", status)
+                }
+                r.status = "paused"
+                r.pausedFrom = status
+                r.updatedAt = now
+                r.statusReason = reason
+                addEvent(&storage, &r, "paused", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                return ControlResult("paused", "paused")
+            case "resume":
+                if status == "paused" {
+                    enqueue("queued", "resumed")
+                    return ControlResult("resumed", "queued")
+                }
+                if !r.pause.isEmpty {
+                    r.pause = ""
+                    addEvent(&storage, &r, "resumed", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                    return ControlResult("resumed", status)
+                }
+                return ControlResult("conflict", status)
+            case "redrive":
+                if status != "dead_lettered" { return ControlResult("conflict", status) }
+                let fromBranch = r.branch
+                r.branch += 1
+                r.attempt = 1
+                r.error = ""
+                r.finishedAt = nil
+                data =
+                    JSONValue.object([
+                        "reason": .string(reason), "actor": .string(actor), "from_seq": .int(r.seq), "from_branch": .int(fromBranch),
+                    ]).jsonString
+                enqueue("queued", "redriven")
+                return ControlResult("redriven", String(r.branch))
+            case "stalled":
+                if status != "running" || r.leaseUntil + leaseGraceMilliseconds > now { return ControlResult("live", status) }
+                data =
+                    JSONValue.object([
+                        "reason": "stalled: the lease expired without a commit; republished from the checkpoint", "actor": .string(actor),
+                    ]).jsonString
+                enqueue("queued", "retrying")
+                return ControlResult("republished", "queued")
+            case "dead":
+                if Self.terminal.contains(status) { return ControlResult("terminal", status) }
+                if let expectedSeq, expectedSeq != r.seq { return ControlResult("stale", status) }
+                r.status = "dead_lettered"
+                r.error = errorJSON
+                r.finishedAt = now
+                r.updatedAt = now
+                r.leaseOwner = ""
+                r.leaseUntil = 0
+                r.statusReason = reason
+                addEvent(&storage, &r, "dead_lettered", seq: r.seq, branch: r.branch, step: r.step, now: now, data: errorJSON)
+                return ControlResult("dead_lettered", "dead_lettered")
+            default:
+                return ControlResult("unknown_action", status)
+            }
+        }
+    }
+
+    // MARK: - Sweeps and workers
+
+    /// Records a heartbeat of `worker` at the clock's current time (the `baton:workers` sorted set).
+    public func heartbeat(worker: String) {
+        let now = clock.nowMilliseconds
+        state.withLock { $0.workers[worker] = now }
+    }
+
+    /// Removes the due timers (due time ≤ now) and returns their messages, earliest first. In Redis a
+    /// claimed timer is re-scored and removed after its publish is confirmed; here a publish cannot fail.
+    public func takeDueTimers() -> [OutboxMessage] {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            let due = storage.timers.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }
+            for (member, _) in due { storage.timers[member] = nil }
+            return due.compactMap { try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data($0.key.utf8)) }
+        }
+    }
+
+    /// The tasks the stalled sweep would look at: running, with a lease that has run out.
+    public func stalledTasks() -> [String] {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            storage.tasks.values.filter { $0.status == "running" && $0.leaseUntil <= now }.map(\.id).sorted()
+        }
+    }
+
+    /// Ids of tasks whose outbox holds entries not yet published.
+    public func tasksWithPendingOutbox() -> [String] {
+        state.withLock { storage in storage.tasks.values.filter { !$0.outbox.isEmpty }.map(\.id).sorted() }
+    }
+
+    /// The next instant (Unix ms) something becomes due: a retry timer, or a running task's lease end.
+    public func nextWakeMilliseconds() -> Int64? {
+        state.withLock { storage in
+            let timer = storage.timers.values.min()
+            let lease = storage.tasks.values.filter { $0.status == "running" }.map(\.leaseUntil).min()
+            return [timer, lease].compactMap { $0 }.min()
+        }
+    }
+
+    /// Number of pending timers.
+    public var timerCount: Int { state.withLock { $0.timers.count } }
+
+    // MARK: - Fault injection
+
+    /// Makes the worker that next claims a step (of `task`, or of any task) "die" at `point`: calls of that
+    /// attempt throw ``SimulatedCrash`` from then on and its commit never happens, so its lease stays until
+    /// it expires. ``crashCount`` counts the crashes that happened.
+    public func crashNextClaim(of task: String? = nil, at point: CrashPoint) {
+        state.withLock { $0.crashPlan = (task, point) }
+    }
+
+    /// How many simulated crashes reached the commit (the attempt's work was dropped).
+    public var crashCount: Int { state.withLock { $0.crashes } }
+
+    // MARK: - Inspection
+
+    /// The task as stored now, or nil.
+    public func snapshot(of id: String) -> TaskSnapshot? {
+        state.withLock { storage in
+            guard let r = storage.tasks[id] else { return nil }
+            func json(_ text: String) -> JSONValue? {
+                // `JSONValue` is expressible by `nil` (as `.null`): spell out the absent value.
+                if text.isEmpty { return JSONValue?.none }
+                return (try? JSONValue.parse(Array(text.utf8))) ?? .string(text)
+            }
+            return TaskSnapshot(
+                id: r.id, agent: r.agent, status: r.status, step: r.step, seq: r.seq, branch: r.branch, attempt: r.attempt, fence: r.fence,
+                statusReason: r.statusReason, error: json(r.error), result: json(r.result), stateJSON: r.checkpoints[r.seq] ?? "",
+                limits: r.limits, usage: r.usage, leaseOwner: r.leaseOwner, leaseUntilMilliseconds: r.leaseUntil,
+                nextTimerMilliseconds: r.status == "retrying" ? r.nextTimer : nil, cancelRequested: !r.cancel.isEmpty,
+                pauseRequested: !r.pause.isEmpty, progressFraction: r.progressFraction, progressMessage: r.progressMessage,
+                tenant: r.tenant, events: r.events)
+        }
+    }
+
+    /// The checkpoint stored for `seq` (only the last ``Settings/checkpointsKept`` versions are kept).
+    public func checkpoint(of id: String, seq: Int64) -> String? {
+        state.withLock { $0.tasks[id]?.checkpoints[seq] }
+    }
+
+    /// The recorded side effects of a task: key → result JSON text.
+    public func effects(of id: String) -> [String: String] {
+        state.withLock { storage in
+            (storage.tasks[id]?.effects ?? [:]).compactMapValues {
+                try? JSONCoding.decoder.decode(EffectRecord.self, from: Data($0.utf8)).result
+            }
+        }
+    }
+
+    /// All task ids, sorted.
+    public var taskIDs: [String] { state.withLock { $0.tasks.keys.sorted() } }
+}

@@ -1,0 +1,467 @@
+import Baton
+import Foundation
+import Synchronization
+
+/// A ``TaskStore`` in memory: a real backend that applies the rules of the production Lua scripts
+/// (`Scripts.swift`) one for one, not a mock of Redis.
+///
+/// Each method runs under one lock, as each script runs atomically in Redis, and checks before it writes:
+/// submits are idempotent by id; a claim checks the terminal status, then the message's branch, seq and
+/// attempt against the task (behind: stale, ahead: future), a lease held by a live worker (a duplicate
+/// delivery), paused or waiting status, the cancel and pause flags, and budget limits reached (`>=`),
+/// before it raises the fencing token and takes the lease; charges are pending per attempt (fencing
+/// token) until the commit folds them in; side effects are first-writer-wins and re-apply their recorded
+/// charges to the attempt that reuses them; a commit is fenced unless token, seq and `running` status all
+/// match, and writes the checkpoint, counters, status, event and outbox together.
+///
+/// Time comes from a ``TestClock`` instead of Redis `TIME`, and worker liveness from ``heartbeat(worker:)``
+/// instead of the `baton:workers` sorted set, so leases, deadlines and retry timers move only when a test
+/// moves the clock.
+///
+/// What it does not model: Redis persistence (AOF `everysec` losing the last second on an OS crash),
+/// replication, network partitions and timeouts between worker and Redis (every call here either happens
+/// whole or not at all, and its answer always arrives), the status and outbox indexes used for listing,
+/// and tenant-wide budgets. The event history is capped exactly at ``Settings/eventsMaxLength`` where Redis
+/// trims approximately (`MAXLEN ~`).
+public final class InMemoryTaskStore: TaskStore {
+    /// Settings mirroring `RedisTaskStore.Settings`.
+    public struct Settings: Sendable {
+        /// Events kept per task.
+        public var eventsMaxLength = 1000
+        /// Checkpoint versions kept per task.
+        public var checkpointsKept = 5
+        /// A lease whose holder has not sent a heartbeat for this long is treated as expired.
+        public var workerStaleMilliseconds: Int64 = 10_000
+        public init() {}
+    }
+
+    /// Where a simulated worker crash happens (see ``crashNextClaim(of:at:)``).
+    public enum CrashPoint: Sendable, Hashable {
+        /// Right after the claim: every later call of that attempt fails, so nothing it does is recorded.
+        case afterClaim
+        /// After the step's code ran (its side effects and charges are recorded), before its commit.
+        case beforeCommit
+    }
+
+    /// The error a doomed attempt's calls throw: the worker "died" at that point.
+    public struct SimulatedCrash: Error, Sendable, CustomStringConvertible {
+        public var task: String
+        public var token: Int64
+        public var description: String { "simulated worker crash (task \(task), fencing token \(token))" }
+    }
+
+    public let clock: TestClock
+    public let settings: Settings
+    let state = Mutex(Storage())
+
+    public init(clock: TestClock = TestClock(), settings: Settings = Settings()) {
+        self.clock = clock
+        self.settings = settings
+    }
+
+    // MARK: - Stored data
+
+    struct Pending {
+        var token: Int64?
+        var charge = Charge()
+    }
+
+    struct Record {
+        var id: String
+        var agent: String
+        var input: String
+        var status: String
+        var step: String
+        var seq: Int64 = 0
+        var attempt: Int64 = 1
+        var branch: Int64 = 0
+        var fence: Int64 = 0
+        var createdAt: Int64
+        var updatedAt: Int64
+        var startedAt: Int64?
+        var finishedAt: Int64?
+        var tenant: String
+        var labels: String
+        var notify: String
+        var queue: String
+        var root: String
+        var parent: String
+        var leaseOwner = ""
+        var leaseUntil: Int64 = 0
+        var cancel = ""
+        var pause = ""
+        var pausedFrom = ""
+        var statusReason = ""
+        var error = ""
+        var result = ""
+        var progressFraction: Double?
+        var progressMessage = ""
+        var nextTimer: Int64?
+        var limits: BudgetLimits
+        var usage = BudgetUsage()
+        var pending = Pending()
+        var checkpoints: [Int64: String] = [:]
+        var events: [TaskEventRecord] = []
+        var outbox: [String: OutboxMessage] = [:]
+        /// Effect records as JSON text, exactly as the effects hash holds them.
+        var effects: [String: String] = [:]
+    }
+
+    struct Storage {
+        var tasks: [String: Record] = [:]
+        /// Timer member (JSON of an outbox message) → due time, like the timers sorted set.
+        var timers: [String: Int64] = [:]
+        /// Worker id → last heartbeat (Unix ms).
+        var workers: [String: Int64] = [:]
+        var eventCounter = 0
+        var outboxCounter = 0
+        var crashPlan: (task: String?, point: CrashPoint)?
+        var doomed: [String: (token: Int64, point: CrashPoint)] = [:]
+        var crashes = 0
+    }
+
+    static let terminal: Set<String> = ["succeeded", "failed", "cancelled", "budget_exceeded", "dead_lettered"]
+
+    func addEvent(
+        _ storage: inout Storage, _ record: inout Record, _ type: String, seq: Int64, branch: Int64, step: String, now: Int64,
+        data: String
+    ) {
+        storage.eventCounter += 1
+        let value = (try? JSONValue.parse(Array(data.utf8))) ?? .string(data)
+        record.events.append(
+            TaskEventRecord(
+                id: "\(now)-\(storage.eventCounter)", type: type, seq: seq, branch: branch, step: step, atMilliseconds: now, data: value))
+        if record.events.count > settings.eventsMaxLength { record.events.removeFirst(record.events.count - settings.eventsMaxLength) }
+    }
+
+    func newOutboxID(_ storage: inout Storage) -> String {
+        storage.outboxCounter += 1
+        let text = String(storage.outboxCounter)
+        return String(repeating: "0", count: max(0, 12 - text.count)) + text
+    }
+
+    /// Which limit committed counters have reached (`>=`), or nil: the script's `reached`.
+    static func reached(_ r: Record, now: Int64) -> String? {
+        let l = r.limits
+        let u = r.usage
+        if let max = l.maxSteps, u.steps >= max { return "steps" }
+        if let max = l.maxCostMicros, u.costMicros >= max { return "cost" }
+        if let max = l.maxTokens, u.tokens >= max { return "tokens" }
+        if let max = l.maxToolCalls, u.toolCalls >= max { return "tool_calls" }
+        if let deadline = l.deadlineMilliseconds, now >= deadline { return "deadline" }
+        return nil
+    }
+
+    static func budgetError(_ over: String) -> String {
+        JSONValue.object([
+            "code": "budget_exceeded", "message": .string("the \(over) limit was reached"), "bucket": "budget", "retryable": false,
+        ]).jsonString
+    }
+
+    private func checkCrash(_ storage: inout Storage, task: String, token: Int64, commit: Bool) throws {
+        guard let doom = storage.doomed[task], doom.token == token else { return }
+        if commit || doom.point == .afterClaim {
+            if commit {
+                storage.doomed[task] = nil
+                storage.crashes += 1
+            }
+            throw SimulatedCrash(task: task, token: token)
+        }
+    }
+
+    // MARK: - TaskStore
+
+    public func submit(_ task: NewTask) async throws -> SubmitOutcome {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            if let existing = storage.tasks[task.id] { return .exists(status: existing.status) }
+            var record = Record(
+                id: task.id, agent: task.agent, input: task.inputJSON, status: "queued", step: task.firstStep, createdAt: now,
+                updatedAt: now, tenant: task.tenant, labels: task.labelsJSON, notify: task.notifyJSON, queue: task.queue,
+                root: RedisKeys.root(of: task.id), parent: task.parent, limits: task.limits)
+            record.checkpoints[0] = task.stateJSON
+            addEvent(&storage, &record, "submitted", seq: 0, branch: 0, step: task.firstStep, now: now, data: "{}")
+            record.outbox[newOutboxID(&storage)] = .step(task.firstMessage, queue: task.queue)
+            storage.tasks[task.id] = record
+            return .created
+        }
+    }
+
+    public func claim(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) async throws -> ClaimOutcome {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            guard var r = storage.tasks[message.task] else { return .missing }
+            if Self.terminal.contains(r.status) { return .terminal(r.status) }
+            if message.branch < r.branch { return .stale }
+            if message.branch > r.branch {
+                return .future("the task is on branch \(r.branch), the message names branch \(message.branch)")
+            }
+            if message.seq < r.seq { return .stale }
+            if message.seq > r.seq { return .future("the task is at seq \(r.seq), the message names seq \(message.seq)") }
+            if message.attempt < r.attempt { return .stale }
+            if message.attempt > r.attempt {
+                return .future("the task is at attempt \(r.attempt), the message names attempt \(message.attempt)")
+            }
+            if !r.leaseOwner.isEmpty && r.leaseUntil > now, let beat = storage.workers[r.leaseOwner],
+                beat > now - settings.workerStaleMilliseconds
+            {
+                return .leased(by: r.leaseOwner)
+            }
+            if ["paused", "waiting", "sleeping", "needs_review"].contains(r.status) { return .inactive(r.status) }
+            defer { storage.tasks[message.task] = r }
+            if !r.cancel.isEmpty {
+                r.status = "cancelled"
+                r.finishedAt = now
+                r.updatedAt = now
+                r.leaseOwner = ""
+                r.leaseUntil = 0
+                addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: r.cancel)
+                return .stopped("cancelled")
+            }
+            if !r.pause.isEmpty {
+                let data = r.pause
+                r.status = "paused"
+                r.pause = ""
+                r.updatedAt = now
+                r.leaseOwner = ""
+                r.leaseUntil = 0
+                addEvent(&storage, &r, "paused", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                return .stopped("paused")
+            }
+            if let over = Self.reached(r, now: now) {
+                r.status = "budget_exceeded"
+                r.finishedAt = now
+                r.updatedAt = now
+                r.error = Self.budgetError(over)
+                r.leaseOwner = ""
+                r.leaseUntil = 0
+                r.statusReason = "\(over) limit reached"
+                addEvent(
+                    &storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now,
+                    data: JSONValue.object(["kind": .string(over)]).jsonString)
+                return .stopped("budget_exceeded")
+            }
+            r.fence += 1
+            r.status = "running"
+            r.leaseOwner = worker
+            r.leaseUntil = now + leaseMilliseconds
+            r.updatedAt = now
+            r.statusReason = ""
+            if r.startedAt == nil {
+                r.startedAt = now
+                addEvent(&storage, &r, "started", seq: r.seq, branch: r.branch, step: r.step, now: now, data: "{}")
+            }
+            if let plan = storage.crashPlan, plan.task == nil || plan.task == r.id {
+                storage.crashPlan = nil
+                storage.doomed[r.id] = (r.fence, plan.point)
+            }
+            return .run(
+                ClaimedTask.make(
+                    id: r.id, agent: r.agent, step: r.step, seq: message.seq, branch: message.branch, attempt: message.attempt,
+                    token: r.fence, stateJSON: Array((r.checkpoints[r.seq] ?? "").utf8), inputJSON: Array(r.input.utf8),
+                    limits: r.limits, usage: r.usage, queue: ""))
+        }
+    }
+
+    public func renewLease(task: String, token: Int64, worker: String, leaseMilliseconds: Int64) async throws -> LeaseStatus {
+        let now = clock.nowMilliseconds
+        return try state.withLock { storage in
+            try checkCrash(&storage, task: task, token: token, commit: false)
+            guard var r = storage.tasks[task], r.fence == token, r.leaseOwner == worker, r.status == "running" else { return .lost }
+            r.leaseUntil = now + leaseMilliseconds
+            storage.tasks[task] = r
+            return .held(cancelRequested: !r.cancel.isEmpty, pauseRequested: !r.pause.isEmpty)
+        }
+    }
+
+    private enum ChargeMode { case charge, effectGet, effectPut(String) }
+
+    private enum ChargeReply {
+        case fenced
+        case absent
+        case ok(over: String?, record: String?)
+    }
+
+    /// The charge script: `charge`, `effect_get` and `effect_put` in one.
+    private func chargeScript(task: String, token: Int64, charge: Charge, key: String, mode: ChargeMode) throws -> ChargeReply {
+        try state.withLock { storage in
+            try checkCrash(&storage, task: task, token: token, commit: false)
+            guard var r = storage.tasks[task], r.fence == token, r.status == "running" else { return .fenced }
+            var amount = charge
+            var existingRecord: String?
+            switch mode {
+            case .charge: break
+            case .effectGet, .effectPut:
+                if let existing = r.effects[key] {
+                    existingRecord = existing
+                    let decoded = try JSONCoding.decoder.decode(EffectRecord.self, from: Data(existing.utf8))
+                    amount = decoded.charge
+                } else if case .effectPut(let record) = mode {
+                    r.effects[key] = record
+                } else {
+                    return .absent
+                }
+            }
+            if r.pending.token != token { r.pending = Pending(token: token) }
+            r.pending.charge = r.pending.charge + amount
+            storage.tasks[task] = r
+            let l = r.limits
+            let u = r.usage
+            let p = r.pending.charge
+            var over: String?
+            if let max = l.maxCostMicros, u.costMicros + p.costMicros > max {
+                over = "cost"
+            } else if let max = l.maxTokens, u.tokens + p.tokens > max {
+                over = "tokens"
+            } else if let max = l.maxToolCalls, u.toolCalls + p.toolCalls > max {
+                over = "tool_calls"
+            }
+            return .ok(over: over, record: existingRecord)
+        }
+    }
+
+    public func charge(task: String, token: Int64, _ charge: Charge) async throws -> ChargeOutcome {
+        switch try chargeScript(task: task, token: token, charge: charge, key: "", mode: .charge) {
+        case .ok(let over, _): return over.map { .exceeded($0) } ?? .ok
+        case .absent, .fenced: return .fenced
+        }
+    }
+
+    public func effect(task: String, token: Int64, key: String) async throws -> EffectLookup {
+        try lookup(chargeScript(task: task, token: token, charge: Charge(), key: key, mode: .effectGet), fallback: nil)
+    }
+
+    public func recordEffect(task: String, token: Int64, key: String, record: EffectRecord) async throws -> EffectLookup {
+        let encoded = try JSONCoding.string(record)
+        return try lookup(
+            chargeScript(task: task, token: token, charge: record.charge, key: key, mode: .effectPut(encoded)), fallback: record)
+    }
+
+    private func lookup(_ reply: ChargeReply, fallback: EffectRecord?) throws -> EffectLookup {
+        switch reply {
+        case .fenced: return .fenced
+        case .absent: return .absent
+        case .ok(let over, let raw):
+            let record = try raw.map { try JSONCoding.decoder.decode(EffectRecord.self, from: Data($0.utf8)) } ?? fallback
+            guard let record else { return .absent }
+            return .recorded(record, exceeded: over)
+        }
+    }
+
+    public func progress(task: String, token: Int64, fraction: Double, message: String) async throws {
+        let now = clock.nowMilliseconds
+        let data = try JSONCoding.string(["fraction": JSONValue.double(fraction), "message": .string(message)])
+        try state.withLock { storage in
+            try checkCrash(&storage, task: task, token: token, commit: false)
+            guard var r = storage.tasks[task], r.fence == token, r.status == "running" else { return }
+            r.progressFraction = fraction
+            r.progressMessage = message
+            r.updatedAt = now
+            addEvent(&storage, &r, "progress", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+            storage.tasks[task] = r
+        }
+    }
+
+    public func commit(_ commit: Commit) async throws -> CommitOutcome {
+        let now = clock.nowMilliseconds
+        return try state.withLock { storage in
+            guard var r = storage.tasks[commit.task], r.fence == commit.token, r.seq == commit.seq, r.status == "running" else {
+                return .fenced
+            }
+            try checkCrash(&storage, task: commit.task, token: commit.token, commit: true)
+            if r.pending.token == commit.token {
+                r.usage.costMicros += r.pending.charge.costMicros
+                r.usage.tokens += r.pending.charge.tokens
+                r.usage.toolCalls += r.pending.charge.toolCalls
+                r.pending = Pending()
+            }
+            var newSeq = r.seq
+            switch commit.kind {
+            case .next, .handoff, .complete, .fail, .budget:
+                newSeq += 1
+                r.checkpoints[newSeq] = commit.stateJSON
+                let old = newSeq - Int64(settings.checkpointsKept)
+                if old >= 0 { r.checkpoints[old] = nil }
+                r.usage.steps += 1
+            case .retry, .dead:
+                break
+            }
+            var status: String
+            var eventType: String
+            var reason = ""
+            var outboxMessage: OutboxMessage?
+            r.seq = newSeq
+            r.updatedAt = now
+            r.leaseOwner = ""
+            r.leaseUntil = 0
+            switch commit.kind {
+            case .next, .handoff:
+                var handoffs: Int64 = 0
+                if case .handoff = commit.kind {
+                    r.usage.handoffs += 1
+                    handoffs = r.usage.handoffs
+                }
+                var over = Self.reached(r, now: now)
+                if over == nil, let max = r.limits.maxHandoffs, handoffs > max { over = "handoffs" }
+                if !r.cancel.isEmpty {
+                    (status, eventType) = ("cancelled", "cancelled")
+                } else if let over {
+                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                    r.error = Self.budgetError(over)
+                } else if !r.pause.isEmpty {
+                    (status, eventType) = ("paused", "paused")
+                    r.pause = ""
+                } else {
+                    status = "queued"
+                    if case .handoff = commit.kind { eventType = "handoff" } else { eventType = "step_committed" }
+                    outboxMessage = commit.next
+                }
+                // A handoff runs the same step again (see the report: RedisTaskStore passes "" here).
+                if case .next(let step) = commit.kind { r.step = step }
+                r.attempt = 1
+            case .complete(let resultJSON):
+                (status, eventType) = ("succeeded", "succeeded")
+                r.result = resultJSON
+            case .fail(let errorJSON):
+                (status, eventType) = ("failed", "failed")
+                r.error = errorJSON
+            case .budget(let kind, let errorJSON):
+                (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(kind) limit reached")
+                r.error = errorJSON
+            case .retry(let delay, let errorJSON, let bucket, let timer):
+                (status, eventType) = ("retrying", "retrying")
+                r.attempt += 1
+                reason = "attempt \(r.attempt) after \(bucket)"
+                r.error = errorJSON
+                r.nextTimer = now + delay
+                storage.timers[try JSONCoding.string(timer)] = now + delay
+            case .dead(let deadReason, let errorJSON, let deadLetter):
+                (status, eventType, reason) = ("dead_lettered", "dead_lettered", deadReason)
+                r.error = errorJSON
+                outboxMessage = deadLetter
+            }
+            r.status = status
+            r.statusReason = reason
+            if Self.terminal.contains(status) { r.finishedAt = now }
+            addEvent(&storage, &r, eventType, seq: newSeq, branch: r.branch, step: r.step, now: now, data: commit.eventDataJSON)
+            var outboxID: String?
+            if status == "queued" || status == "dead_lettered" {
+                let id = newOutboxID(&storage)
+                if let outboxMessage { r.outbox[id] = outboxMessage }
+                outboxID = id
+            }
+            storage.tasks[commit.task] = r
+            return .committed(status: status, seq: newSeq, outboxID: outboxID)
+        }
+    }
+
+    public func outboxDone(task: String, ids: [String]) async throws {
+        state.withLock { storage in
+            for id in ids { storage.tasks[task]?.outbox[id] = nil }
+        }
+    }
+
+    public func pendingOutbox(task: String) async throws -> [String: OutboxMessage] {
+        state.withLock { $0.tasks[task]?.outbox ?? [:] }
+    }
+}
