@@ -11,18 +11,38 @@ struct BatonCommand: AsyncParsableCommand {
         WorkerCommand.self,
         SubmitCommand.self,
         StatusCommand.self,
+        ListCommand.self,
+        HistoryCommand.self,
+        CancelCommand.self,
+        PauseCommand.self,
+        ResumeCommand.self,
+        DeadCommand.self,
+        WorkersCommand.self,
         BenchCommand.self,
     ]
 
     static let configuration = CommandConfiguration(
         commandName: "baton",
         abstract: "Durable, budgeted, long-running AI-agent tasks on RabbitMQ and Redis.",
+        discussion: """
+            Exit codes: 0 ok, 1 the operation failed, 2 connection or configuration error, 3 a --wait ended in a status other than succeeded, 4 not found, 5 conflict (the task's state forbids it), 64 usage.
+            """,
         subcommands: subcommands
     )
 
-    /// Sets up logging (stderr only, so stdout stays for results), then runs the chosen subcommand.
+    /// Sets up logging (stderr only, so stdout stays for results), runs the chosen subcommand, and maps the
+    /// errors of the server clients to the exit codes of DESIGN.md §7.
     static func main() async {
         CLILogging.bootstrap()
-        await main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: CLIExit.map(error))
+        }
     }
 }

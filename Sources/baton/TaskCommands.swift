@@ -3,15 +3,18 @@ import Baton
 import Foundation
 import Logging
 
-/// Connects a ``BatonClient`` for a command, maps connection failures to exit code 2.
+/// Loads the configuration, connects a ``BatonClient`` for a command, and closes it afterwards. A bad
+/// configuration or an unreachable server is printed and becomes exit code 2.
 func withClient<T>(_ connection: ConnectionOptions, publishing: Bool = false, _ body: (BatonClient) async throws -> T) async throws -> T {
+    let configuration = try await connection.load()
     let client: BatonClient
     do {
         client = try await BatonClient.connect(
-            amqpURL: connection.amqpURL, redisURL: connection.redisURL, publishing: publishing, logger: Logger(label: "baton.cli"))
+            amqpURL: configuration.amqpURL, redisURL: configuration.redisURL, publishing: publishing, settings: configuration.store,
+            logger: Logger(label: "baton.cli"))
     } catch {
         Terminal.error("\(error)")
-        throw ExitCode(2)
+        throw ExitCode(CLIExit.configuration)
     }
     do {
         let result = try await body(client)
@@ -20,6 +23,16 @@ func withClient<T>(_ connection: ConnectionOptions, publishing: Bool = false, _ 
     } catch {
         await client.close()
         throw error
+    }
+}
+
+/// Who an operator action is recorded as: `$BATON_ACTOR`, else `cli:$USER@host`.
+enum CLIActor {
+    static func current(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let actor = environment["BATON_ACTOR"], !actor.isEmpty { return actor }
+        let user = environment["USER"].flatMap { $0.isEmpty ? nil : $0 } ?? environment["LOGNAME"] ?? "unknown"
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "localhost"
+        return "cli:\(user)@\(host)"
     }
 }
 
@@ -35,7 +48,7 @@ struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "submit", abstract: "Submit a task (published to baton.submit like any service would).")
 
-    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var global: GlobalOptions
     @Argument(help: "The agent, e.g. stepchain, report, flaky, spender.") var agent: String
     @Option(help: "The input: JSON, @file, or - for stdin.") var input: String = "{}"
     @Option(help: "A client-chosen task id (resubmitting it is a no-op).") var id: String?
@@ -44,8 +57,6 @@ struct SubmitCommand: AsyncParsableCommand {
         String?
     @Option(help: "A webhook URL for events.") var notify: String?
     @Flag(help: "Wait until the task ends; exit 3 unless it succeeded.") var wait = false
-    @Flag(name: .customLong("json"), help: "Print JSON.") var json = false
-    @Flag(name: [.customShort("q"), .customLong("quiet")], help: "Print the task id only.") var quiet = false
 
     func readInput() throws -> JSONValue {
         var text = input
@@ -96,26 +107,24 @@ struct SubmitCommand: AsyncParsableCommand {
             id: id, agent: agent, input: try readInput(), budget: try budget.map(Self.parseBudget), tenant: tenant, labels: nil,
             notify: notify.map { .init(webhook: $0, events: nil) })
         do { try request.validate() } catch { throw ValidationError(error.message) }
-        try await withClient(connection, publishing: true) { client in
+        let printer = global.output.printer
+        try await withClient(global.connection, publishing: true) { client in
             let reply = try await client.submit(request)
             if let error = reply.error {
                 Terminal.error("the worker refused the submit (\(error.code)): \(error.message)")
-                throw ExitCode(1)
+                throw ExitCode(CLIExit.failed)
             }
             if reply.status == nil {
                 Terminal.note("submitted \(reply.taskID); no worker answered yet (is `baton worker` running for agent '\(agent)'?)")
             }
             if wait {
                 let view = try await StatusCommand.waitUntilDone(client, id: reply.taskID)
-                if json { try printJSON(view) } else if quiet { print(view.id) } else { print(StatusCommand.render(view)) }
-                if view.status != "succeeded" { throw ExitCode(3) }
+                try printer.one(view, id: view.id) { StatusCommand.render(view, printer: printer) }
+                if view.status != "succeeded" { throw ExitCode(CLIExit.notSucceeded) }
                 return
             }
-            if quiet || !json {
-                print(reply.taskID)
-            } else {
-                try printJSON(["task_id": reply.taskID, "status": reply.status ?? "submitted"])
-            }
+            let answer = ["task_id": reply.taskID, "status": reply.status ?? "submitted"]
+            try printer.one(answer, id: reply.taskID) { reply.taskID }
         }
     }
 }
@@ -125,17 +134,17 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Show a task: status and reason, step, budget, lease, last error.")
 
-    @OptionGroup var connection: ConnectionOptions
-    @Argument var task: String
-    @Flag(name: .customLong("json"), help: "Print JSON.") var json = false
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The task id.") var task: String
 
     func run() async throws {
-        try await withClient(connection) { client in
+        let printer = global.output.printer
+        try await withClient(global.connection) { client in
             guard let view = try await client.queries.task(task) else {
                 Terminal.error("no task '\(task)'")
-                throw ExitCode(4)
+                throw ExitCode(CLIExit.notFound)
             }
-            if json { try printJSON(view) } else { print(Self.render(view)) }
+            try printer.one(view, id: view.id) { Self.render(view, printer: printer) }
         }
     }
 
@@ -146,22 +155,31 @@ struct StatusCommand: AsyncParsableCommand {
         }
     }
 
-    static func render(_ v: TaskView) -> String {
-        var lines = ["\(v.id)  \(v.agent)  \(v.status)" + (v.statusReason.map { " (\($0))" } ?? "")]
-        lines.append("  step \(v.step ?? "-")  seq \(v.seq)  attempt \(v.attempt)  branch \(v.branch)")
-        if let p = v.progress { lines.append("  progress \(Int(p.fraction * 100))%  \(p.message)") }
+    /// The text view of a task: status and reason, position, progress, budget, lease, timer, error, result.
+    static func render(_ v: TaskView, printer: Printer, now: Date = Date()) -> String {
+        var lines = ["\(v.id)  \(v.agent)  \(printer.status(v.status))" + (v.statusReason.map { " (\($0))" } ?? "")]
+        lines.append("  step      \(v.step ?? "-")  seq \(v.seq)  attempt \(v.attempt)  branch \(v.branch)")
+        if let p = v.progress { lines.append("  progress  \(Int((p.fraction * 100).rounded()))%  \(p.message)") }
         let u = v.budget.used
         let l = v.budget.limits
+        func of<T>(_ limit: T?) -> String { limit.map { " / \($0)" } ?? "" }
         lines.append(
-            String(format: "  budget  $%.6f", u.costUSD) + (l.maxCostUSD.map { String(format: " / $%.2f", $0) } ?? "")
-                + "  tokens \(u.tokens)\(l.maxTokens.map { " / \($0)" } ?? "")  steps \(u.steps)\(l.maxSteps.map { " / \($0)" } ?? "")"
-                + "  tool calls \(u.toolCalls)  handoffs \(u.handoffs)")
-        if let lease = v.lease { lines.append("  lease   \(lease.owner) until \(lease.expiresAt)") }
-        if let next = v.nextTimerAt { lines.append("  next attempt at \(next)") }
-        if let error = v.error {
-            lines.append("  error   \(error["bucket"]?.stringValue ?? "")  \(error["message"]?.stringValue ?? error.jsonString)")
+            "  budget    \(TextFormat.cost(u.costUSD))\(l.maxCostUSD.map { " / " + TextFormat.cost($0) } ?? "")"
+                + "  tokens \(u.tokens)\(of(l.maxTokens))  steps \(u.steps)\(of(l.maxSteps))"
+                + "  tool calls \(u.toolCalls)\(of(l.maxToolCalls))  handoffs \(u.handoffs)\(of(l.maxHandoffs))")
+        if let tenant = v.tenant { lines.append("  tenant    \(tenant)") }
+        if let lease = v.lease {
+            lines.append("  lease     \(lease.owner), expires \(TextFormat.ago(lease.expiresAt, now: now))")
         }
-        if let result = v.result { lines.append("  result  \(result.jsonString.prefix(200))") }
+        if let next = v.nextTimerAt { lines.append("  next try  \(TextFormat.ago(next, now: now)) (\(next))") }
+        if let error = v.error {
+            let bucket = error["bucket"]?.stringValue.map { "[\($0)] " } ?? ""
+            lines.append("  error     " + printer.paint(bucket + (error["message"]?.stringValue ?? error.jsonString), "31"))
+        }
+        if let result = v.result { lines.append("  result    \(TextFormat.clip(result.jsonString, 200))") }
+        lines.append(
+            "  created   \(TextFormat.ago(v.createdAt, now: now))  updated \(TextFormat.ago(v.updatedAt, now: now))"
+                + (v.finishedAt.map { "  finished \(TextFormat.ago($0, now: now))" } ?? ""))
         return lines.joined(separator: "\n")
     }
 }
