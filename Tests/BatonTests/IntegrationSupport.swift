@@ -1,0 +1,191 @@
+import AMQPClient
+import Baton
+import BatonExamples
+import Foundation
+import Logging
+import Synchronization
+import TestSupport
+import Testing
+
+/// Shared helpers of the worker integration tests (``IntegrationTests``): real `baton worker` child processes
+/// on the servers of `scripts/test`, a client, polls with deadlines.
+enum Harness {
+    static let logger = Logger(label: "baton.integration-tests")
+
+    /// The `baton` binary, or a recorded failure.
+    static func baton() throws -> String {
+        try #require(BatonBinary.path, "the baton binary is not built (run `swift build` first; scripts/test does)")
+    }
+
+    /// The environment of child processes: this one's, with the test servers and without a crash point.
+    static func environment(_ extra: [String: String] = [:]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["BATON_AMQP_URL"] = TestServers.amqpURL
+        environment["BATON_REDIS_URL"] = TestServers.redisURL
+        environment["BATON_CRASH_POINT"] = nil
+        environment["NO_COLOR"] = "1"
+        for (key, value) in extra { environment[key] = value }
+        return environment
+    }
+
+    /// A started worker and its id.
+    struct Worker {
+        let id: String
+        let process: WorkerProcess
+        var log: String { process.output }
+    }
+
+    /// Starts `baton worker` with a 3 s lease, waits until its heartbeat is in Redis.
+    static func startWorker(
+        _ name: String, client: BatonClient, crashPoint: String? = nil, arguments: [String] = [], drainTimeout: Int = 3
+    ) async throws -> Worker {
+        let id = TestServers.uniqueName("it-\(name)")
+        var extra: [String: String] = [:]
+        if let crashPoint { extra["BATON_CRASH_POINT"] = crashPoint }
+        let process = try WorkerProcess.start(
+            executable: try baton(),
+            arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", String(drainTimeout)] + arguments,
+            environment: environment(extra), outputFile: try TestFiles.path("worker-\(name)") + ".log")
+        let worker = Worker(id: id, process: process)
+        let registered = try await eventually(timeout: .seconds(20)) {
+            guard process.isRunning else { return true }
+            return try await client.queries.workers().contains { $0.id == id }
+        }
+        guard registered, process.isRunning else {
+            process.sigkill()
+            Issue.record("worker \(id) did not start:\n\(worker.log.suffix(3000))")
+            throw SpawnError(message: "worker \(id) did not start")
+        }
+        return worker
+    }
+
+    /// Connects a client (Redis and RabbitMQ), runs `body`, closes it.
+    static func withClient<T>(_ body: (BatonClient) async throws -> T) async throws -> T {
+        let client = try await BatonClient.connect(
+            amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL, publishing: true, logger: logger)
+        do {
+            let result = try await body(client)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
+    /// Polls until the task's status is in `statuses`; records an issue with the workers' logs otherwise.
+    @discardableResult
+    static func waitForStatus(
+        _ client: BatonClient, _ id: String, _ statuses: Set<String>, timeout: Duration = .seconds(30), workers: [Worker] = [],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> TaskView {
+        var last: TaskView?
+        let reached = try await eventually(timeout: timeout, interval: .milliseconds(50)) {
+            last = try await client.queries.task(id)
+            return last.map { statuses.contains($0.status) } ?? false
+        }
+        guard reached, let view = last else {
+            let logs = workers.map { "--- worker \($0.id) (exit \(String(describing: $0.process.exitStatus))):\n\($0.log.suffix(4000))" }
+            let state = last.map { "\($0.status) at seq \($0.seq)" } ?? "missing"
+            let text = "task \(id) did not reach \(statuses.sorted()) within \(timeout): \(state)\n" + logs.joined(separator: "\n")
+            Issue.record(Comment(rawValue: text), sourceLocation: sourceLocation)
+            throw SpawnError(message: "task \(id) did not reach \(statuses.sorted())")
+        }
+        return view
+    }
+
+    /// Submits through the client and requires a `queued` reply.
+    static func submit(_ client: BatonClient, _ request: SubmitRequest, sourceLocation: SourceLocation = #_sourceLocation) async throws
+        -> String
+    {
+        let reply = try await client.submit(request, replyTimeout: .seconds(20))
+        #expect(reply.error == nil, "submit refused: \(String(describing: reply.error))", sourceLocation: sourceLocation)
+        #expect(reply.status == "queued", sourceLocation: sourceLocation)
+        return reply.taskID
+    }
+
+    /// Publishes raw messages (persistent JSON, confirmed) on a connection of its own.
+    static func publish(_ messages: [AMQPMessage]) async throws {
+        var configuration = try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-integration-test")
+        configuration.connectTimeout = .seconds(5)
+        let connection = try await AMQPConnection.connect(configuration, logger: logger)
+        do {
+            let channel = try await connection.openChannel(confirms: true)
+            let results = try await channel.publish(messages)
+            for result in results { if let result { throw result } }
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// Deletes a queue a test declared for itself.
+    static func deleteQueue(_ name: String) async throws {
+        let connection = try await AMQPConnection.connect(
+            try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-integration-test"), logger: logger)
+        defer { Task { await connection.close() } }
+        let channel = try await connection.openChannel()
+        _ = try await channel.deleteQueue(name)
+    }
+
+    static func message(exchange: String, routingKey: String, body: [UInt8]) -> AMQPMessage {
+        AMQPMessage(exchange: exchange, routingKey: routingKey, body: body, properties: AMQPProperties.persistentJSON)
+    }
+
+    static func message(_ outbox: OutboxMessage) -> AMQPMessage {
+        message(exchange: outbox.exchange, routingKey: outbox.routingKey, body: Array(outbox.body.utf8))
+    }
+
+    /// Polls the dead letters (taken into Redis by a worker) for one that `matches`.
+    static func waitForDeadLetter(
+        _ client: BatonClient, timeout: Duration = .seconds(20), sourceLocation: SourceLocation = #_sourceLocation,
+        _ matches: @escaping (DeadLetterView) -> Bool
+    ) async throws -> DeadLetterView? {
+        var found: DeadLetterView?
+        _ = try await eventually(timeout: timeout, interval: .milliseconds(100)) {
+            found = try await client.queries.deadLetters(limit: 1000).first(where: matches)
+            return found != nil
+        }
+        return found
+    }
+
+    /// The `records` of a `stepchain` checkpoint.
+    static func records(_ client: BatonClient, _ id: String, seq: Int64? = nil) async throws -> [String] {
+        let checkpoint = try #require(try await client.queries.checkpoint(id, seq: seq), "no checkpoint of \(id)")
+        let state = try JSONValue.parse(Array(checkpoint.json.utf8))
+        return (state["records"]?.arrayValue ?? []).compactMap(\.stringValue)
+    }
+
+    /// The seqs of the commit events (`step_committed` and the final one) of a task's history on `branch`.
+    static func commitSeqs(_ events: [TaskEvent], branch: Int64 = 0) -> [Int64] {
+        let types: Set<String> = ["step_committed", "succeeded", "failed", "budget_exceeded", "handoff"]
+        return events.filter { $0.branch == branch && types.contains($0.type) }.map(\.seq)
+    }
+
+    /// A `stepchain` submit.
+    static func stepchain(
+        id: String, steps: Int, recordBytes: Int = 64, tokensPerStep: Int64 = 7, costUSDPerStep: Double = 0.25, effectLog: String? = nil,
+        budget: BudgetRequest? = nil
+    ) -> SubmitRequest {
+        var input: [String: JSONValue] = [
+            "steps": .int(Int64(steps)), "record_bytes": .int(Int64(recordBytes)), "tokens_per_step": .int(tokensPerStep),
+            "cost_usd_per_step": .double(costUSDPerStep),
+        ]
+        if let effectLog { input["effect_log"] = .string(effectLog) }
+        return SubmitRequest(id: id, agent: "stepchain", input: .object(input), budget: budget)
+    }
+}
+
+/// A ``MessageBus`` that keeps what it is given instead of publishing it (and confirms it): lets a test drive
+/// a task's first steps in-process and hold its current step message.
+final class CapturingBus: MessageBus {
+    let messages = Mutex<[OutboxMessage]>([])
+
+    func publish(_ messages: [OutboxMessage]) async -> [(any Error)?] {
+        self.messages.withLock { $0.append(contentsOf: messages) }
+        return messages.map { _ in nil }
+    }
+
+    var last: OutboxMessage? { messages.withLock { $0.last } }
+}
