@@ -141,12 +141,15 @@ struct WorkersCommand: AsyncParsableCommand {
         let printer = global.output.printer
         try await withClient(global.connection) { client in
             let workers = try await client.queries.workers()
-            try printer.list(workers, id: \.id) { Self.render(workers, printer: printer) }
+            let staleAfter = Double(client.store.settings.workerStaleMilliseconds) / 1000
+            try printer.list(workers, id: \.id) { Self.render(workers, staleAfter: staleAfter, printer: printer) }
             if printer.format == .text && !printer.quiet && workers.isEmpty { Terminal.note("no workers (start one with `baton worker`)") }
         }
     }
 
-    static func render(_ workers: [WorkerView], printer: Printer) -> String {
+    /// A table of workers; one whose heartbeat is older than `staleAfter` seconds is marked `stale` (its leases
+    /// count as expired).
+    static func render(_ workers: [WorkerView], staleAfter: Double, printer: Printer) -> String {
         guard !workers.isEmpty else { return "" }
         let rows: [[TextFormat.Cell]] = workers.map { worker in
             let info = worker.info
@@ -155,11 +158,14 @@ struct WorkersCommand: AsyncParsableCommand {
             let host = info?["host"]?.stringValue ?? "-"
             let pid = info?["pid"]?.intValue.map(String.init) ?? "-"
             let age = TextFormat.relative(seconds: worker.heartbeatAgeSeconds)
+            let state = worker.heartbeatAgeSeconds > staleAfter ? "stale" : "live"
+            let inFlight = concurrency == "-" ? "\(worker.inFlight)" : "\(worker.inFlight)/\(concurrency)"
             return [
-                TextFormat.Cell(worker.id), TextFormat.Cell(age), TextFormat.Cell("\(worker.inFlight)/\(concurrency)"),
+                TextFormat.Cell(worker.id), TextFormat.Cell(state, shown: printer.paint(state, state == "live" ? "32" : "33")),
+                TextFormat.Cell(age), TextFormat.Cell(inFlight),
                 TextFormat.Cell(host), TextFormat.Cell(pid), TextFormat.Cell(agents),
             ]
         }
-        return TextFormat.table(["ID", "HEARTBEAT", "IN FLIGHT", "HOST", "PID", "AGENTS"], rows, printer: printer)
+        return TextFormat.table(["ID", "STATE", "HEARTBEAT", "IN FLIGHT", "HOST", "PID", "AGENTS"], rows, printer: printer)
     }
 }

@@ -29,6 +29,7 @@ enum TextFormat {
                     index == cells.count - 1 ? cell.shown : cell.shown + String(repeating: " ", count: widths[index] - cell.plain.count)
                 }
                 .joined(separator: "  ")
+                .replacing(/\ +$/, with: "")
         }
         let headerLine = line(header.map { Cell($0) })
         return ([printer.paint(headerLine, "1")] + rows.map(line)).joined(separator: "\n")
