@@ -101,11 +101,14 @@ public struct AMQPChannel: Sendable {
     /// with requeue when a publish failed) — on the connection thread, without waiting here. `deliveries`
     /// must come from a channel of the same connection. `onSettled` runs on the connection thread with the
     /// publish results: keep it short. This is the late ack of a consume → publish hop.
-    public func publish(_ messages: [AMQPMessage], thenAck deliveries: [AMQPDelivery], onSettled: (@Sendable ([AMQPError?]) -> Void)? = nil)
-    {
+    public func publish(
+        _ messages: [AMQPMessage], thenAck deliveries: [AMQPDelivery], beforeAck: (@Sendable () -> Void)? = nil,
+        onSettled: (@Sendable ([AMQPError?]) -> Void)? = nil
+    ) {
         let first = deliveries.first
         let ack = AckAfter(
-            channel: first?.channelID ?? id, epoch: first?.epoch ?? 0, tags: deliveries.map(\.deliveryTag), onSettled: onSettled)
+            channel: first?.channelID ?? id, epoch: first?.epoch ?? 0, tags: deliveries.map(\.deliveryTag), beforeAck: beforeAck,
+            onSettled: onSettled)
         connection.queue.submit(.publish(channel: id, messages, PublishBatch(count: messages.count, ackAfter: ack)))
     }
 

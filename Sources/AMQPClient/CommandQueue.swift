@@ -130,6 +130,8 @@ struct AckAfter: Sendable {
     var channel: UInt16
     var epoch: UInt64
     var tags: [UInt64]
+    /// Runs on the connection thread after every publish was confirmed, right before the ack.
+    var beforeAck: (@Sendable () -> Void)?
     var onSettled: (@Sendable ([AMQPError?]) -> Void)?
 }
 
@@ -166,15 +168,21 @@ final class CommandQueue: Sendable {
 
     /// Enqueues `command`, or fails it with `.closed` when the connection is closed.
     func submit(_ command: Command) {
-        let accepted = state.withLock { state -> Bool in
-            guard !state.closed else { return false }
+        let (accepted, wake) = state.withLock { state -> (Bool, Bool) in
+            guard !state.closed else { return (false, false) }
             state.commands.append(command)
             if state.sleeping && !state.wakePending {
                 state.wakePending = true
-                var byte: UInt8 = 1
-                _ = write(writeFD, &byte, 1)
+                return (true, true)
             }
-            return true
+            return (true, false)
+        }
+        if wake {
+            // Outside the lock: a syscall under it would make every submitter wait for it. The descriptor
+            // stays open until the thread has exited, which happens only after `closed` is set and
+            // `closeFDs()` runs, and a closed queue never asks for a wake-up.
+            var byte: UInt8 = 1
+            _ = write(writeFD, &byte, 1)
         }
         if !accepted {
             command.fail(AMQPError(.closed, operation: "submit", fix: "the connection was closed; open a new one"))

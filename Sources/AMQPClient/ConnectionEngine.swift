@@ -850,6 +850,7 @@ final class ConnectionEngine {
         ackSink.finished = []
         for (ack, results) in finished {
             let ok = results.allSatisfy { $0 == nil }
+            if ok { ack.beforeAck?() }
             if let conn, let channel = channels[ack.channel], channel.open, channel.epoch == ack.epoch {
                 for tag in ack.tags {
                     if ok { _ = amqp_basic_ack(conn, ack.channel, tag, 0) } else { _ = amqp_basic_nack(conn, ack.channel, tag, 0, 1) }

@@ -2,8 +2,9 @@ import Baton
 import Foundation
 
 /// `stepchain`: the benchmark and crash-test workload of research/peers.md. Each step appends one record of
-/// `record_bytes` bytes, charges `tokens_per_step` tokens and `cost_usd_per_step` dollars through a keyed
-/// side effect, and the task completes after `steps` steps.
+/// `record_bytes` bytes, charges `tokens_per_step` tokens and `cost_usd_per_step` dollars, and the task
+/// completes after `steps` steps. With `effect_log`, the charge runs inside a keyed side effect that also
+/// appends a line to that file (an effects sink outside Redis for crash tests).
 public struct StepChainAgent: Agent {
     public struct Input: Codable, Sendable {
         public var steps: Int = 20
@@ -63,12 +64,15 @@ public struct StepChainAgent: Agent {
         let n = context.state.records.count + 1
         let input = context.input
         let key = "record-\(n)"
-        try await context.sideEffect(key) {
-            if let path = input.effectLog {
+        if let path = input.effectLog {
+            // A keyed side effect, logged outside Redis: crash tests count each key once.
+            try await context.sideEffect(key) {
                 try EffectLog.append(path: path, line: "\(context.taskID) \(step) \(key) \(context.attempt)")
+                try await context.charge(costUSD: input.costUSDPerStep, tokens: input.tokensPerStep)
+                return n
             }
+        } else {
             try await context.charge(costUSD: input.costUSDPerStep, tokens: input.tokensPerStep)
-            return n
         }
         CrashPoint.hit("in_step", task: context.taskID, seq: context.seq)
         let prefix = "\(n):"

@@ -261,7 +261,7 @@ public final class BatonTestHarness: Sendable {
             return disposition
         }
         switch disposition {
-        case .ack:
+        case .settled, .ack:
             state.withLock { $0.dispositions.append("ack") }
         case .requeue(let why):
             state.withLock { state in

@@ -41,7 +41,7 @@ public final class RedisConnection: TaskExecutor, Sendable {
     deinit {
         // The thread holds only the queue; closing it lets the thread free the context and exit.
         for request in queue.close() {
-            request.continuation.resume(throwing: Self.closedError(configuration.url))
+            request.continuation?.resume(throwing: Self.closedError(configuration.url))
         }
     }
 
@@ -126,11 +126,20 @@ public final class RedisConnection: TaskExecutor, Sendable {
         try await send(.evalSHA(script, keys: keys, args: args))
     }
 
+    /// Queues commands without waiting for their replies: they run in order with every other request of
+    /// this connection (so a later awaited command runs after them), and their replies, errors included,
+    /// are dropped. For writes whose outcome a later awaited call checks anyway.
+    public func sendDetached(_ commands: [RedisCommand]) {
+        guard !commands.isEmpty else { return }
+        let request = RequestQueue.Request(id: queue.makeID(), commands: commands, continuation: nil)
+        _ = queue.enqueue(request) { _ in RedisError(code: .closed, message: "detached") }
+    }
+
     /// Closes the connection: fails queued commands with ``RedisError/Code/closed``, lets the commands
     /// already written finish, stops the thread and frees the hiredis context. Safe to call more than once.
     public func close() async {
         for request in queue.close() {
-            request.continuation.resume(throwing: Self.closedError(configuration.url))
+            request.continuation?.resume(throwing: Self.closedError(configuration.url))
         }
         await queue.waitForExit()
     }
@@ -188,7 +197,7 @@ public final class RedisConnection: TaskExecutor, Sendable {
             guard !batch.isEmpty else { continue }
             let results = link.run(batch, queue: queue)
             for (request, result) in zip(batch, results) {
-                request.continuation.resume(with: result.mapError { $0 as any Error })
+                request.continuation?.resume(with: result.mapError { $0 as any Error })
             }
         }
         link.disconnect()

@@ -8,7 +8,8 @@ final class RequestQueue: Sendable {
     struct Request: Sendable {
         let id: UInt64
         let commands: [RedisCommand]
-        let continuation: CheckedContinuation<[RedisReply], any Error>
+        /// nil for a detached request (see ``RedisConnection/sendDetached(_:)``): nobody waits for its replies.
+        let continuation: CheckedContinuation<[RedisReply], any Error>?
     }
 
     private struct State: ~Copyable {
@@ -68,7 +69,7 @@ final class RequestQueue: Sendable {
             state.queuedCommands -= request.commands.count
             return request
         }
-        removed?.continuation.resume(throwing: CancellationError())
+        removed?.continuation?.resume(throwing: CancellationError())
     }
 
     /// Blocks the connection thread until requests are queued; returns all of them, or nil once the

@@ -19,6 +19,7 @@ struct BatonCommand: AsyncParsableCommand {
         DeadCommand.self,
         WorkersCommand.self,
         BenchCommand.self,
+        DemoCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

@@ -6,7 +6,64 @@ import Logging
 /// `baton bench …`: benchmarks against the configured servers.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure Baton and the physical limit of this machine.", subcommands: [Raw.self])
+        commandName: "bench", abstract: "Measure Baton and the physical limit of this machine.", subcommands: [Raw.self, StepChain.self])
+
+    struct StepChain: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "stepchain",
+            abstract: "The step chain through the full protocol (in-process workers), verified, beside the raw loop.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Tasks (chains) in flight.") var tasks: Int = 200
+        @Option(help: "Steps per task.") var steps: Int = 20
+        @Option(help: "Workers (in this process, each with its own connections).") var workers: Int = 1
+        @Option(help: "Steps each worker runs at once.") var concurrency: Int = 256
+        @Flag(name: .customLong("no-raw"), help: "Skip the raw loop.") var noRaw = false
+        @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
+
+        func validate() throws {
+            guard tasks >= 1, steps >= 1, workers >= 1, concurrency >= 1 else {
+                throw ValidationError("--tasks, --steps, --workers, --concurrency must be ≥ 1")
+            }
+        }
+
+        func run() async throws {
+            var options = StepChainBench.Options()
+            options.tasks = tasks
+            options.steps = steps
+            options.workers = workers
+            options.concurrency = concurrency
+            options.prefetch = UInt16(clamping: concurrency)
+            options.runRaw = !noRaw
+            var logger = Logger(label: "baton.bench")
+            logger.logLevel = .warning
+            let bench = StepChainBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, registry: .examples, logger: logger)
+            let result: StepChainBench.Result
+            do {
+                result = try await bench.run(options)
+            } catch {
+                Terminal.error("\(error)")
+                throw ExitCode(2)
+            }
+            if json {
+                try printJSON(result)
+            } else {
+                var line = String(
+                    format:
+                        "stepchain  tasks %d × steps %d = %d hops  %.0f hops/s  p50 %.2f ms  p99 %.2f ms  CPU ms/hop: worker %.3f broker %.3f redis %.3f  verified %@",
+                    result.tasks, result.steps, result.hops, result.hopsPerSecond, result.p50Milliseconds, result.p99Milliseconds,
+                    result.workerCPUMillisecondsPerHop, result.brokerCPUMillisecondsPerHop, result.redisCPUMillisecondsPerHop,
+                    result.verified ? "yes" : "NO")
+                if let raw = result.rawHopsPerSecond, let ratio = result.ratioToRaw {
+                    line += String(
+                        format: "\nraw (same run, %d chains batched)  %.0f hops/s   Baton / raw = %.2f", result.tasks, raw, ratio)
+                }
+                print(line)
+                for failure in result.failures { print("  failed: \(failure)") }
+            }
+            if !result.verified { throw ExitCode(1) }
+        }
+    }
 
     struct Raw: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -18,6 +75,8 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "batched (drain buffered deliveries, pipeline their Redis calls) or unbatched.") var mode: String = "batched"
         @Option(help: "Consumer prefetch (default: 2 × chains; 1 for a single chain).") var prefetch: Int?
         @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
+        @Flag(name: .customLong("step-queue-args"), help: "Use the queue arguments of Baton's step queues, and mandatory publishes.")
+        var stepQueueArgs = false
 
         func validate() throws {
             guard chains >= 1, hops >= chains else { throw ValidationError("--chains must be ≥ 1 and --hops ≥ --chains") }
@@ -30,6 +89,7 @@ struct BenchCommand: AsyncParsableCommand {
             options.hops = hops
             options.batched = mode == "batched"
             options.prefetch = prefetch.map { UInt16(clamping: $0) }
+            options.stepQueueArguments = stepQueueArgs
             let bench = RawBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, logger: Logger(label: "baton.bench"))
             let result: RawBench.Result
             do {

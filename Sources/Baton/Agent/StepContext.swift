@@ -68,11 +68,18 @@ public final class StepContext<A: Agent> {
             return
         }
         charged = charged + amount
-        switch try await environment.store.charge(task: taskID, token: environment.token, amount) {
-        case .ok: return
-        case .exceeded(let kind): throw BudgetExceeded(kind: kind)
-        case .fenced: throw LeaseLost()
-        }
+        // Only the lease holder charges this task, so the limit check is exact here; the counters in Redis
+        // are updated in the same pipeline, ahead of this step's commit.
+        await environment.store.chargeWithoutWaiting(task: taskID, token: environment.token, amount)
+        if let exceeded = exceededLimit() { throw BudgetExceeded(kind: exceeded) }
+    }
+
+    /// The limit that committed usage plus this step's charges crosses (`>`), if any.
+    func exceededLimit() -> String? {
+        if let max = limits.maxCostMicros, usageBeforeStep.costMicros + charged.costMicros > max { return "cost" }
+        if let max = limits.maxTokens, usageBeforeStep.tokens + charged.tokens > max { return "tokens" }
+        if let max = limits.maxToolCalls, usageBeforeStep.toolCalls + charged.toolCalls > max { return "tool_calls" }
+        return nil
     }
 
     /// Reports progress (0…1 and a message): stored on the task and appended to its events.
@@ -142,13 +149,15 @@ public struct LeaseLost: Error, Sendable, CustomStringConvertible {
 
 /// Cross-task signals for one running step, set by the lease renewal and the worker's drain.
 final class StepSignals: Sendable {
-    private let state = Mutex<(cancelled: Bool, draining: Bool, leaseLost: Bool)>((false, false, false))
-    var cancelled: Bool { state.withLock { $0.cancelled } }
-    var draining: Bool { state.withLock { $0.draining } }
-    var leaseLost: Bool { state.withLock { $0.leaseLost } }
-    func markCancelled() { state.withLock { $0.cancelled = true } }
-    func markDraining() { state.withLock { $0.draining = true } }
-    func markLeaseLost() { state.withLock { $0.leaseLost = true } }
+    private let cancelledFlag = Atomic<Bool>(false)
+    private let drainingFlag = Atomic<Bool>(false)
+    private let leaseLostFlag = Atomic<Bool>(false)
+    var cancelled: Bool { cancelledFlag.load(ordering: .relaxed) }
+    var draining: Bool { drainingFlag.load(ordering: .relaxed) }
+    var leaseLost: Bool { leaseLostFlag.load(ordering: .relaxed) }
+    func markCancelled() { cancelledFlag.store(true, ordering: .relaxed) }
+    func markDraining() { drainingFlag.store(true, ordering: .relaxed) }
+    func markLeaseLost() { leaseLostFlag.store(true, ordering: .relaxed) }
 }
 
 /// What a step context needs from the runtime.

@@ -16,6 +16,9 @@ public struct RawBench: Sendable {
         public var batched = true
         public var prefetch: UInt16?
         public var bodyBytes = 128
+        /// Declare the queue with the arguments of Baton's step queues (delivery limit, at-least-once dead
+        /// lettering, reject-publish overflow, max length) and publish with `mandatory`.
+        public var stepQueueArguments = false
         public init() {}
     }
 
@@ -79,7 +82,10 @@ public struct RawBench: Sendable {
         let publish = try await amqp.openChannel(confirms: true)
         let prefetch = options.prefetch ?? UInt16(clamping: max(1, options.chains * 2))
         let consume = try await amqp.openChannel(prefetch: options.chains == 1 && options.prefetch == nil ? 1 : prefetch)
-        try await publish.declareQueue(queue, arguments: AMQPQueueArguments(type: .quorum))
+        try await publish.declareQueue(
+            queue,
+            arguments: options.stepQueueArguments
+                ? Topology.quorum(Topology.QueueSettings(), maxLength: 1_000_000) : AMQPQueueArguments(type: .quorum))
         defer { Task { _ = try? await publish.deleteQueue(queue) } }
 
         let hopsPerChain = max(1, options.hops / max(1, options.chains))
@@ -90,7 +96,9 @@ public struct RawBench: Sendable {
                 contentType: "text/plain", headers: ["chain": .int64(Int64(chain)), "hop": .int64(Int64(hop))], deliveryMode: 2)
             properties.messageID = "\(chain)-\(hop)"
             properties.correlationID = "\(run)"
-            return AMQPMessage(exchange: "", routingKey: queue, body: Array("\(chain) \(hop) \(padding)".utf8), properties: properties)
+            return AMQPMessage(
+                exchange: "", routingKey: queue, body: Array("\(chain) \(hop) \(padding)".utf8), properties: properties,
+                mandatory: options.stepQueueArguments)
         }
         let consumer = try await consume.consume(queue: queue)
         let start = ContinuousClock.now
@@ -133,14 +141,16 @@ public struct RawBench: Sendable {
                             let (chain, hop) = parse(delivery)
                             try await redis.evalSHA(Self.script, keys: [keyPrefix + String(chain)], args: [hop])
                             // Publish the next hop; the connection thread acks this delivery on its confirm.
-                            publish.publish(hop < hopsPerChain ? [message(chain, hop + 1)] : [], thenAck: [delivery]) { results in
-                                let elapsed = (ContinuousClock.now - hopStart).milliseconds
-                                stats.state.withLock { stats in
-                                    stats.done += 1
-                                    stats.failed += results.compactMap { $0 }.count
-                                    stats.latencies.append(elapsed)
-                                }
-                            }
+                            publish.publish(
+                                hop < hopsPerChain ? [message(chain, hop + 1)] : [], thenAck: [delivery],
+                                onSettled: { results in
+                                    let elapsed = (ContinuousClock.now - hopStart).milliseconds
+                                    stats.state.withLock { stats in
+                                        stats.done += 1
+                                        stats.failed += results.compactMap { $0 }.count
+                                        stats.latencies.append(elapsed)
+                                    }
+                                })
                         }
                     }
                 }

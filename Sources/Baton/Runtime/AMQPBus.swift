@@ -6,19 +6,35 @@ public struct AMQPBus: MessageBus {
 
     public init(channel: AMQPChannel) { self.channel = channel }
 
+    static func amqpMessage(_ message: OutboxMessage) -> AMQPMessage {
+        var properties = AMQPProperties.persistentJSON
+        if !message.headers.isEmpty { properties.headers = message.headers.mapValues { AMQPFieldValue.string($0) } }
+        return AMQPMessage(
+            exchange: message.exchange, routingKey: message.routingKey, body: Array(message.body.utf8), properties: properties,
+            mandatory: message.exchange == Topology.stepsExchange)
+    }
+
     public func publish(_ messages: [OutboxMessage]) async -> [(any Error)?] {
-        let amqp = messages.map { message in
-            var properties = AMQPProperties.persistentJSON
-            if !message.headers.isEmpty { properties.headers = message.headers.mapValues { AMQPFieldValue.string($0) } }
-            return AMQPMessage(
-                exchange: message.exchange, routingKey: message.routingKey, body: Array(message.body.utf8), properties: properties,
-                mandatory: message.exchange == Topology.stepsExchange)
-        }
+        let amqp = messages.map(Self.amqpMessage)
         do {
             return try await channel.publish(amqp).map { $0 }
         } catch {
             return messages.map { _ in error }
         }
+    }
+}
+
+/// The late ack of a step delivery on RabbitMQ: the connection thread publishes the next step and acks the
+/// delivery when the confirm arrives (the publish channel and the delivery share one connection).
+struct AMQPSettlement: DeliverySettlement {
+    let channel: AMQPChannel
+    let delivery: AMQPDelivery
+
+    func publishThenAck(_ message: OutboxMessage, beforeAck: @escaping @Sendable () -> Void, confirmed: @escaping @Sendable (Bool) -> Void)
+    {
+        channel.publish(
+            [AMQPBus.amqpMessage(message)], thenAck: [delivery], beforeAck: beforeAck,
+            onSettled: { results in confirmed(results.allSatisfy { $0 == nil }) })
     }
 }
 

@@ -27,6 +27,17 @@ public enum Disposition: Sendable {
     case requeue(String)
     /// Dead-letter it with a reason (it is acked after the dead letter is confirmed).
     case deadLetter(DeadLetter)
+    /// Handed to the ``DeliverySettlement``: the next message is being published, and the delivery is
+    /// acked when the broker confirms it (or requeued if it does not). The caller does nothing more.
+    case settled
+}
+
+/// How a worker settles a delivery whose commit produced a message to publish: publish it, and ack the
+/// delivery once the broker confirmed it — without a task waiting for the confirm.
+public protocol DeliverySettlement: Sendable {
+    /// Publishes `message`; when the broker confirmed it, runs `beforeAck`, acks the delivery and calls
+    /// `confirmed(true)`; when it did not, requeues the delivery and calls `confirmed(false)`.
+    func publishThenAck(_ message: OutboxMessage, beforeAck: @escaping @Sendable () -> Void, confirmed: @escaping @Sendable (Bool) -> Void)
 }
 
 /// A message sent to `baton.dead` with its reason.
@@ -83,6 +94,7 @@ public struct StepExecutor: Sendable {
     public let settings: ProtocolSettings
     public let logger: Logger
     let drain: StepSignals
+    let leases: LeaseKeeper
 
     public init(
         registry: AgentRegistry, store: any TaskStore, bus: any MessageBus, workerID: String, settings: ProtocolSettings, logger: Logger
@@ -93,7 +105,9 @@ public struct StepExecutor: Sendable {
         self.workerID = workerID
         self.settings = settings
         self.logger = logger
-        self.drain = StepSignals()
+        let drain = StepSignals()
+        self.drain = drain
+        self.leases = LeaseKeeper(store: store, workerID: workerID, settings: settings, drain: drain)
     }
 
     /// Tells running steps that the worker is shutting down (``StepContext/shouldYield`` becomes true).
@@ -144,6 +158,16 @@ public struct StepExecutor: Sendable {
 
     /// Handles one step delivery. The caller acks, requeues or dead-letters it as told.
     public func handleStep(body: [UInt8], routingKey: String) async -> Disposition {
+        await handleStep(body: body, routingKey: routingKey, redelivered: false)
+    }
+
+    /// Handles one step delivery; `redelivered` is the broker's flag (the delivery went to a consumer
+    /// before, which usually means that consumer died). Then a lease still held by someone else is waited
+    /// out (up to one lease) instead of being acked as a duplicate, so a crashed worker's task resumes as
+    /// soon as its lease expires rather than at the next stalled-task sweep.
+    public func handleStep(
+        body: [UInt8], routingKey: String, redelivered: Bool, settlement: (any DeliverySettlement)? = nil
+    ) async -> Disposition {
         let message: StepMessage
         do {
             message = try StepMessage.decode(body)
@@ -154,16 +178,22 @@ public struct StepExecutor: Sendable {
                     body: String(decoding: body, as: UTF8.self),
                     routingKey: routingKey))
         }
-        let claim: ClaimOutcome
+        var claim: ClaimOutcome
         do {
             claim = try await store.claim(message, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+            var waited = Duration.zero
+            while redelivered, case .leased = claim, waited < settings.lease + .seconds(1), !drain.draining {
+                try await Task.sleep(for: .milliseconds(250))
+                waited += .milliseconds(250)
+                claim = try await store.claim(message, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+            }
         } catch {
             return .requeue("Redis: \(error)")
         }
         switch claim {
         case .run(var claimed):
             claimed.queue = routingKey
-            return await run(claimed, message: message, body: body, routingKey: routingKey)
+            return await run(claimed, message: message, body: body, routingKey: routingKey, settlement: settlement)
         case .missing:
             return .deadLetter(
                 deadLetter(
@@ -174,7 +204,10 @@ public struct StepExecutor: Sendable {
         case .stale:
             await flushOutbox(task: message.task)
             return .ack
-        case .terminal, .inactive, .stopped, .leased:
+        case .stopped:
+            await flushOutbox(task: message.task)  // a poison step's dead letter
+            return .ack
+        case .terminal, .inactive, .leased:
             return .ack
         }
     }
@@ -186,7 +219,9 @@ public struct StepExecutor: Sendable {
             bucket: bucket, worker: workerID, body: String(decoding: body, as: UTF8.self), routingKey: routingKey)
     }
 
-    private func run(_ claimed: ClaimedTask, message: StepMessage, body: [UInt8], routingKey: String) async -> Disposition {
+    private func run(
+        _ claimed: ClaimedTask, message: StepMessage, body: [UInt8], routingKey: String, settlement: (any DeliverySettlement)? = nil
+    ) async -> Disposition {
         var logger = self.logger
         logger[metadataKey: "task.id"] = "\(claimed.id)"
         logger[metadataKey: "task.agent"] = "\(claimed.agent)"
@@ -216,28 +251,9 @@ public struct StepExecutor: Sendable {
         if drain.draining { signals.markDraining() }
         let environment = StepEnvironment(store: store, token: claimed.token, signals: signals)
         let deadline = ContinuousClock.now + settings.timeSlice
-        let renewal = Task { [store, workerID, settings, drain] in
-            let interval = settings.lease / 3
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                if Task.isCancelled { return }
-                if drain.draining { signals.markDraining() }
-                do {
-                    switch try await store.renewLease(
-                        task: claimed.id, token: claimed.token, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
-                    {
-                    case .held(let cancel, _): if cancel { signals.markCancelled() }
-                    case .lost:
-                        signals.markLeaseLost()
-                        return
-                    }
-                } catch {
-                    continue
-                }
-            }
-        }
+        let lease = leases.hold(task: claimed.id, token: claimed.token, signals: signals)
         let result = await runner.run(claimed, environment, deadline, logger)
-        renewal.cancel()
+        leases.release(lease)
 
         let previousState = String(decoding: claimed.stateJSON, as: UTF8.self)
         let kind: Commit.Kind
@@ -294,7 +310,7 @@ public struct StepExecutor: Sendable {
                 kind = dead(reason, stepError)
             }
         }
-        return await commit(claimed, kind: kind, state: state, logger: logger)
+        return await commit(claimed, kind: kind, state: state, logger: logger, settlement: settlement)
     }
 
     static func errorJSON(_ error: StepError, code: String? = nil) -> String {
@@ -305,7 +321,9 @@ public struct StepExecutor: Sendable {
         return value.jsonString
     }
 
-    private func commit(_ claimed: ClaimedTask, kind: Commit.Kind, state: String, logger: Logger) async -> Disposition {
+    private func commit(
+        _ claimed: ClaimedTask, kind: Commit.Kind, state: String, logger: Logger, settlement: (any DeliverySettlement)? = nil
+    ) async -> Disposition {
         var next: OutboxMessage? = nil
         switch kind {
         case .next(let step):
@@ -320,7 +338,7 @@ public struct StepExecutor: Sendable {
         default:
             break
         }
-        var eventData = "{}"
+        var eventData = "{\"worker\":\(JSONValue.string(workerID).jsonString)}"
         switch kind {
         case .retry(let delay, let error, _, _): eventData = "{\"delay_ms\":\(delay),\"error\":\(error)}"
         case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error
@@ -347,6 +365,15 @@ public struct StepExecutor: Sendable {
                     case .dead(_, _, let letter): letter
                     default: next
                     }
+                if let message, let settlement {
+                    let store = self.store
+                    let task = claimed.id
+                    let seq = claimed.seq
+                    settlement.publishThenAck(
+                        message, beforeAck: { CrashPoint.hit("after_publish", task: task, seq: seq) },
+                        confirmed: { ok in if ok { store.outboxDoneWithoutWaiting(task: task, ids: [outboxID]) } })
+                    return .settled
+                }
                 if let message {
                     let results = await bus.publish([message])
                     if results.first.map({ $0 == nil }) ?? false {

@@ -108,13 +108,14 @@ final class Sweeps: Sendable {
         }
     }
 
-    /// Republishes tasks whose worker vanished: status running, lease expired, no commit.
+    /// Republishes tasks whose worker vanished: status running, lease expired, no commit. Running tasks live
+    /// in the `queued` (active) index, scored by their last commit.
     func sweepStalled() async throws {
         let lease = executor.settings.leaseMilliseconds
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - lease
         let replies = try await redis.pipeline(
             (0..<keys.bucketCount).map {
-                RedisCommand("ZRANGEBYSCORE", keys.index(bucket: $0, status: "running"), "-inf", cutoff, "LIMIT", 0, 200)
+                RedisCommand("ZRANGEBYSCORE", keys.index(bucket: $0, status: "queued"), "-inf", cutoff, "LIMIT", 0, 200)
             })
         for reply in replies {
             for id in (reply.array ?? []).compactMap(\.string) {

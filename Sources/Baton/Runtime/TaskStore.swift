@@ -17,6 +17,21 @@ public protocol TaskStore: Sendable {
     func outboxDone(task: String, ids: [String]) async throws
     /// The outbox entries of a task that are not yet confirmed as published.
     func pendingOutbox(task: String) async throws -> [String: OutboxMessage]
+    /// Adds charges without waiting for the answer; a later awaited call of the same attempt (the commit)
+    /// must see them. The step checks its limits locally (only the lease holder charges a task).
+    func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async
+    /// Removes published outbox entries without waiting (the outbox sweep repeats what is lost).
+    func outboxDoneWithoutWaiting(task: String, ids: [String])
+}
+
+extension TaskStore {
+    public func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async {
+        _ = try? await self.charge(task: task, token: token, charge)
+    }
+
+    public func outboxDoneWithoutWaiting(task: String, ids: [String]) {
+        Task { try? await outboxDone(task: task, ids: ids) }
+    }
 }
 
 /// Charges of one call: integer micro-dollars, tokens, tool calls.
@@ -262,6 +277,25 @@ public struct ClaimedTask: Sendable {
     public var limits: BudgetLimits
     public var usage: BudgetUsage
     public var queue: String
+
+    public init(
+        id: String, agent: String, step: String, seq: Int64, branch: Int64, attempt: Int64, token: Int64, stateJSON: [UInt8],
+        inputJSON: [UInt8],
+        limits: BudgetLimits, usage: BudgetUsage, queue: String
+    ) {
+        self.id = id
+        self.agent = agent
+        self.step = step
+        self.seq = seq
+        self.branch = branch
+        self.attempt = attempt
+        self.token = token
+        self.stateJSON = stateJSON
+        self.inputJSON = inputJSON
+        self.limits = limits
+        self.usage = usage
+        self.queue = queue
+    }
 }
 
 public enum ClaimOutcome: Sendable {

@@ -62,18 +62,16 @@ public final class Worker: Service, Sendable {
 
     public func run() async throws {
         let redis = try await RedisConnection.connect(configuration: try RedisConfiguration(url: configuration.redisURL), logger: logger)
-        var consumeConfig = try AMQPConfiguration(
-            url: configuration.amqpURL, connectionName: "baton-worker \(configuration.workerID) consume")
+        var consumeConfig = try AMQPConfiguration(url: configuration.amqpURL, connectionName: "baton-worker \(configuration.workerID)")
         consumeConfig.heartbeat = .seconds(30)
         let consumeConnection = try await AMQPConnection.connect(consumeConfig, logger: logger)
-        let publishConnection = try await AMQPConnection.connect(
-            try AMQPConfiguration(url: configuration.amqpURL, connectionName: "baton-worker \(configuration.workerID) publish"),
-            logger: logger)
+        // One connection for consuming and publishing: a step's next message is published and its delivery
+        // acked on the same connection thread when the confirm arrives (the late ack, with no task waiting).
+        let publishConnection = consumeConnection
         defer {
             let redis = redis
             Task {
                 await consumeConnection.close()
-                await publishConnection.close()
                 await redis.close()
             }
         }
@@ -159,7 +157,9 @@ public final class Worker: Service, Sendable {
                     await limiter.acquire()
                     group.addTask {
                         defer { limiter.release() }
-                        let disposition = await executor.handleStep(body: delivery.body, routingKey: delivery.routingKey)
+                        let disposition = await executor.handleStep(
+                            body: delivery.body, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
+                            settlement: AMQPSettlement(channel: publish, delivery: delivery))
                         await self.settle(delivery, disposition, channel: consumer.channel, publish: publish)
                     }
                 }
@@ -169,6 +169,8 @@ public final class Worker: Service, Sendable {
 
     func settle(_ delivery: AMQPDelivery, _ disposition: Disposition, channel: AMQPChannel, publish: AMQPChannel) async {
         switch disposition {
+        case .settled:
+            return
         case .ack:
             try? await channel.ack(delivery)
         case .requeue(let why):

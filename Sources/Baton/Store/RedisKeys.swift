@@ -25,6 +25,8 @@ public struct RedisKeys: Sendable, Hashable {
     public func events(_ id: String) -> String { base(id) + ":events" }
     public func outbox(_ id: String) -> String { base(id) + ":outbox" }
     public func effects(_ id: String) -> String { base(id) + ":effects" }
+    /// The effects whose charges a commit already counted (so a retry that reuses them does not count them again).
+    public func chargedEffects(_ id: String) -> String { base(id) + ":effects_charged" }
     public func checkpointPrefix(_ id: String) -> String { base(id) + ":ckpt:" }
     public func checkpoint(_ id: String, seq: Int64) -> String { checkpointPrefix(id) + String(seq) }
 

@@ -11,6 +11,9 @@ public struct RedisTaskStore: TaskStore {
         public var checkpointsKept = 5
         /// A lease whose holder has not sent a heartbeat for this long is treated as expired.
         public var workerStaleMilliseconds: Int64 = 10_000
+        /// Claims of one step without a commit after which the step is dead-lettered as poison
+        /// (`delivery_limit`): its workers keep dying while running it.
+        public var maxClaimsPerStep = 10
         public init() {}
     }
 
@@ -64,11 +67,11 @@ public struct RedisTaskStore: TaskStore {
             Self.claimScript,
             keys: [
                 keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.indexPrefix(bucket: keys.bucket(of: id)),
-                keys.workers,
+                keys.workers, keys.outbox(id), keys.outboxIndex(bucket: keys.bucket(of: id)),
             ],
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
-                settings.workerStaleMilliseconds,
+                settings.workerStaleMilliseconds, settings.maxClaimsPerStep,
             ])
         let parts = reply.array ?? []
         func part(_ i: Int) -> String { i < parts.count ? (parts[i].string ?? "") : "" }
@@ -113,7 +116,7 @@ public struct RedisTaskStore: TaskStore {
         -> [RedisReply]
     {
         let reply = try await redis.evalSHA(
-            Self.chargeScript, keys: [keys.task(task), keys.budget(task), keys.effects(task)],
+            Self.chargeScript, keys: [keys.task(task), keys.budget(task), keys.effects(task), keys.chargedEffects(task)],
             args: [token, charge.costMicros, charge.tokens, charge.toolCalls, key, record, mode])
         return reply.array ?? []
     }
@@ -204,7 +207,7 @@ public struct RedisTaskStore: TaskStore {
             keys: [
                 keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.outbox(id),
                 keys.indexPrefix(bucket: bucket),
-                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), keys.chargedEffects(id),
             ],
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
@@ -218,12 +221,24 @@ public struct RedisTaskStore: TaskStore {
         return .committed(status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil)
     }
 
+    /// Removes published outbox entries with a plain `HDEL` (one cheap command on the hot path); the
+    /// outbox sweep drops the task from the outbox index once its outbox is empty.
     public func outboxDone(task: String, ids: [String]) async throws {
         guard !ids.isEmpty else { return }
-        var args: [any RedisArgumentConvertible] = [task]
-        args.append(contentsOf: ids.map { $0 as any RedisArgumentConvertible })
-        try await redis.evalSHA(
-            Self.outboxDoneScript, keys: [keys.outbox(task), keys.outboxIndex(bucket: keys.bucket(of: task))], args: args)
+        try await redis.send(RedisCommand("HDEL", arguments: [keys.outbox(task)] + ids.map { $0 as any RedisArgumentConvertible }))
+    }
+
+    public func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async {
+        redis.sendDetached([
+            .evalSHA(
+                Self.chargeScript, keys: [keys.task(task), keys.budget(task), keys.effects(task), keys.chargedEffects(task)],
+                args: [token, charge.costMicros, charge.tokens, charge.toolCalls, "", "", "charge"])
+        ])
+    }
+
+    public func outboxDoneWithoutWaiting(task: String, ids: [String]) {
+        guard !ids.isEmpty else { return }
+        redis.sendDetached([RedisCommand("HDEL", arguments: [keys.outbox(task)] + ids.map { $0 as any RedisArgumentConvertible })])
     }
 
     public func pendingOutbox(task: String) async throws -> [String: OutboxMessage] {

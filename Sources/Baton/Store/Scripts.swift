@@ -12,10 +12,21 @@ enum Scripts {
           return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         end
         local TERMINAL = {succeeded=true, failed=true, cancelled=true, budget_exceeded=true, dead_lettered=true}
+        -- Running tasks stay in the 'queued' index (the active index): a claim writes no index.
+        local function index_of(status)
+          if status == 'running' then return 'queued' end
+          return status
+        end
         local function move_index(prefix, id, old, new, now)
-          if old and old ~= '' and old ~= new then redis.call('ZREM', prefix .. old, id) end
-          redis.call('ZADD', prefix .. new, now, id)
-          redis.call('ZADD', prefix .. 'all', now, id)
+          local from, to = index_of(old or ''), index_of(new)
+          if from ~= '' and from ~= to then redis.call('ZREM', prefix .. from, id) end
+          redis.call('ZADD', prefix .. to, now, id)
+        end
+        local function int(x) return string.format('%d', x) end
+        local function hash(flat)
+          local h = {}
+          for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+          return h
         end
         local function add_event(key, maxlen, etype, seq, branch, step, now, data)
           redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
@@ -27,15 +38,14 @@ enum Scripts {
             branch=tonumber(t.branch), attempt=tonumber(t.attempt)})
           return cjson.encode({x='baton.steps', k=t.queue, b=body, h={['x-baton-task']=id}})
         end
-        -- Which limit is reached (>=) by committed counters, or nil.
-        local function reached(budget_key, now)
-          local b = redis.call('HMGET', budget_key, 'max_steps', 'steps', 'max_cost', 'cost', 'max_tokens', 'tokens',
-            'max_tool_calls', 'tool_calls', 'deadline')
-          if b[1] and b[1] ~= '' and num(b[2]) >= num(b[1]) then return 'steps' end
-          if b[3] and b[3] ~= '' and num(b[4]) >= num(b[3]) then return 'cost' end
-          if b[5] and b[5] ~= '' and num(b[6]) >= num(b[5]) then return 'tokens' end
-          if b[7] and b[7] ~= '' and num(b[8]) >= num(b[7]) then return 'tool_calls' end
-          if b[9] and b[9] ~= '' and now >= num(b[9]) then return 'deadline' end
+        -- Which limit the counters of budget table `b` reach (>=), or nil.
+        local function reached(b, now)
+          local function lim(name) local v = b[name]; if v and v ~= '' then return tonumber(v) end; return nil end
+          local m = lim('max_steps'); if m and num(b.steps) >= m then return 'steps' end
+          m = lim('max_cost'); if m and num(b.cost) >= m then return 'cost' end
+          m = lim('max_tokens'); if m and num(b.tokens) >= m then return 'tokens' end
+          m = lim('max_tool_calls'); if m and num(b.tool_calls) >= m then return 'tool_calls' end
+          m = lim('deadline'); if m and now >= m then return 'deadline' end
           return nil
         end
 
@@ -67,12 +77,12 @@ enum Scripts {
             return {'created', 'queued'}
             """
 
-    /// KEYS: task, budget, ckpt prefix, events, index prefix, workers.
-    /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms.
+    /// KEYS: task, budget, ckpt prefix, events, index prefix, workers, outbox, outbox index.
+    /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims.
     static let claim =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
-              'cancel', 'pause', 'agent', 'input', 'started_at')
+              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue')
             local status = t[1]
             if not status then return {'missing'} end
             if TERMINAL[status] then return {'terminal', status} end
@@ -104,7 +114,8 @@ enum Scripts {
               move_index(KEYS[5], ARGV[6], status, 'paused', now)
               return {'stopped', 'paused'}
             end
-            local over = reached(KEYS[2], now)
+            local flat = redis.call('HGETALL', KEYS[2])
+            local over = reached(hash(flat), now)
             if over then
               local err = cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false})
               redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now, 'updated_at', now, 'error', err,
@@ -113,16 +124,38 @@ enum Scripts {
               move_index(KEYS[5], ARGV[6], status, 'budget_exceeded', now)
               return {'stopped', 'budget_exceeded', over}
             end
-            local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-            redis.call('HSET', KEYS[1], 'status', 'running', 'lease_owner', ARGV[4], 'lease_until', now + tonumber(ARGV[5]),
-              'updated_at', now, 'status_reason', '')
+            if num(t[14]) >= tonumber(ARGV[9]) then
+              -- A poison step: claimed again and again without a commit (its workers died running it).
+              local msg = 'the step was claimed ' .. t[14] .. ' times without a commit: the workers running it crashed or hung (a poison step)'
+              local err = cjson.encode({code='delivery_limit', message=msg, bucket='poison', retryable=false})
+              local body = cjson.encode({v=1, task=ARGV[6], agent=t[10], step=t[7], seq=seq, branch=branch, attempt=attempt})
+              redis.call('HSET', KEYS[1], 'status', 'dead_lettered', 'error', err, 'finished_at', now, 'updated_at', now,
+                'lease_owner', '', 'lease_until', 0, 'status_reason', 'delivery_limit')
+              add_event(KEYS[4], ARGV[7], 'dead_lettered', seq, branch, t[7], now, err)
+              move_index(KEYS[5], ARGV[6], status, 'dead_lettered', now)
+              redis.call('HSET', KEYS[7], 'poison-' .. seq .. '-' .. attempt, cjson.encode({x='baton.dlx', k=t[15] or 'default', b=body,
+                h={['x-baton-reason']='delivery_limit', ['x-baton-error']=msg, ['x-baton-task']=ARGV[6], ['x-baton-agent']=t[10],
+                   ['x-baton-step']=t[7], ['x-baton-seq']=tostring(seq), ['x-baton-branch']=tostring(branch),
+                   ['x-baton-attempts']=tostring(attempt), ['x-baton-bucket']='poison', ['x-baton-worker']=ARGV[4]}}))
+              redis.call('ZADD', KEYS[8], now, ARGV[6])
+              return {'stopped', 'dead_lettered'}
+            end
+            local fence = num(t[13]) + 1
+            local fields = {'status', 'running', 'lease_owner', ARGV[4], 'lease_until', now + tonumber(ARGV[5]), 'fence', fence,
+              'updated_at', now, 'claims', num(t[14]) + 1}
+            if status ~= 'running' then
+              table.insert(fields, 'status_reason')
+              table.insert(fields, '')
+            end
             if not t[12] then
-              redis.call('HSET', KEYS[1], 'started_at', now)
+              table.insert(fields, 'started_at')
+              table.insert(fields, now)
               add_event(KEYS[4], ARGV[7], 'started', seq, branch, t[7], now, '{}')
             end
-            move_index(KEYS[5], ARGV[6], status, 'running', now)
+            redis.call('HSET', KEYS[1], unpack(fields))
+            if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
             local ckpt = redis.call('GET', KEYS[3] .. seq) or ''
-            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], redis.call('HGETALL', KEYS[2]), tostring(now)}
+            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now)}
             """
 
     /// KEYS: task, workers. ARGV: token, worker, lease ms.
@@ -142,29 +175,39 @@ enum Scripts {
             if t[1] ~= ARGV[1] or t[2] ~= 'running' then return {'fenced'} end
             local cost, tokens, calls = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
             local record = ''
+            local effect_key = nil
             if ARGV[7] == 'effect_get' or ARGV[7] == 'effect_put' then
-              local existing = redis.call('HGET', KEYS[3], ARGV[5])
+              effect_key = ARGV[5]
+              local existing = redis.call('HGET', KEYS[3], effect_key)
               if not existing and ARGV[7] == 'effect_get' then return {'absent'} end
               if not existing then
-                redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+                redis.call('HSET', KEYS[3], effect_key, ARGV[6])
               else
                 record = existing
                 local r = cjson.decode(existing)
                 cost, tokens, calls = tonumber(r.c or 0), tonumber(r.t or 0), tonumber(r.k or 0)
+                -- Charged once: not again when an earlier attempt's commit already counted it.
+                if redis.call('SISMEMBER', KEYS[4], effect_key) == 1 then cost, tokens, calls = 0, 0, 0 end
               end
             end
-            if redis.call('HGET', KEYS[2], 'p_token') ~= ARGV[1] then
-              redis.call('HSET', KEYS[2], 'p_token', ARGV[1], 'p_cost', 0, 'p_tokens', 0, 'p_tool_calls', 0)
+            local b = redis.call('HMGET', KEYS[2], 'p_token', 'p_cost', 'p_tokens', 'p_tool_calls', 'cost', 'max_cost', 'tokens',
+              'max_tokens', 'tool_calls', 'max_tool_calls', 'p_effects')
+            local pc, pt, pk, pe = 0, 0, 0, ''
+            if b[1] == ARGV[1] then pc, pt, pk, pe = num(b[2]), num(b[3]), num(b[4]), b[11] or '' end
+            if effect_key then
+              -- Within one attempt an effect's charges count once, however often it is looked up.
+              if string.find('\\n' .. pe, '\\n' .. effect_key .. '\\n', 1, true) then
+                cost, tokens, calls = 0, 0, 0
+              else
+                pe = pe .. effect_key .. '\\n'
+              end
             end
-            if cost ~= 0 then redis.call('HINCRBY', KEYS[2], 'p_cost', cost) end
-            if tokens ~= 0 then redis.call('HINCRBY', KEYS[2], 'p_tokens', tokens) end
-            if calls ~= 0 then redis.call('HINCRBY', KEYS[2], 'p_tool_calls', calls) end
-            local b = redis.call('HMGET', KEYS[2], 'cost', 'p_cost', 'max_cost', 'tokens', 'p_tokens', 'max_tokens', 'tool_calls',
-              'p_tool_calls', 'max_tool_calls')
+            pc, pt, pk = pc + cost, pt + tokens, pk + calls
+            redis.call('HSET', KEYS[2], 'p_token', ARGV[1], 'p_cost', int(pc), 'p_tokens', int(pt), 'p_tool_calls', int(pk), 'p_effects', pe)
             local over = ''
-            if b[3] and b[3] ~= '' and num(b[1]) + num(b[2]) > num(b[3]) then over = 'cost'
-            elseif b[6] and b[6] ~= '' and num(b[4]) + num(b[5]) > num(b[6]) then over = 'tokens'
-            elseif b[9] and b[9] ~= '' and num(b[7]) + num(b[8]) > num(b[9]) then over = 'tool_calls' end
+            if b[6] and b[6] ~= '' and num(b[5]) + pc > num(b[6]) then over = 'cost'
+            elseif b[8] and b[8] ~= '' and num(b[7]) + pt > num(b[8]) then over = 'tokens'
+            elseif b[10] and b[10] ~= '' and num(b[9]) + pk > num(b[10]) then over = 'tool_calls' end
             return {'ok', over, record}
             """
 
@@ -179,7 +222,7 @@ enum Scripts {
             return 1
             """
 
-    /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers.
+    /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers, charged effects (set).
     /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json.
     static let commit =
@@ -189,12 +232,15 @@ enum Scripts {
             local now = now_ms()
             local id, kind = ARGV[13], ARGV[3]
             local seq, branch, attempt, step = tonumber(t[2]), t[4], tonumber(t[5]), t[6]
-            local p = redis.call('HMGET', KEYS[2], 'p_token', 'p_cost', 'p_tokens', 'p_tool_calls')
-            if p[1] == ARGV[1] then
-              if num(p[2]) ~= 0 then redis.call('HINCRBY', KEYS[2], 'cost', num(p[2])) end
-              if num(p[3]) ~= 0 then redis.call('HINCRBY', KEYS[2], 'tokens', num(p[3])) end
-              if num(p[4]) ~= 0 then redis.call('HINCRBY', KEYS[2], 'tool_calls', num(p[4])) end
-              redis.call('HSET', KEYS[2], 'p_token', '', 'p_cost', 0, 'p_tokens', 0, 'p_tool_calls', 0)
+            local b = hash(redis.call('HGETALL', KEYS[2]))
+            if b.p_token == ARGV[1] then
+              b.cost = num(b.cost) + num(b.p_cost)
+              b.tokens = num(b.tokens) + num(b.p_tokens)
+              b.tool_calls = num(b.tool_calls) + num(b.p_tool_calls)
+              -- The effects whose charges are now counted are never charged again.
+              for key in string.gmatch(b.p_effects or '', '([^\\n]+)') do
+                redis.call('SADD', KEYS[9], key)
+              end
             end
             local newseq = seq
             if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' then
@@ -202,16 +248,17 @@ enum Scripts {
               redis.call('SET', KEYS[3] .. newseq, ARGV[4])
               local old = newseq - tonumber(ARGV[11])
               if old >= 0 then redis.call('DEL', KEYS[3] .. old) end
-              redis.call('HINCRBY', KEYS[2], 'steps', 1)
+              b.steps = num(b.steps) + 1
             end
+            if kind == 'handoff' then b.handoffs = num(b.handoffs) + 1 end
+            redis.call('HSET', KEYS[2], 'cost', int(num(b.cost)), 'tokens', int(num(b.tokens)), 'tool_calls', int(num(b.tool_calls)),
+              'steps', int(num(b.steps)), 'handoffs', int(num(b.handoffs)), 'p_token', '', 'p_cost', 0, 'p_tokens', 0, 'p_tool_calls', 0,
+              'p_effects', '')
             local status, etype, reason = nil, nil, ''
-            local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0}
+            local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'claims', 0}
             if kind == 'next' or kind == 'handoff' then
-              local handoffs = 0
-              if kind == 'handoff' then handoffs = redis.call('HINCRBY', KEYS[2], 'handoffs', 1) end
-              local maxh = redis.call('HGET', KEYS[2], 'max_handoffs')
-              local over = reached(KEYS[2], now)
-              if not over and maxh and maxh ~= '' and handoffs > num(maxh) then over = 'handoffs' end
+              local over = reached(b, now)
+              if not over and b.max_handoffs and b.max_handoffs ~= '' and num(b.handoffs) > num(b.max_handoffs) then over = 'handoffs' end
               if t[7] and t[7] ~= '' then
                 status, etype = 'cancelled', 'cancelled'
               elseif over then
@@ -226,7 +273,7 @@ enum Scripts {
                 status = 'queued'
                 if kind == 'handoff' then etype = 'handoff' else etype = 'step_committed' end
               end
-              step = ARGV[5]
+              if kind == 'next' then step = ARGV[5] end
               attempt = 1
             elseif kind == 'complete' then
               status, etype = 'succeeded', 'succeeded'

@@ -46,7 +46,12 @@ public struct TaskQueries: Sendable {
 
     /// Tasks by most recent update, filtered; returns the page and the cursor of the next page.
     public func list(_ filter: Filter) async throws -> (items: [TaskView], nextCursor: String?) {
-        let statuses = filter.statuses.isEmpty ? ["all"] : filter.statuses
+        // Running tasks live in the `queued` (active) index; the hash says which they are.
+        let allStatuses = [
+            "queued", "waiting", "sleeping", "retrying", "paused", "needs_review", "succeeded", "failed", "cancelled", "budget_exceeded",
+            "dead_lettered",
+        ]
+        let statuses = filter.statuses.isEmpty ? allStatuses : Array(Set(filter.statuses.map { $0 == "running" ? "queued" : $0 })).sorted()
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let minScore = filter.sinceMilliseconds.map { String(now - $0) } ?? "-inf"
         let maxScore = filter.cursor.map { "(" + String($0) } ?? "+inf"

@@ -1,0 +1,190 @@
+import AMQPClient
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+
+/// `baton bench stepchain`: the step chain of research/peers.md through Baton's full protocol (lease, Lua
+/// commit, outbox, confirms, late acks), verified at the end, with the raw hop loop on the same number of
+/// chains measured in the same run for the ratio.
+public struct StepChainBench: Sendable {
+    public struct Options: Sendable {
+        public var tasks = 200
+        public var steps = 20
+        public var workers = 1
+        public var concurrency = 256
+        public var prefetch: UInt16 = 256
+        public var runRaw = true
+        public init() {}
+    }
+
+    public struct Result: Codable, Sendable {
+        public var bench = "stepchain"
+        public var tasks: Int
+        public var steps: Int
+        public var hops: Int
+        public var workers: Int
+        public var wallSeconds: Double
+        public var hopsPerSecond: Double
+        public var p50Milliseconds: Double
+        public var p99Milliseconds: Double
+        public var workerCPUMillisecondsPerHop: Double
+        public var brokerCPUMillisecondsPerHop: Double
+        public var redisCPUMillisecondsPerHop: Double
+        public var verified: Bool
+        public var failures: [String]
+        public var rawHopsPerSecond: Double?
+        public var ratioToRaw: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case bench, tasks, steps, hops, workers
+            case wallSeconds = "wall_s"
+            case hopsPerSecond = "hops_per_s"
+            case p50Milliseconds = "p50_ms"
+            case p99Milliseconds = "p99_ms"
+            case workerCPUMillisecondsPerHop = "worker_cpu_ms_per_hop"
+            case brokerCPUMillisecondsPerHop = "broker_cpu_ms_per_hop"
+            case redisCPUMillisecondsPerHop = "redis_cpu_ms_per_hop"
+            case verified, failures
+            case rawHopsPerSecond = "raw_hops_per_s"
+            case ratioToRaw = "ratio_to_raw"
+        }
+    }
+
+    public let amqpURL: String
+    public let redisURL: String
+    public let registry: AgentRegistry
+    public let logger: Logger
+
+    public init(amqpURL: String, redisURL: String, registry: AgentRegistry, logger: Logger) {
+        self.amqpURL = amqpURL
+        self.redisURL = redisURL
+        self.registry = registry
+        self.logger = logger
+    }
+
+    public func run(_ options: Options) async throws -> Result {
+        var raw: RawBench.Result? = nil
+        if options.runRaw {
+            var rawOptions = RawBench.Options()
+            rawOptions.chains = options.tasks
+            rawOptions.hops = options.tasks * options.steps
+            rawOptions.batched = true
+            raw = try await RawBench(amqpURL: amqpURL, redisURL: redisURL, logger: logger).run(rawOptions)
+        }
+
+        let runID = TaskID.generate()
+        var workers: [Worker] = []
+        for index in 0..<max(1, options.workers) {
+            var configuration = Worker.Configuration(amqpURL: amqpURL, redisURL: redisURL, workerID: "bench-\(runID)-\(index)")
+            configuration.concurrency = options.concurrency
+            configuration.prefetch = options.prefetch
+            workers.append(Worker(configuration: configuration, registry: registry, logger: logger))
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+        let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, logger: logger)
+        let keys = client.store.settings.keys
+
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            defer { tasks.cancelAll() }
+            // Wait until every worker announced itself (its consumers are up).
+            let ids = Set(workers.map(\.configuration.workerID))
+            let ready = ContinuousClock.now + .seconds(30)
+            while Set(try await client.queries.workers().map(\.id)).intersection(ids).count < ids.count {
+                guard ContinuousClock.now < ready else { throw BatonError(.connection, "the bench workers did not start within 30 s") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let taskIDs = (0..<options.tasks).map { "bench-\(runID)-\($0)" }
+            let input: JSONValue = [
+                "steps": .int(Int64(options.steps)), "record_bytes": 200, "tokens_per_step": 100, "cost_usd_per_step": 0.0001,
+            ]
+            let start = ContinuousClock.now
+            let cpuStart = CPUSample.now()
+            let submits = try taskIDs.map { id in
+                AMQPMessage(
+                    exchange: Topology.submitExchange, routingKey: "stepchain",
+                    body: try JSONCoding.encode(SubmitRequest(id: id, agent: "stepchain", input: input)), properties: .persistentJSON,
+                    mandatory: true)
+            }
+            guard let channel = client.channel else { throw BatonError(.internalError, "no channel") }
+            if let failure = try await channel.publish(submits).compactMap({ $0 }).first { throw failure }
+
+            // Wait until every task ended.
+            var statuses: [String] = []
+            while true {
+                let replies = try await client.store.redis.pipeline(taskIDs.map { RedisCommand("HGET", keys.task($0), "status") })
+                statuses = replies.map { $0.string ?? "" }
+                if statuses.allSatisfy({ TaskView.terminalStatuses.contains($0) }) { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let wall = (ContinuousClock.now - start).milliseconds / 1000
+            let cpu = CPUSample.now() - cpuStart
+            await group.triggerGracefulShutdown()
+
+            // Verify every task: succeeded, `steps` records, exact budget.
+            var failures: [String] = []
+            var transitions: [Double] = []
+            for id in taskIDs {
+                guard let view = try await client.queries.task(id) else {
+                    failures.append("\(id): missing")
+                    continue
+                }
+                if view.status != "succeeded" { failures.append("\(id): \(view.status)") }
+                if view.seq != Int64(options.steps) { failures.append("\(id): seq \(view.seq)") }
+                if view.budget.used.tokens != Int64(options.steps) * 100 { failures.append("\(id): tokens \(view.budget.used.tokens)") }
+                if view.costMicros != Int64(options.steps) * 100 { failures.append("\(id): cost \(view.costMicros) µ$") }
+                if let checkpoint = try await client.queries.checkpoint(id),
+                    let records = (try? JSONValue.parse(Array(checkpoint.json.utf8)))?["records"]?.arrayValue
+                {
+                    let expected = (1...options.steps).map { "\($0):" }
+                    let prefixes = records.compactMap { $0.stringValue?.split(separator: ":").first.map { "\($0):" } }
+                    if prefixes != expected || records.contains(where: { $0.stringValue?.utf8.count != 200 }) {
+                        failures.append("\(id): records \(prefixes.count)")
+                    }
+                } else {
+                    failures.append("\(id): no checkpoint")
+                }
+                let events = try await client.queries.history(id)
+                let commits = events.filter { $0.type == "step_committed" || $0.type == "succeeded" || $0.type == "submitted" }
+                let times = commits.compactMap { ISO8601DateFormatter.fractional.date(from: $0.at)?.timeIntervalSince1970 }
+                for (a, b) in zip(times, times.dropFirst()) { transitions.append((b - a) * 1000) }
+            }
+            try await cleanup(taskIDs, client: client)
+            await client.close()
+            let hops = options.tasks * options.steps
+            let summary = LatencySummary(transitions)
+            let hopsPerSecond = Double(hops) / wall
+            return Result(
+                tasks: options.tasks, steps: options.steps, hops: hops, workers: workers.count, wallSeconds: wall,
+                hopsPerSecond: hopsPerSecond,
+                p50Milliseconds: summary.p50, p99Milliseconds: summary.p99,
+                workerCPUMillisecondsPerHop: Double(cpu.selfMicros) / Double(hops) / 1000,
+                brokerCPUMillisecondsPerHop: Double(cpu.brokerMicros) / Double(hops) / 1000,
+                redisCPUMillisecondsPerHop: Double(cpu.redisMicros) / Double(hops) / 1000, verified: failures.isEmpty,
+                failures: Array(failures.prefix(20)), rawHopsPerSecond: raw?.hopsPerSecond,
+                ratioToRaw: raw.map { hopsPerSecond / $0.hopsPerSecond })
+        }
+    }
+
+    /// Deletes the bench's tasks from Redis (keys and index entries).
+    func cleanup(_ ids: [String], client: BatonClient) async throws {
+        let keys = client.store.settings.keys
+        var commands: [RedisCommand] = []
+        for id in ids {
+            commands.append(RedisCommand("DEL", keys.task(id), keys.budget(id), keys.events(id), keys.outbox(id), keys.effects(id)))
+            let bucket = keys.bucket(of: id)
+            commands.append(RedisCommand("ZREM", keys.index(bucket: bucket, status: "succeeded"), id))
+        }
+        _ = try await client.store.redis.pipeline(commands)
+        let checkpoints = try await client.store.redis.pipeline(ids.map { RedisCommand("KEYS", keys.checkpointPrefix($0) + "*") })
+        let doomed = checkpoints.flatMap { ($0.array ?? []).compactMap(\.string) }
+        if !doomed.isEmpty {
+            _ = try await client.store.redis.pipeline(
+                stride(from: 0, to: doomed.count, by: 500).map {
+                    RedisCommand("DEL", arguments: Array(doomed[$0..<min(doomed.count, $0 + 500)]))
+                })
+        }
+    }
+}
