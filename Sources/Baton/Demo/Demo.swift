@@ -135,10 +135,14 @@ public struct Demo: Sendable {
 
         // Summary, from the events (the truth in Redis).
         var retries = 0
+        var republished = 0
         var finishers: [String] = []
         for view in views {
             let events = try await client.queries.history(view.id)
-            retries += events.filter { $0.type == "retrying" }.count
+            let retrying = events.filter { $0.type == "retrying" }
+            let stalled = retrying.filter { $0.data?["reason"]?.stringValue?.hasPrefix("stalled") == true }.count
+            republished += stalled
+            retries += retrying.count - stalled
             if let killed, let entry = killed.tasks.first(where: { $0.id == view.id }) {
                 let next = events.first { event in
                     event.seq > entry.seq && (event.type == "step_committed" || event.type == "succeeded")
@@ -156,7 +160,8 @@ public struct Demo: Sendable {
         print("  tasks succeeded   \(succeeded)/\(views.count)")
         print("  steps committed   \(steps)")
         print(String(format: "  spend             $%.4f (%d tokens, scripted model stand-in)", spend, tokens))
-        print("  retries           \(retries)")
+        print("  retries           \(retries) (step errors)")
+        print("  republished       \(republished) (steps of the killed worker whose lease expired)")
         print(String(format: "  wall time         %.1f s", (ContinuousClock.now - started).seconds))
         if let killed {
             print("  killed worker     \(killed.worker) (SIGKILL) was running \(killed.tasks.count) steps:")
