@@ -154,7 +154,7 @@ enum ProcessInspector {
 /// `terminationHandler` never ran, the zombie stayed). Its children also inherit the spawning thread's signal
 /// mask, and a server started with SIGTERM blocked cannot be stopped by it. `posix_spawn` with an explicit
 /// empty signal mask and default handlers, plus `waitpid`, has neither problem.
-enum ChildProcess {
+public enum ChildProcess {
     /// Runs `executable` with stdin from `/dev/null` and stdout and stderr into `outputFile` (never the caller's
     /// stdout: a daemon that inherited it would keep `$(baton services start)` waiting forever), with no signal
     /// blocked or ignored (the servers daemonize themselves).
@@ -181,13 +181,21 @@ enum ChildProcess {
         }
     }
 
-    static func spawn(_ executable: String, _ arguments: [String], environment: [String], outputFile: String) throws -> pid_t {
+    /// Starts `executable` with stdin from `/dev/null`, stdout into `outputFile` and stderr into `errorFile`
+    /// (default: `outputFile`), with no signal blocked or ignored; returns its pid (reap it with `waitpid`).
+    public static func spawn(
+        _ executable: String, _ arguments: [String], environment: [String], outputFile: String, errorFile: String? = nil
+    ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if let errorFile, errorFile != outputFile {
+            posix_spawn_file_actions_addopen(&actions, 2, errorFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

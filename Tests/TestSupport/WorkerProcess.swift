@@ -1,3 +1,4 @@
+import Baton
 import Foundation
 import Synchronization
 
@@ -28,38 +29,13 @@ public final class WorkerProcess: Sendable {
         executable: String, arguments: [String], environment: [String: String]? = nil, outputFile: String, errorFile: String? = nil
     ) throws -> WorkerProcess {
         let environment = environment ?? ProcessInfo.processInfo.environment
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        if let errorFile, errorFile != outputFile {
-            posix_spawn_file_actions_addopen(&actions, 2, errorFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        } else {
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        }
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var nothing = sigset_t()
-        sigemptyset(&nothing)
-        posix_spawnattr_setsigmask(&attributes, &nothing)
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
-        }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        guard result == 0 else {
-            throw SpawnError(message: "cannot run \(executable): \(String(cString: strerror(result)))")
+        let pid: pid_t
+        do {
+            pid = try ChildProcess.spawn(
+                executable, arguments, environment: environment.map { "\($0.key)=\($0.value)" }, outputFile: outputFile,
+                errorFile: errorFile)
+        } catch {
+            throw SpawnError(message: "\(error)")
         }
         let process = WorkerProcess(pid: pid, outputFile: outputFile, errorFile: errorFile ?? outputFile)
         let reaper = Thread { process.reap() }
