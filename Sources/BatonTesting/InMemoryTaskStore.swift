@@ -64,6 +64,8 @@ public final class InMemoryTaskStore: TaskStore {
     struct Pending {
         var token: Int64?
         var charge = Charge()
+        /// Side effects whose charges this attempt counted (once each).
+        var effects: Set<String> = []
     }
 
     struct Record {
@@ -105,6 +107,8 @@ public final class InMemoryTaskStore: TaskStore {
         var outbox: [String: OutboxMessage] = [:]
         /// Effect records as JSON text, exactly as the effects hash holds them.
         var effects: [String: String] = [:]
+        /// Effects whose charges a commit already counted (never charged again).
+        var chargedEffects: Set<String> = []
     }
 
     struct Storage {
@@ -295,7 +299,7 @@ public final class InMemoryTaskStore: TaskStore {
                 if let existing = r.effects[key] {
                     existingRecord = existing
                     let decoded = try JSONCoding.decoder.decode(EffectRecord.self, from: Data(existing.utf8))
-                    amount = decoded.charge
+                    amount = r.chargedEffects.contains(key) ? Charge() : decoded.charge
                 } else if case .effectPut(let record) = mode {
                     r.effects[key] = record
                 } else {
@@ -303,6 +307,12 @@ public final class InMemoryTaskStore: TaskStore {
                 }
             }
             if r.pending.token != token { r.pending = Pending(token: token) }
+            if case .charge = mode {
+            } else if r.pending.effects.contains(key) {
+                amount = Charge()
+            } else {
+                r.pending.effects.insert(key)
+            }
             r.pending.charge = r.pending.charge + amount
             storage.tasks[task] = r
             let l = r.limits
@@ -373,6 +383,7 @@ public final class InMemoryTaskStore: TaskStore {
                 r.usage.costMicros += r.pending.charge.costMicros
                 r.usage.tokens += r.pending.charge.tokens
                 r.usage.toolCalls += r.pending.charge.toolCalls
+                r.chargedEffects.formUnion(r.pending.effects)
                 r.pending = Pending()
             }
             var newSeq = r.seq

@@ -272,9 +272,8 @@ struct InMemoryProtocolTests {
         #expect(task.status == "succeeded")
         #expect(task.attempt == 2)
         #expect(probe.effects == 1)
-        withKnownIssue("the retry commit folds the attempt's pending charges, and the reuse re-applies them (Scripts.swift)") {
-            #expect(task.usage.tokens == 100)
-        }
+        // The retry's commit counted the effect's charges; reusing the effect on attempt 2 does not count them again.
+        #expect(task.usage.tokens == 100)
     }
 }
 
