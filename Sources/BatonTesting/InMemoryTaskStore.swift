@@ -260,7 +260,7 @@ public final class InMemoryTaskStore: TaskStore {
                 storage.doomed[r.id] = (r.fence, plan.point)
             }
             return .run(
-                ClaimedTask.make(
+                ClaimedTask(
                     id: r.id, agent: r.agent, step: r.step, seq: message.seq, branch: message.branch, attempt: message.attempt,
                     token: r.fence, stateJSON: Array((r.checkpoints[r.seq] ?? "").utf8), inputJSON: Array(r.input.utf8),
                     limits: r.limits, usage: r.usage, queue: ""))
