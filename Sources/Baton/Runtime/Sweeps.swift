@@ -78,15 +78,29 @@ final class Sweeps: Sendable {
 
     /// Publishes the step messages of due timers (retry backoff, sleeps, wait timeouts), then removes them.
     func fireTimers() async throws {
-        let replies = try await redis.pipeline(
-            (0..<keys.bucketCount).map { .evalSHA(RedisTaskStore.claimTimersScript, keys: [keys.timers(bucket: $0)], args: [200, 30_000]) })
-        for (bucket, reply) in replies.enumerated() {
-            let members = (reply.array ?? []).compactMap(\.string)
-            guard !members.isEmpty else { continue }
-            let messages = members.compactMap { try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data($0.utf8)) }
-            let results = await executor.bus.publish(messages)
+        let reply = try await redis.evalSHA(
+            RedisTaskStore.claimTimersScript, keys: (0..<keys.bucketCount).map { keys.timers(bucket: $0) }, args: [200, 30_000])
+        let flat = (reply.array ?? []).compactMap(\.string)
+        guard !flat.isEmpty else { return }
+        var byBucket: [Int: [String]] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            if let bucket = Int(flat[index]) { byBucket[bucket, default: []].append(flat[index + 1]) }
+            index += 2
+        }
+        for (bucket, members) in byBucket {
             var done: [any RedisArgumentConvertible] = []
-            for (member, result) in zip(members, results) where result == nil { done.append(member) }
+            var valid: [(member: String, message: OutboxMessage)] = []
+            for member in members {
+                if let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(member.utf8)) {
+                    valid.append((member, message))
+                } else {
+                    logger.warning("dropping a timer that is not an outbox message", metadata: ["timer": "\(member.prefix(200))"])
+                    done.append(member)
+                }
+            }
+            let results = await executor.bus.publish(valid.map(\.message))
+            for (entry, result) in zip(valid, results) where result == nil { done.append(entry.member) }
             if !done.isEmpty {
                 try await redis.send(RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + done))
             }

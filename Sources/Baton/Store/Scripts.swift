@@ -332,14 +332,23 @@ enum Scripts {
         return 1
         """
 
-    /// Claims due timers of one bucket: re-scores them `lease` ms ahead (so a crash re-fires them) and returns them.
-    /// KEYS: timers bucket. ARGV: limit, lease ms.
+    /// Claims due timers of every bucket in one call (an idle worker polls this every 100 ms): re-scores them
+    /// `lease` ms ahead (so a crash re-fires them) and returns `bucket, member` pairs.
+    /// KEYS: the timer buckets. ARGV: limit per bucket, lease ms.
     static let claimTimers =
         common + """
             local now = now_ms()
-            local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-            for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), member) end
-            return due
+            local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+            local out = {}
+            for i = 1, #KEYS do
+              local due = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, limit)
+              for _, member in ipairs(due) do
+                redis.call('ZADD', KEYS[i], now + lease, member)
+                table.insert(out, tostring(i - 1))
+                table.insert(out, member)
+              end
+            end
+            return out
             """
 
     /// Claims tasks whose outbox is older than ARGV[1] ms. KEYS: outbox index. ARGV: older-than ms, limit.
