@@ -8,6 +8,16 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure Baton and the physical limit of this machine.", subcommands: [Raw.self, StepChain.self])
 
+    /// Runs a benchmark; a failure to reach the servers (or any other) is exit code 2 with its message.
+    static func measure<R>(_ body: () async throws -> R) async throws -> R {
+        do {
+            return try await body()
+        } catch {
+            Terminal.error("\(error)")
+            throw ExitCode(2)
+        }
+    }
+
     struct StepChain: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "stepchain",
@@ -38,13 +48,7 @@ struct BenchCommand: AsyncParsableCommand {
             var logger = Logger(label: "baton.bench")
             logger.logLevel = .warning
             let bench = StepChainBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, registry: .examples, logger: logger)
-            let result: StepChainBench.Result
-            do {
-                result = try await bench.run(options)
-            } catch {
-                Terminal.error("\(error)")
-                throw ExitCode(2)
-            }
+            let result = try await BenchCommand.measure { try await bench.run(options) }
             if json {
                 try printJSON(result)
             } else {
@@ -91,13 +95,7 @@ struct BenchCommand: AsyncParsableCommand {
             options.prefetch = prefetch.map { UInt16(clamping: $0) }
             options.stepQueueArguments = stepQueueArgs
             let bench = RawBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, logger: Logger(label: "baton.bench"))
-            let result: RawBench.Result
-            do {
-                result = try await bench.run(options)
-            } catch {
-                Terminal.error("\(error)")
-                throw ExitCode(2)
-            }
+            let result = try await BenchCommand.measure { try await bench.run(options) }
             if json {
                 try printJSON(result)
             } else {
