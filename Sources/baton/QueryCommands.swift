@@ -35,7 +35,9 @@ struct ListCommand: AsyncParsableCommand {
     func validate() throws {
         guard (1...1000).contains(limit) else { throw ValidationError("--limit must be from 1 to 1000") }
         if let since, DurationText.parse(since) == nil { throw ValidationError("--since must be a duration such as 30m, 24h or 7d") }
-        if let cursor, Int64(cursor) == nil { throw ValidationError("--cursor must be the next_cursor of a previous page") }
+        if let cursor, TaskQueries.ListCursor(cursor) == nil {
+            throw ValidationError("--cursor must be the next_cursor of a previous page")
+        }
     }
 
     var filter: TaskQueries.Filter {
@@ -48,7 +50,7 @@ struct ListCommand: AsyncParsableCommand {
             $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000
         }
         filter.limit = limit
-        filter.cursor = cursor.flatMap { Int64($0) }
+        filter.cursor = cursor.flatMap(TaskQueries.ListCursor.init)
         return filter
     }
 

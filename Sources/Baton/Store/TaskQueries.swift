@@ -39,12 +39,46 @@ public struct TaskQueries: Sendable {
         /// Only tasks updated since this many milliseconds ago.
         public var sinceMilliseconds: Int64?
         public var limit = 50
-        /// Return tasks updated before this score (Unix ms) — the cursor of the previous page.
-        public var cursor: Int64?
+        /// Where the previous page ended: its `next_cursor` (see ``ListCursor``).
+        public var cursor: ListCursor?
+        /// How many index entries one call reads at most before it returns a shorter page with a cursor,
+        /// so a rare filter over a huge history never turns into one unbounded scan.
+        public var scanBudget = 50_000
         public init() {}
     }
 
-    /// Tasks by most recent update, filtered; returns the page and the cursor of the next page.
+    /// A position in the list order (most recently updated first, then id descending): the page continues
+    /// strictly after it. Written as `<updated ms>:<task id>`; a bare `<updated ms>` is accepted too.
+    public struct ListCursor: Sendable, Equatable, CustomStringConvertible {
+        public var score: Int64
+        public var id: String?
+        public init(score: Int64, id: String?) {
+            self.score = score
+            self.id = id
+        }
+        public init?(_ text: String) {
+            let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let score = Int64(parts[0]) else { return nil }
+            self.score = score
+            self.id = parts.count == 2 ? String(parts[1]) : nil
+            if let id, id.isEmpty { return nil }
+        }
+        public var description: String { id.map { "\(score):\($0)" } ?? String(score) }
+
+        /// True when (score, id) comes after this cursor in list order.
+        func precedes(score other: Int64, id otherID: String) -> Bool {
+            if other != score { return other < score }
+            guard let id else { return false }
+            return otherID < id
+        }
+    }
+
+    /// Tasks by most recent update, filtered; returns the page and the cursor of the next page (nil on the
+    /// last page).
+    ///
+    /// The status indexes are read a window at a time, merged, and only entries that no unread part of any
+    /// index can precede are taken; filters that the indexes cannot express (agent, tenant, bucket) are
+    /// applied to the task hashes, so a page is never cut short by other tenants' newer tasks.
     public func list(_ filter: Filter) async throws -> (items: [TaskView], nextCursor: String?) {
         // Running tasks live in the `queued` (active) index; the hash says which they are.
         let allStatuses = [
@@ -52,55 +86,82 @@ public struct TaskQueries: Sendable {
             "dead_lettered",
         ]
         let statuses = filter.statuses.isEmpty ? allStatuses : Array(Set(filter.statuses.map { $0 == "running" ? "queued" : $0 })).sorted()
+        let limit = max(1, min(filter.limit, 1000))
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let minScore = filter.sinceMilliseconds.map { String(now - $0) } ?? "-inf"
-        let maxScore = filter.cursor.map { "(" + String($0) } ?? "+inf"
-        let fetch = max(1, min(filter.limit, 1000)) * 2 + 10
-        var commands: [RedisCommand] = []
-        for bucket in 0..<keys.bucketCount {
-            for status in statuses {
-                commands.append(
-                    RedisCommand(
-                        "ZREVRANGEBYSCORE", keys.index(bucket: bucket, status: status), maxScore, minScore, "WITHSCORES", "LIMIT", 0, fetch)
-                )
-            }
+        let maxScore = filter.cursor.map { String($0.score) } ?? "+inf"
+        let window = limit * 2 + 10
+
+        struct Source {
+            let key: String
+            var offset = 0
+            var exhausted = false
+            /// The score of the last entry read: nothing unread in this index is newer.
+            var floor: Int64?
         }
-        var candidates: [(id: String, score: Int64)] = []
+        var sources = (0..<keys.bucketCount).flatMap { bucket in statuses.map { Source(key: keys.index(bucket: bucket, status: $0)) } }
+        var pending: [(id: String, score: Int64)] = []
         var seen = Set<String>()
-        for reply in try await redis.pipeline(commands) {
-            let flat = reply.array ?? []
-            var index = 0
-            while index + 1 < flat.count {
-                if let id = flat[index].string, let score = Int64(flat[index + 1].string ?? ""), seen.insert(id).inserted {
-                    candidates.append((id, score))
-                }
-                index += 2
-            }
-        }
-        candidates.sort { $0.score != $1.score ? $0.score > $1.score : $0.id > $1.id }
         var items: [TaskView] = []
-        var lastScore: Int64? = nil
-        var position = 0
-        while items.count < filter.limit && position < candidates.count {
-            let chunk = candidates[position..<min(candidates.count, position + 100)]
-            position += chunk.count
-            let replies = try await redis.pipeline(
-                chunk.flatMap { [RedisCommand("HGETALL", keys.task($0.id)), RedisCommand("HGETALL", keys.budget($0.id))] })
-            for (offset, candidate) in chunk.enumerated() {
-                let task = Self.hash(replies[offset * 2])
-                guard !task.isEmpty else { continue }
-                let view = TaskView(task: task, budget: Self.hash(replies[offset * 2 + 1]))
-                if let agent = filter.agent, view.agent != agent { continue }
-                if let tenant = filter.tenant, view.tenant != tenant { continue }
-                if !filter.statuses.isEmpty && !filter.statuses.contains(view.status) { continue }
-                if let bucket = filter.bucket, view.error?["bucket"]?.stringValue != bucket { continue }
-                items.append(view)
-                lastScore = candidate.score
-                if items.count == filter.limit { break }
+        var last: ListCursor?
+        var scanned = 0
+
+        while items.count < limit {
+            let open = sources.indices.filter { !sources[$0].exhausted }
+            if !open.isEmpty {
+                let replies = try await redis.pipeline(
+                    open.map {
+                        RedisCommand(
+                            "ZREVRANGEBYSCORE", sources[$0].key, maxScore, minScore, "WITHSCORES", "LIMIT", sources[$0].offset, window)
+                    })
+                for (index, reply) in zip(open, replies) {
+                    let flat = reply.array ?? []
+                    var position = 0
+                    while position + 1 < flat.count {
+                        if let id = flat[position].string, let score = Int64(flat[position + 1].string ?? "") {
+                            sources[index].floor = score
+                            if filter.cursor?.precedes(score: score, id: id) ?? true, seen.insert(id).inserted {
+                                pending.append((id, score))
+                            }
+                        }
+                        position += 2
+                    }
+                    sources[index].offset += flat.count / 2
+                    scanned += flat.count / 2
+                    if flat.count / 2 < window { sources[index].exhausted = true }
+                }
             }
+            // Entries newer than every open index's floor are final in order; ties at a floor wait for the next read.
+            let horizon = sources.filter { !$0.exhausted }.compactMap(\.floor).max()
+            pending.sort { $0.score != $1.score ? $0.score > $1.score : $0.id > $1.id }
+            let ready = horizon.map { h in pending.prefix { $0.score > h } } ?? pending[...]
+            var taken = 0
+            for chunkStart in stride(from: ready.startIndex, to: ready.endIndex, by: 100) where items.count < limit {
+                let chunk = ready[chunkStart..<min(ready.endIndex, chunkStart + 100)]
+                let replies = try await redis.pipeline(
+                    chunk.flatMap { [RedisCommand("HGETALL", keys.task($0.id)), RedisCommand("HGETALL", keys.budget($0.id))] })
+                for (offset, candidate) in chunk.enumerated() {
+                    taken += 1
+                    last = ListCursor(score: candidate.score, id: candidate.id)
+                    let task = Self.hash(replies[offset * 2])
+                    guard !task.isEmpty else { continue }
+                    let view = TaskView(task: task, budget: Self.hash(replies[offset * 2 + 1]))
+                    if let agent = filter.agent, view.agent != agent { continue }
+                    if let tenant = filter.tenant, view.tenant != tenant { continue }
+                    if !filter.statuses.isEmpty && !filter.statuses.contains(view.status) { continue }
+                    if let bucket = filter.bucket, view.error?["bucket"]?.stringValue != bucket { continue }
+                    items.append(view)
+                    if items.count == limit { break }
+                }
+            }
+            pending.removeFirst(taken)
+            let more = !pending.isEmpty || sources.contains { !$0.exhausted }
+            if items.count == limit { return (items, more ? last?.description : nil) }
+            if !more { return (items, nil) }
+            // A rare filter over a long history: hand back what there is and where to go on.
+            if scanned >= filter.scanBudget, let last { return (items, last.description) }
         }
-        let more = items.count == filter.limit && (position < candidates.count || candidates.count >= fetch)
-        return (items, more ? lastScore.map(String.init) : nil)
+        return (items, nil)
     }
 
     /// The task's events, oldest first (optionally one branch only).
