@@ -112,6 +112,37 @@ public struct AMQPChannel: Sendable {
         connection.queue.submit(.publish(channel: id, messages, PublishBatch(count: messages.count, ackAfter: ack)))
     }
 
+    /// One hop of ``publish(each:)``: messages to publish, and the deliveries to ack once they are confirmed.
+    public struct HopSettlement: Sendable {
+        public var messages: [AMQPMessage]
+        public var thenAck: [AMQPDelivery]
+        public var beforeAck: (@Sendable () -> Void)?
+        public var onSettled: (@Sendable ([AMQPError?]) -> Void)?
+
+        public init(
+            messages: [AMQPMessage], thenAck: [AMQPDelivery], beforeAck: (@Sendable () -> Void)? = nil,
+            onSettled: (@Sendable ([AMQPError?]) -> Void)? = nil
+        ) {
+            self.messages = messages
+            self.thenAck = thenAck
+            self.beforeAck = beforeAck
+            self.onSettled = onSettled
+        }
+    }
+
+    /// ``publish(_:thenAck:beforeAck:onSettled:)`` for several hops in one hand-off to the connection
+    /// thread, so their frames go out together; each hop is confirmed and acked on its own.
+    public func publish(each hops: [HopSettlement]) {
+        connection.queue.submit(
+            contentsOf: hops.map { hop in
+                let first = hop.thenAck.first
+                let ack = AckAfter(
+                    channel: first?.channelID ?? id, epoch: first?.epoch ?? 0, tags: hop.thenAck.map(\.deliveryTag),
+                    beforeAck: hop.beforeAck, onSettled: hop.onSettled)
+                return .publish(channel: id, hop.messages, PublishBatch(count: hop.messages.count, ackAfter: ack))
+            })
+    }
+
     /// Acknowledges a delivery (`multiple`: and every earlier one on this channel).
     public func ack(_ delivery: AMQPDelivery, multiple: Bool = false) async throws {
         try await settle(delivery, .ack(multiple: multiple))

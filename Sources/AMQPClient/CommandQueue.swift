@@ -167,10 +167,14 @@ final class CommandQueue: Sendable {
     }
 
     /// Enqueues `command`, or fails it with `.closed` when the connection is closed.
-    func submit(_ command: Command) {
+    func submit(_ command: Command) { submit(contentsOf: [command]) }
+
+    /// Queues several commands at once: the connection thread takes them in one pass.
+    func submit(contentsOf commands: [Command]) {
+        guard !commands.isEmpty else { return }
         let (accepted, wake) = state.withLock { state -> (Bool, Bool) in
             guard !state.closed else { return (false, false) }
-            state.commands.append(command)
+            state.commands.append(contentsOf: commands)
             if state.sleeping && !state.wakePending {
                 state.wakePending = true
                 return (true, true)
@@ -185,7 +189,9 @@ final class CommandQueue: Sendable {
             _ = write(writeFD, &byte, 1)
         }
         if !accepted {
-            command.fail(AMQPError(.closed, operation: "submit", fix: "the connection was closed; open a new one"))
+            for command in commands {
+                command.fail(AMQPError(.closed, operation: "submit", fix: "the connection was closed; open a new one"))
+            }
         }
     }
 

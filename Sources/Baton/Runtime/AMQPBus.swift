@@ -30,11 +30,22 @@ struct AMQPSettlement: DeliverySettlement {
     let channel: AMQPChannel
     let delivery: AMQPDelivery
 
-    func publishThenAck(_ message: OutboxMessage, beforeAck: @escaping @Sendable () -> Void, confirmed: @escaping @Sendable (Bool) -> Void)
-    {
-        channel.publish(
-            [AMQPBus.amqpMessage(message)], thenAck: [delivery], beforeAck: beforeAck,
-            onSettled: { results in confirmed(results.allSatisfy { $0 == nil }) })
+    func settle(_ hops: [SettlementHop]) {
+        var together: [AMQPChannel.HopSettlement] = []
+        for hop in hops {
+            guard let settlement = hop.settlement as? AMQPSettlement, settlement.channel.connection === channel.connection,
+                settlement.channel.id == channel.id
+            else {
+                hop.settlement.settle([hop])
+                continue
+            }
+            let confirmed = hop.confirmed
+            together.append(
+                AMQPChannel.HopSettlement(
+                    messages: [AMQPBus.amqpMessage(hop.message)], thenAck: [settlement.delivery], beforeAck: hop.beforeAck,
+                    onSettled: { results in confirmed(results.allSatisfy { $0 == nil }) }))
+        }
+        channel.publish(each: together)
     }
 }
 

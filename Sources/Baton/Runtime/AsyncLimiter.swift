@@ -26,6 +26,16 @@ final class AsyncLimiter: Sendable {
         }
     }
 
+    /// Takes a slot if one is free now.
+    func tryAcquire() -> Bool {
+        state.withLock { state in
+            guard state.available > 0 else { return false }
+            state.available -= 1
+            state.inFlight += 1
+            return true
+        }
+    }
+
     func release() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if state.waiters.isEmpty {

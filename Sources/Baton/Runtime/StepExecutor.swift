@@ -35,9 +35,28 @@ public enum Disposition: Sendable {
 /// How a worker settles a delivery whose commit produced a message to publish: publish it, and ack the
 /// delivery once the broker confirmed it — without a task waiting for the confirm.
 public protocol DeliverySettlement: Sendable {
-    /// Publishes `message`; when the broker confirmed it, runs `beforeAck`, acks the delivery and calls
-    /// `confirmed(true)`; when it did not, requeues the delivery and calls `confirmed(false)`.
-    func publishThenAck(_ message: OutboxMessage, beforeAck: @escaping @Sendable () -> Void, confirmed: @escaping @Sendable (Bool) -> Void)
+    /// Publishes each hop's message; when the broker confirmed it, runs its `beforeAck`, acks its delivery
+    /// and calls `confirmed(true)`; when it did not, requeues the delivery and calls `confirmed(false)`.
+    /// `hops` may hold other settlements of the same kind (a batch): they are handed off together.
+    func settle(_ hops: [SettlementHop])
+}
+
+/// One delivery to settle after publishing its step's next message.
+public struct SettlementHop: Sendable {
+    public var settlement: any DeliverySettlement
+    public var message: OutboxMessage
+    public var beforeAck: @Sendable () -> Void
+    public var confirmed: @Sendable (Bool) -> Void
+
+    public init(
+        settlement: any DeliverySettlement, message: OutboxMessage, beforeAck: @escaping @Sendable () -> Void,
+        confirmed: @escaping @Sendable (Bool) -> Void
+    ) {
+        self.settlement = settlement
+        self.message = message
+        self.beforeAck = beforeAck
+        self.confirmed = confirmed
+    }
 }
 
 /// A message sent to `baton.dead` with its reason.
@@ -172,11 +191,7 @@ public struct StepExecutor: Sendable {
         do {
             message = try StepMessage.decode(body)
         } catch {
-            return .deadLetter(
-                DeadLetter(
-                    reason: "malformed", error: error.message, field: error.field, worker: workerID,
-                    body: String(decoding: body, as: UTF8.self),
-                    routingKey: routingKey))
+            return Self.malformed(error, body: body, routingKey: routingKey, worker: workerID)
         }
         var claim: ClaimOutcome
         do {
@@ -190,10 +205,18 @@ public struct StepExecutor: Sendable {
         } catch {
             return .requeue("Redis: \(error)")
         }
-        switch claim {
-        case .run(var claimed):
+        if case .run(var claimed) = claim {
             claimed.queue = routingKey
             return await run(claimed, message: message, body: body, routingKey: routingKey, settlement: settlement)
+        }
+        return await disposition(of: claim, message: message, body: body, routingKey: routingKey)
+    }
+
+    /// What to do with a delivery whose claim did not give a step to run.
+    func disposition(of claim: ClaimOutcome, message: StepMessage, body: [UInt8], routingKey: String) async -> Disposition {
+        switch claim {
+        case .run:
+            return .requeue("internal: a runnable claim was not run")
         case .missing:
             return .deadLetter(
                 deadLetter(
@@ -212,6 +235,107 @@ public struct StepExecutor: Sendable {
         }
     }
 
+    static func malformed(_ error: BatonError, body: [UInt8], routingKey: String, worker: String) -> Disposition {
+        .deadLetter(
+            DeadLetter(
+                reason: "malformed", error: error.message, field: error.field, worker: worker, body: String(decoding: body, as: UTF8.self),
+                routingKey: routingKey))
+    }
+
+    // MARK: - Batches
+
+    /// Handles a batch of deliveries (those the consumer had buffered): claims them in one round trip, runs
+    /// their steps concurrently, and commits the steps that finish together in one round trip — the first
+    /// to finish waits at most ``batchCommitWindow`` for company, so a long step never holds up a short one.
+    /// `settle` is called once per delivery, with its index and what to do with it.
+    public func handleSteps(_ deliveries: [StepDelivery], settle: @escaping @Sendable (Int, Disposition) async -> Void) async {
+        var decoded: [(index: Int, message: StepMessage)] = []
+        for (index, delivery) in deliveries.enumerated() {
+            do {
+                decoded.append((index, try StepMessage.decode(delivery.body)))
+            } catch {
+                await settle(index, Self.malformed(error, body: delivery.body, routingKey: delivery.routingKey, worker: workerID))
+            }
+        }
+        guard !decoded.isEmpty else { return }
+        let claims = await store.claimAll(decoded.map(\.message), worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+
+        enum Event: Sendable {
+            case prepared(Int, Pending)
+            case tick
+            case settled
+        }
+        await withTaskGroup(of: Event.self) { group in
+            var running = 0
+            for ((index, message), claim) in zip(decoded, claims) {
+                let delivery = deliveries[index]
+                switch claim {
+                case .failure(let error):
+                    await settle(index, .requeue("Redis: \(error)"))
+                case .success(.run(var claimed)):
+                    claimed.queue = delivery.routingKey
+                    running += 1
+                    group.addTask {
+                        .prepared(
+                            index,
+                            await self.execute(
+                                claimed, message: message, body: delivery.body, routingKey: delivery.routingKey,
+                                settlement: delivery.settlement))
+                    }
+                case .success(.leased) where delivery.redelivered:
+                    // Its holder probably died: wait out the lease on the one-delivery path.
+                    group.addTask {
+                        await settle(
+                            index,
+                            await self.handleStep(
+                                body: delivery.body, routingKey: delivery.routingKey, redelivered: true, settlement: delivery.settlement))
+                        return .settled
+                    }
+                case .success(let other):
+                    await settle(
+                        index, await disposition(of: other, message: message, body: delivery.body, routingKey: delivery.routingKey))
+                }
+            }
+            var pending: [(index: Int, commit: PendingCommit)] = []
+            var timerArmed = false
+            while let event = await group.next() {
+                var windowOver = false
+                switch event {
+                case .prepared(let index, .done(let disposition)):
+                    running -= 1
+                    await settle(index, disposition)
+                case .prepared(let index, .commit(let commit)):
+                    running -= 1
+                    pending.append((index, commit))
+                case .tick:
+                    timerArmed = false
+                    windowOver = true
+                case .settled:
+                    continue
+                }
+                guard !pending.isEmpty else { continue }
+                if running == 0 || windowOver {
+                    let items = pending
+                    pending = []
+                    group.addTask {
+                        let dispositions = await self.commitBatch(items.map(\.commit))
+                        for (item, disposition) in zip(items, dispositions) { await settle(item.index, disposition) }
+                        return .settled
+                    }
+                } else if !timerArmed {
+                    timerArmed = true
+                    group.addTask {
+                        try? await Task.sleep(for: Self.batchCommitWindow)
+                        return .tick
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long a finished step waits for others of its batch to commit with it in one round trip.
+    public static let batchCommitWindow: Duration = .milliseconds(2)
+
     func deadLetter(_ m: StepMessage, reason: String, error: String, bucket: String? = nil, body: [UInt8], routingKey: String) -> DeadLetter
     {
         DeadLetter(
@@ -222,12 +346,23 @@ public struct StepExecutor: Sendable {
     private func run(
         _ claimed: ClaimedTask, message: StepMessage, body: [UInt8], routingKey: String, settlement: (any DeliverySettlement)? = nil
     ) async -> Disposition {
+        switch await execute(claimed, message: message, body: body, routingKey: routingKey, settlement: settlement) {
+        case .done(let disposition): return disposition
+        case .commit(let commit): return await self.commit(commit)
+        }
+    }
+
+    /// Runs a claimed step and says what to commit (or what to do when there is nothing to commit).
+    func execute(
+        _ claimed: ClaimedTask, message: StepMessage, body: [UInt8], routingKey: String, settlement: (any DeliverySettlement)?
+    ) async -> Pending {
         var logger = self.logger
-        logger[metadataKey: "task.id"] = "\(claimed.id)"
-        logger[metadataKey: "task.agent"] = "\(claimed.agent)"
-        logger[metadataKey: "step.name"] = "\(claimed.step)"
-        logger[metadataKey: "step.attempt"] = "\(claimed.attempt)"
-        logger[metadataKey: "task.seq"] = "\(claimed.seq)"
+        // One metadata update (each key set alone makes a stream handler re-render its metadata).
+        logger.handler.metadata.merge(
+            [
+                "task.id": "\(claimed.id)", "task.agent": "\(claimed.agent)", "step.name": "\(claimed.step)",
+                "step.attempt": "\(claimed.attempt)", "task.seq": "\(claimed.seq)",
+            ], uniquingKeysWith: { _, new in new })
 
         func dead(_ reason: String, _ error: StepError) -> Commit.Kind {
             let letter = deadLetter(message, reason: reason, error: error.message, bucket: error.bucket, body: body, routingKey: routingKey)
@@ -236,15 +371,19 @@ public struct StepExecutor: Sendable {
 
         guard let runner = registry[claimed.agent] else {
             let error = StepError.permanent("this worker does not serve agent '\(claimed.agent)'", bucket: "unknown_agent")
-            return await commit(
-                claimed, kind: dead("unknown_agent", error), state: String(decoding: claimed.stateJSON, as: UTF8.self), logger: logger)
+            return .commit(
+                PendingCommit(
+                    claimed: claimed, kind: dead("unknown_agent", error), state: String(decoding: claimed.stateJSON, as: UTF8.self),
+                    logger: logger, settlement: nil))
         }
         guard runner.steps.contains(claimed.step) else {
             let error = StepError.permanent(
                 "agent '\(claimed.agent)' has no step '\(claimed.step)' (steps: \(runner.steps.joined(separator: ", ")))",
                 bucket: "unknown_step")
-            return await commit(
-                claimed, kind: dead("permanent_error", error), state: String(decoding: claimed.stateJSON, as: UTF8.self), logger: logger)
+            return .commit(
+                PendingCommit(
+                    claimed: claimed, kind: dead("permanent_error", error), state: String(decoding: claimed.stateJSON, as: UTF8.self),
+                    logger: logger, settlement: nil))
         }
 
         let signals = StepSignals()
@@ -263,7 +402,8 @@ public struct StepExecutor: Sendable {
                 "the checkpoint of task \(claimed.id) after step '\(claimed.step)' is \(json.utf8.count) bytes, over the \(settings.checkpointMaxBytes)-byte cap (checkpoint.max_bytes): keep large data outside the state and store a reference; the previous checkpoint is kept",
                 bucket: "oversized_state")
             logger.warning("checkpoint over the cap", metadata: ["error": "\(error.message)"])
-            return await commit(claimed, kind: dead("oversized", error), state: previousState, logger: logger)
+            return .commit(
+                PendingCommit(claimed: claimed, kind: dead("oversized", error), state: previousState, logger: logger, settlement: nil))
         }
         switch result.outcome {
         case .success(let outcome):
@@ -290,7 +430,7 @@ public struct StepExecutor: Sendable {
             kind = .budget(kind: error.kind, errorJSON: Self.errorJSON(stepError, code: "budget_exceeded"))
         case .failure(is LeaseLost):
             logger.warning("lease lost during the step; its work is dropped")
-            return .ack
+            return .done(.ack)
         case .failure(let error):
             let stepError = StepError.classify(error)
             let maxAttempts = claimed.limits.maxAttempts ?? settings.defaultLimits.maxAttempts ?? 5
@@ -310,7 +450,7 @@ public struct StepExecutor: Sendable {
                 kind = dead(reason, stepError)
             }
         }
-        return await commit(claimed, kind: kind, state: state, logger: logger, settlement: settlement)
+        return .commit(PendingCommit(claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement))
     }
 
     static func errorJSON(_ error: StepError, code: String? = nil) -> String {
@@ -321,11 +461,11 @@ public struct StepExecutor: Sendable {
         return value.jsonString
     }
 
-    private func commit(
-        _ claimed: ClaimedTask, kind: Commit.Kind, state: String, logger: Logger, settlement: (any DeliverySettlement)? = nil
-    ) async -> Disposition {
+    /// The step's commit request and the message it publishes next.
+    func request(_ p: PendingCommit) -> (Commit, next: OutboxMessage?) {
+        let claimed = p.claimed
         var next: OutboxMessage? = nil
-        switch kind {
+        switch p.kind {
         case .next(let step):
             next = .step(
                 StepMessage(task: claimed.id, agent: claimed.agent, step: step, seq: claimed.seq + 1, branch: claimed.branch, attempt: 1),
@@ -339,20 +479,53 @@ public struct StepExecutor: Sendable {
             break
         }
         var eventData = "{\"worker\":\(JSONValue.string(workerID).jsonString)}"
-        switch kind {
+        switch p.kind {
         case .retry(let delay, let error, _, _): eventData = "{\"delay_ms\":\(delay),\"error\":\(error)}"
         case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error
         default: break
         }
         let request = Commit(
-            task: claimed.id, token: claimed.token, seq: claimed.seq, kind: kind, stateJSON: state, next: next, eventDataJSON: eventData)
-        let outcome: CommitOutcome
+            task: claimed.id, token: claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next, eventDataJSON: eventData
+        )
+        return (request, next)
+    }
+
+    func commit(_ p: PendingCommit) async -> Disposition {
+        let (request, next) = request(p)
         do {
-            outcome = try await store.commit(request)
+            return await finish(p, next: next, outcome: try await store.commit(request))
         } catch {
             // Unknown whether it committed: leave the delivery unacked for redelivery; the seq check dedupes.
             return .requeue("commit: \(error)")
         }
+    }
+
+    /// Commits several finished steps in one round trip.
+    func commitBatch(_ items: [PendingCommit]) async -> [Disposition] {
+        let requests = items.map(request)
+        let outcomes = await store.commitAll(requests.map(\.0))
+        var dispositions: [Disposition] = []
+        let hops = UnsafeHops()
+        for (item, (request, outcome)) in zip(items, zip(requests, outcomes)) {
+            switch outcome {
+            case .success(let outcome): dispositions.append(await finish(item, next: request.next, outcome: outcome, hops: hops))
+            case .failure(let error): dispositions.append(.requeue("commit: \(error)"))
+            }
+        }
+        // The next-step publishes of the batch go to the broker in one hand-off.
+        if let first = hops.items.first { first.settlement.settle(hops.items) }
+        return dispositions
+    }
+
+    /// What follows a commit: the publish of its outbox (with the late ack), or the ack. A settled hop goes
+    /// into `hops` when given (the caller hands them to the broker together), else it is handed off at once.
+    private func finish(
+        _ p: PendingCommit, next: OutboxMessage?, outcome: CommitOutcome, hops: UnsafeHops? = nil
+    ) async -> Disposition {
+        let claimed = p.claimed
+        let logger = p.logger
+        let kind = p.kind
+        let settlement = p.settlement
         switch outcome {
         case .fenced:
             logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
@@ -369,9 +542,10 @@ public struct StepExecutor: Sendable {
                     let store = self.store
                     let task = claimed.id
                     let seq = claimed.seq
-                    settlement.publishThenAck(
-                        message, beforeAck: { CrashPoint.hit("after_publish", task: task, seq: seq) },
+                    let hop = SettlementHop(
+                        settlement: settlement, message: message, beforeAck: { CrashPoint.hit("after_publish", task: task, seq: seq) },
                         confirmed: { ok in if ok { store.outboxDoneWithoutWaiting(task: task, ids: [outboxID]) } })
+                    if let hops { hops.items.append(hop) } else { settlement.settle([hop]) }
                     return .settled
                 }
                 if let message {
@@ -388,5 +562,41 @@ public struct StepExecutor: Sendable {
             CrashPoint.hit("after_publish", task: claimed.id, seq: claimed.seq)
             return .ack
         }
+    }
+}
+
+/// The hops a batch commit collects; used by one task at a time (the batch's commit loop).
+final class UnsafeHops: @unchecked Sendable {
+    var items: [SettlementHop] = []
+}
+
+/// What a step produced before its commit.
+enum Pending: Sendable {
+    /// Nothing to commit: settle the delivery so.
+    case done(Disposition)
+    case commit(PendingCommit)
+}
+
+/// A finished step waiting for its commit.
+struct PendingCommit: Sendable {
+    var claimed: ClaimedTask
+    var kind: Commit.Kind
+    var state: String
+    var logger: Logger
+    var settlement: (any DeliverySettlement)?
+}
+
+/// One delivery of a step message, for ``StepExecutor/handleSteps(_:settle:)``.
+public struct StepDelivery: Sendable {
+    public var body: [UInt8]
+    public var routingKey: String
+    public var redelivered: Bool
+    public var settlement: (any DeliverySettlement)?
+
+    public init(body: [UInt8], routingKey: String, redelivered: Bool, settlement: (any DeliverySettlement)?) {
+        self.body = body
+        self.routingKey = routingKey
+        self.redelivered = redelivered
+        self.settlement = settlement
     }
 }

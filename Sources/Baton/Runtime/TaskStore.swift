@@ -22,6 +22,10 @@ public protocol TaskStore: Sendable {
     func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async
     /// Removes published outbox entries without waiting (the outbox sweep repeats what is lost).
     func outboxDoneWithoutWaiting(task: String, ids: [String])
+    /// Claims the steps of a batch of deliveries together (Redis: one round trip); one result per message.
+    func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>]
+    /// Commits several steps together (Redis: one round trip); one result per commit, in order.
+    func commitAll(_ commits: [Commit]) async -> [Result<CommitOutcome, any Error>]
 }
 
 extension TaskStore {
@@ -31,6 +35,30 @@ extension TaskStore {
 
     public func outboxDoneWithoutWaiting(task: String, ids: [String]) {
         Task { try? await outboxDone(task: task, ids: ids) }
+    }
+
+    public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>] {
+        var results: [Result<ClaimOutcome, any Error>] = []
+        for message in messages {
+            do {
+                results.append(.success(try await claim(message, worker: worker, leaseMilliseconds: leaseMilliseconds)))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return results
+    }
+
+    public func commitAll(_ commits: [Commit]) async -> [Result<CommitOutcome, any Error>] {
+        var results: [Result<CommitOutcome, any Error>] = []
+        for request in commits {
+            do {
+                results.append(.success(try await commit(request)))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return results
     }
 }
 

@@ -148,21 +148,39 @@ public final class Worker: Service, Sendable {
         logger.info("worker stopped")
     }
 
-    /// Consumes one step queue: each delivery runs in its own task (bounded by the limiter), and is settled
-    /// once its effect is committed and its outbox confirmed.
+    /// Consumes one step queue a batch at a time (the deliveries the consumer had buffered): each batch is
+    /// claimed and committed in few round trips (``StepExecutor/handleSteps(_:settle:)``), its steps run
+    /// concurrently (bounded by the limiter), and each delivery is settled once its effect is committed and
+    /// its outbox confirmed.
     func consumeSteps(_ consumer: AMQPConsumer, executor: StepExecutor, limiter: AsyncLimiter, publish: AMQPChannel) async {
         await withDiscardingTaskGroup { group in
             for await batch in consumer.batches {
-                for delivery in batch {
-                    await limiter.acquire()
+                var taken: [AMQPDelivery] = []
+                func start(_ deliveries: [AMQPDelivery]) {
+                    guard !deliveries.isEmpty else { return }
                     group.addTask {
-                        defer { limiter.release() }
-                        let disposition = await executor.handleStep(
-                            body: delivery.body, routingKey: delivery.routingKey, redelivered: delivery.redelivered,
-                            settlement: AMQPSettlement(channel: publish, delivery: delivery))
-                        await self.settle(delivery, disposition, channel: consumer.channel, publish: publish)
+                        await executor.handleSteps(
+                            deliveries.map {
+                                StepDelivery(
+                                    body: $0.body, routingKey: $0.routingKey, redelivered: $0.redelivered,
+                                    settlement: AMQPSettlement(channel: publish, delivery: $0))
+                            },
+                            settle: { index, disposition in
+                                await self.settle(deliveries[index], disposition, channel: consumer.channel, publish: publish)
+                                limiter.release()
+                            })
                     }
                 }
+                for delivery in batch {
+                    if !limiter.tryAcquire() {
+                        // Full: start what is taken, then wait for a slot (never hold slots while waiting).
+                        start(taken)
+                        taken = []
+                        await limiter.acquire()
+                    }
+                    taken.append(delivery)
+                }
+                start(taken)
             }
         }
     }
@@ -191,59 +209,70 @@ public final class Worker: Service, Sendable {
     /// Consumes submits (and the unrouted ones): create the task, reply, ack; invalid ones are dead-lettered
     /// with their reason and replied to.
     func consumeSubmits(_ consumer: AMQPConsumer, executor: StepExecutor, publish: AMQPChannel) async {
-        for await delivery in consumer.deliveries {
-            var reply: JSONValue
-            var letter: DeadLetter? = nil
-            do {
-                let (id, status) = try await executor.submit(body: delivery.body)
-                reply = ["v": 1, "task_id": .string(id), "status": .string(status)]
-            } catch let error as BatonError {
-                let reason =
-                    switch error.code {
-                    case .unknownAgent: "unknown_agent"
-                    case .oversized: "oversized"
-                    default: "malformed"
-                    }
-                reply = [
-                    "v": 1,
-                    "error": [
-                        "code": .string(reason), "message": .string(error.message), "field": error.field.map(JSONValue.string) ?? .null,
-                    ],
-                ]
-                letter = DeadLetter(
-                    reason: reason, error: error.message, field: error.field, worker: configuration.workerID,
-                    body: String(decoding: delivery.body.prefix(1 << 20), as: UTF8.self), routingKey: "submit." + delivery.routingKey)
-            } catch {
-                logger.warning("submit not taken (will be redelivered)", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
-                try? await consumer.channel.nack(delivery, requeue: true)
-                continue
-            }
-            var out: [OutboxMessage] = []
-            if let letter { out.append(letter.message) }
-            if let replyTo = delivery.properties.replyTo, !replyTo.isEmpty {
-                var message = OutboxMessage(exchange: "", routingKey: replyTo, body: reply.jsonString)
-                if let correlation = delivery.properties.correlationID { message.headers["x-correlation-id"] = correlation }
-                out.append(message)
-            }
-            if !out.isEmpty {
-                let messages = out.map { message -> AMQPMessage in
-                    var properties = AMQPProperties.persistentJSON
-                    if message.exchange == "" {
-                        properties.correlationID = delivery.properties.correlationID
-                    } else {
-                        properties.headers = message.headers.mapValues { AMQPFieldValue.string($0) }
-                    }
-                    return AMQPMessage(
-                        exchange: message.exchange, routingKey: message.routingKey, body: Array(message.body.utf8), properties: properties)
-                }
-                let results = (try? await publish.publish(messages)) ?? messages.map { _ in nil }
-                if letter != nil, results.first.map({ $0 != nil }) ?? true {
-                    try? await consumer.channel.nack(delivery, requeue: true)
-                    continue
+        // The submits buffered together are taken in concurrently: their Redis calls and publishes coalesce.
+        for await batch in consumer.batches {
+            await withDiscardingTaskGroup { group in
+                for delivery in batch {
+                    group.addTask { await self.takeSubmit(delivery, consumer: consumer, executor: executor, publish: publish) }
                 }
             }
-            try? await consumer.channel.ack(delivery)
         }
+    }
+
+    /// Takes in one submit: creates the task (or finds it), replies, acks; an invalid one is dead-lettered
+    /// with its reason and replied to.
+    func takeSubmit(_ delivery: AMQPDelivery, consumer: AMQPConsumer, executor: StepExecutor, publish: AMQPChannel) async {
+        var reply: JSONValue
+        var letter: DeadLetter? = nil
+        do {
+            let (id, status) = try await executor.submit(body: delivery.body)
+            reply = ["v": 1, "task_id": .string(id), "status": .string(status)]
+        } catch let error as BatonError {
+            let reason =
+                switch error.code {
+                case .unknownAgent: "unknown_agent"
+                case .oversized: "oversized"
+                default: "malformed"
+                }
+            reply = [
+                "v": 1,
+                "error": [
+                    "code": .string(reason), "message": .string(error.message), "field": error.field.map(JSONValue.string) ?? .null,
+                ],
+            ]
+            letter = DeadLetter(
+                reason: reason, error: error.message, field: error.field, worker: configuration.workerID,
+                body: String(decoding: delivery.body.prefix(1 << 20), as: UTF8.self), routingKey: "submit." + delivery.routingKey)
+        } catch {
+            logger.warning("submit not taken (will be redelivered)", metadata: ["error": "\(error)"])
+            try? await Task.sleep(for: .seconds(1))
+            try? await consumer.channel.nack(delivery, requeue: true)
+            return
+        }
+        var out: [OutboxMessage] = []
+        if let letter { out.append(letter.message) }
+        if let replyTo = delivery.properties.replyTo, !replyTo.isEmpty {
+            var message = OutboxMessage(exchange: "", routingKey: replyTo, body: reply.jsonString)
+            if let correlation = delivery.properties.correlationID { message.headers["x-correlation-id"] = correlation }
+            out.append(message)
+        }
+        if !out.isEmpty {
+            let messages = out.map { message -> AMQPMessage in
+                var properties = AMQPProperties.persistentJSON
+                if message.exchange == "" {
+                    properties.correlationID = delivery.properties.correlationID
+                } else {
+                    properties.headers = message.headers.mapValues { AMQPFieldValue.string($0) }
+                }
+                return AMQPMessage(
+                    exchange: message.exchange, routingKey: message.routingKey, body: Array(message.body.utf8), properties: properties)
+            }
+            let results = (try? await publish.publish(messages)) ?? messages.map { _ in nil }
+            if letter != nil, results.first.map({ $0 != nil }) ?? true {
+                try? await consumer.channel.nack(delivery, requeue: true)
+                return
+            }
+        }
+        try? await consumer.channel.ack(delivery)
     }
 }

@@ -62,8 +62,23 @@ public struct RedisTaskStore: TaskStore {
     }
 
     public func claim(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) async throws -> ClaimOutcome {
+        try claimOutcome(try await redis.send(claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds)), message)
+    }
+
+    /// Claims several steps in one round trip (a batch of deliveries): one script call each, pipelined.
+    public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>] {
+        let replies: [RedisReply]
+        do {
+            replies = try await redis.pipeline(messages.map { claimCommand($0, worker: worker, leaseMilliseconds: leaseMilliseconds) })
+        } catch {
+            return messages.map { _ in .failure(error) }
+        }
+        return zip(messages, replies).map { message, reply in Result { try claimOutcome(reply, message) } }
+    }
+
+    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) -> RedisCommand {
         let id = message.task
-        let reply = try await redis.evalSHA(
+        return .evalSHA(
             Self.claimScript,
             keys: [
                 keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.indexPrefix(bucket: keys.bucket(of: id)),
@@ -73,6 +88,11 @@ public struct RedisTaskStore: TaskStore {
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
                 settings.workerStaleMilliseconds, settings.maxClaimsPerStep,
             ])
+    }
+
+    func claimOutcome(_ reply: RedisReply, _ message: StepMessage) throws -> ClaimOutcome {
+        if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the claim script: \(error)") }
+        let id = message.task
         let parts = reply.array ?? []
         func part(_ i: Int) -> String { i < parts.count ? (parts[i].string ?? "") : "" }
         switch part(0) {
@@ -163,6 +183,39 @@ public struct RedisTaskStore: TaskStore {
     }
 
     public func commit(_ commit: Commit) async throws -> CommitOutcome {
+        let (command, outboxID) = try commitCommand(commit)
+        return try commitOutcome(try await redis.send(command), commit, outboxID: outboxID)
+    }
+
+    /// Commits several steps in one round trip: one script call each, pipelined.
+    public func commitAll(_ commits: [Commit]) async -> [Result<CommitOutcome, any Error>] {
+        var commands: [RedisCommand] = []
+        var outboxIDs: [String] = []
+        var results: [Result<CommitOutcome, any Error>?] = Array(repeating: nil, count: commits.count)
+        var positions: [Int] = []
+        for (index, commit) in commits.enumerated() {
+            do {
+                let (command, outboxID) = try commitCommand(commit)
+                commands.append(command)
+                outboxIDs.append(outboxID)
+                positions.append(index)
+            } catch {
+                results[index] = .failure(error)
+            }
+        }
+        do {
+            let replies = try await redis.pipeline(commands)
+            for (offset, reply) in replies.enumerated() {
+                let index = positions[offset]
+                results[index] = Result { try commitOutcome(reply, commits[index], outboxID: outboxIDs[offset]) }
+            }
+        } catch {
+            for index in positions { results[index] = .failure(error) }
+        }
+        return results.map { $0 ?? .failure(BatonError(.internalError, "no reply to a commit")) }
+    }
+
+    func commitCommand(_ commit: Commit) throws -> (RedisCommand, outboxID: String) {
         let id = commit.task
         let bucket = keys.bucket(of: id)
         let outboxID = Self.outboxID()
@@ -202,7 +255,7 @@ public struct RedisTaskStore: TaskStore {
             outbox = try JSONCoding.string(deadLetter)
         }
         if case .handoff = commit.kind, nextStep.isEmpty { nextStep = "" }
-        let reply = try await redis.evalSHA(
+        let command = RedisCommand.evalSHA(
             Self.commitScript,
             keys: [
                 keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.outbox(id),
@@ -213,6 +266,11 @@ public struct RedisTaskStore: TaskStore {
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
                 settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON,
             ])
+        return (command, outboxID)
+    }
+
+    func commitOutcome(_ reply: RedisReply, _ commit: Commit, outboxID: String) throws -> CommitOutcome {
+        if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the commit script: \(error)") }
         let parts = reply.array ?? []
         guard parts.first?.string == "ok" else { return .fenced }
         let status = parts.count > 1 ? (parts[1].string ?? "") : ""
@@ -228,12 +286,16 @@ public struct RedisTaskStore: TaskStore {
         try await redis.send(RedisCommand("HDEL", arguments: [keys.outbox(task)] + ids.map { $0 as any RedisArgumentConvertible }))
     }
 
+    /// `HINCRBY` on this attempt's pending fields (no script: the commit of the same fencing token is the only
+    /// reader that counts them, so a fenced-off writer's charges never land in the counters).
     public func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async {
-        redis.sendDetached([
-            .evalSHA(
-                Self.chargeScript, keys: [keys.task(task), keys.budget(task), keys.effects(task), keys.chargedEffects(task)],
-                args: [token, charge.costMicros, charge.tokens, charge.toolCalls, "", "", "charge"])
-        ])
+        let key = keys.budget(task)
+        let prefix = "p:\(token):"
+        var commands: [RedisCommand] = []
+        if charge.costMicros != 0 { commands.append(RedisCommand("HINCRBY", key, prefix + "cost", charge.costMicros)) }
+        if charge.tokens != 0 { commands.append(RedisCommand("HINCRBY", key, prefix + "tokens", charge.tokens)) }
+        if charge.toolCalls != 0 { commands.append(RedisCommand("HINCRBY", key, prefix + "tool_calls", charge.toolCalls)) }
+        redis.sendDetached(commands)
     }
 
     public func outboxDoneWithoutWaiting(task: String, ids: [String]) {

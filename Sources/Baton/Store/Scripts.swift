@@ -168,7 +168,10 @@ enum Scripts {
             """
 
     /// KEYS: task, budget, effects. ARGV: token, cost, tokens, tool calls, effect key, effect record, mode
-    /// (`charge`, `effect_get`, `effect_put`). Charges are pending for this attempt until the commit folds them in.
+    /// (`charge`, `effect_get`, `effect_put`). Charges are pending for this attempt (fields `p:<token>:…` of the
+    /// budget hash) until the commit folds them in; a plain charge on the hot path is `HINCRBY` on the same
+    /// fields (``RedisTaskStore/chargeWithoutWaiting(task:token:_:)``), which needs no script: only the
+    /// commit of the same token ever counts them.
     static let charge =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'status')
@@ -190,24 +193,27 @@ enum Scripts {
                 if redis.call('SISMEMBER', KEYS[4], effect_key) == 1 then cost, tokens, calls = 0, 0, 0 end
               end
             end
-            local b = redis.call('HMGET', KEYS[2], 'p_token', 'p_cost', 'p_tokens', 'p_tool_calls', 'cost', 'max_cost', 'tokens',
-              'max_tokens', 'tool_calls', 'max_tool_calls', 'p_effects')
-            local pc, pt, pk, pe = 0, 0, 0, ''
-            if b[1] == ARGV[1] then pc, pt, pk, pe = num(b[2]), num(b[3]), num(b[4]), b[11] or '' end
+            local pre = 'p:' .. ARGV[1] .. ':'
+            local b = redis.call('HMGET', KEYS[2], pre .. 'cost', pre .. 'tokens', pre .. 'tool_calls', 'cost', 'max_cost', 'tokens',
+              'max_tokens', 'tool_calls', 'max_tool_calls', pre .. 'effects')
+            local pc, pt, pk, pe = num(b[1]), num(b[2]), num(b[3]), b[10] or ''
             if effect_key then
               -- Within one attempt an effect's charges count once, however often it is looked up.
               if string.find('\\n' .. pe, '\\n' .. effect_key .. '\\n', 1, true) then
                 cost, tokens, calls = 0, 0, 0
               else
                 pe = pe .. effect_key .. '\\n'
+                redis.call('HSET', KEYS[2], pre .. 'effects', pe)
               end
             end
+            if cost ~= 0 then redis.call('HINCRBY', KEYS[2], pre .. 'cost', cost) end
+            if tokens ~= 0 then redis.call('HINCRBY', KEYS[2], pre .. 'tokens', tokens) end
+            if calls ~= 0 then redis.call('HINCRBY', KEYS[2], pre .. 'tool_calls', calls) end
             pc, pt, pk = pc + cost, pt + tokens, pk + calls
-            redis.call('HSET', KEYS[2], 'p_token', ARGV[1], 'p_cost', int(pc), 'p_tokens', int(pt), 'p_tool_calls', int(pk), 'p_effects', pe)
             local over = ''
-            if b[6] and b[6] ~= '' and num(b[5]) + pc > num(b[6]) then over = 'cost'
-            elseif b[8] and b[8] ~= '' and num(b[7]) + pt > num(b[8]) then over = 'tokens'
-            elseif b[10] and b[10] ~= '' and num(b[9]) + pk > num(b[10]) then over = 'tool_calls' end
+            if b[5] and b[5] ~= '' and num(b[4]) + pc > num(b[5]) then over = 'cost'
+            elseif b[7] and b[7] ~= '' and num(b[6]) + pt > num(b[7]) then over = 'tokens'
+            elseif b[9] and b[9] ~= '' and num(b[8]) + pk > num(b[9]) then over = 'tool_calls' end
             return {'ok', over, record}
             """
 
@@ -232,16 +238,23 @@ enum Scripts {
             local now = now_ms()
             local id, kind = ARGV[13], ARGV[3]
             local seq, branch, attempt, step = tonumber(t[2]), t[4], tonumber(t[5]), t[6]
-            local b = hash(redis.call('HGETALL', KEYS[2]))
-            if b.p_token == ARGV[1] then
-              b.cost = num(b.cost) + num(b.p_cost)
-              b.tokens = num(b.tokens) + num(b.p_tokens)
-              b.tool_calls = num(b.tool_calls) + num(b.p_tool_calls)
-              -- The effects whose charges are now counted are never charged again.
-              for key in string.gmatch(b.p_effects or '', '([^\\n]+)') do
-                redis.call('SADD', KEYS[9], key)
-              end
+            local flat = redis.call('HGETALL', KEYS[2])
+            local b = hash(flat)
+            -- Fold this attempt's pending charges in; drop every attempt's pending fields (a fenced-off
+            -- attempt's charges never count).
+            local pre = 'p:' .. ARGV[1] .. ':'
+            b.cost = num(b.cost) + num(b[pre .. 'cost'])
+            b.tokens = num(b.tokens) + num(b[pre .. 'tokens'])
+            b.tool_calls = num(b.tool_calls) + num(b[pre .. 'tool_calls'])
+            -- The effects whose charges are now counted are never charged again.
+            for key in string.gmatch(b[pre .. 'effects'] or '', '([^\\n]+)') do
+              redis.call('SADD', KEYS[9], key)
             end
+            local stale = {}
+            for i = 1, #flat, 2 do
+              if string.sub(flat[i], 1, 2) == 'p:' then table.insert(stale, flat[i]) end
+            end
+            if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
             local newseq = seq
             if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' then
               newseq = seq + 1
@@ -252,8 +265,7 @@ enum Scripts {
             end
             if kind == 'handoff' then b.handoffs = num(b.handoffs) + 1 end
             redis.call('HSET', KEYS[2], 'cost', int(num(b.cost)), 'tokens', int(num(b.tokens)), 'tool_calls', int(num(b.tool_calls)),
-              'steps', int(num(b.steps)), 'handoffs', int(num(b.handoffs)), 'p_token', '', 'p_cost', 0, 'p_tokens', 0, 'p_tool_calls', 0,
-              'p_effects', '')
+              'steps', int(num(b.steps)), 'handoffs', int(num(b.handoffs)))
             local status, etype, reason = nil, nil, ''
             local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'claims', 0}
             if kind == 'next' or kind == 'handoff' then
