@@ -169,7 +169,7 @@ public struct OutboxMessage: Sendable, Hashable, Codable {
     /// The step message to run `message`.
     public static func step(_ message: StepMessage, queue: String) -> OutboxMessage {
         OutboxMessage(
-            exchange: Topology.stepsExchange, routingKey: queue, body: (try? JSONCoding.string(message)) ?? "{}",
+            exchange: Topology.stepsExchange, routingKey: queue, body: message.jsonText,
             headers: ["x-baton-task": message.task])
     }
 }

@@ -41,7 +41,7 @@ public struct RedisTaskStore: TaskStore {
 
     public func submit(_ task: NewTask) async throws -> SubmitOutcome {
         let bucket = keys.bucket(of: task.id)
-        let outbox = try JSONCoding.string(OutboxMessage.step(task.firstMessage, queue: task.queue))
+        let outbox = OutboxMessage.step(task.firstMessage, queue: task.queue).jsonText
         var args: [any RedisArgumentConvertible] = [
             task.id, task.agent, task.inputJSON, task.stateJSON, task.firstStep, task.tenant, task.labelsJSON, task.notifyJSON,
             Self.outboxID(), outbox, settings.eventsMaxLength, task.queue, RedisKeys.root(of: task.id), task.parent,
@@ -222,7 +222,7 @@ public struct RedisTaskStore: TaskStore {
         var kind = ""
         var detailJSON = ""
         var detail = ""
-        var outbox = commit.next.flatMap { try? JSONCoding.string($0) } ?? ""
+        var outbox = commit.next?.jsonText ?? ""
         var timerMember = ""
         var timerDelay: Int64 = 0
         var nextStep = ""
@@ -252,7 +252,7 @@ public struct RedisTaskStore: TaskStore {
             kind = "dead"
             detail = reason
             detailJSON = error
-            outbox = try JSONCoding.string(deadLetter)
+            outbox = deadLetter.jsonText
         }
         if case .handoff = commit.kind, nextStep.isEmpty { nextStep = "" }
         let command = RedisCommand.evalSHA(

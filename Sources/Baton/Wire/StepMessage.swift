@@ -18,7 +18,12 @@ public struct StepMessage: Codable, Sendable, Hashable {
     }
 
     public static func decode(_ body: some Collection<UInt8>) throws(BatonError) -> StepMessage {
-        let message = try JSONCoding.decode(StepMessage.self, from: body, what: "the step message")
+        let message: StepMessage
+        if let fast = fastDecode(body) {
+            message = fast
+        } else {
+            message = try JSONCoding.decode(StepMessage.self, from: body, what: "the step message")
+        }
         guard message.v == 1 else { throw BatonError(.invalidMessage, "the step message has \"v\": \(message.v); expected 1", field: "v") }
         guard TaskID.isValid(message.task) else {
             throw BatonError(.invalidMessage, "the step message's 'task' is not a valid task id", field: "task")

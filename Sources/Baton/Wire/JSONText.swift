@@ -1,0 +1,154 @@
+/// Hand-written JSON for the small fixed-shape messages of the hot path (step messages and outbox
+/// entries): the same text `JSONCoding.encoder` writes (compact, keys sorted), without the cost of the
+/// generic encoder on every hop.
+public enum JSONText {
+    /// `value` as a JSON string literal.
+    public static func quoted(_ value: String) -> String {
+        var out = "\""
+        out.reserveCapacity(value.utf8.count + 2)
+        var plain = true
+        for byte in value.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
+            plain = false
+            break
+        }
+        if plain {
+            out += value
+        } else {
+            for scalar in value.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case "\u{08}": out += "\\b"
+                case "\u{0C}": out += "\\f"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+        return out
+    }
+}
+
+extension StepMessage {
+    /// The message as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
+    public var jsonText: String {
+        "{\"agent\":\(JSONText.quoted(agent)),\"attempt\":\(attempt),\"branch\":\(branch),\"seq\":\(seq),\"step\":\(JSONText.quoted(step)),\"task\":\(JSONText.quoted(task)),\"v\":\(v)}"
+    }
+
+    /// Reads the exact shape ``jsonText`` writes (a flat object of known keys) without the generic decoder;
+    /// nil for anything else, which the caller then decodes the slow way (with its precise errors).
+    static func fastDecode(_ body: some Collection<UInt8>) -> StepMessage? {
+        var scanner = FlatJSONScanner(Array(body))
+        var strings: [String: String] = [:]
+        var numbers: [String: Int64] = [:]
+        guard scanner.eat(UInt8(ascii: "{")) else { return nil }
+        if scanner.eat(UInt8(ascii: "}")) { return nil }
+        repeat {
+            guard let key = scanner.string(), scanner.eat(UInt8(ascii: ":")) else { return nil }
+            if let value = scanner.string() {
+                strings[key] = value
+            } else if let value = scanner.integer() {
+                numbers[key] = value
+            } else {
+                return nil
+            }
+        } while scanner.eat(UInt8(ascii: ","))
+        guard scanner.eat(UInt8(ascii: "}")), scanner.atEnd, strings.count == 3, numbers.count == 4,
+            let task = strings["task"], let agent = strings["agent"], let step = strings["step"], let v = numbers["v"], v == 1,
+            let seq = numbers["seq"], let branch = numbers["branch"], let attempt = numbers["attempt"]
+        else { return nil }
+        return StepMessage(task: task, agent: agent, step: step, seq: seq, branch: branch, attempt: attempt)
+    }
+}
+
+extension OutboxMessage {
+    /// The entry as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
+    public var jsonText: String {
+        var out = "{\"b\":" + JSONText.quoted(body) + ",\"h\":{"
+        var first = true
+        for key in headers.keys.sorted() {
+            if !first { out += "," }
+            first = false
+            out += JSONText.quoted(key) + ":" + JSONText.quoted(headers[key] ?? "")
+        }
+        out += "},\"k\":" + JSONText.quoted(routingKey) + ",\"x\":" + JSONText.quoted(exchange) + "}"
+        return out
+    }
+}
+
+/// A scanner for flat JSON objects whose strings have no escapes and whose numbers are integers: the fast
+/// path only; anything else makes it give up.
+struct FlatJSONScanner {
+    let bytes: [UInt8]
+    var position = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    var atEnd: Bool {
+        mutating get {
+            skipSpace()
+            return position == bytes.count
+        }
+    }
+
+    mutating func skipSpace() {
+        while position < bytes.count,
+            bytes[position] == 0x20 || bytes[position] == 0x0A || bytes[position] == 0x0D || bytes[position] == 0x09
+        {
+            position += 1
+        }
+    }
+
+    mutating func eat(_ byte: UInt8) -> Bool {
+        skipSpace()
+        guard position < bytes.count, bytes[position] == byte else { return false }
+        position += 1
+        return true
+    }
+
+    /// A string without escapes (nil, position unchanged, otherwise).
+    mutating func string() -> String? {
+        skipSpace()
+        guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { return nil }
+        var end = position + 1
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\"") {
+            if bytes[end] == UInt8(ascii: "\\") || bytes[end] < 0x20 { return nil }
+            end += 1
+        }
+        guard end < bytes.count else { return nil }
+        guard let text = String(validating: bytes[(position + 1)..<end], as: UTF8.self) else { return nil }
+        position = end + 1
+        return text
+    }
+
+    /// A non-negative or negative integer of at most 18 digits (nil, position unchanged, otherwise).
+    mutating func integer() -> Int64? {
+        skipSpace()
+        var end = position
+        var negative = false
+        if end < bytes.count, bytes[end] == UInt8(ascii: "-") {
+            negative = true
+            end += 1
+        }
+        var value: Int64 = 0
+        let digitsStart = end
+        while end < bytes.count, bytes[end] >= UInt8(ascii: "0"), bytes[end] <= UInt8(ascii: "9"), end - digitsStart < 18 {
+            value = value * 10 + Int64(bytes[end] - UInt8(ascii: "0"))
+            end += 1
+        }
+        guard end > digitsStart else { return nil }
+        if end < bytes.count,
+            [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[end]) || (bytes[end] >= 0x30 && bytes[end] <= 0x39)
+        {
+            return nil
+        }
+        position = end
+        return negative ? -value : value
+    }
+}
