@@ -60,6 +60,8 @@ public struct RawBench: Sendable {
     public let amqpURL: String
     public let redisURL: String
     public let logger: Logger
+    var brokerPort: Int? { (try? AMQPURL(amqpURL))?.port }
+    var redisPort: Int? { (try? RedisURL(parsing: redisURL))?.port }
 
     public init(amqpURL: String, redisURL: String, logger: Logger) {
         self.amqpURL = amqpURL
@@ -102,7 +104,7 @@ public struct RawBench: Sendable {
         }
         let consumer = try await consume.consume(queue: queue)
         let start = ContinuousClock.now
-        let cpuStart = CPUSample.now()
+        let cpuStart = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort)
         let seeds = try await publish.publish((0..<options.chains).map { message($0, 1) })
         if let failure = seeds.compactMap({ $0 }).first { throw failure }
 
@@ -163,7 +165,7 @@ public struct RawBench: Sendable {
         let (done, batches, failed, latencies) = stats.state.withLock { ($0.done, $0.batches, $0.failed, $0.latencies) }
         if failed > 0 { throw BatonError(.internalError, "\(failed) publishes of the hop loop were not confirmed") }
         let wall = (ContinuousClock.now - start).milliseconds / 1000
-        let cpu = CPUSample.now() - cpuStart
+        let cpu = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort) - cpuStart
         try await consumer.cancel()
         // Verify: every chain's key counted exactly hopsPerChain hops.
         let counts = try await redis.pipeline((0..<options.chains).map { RedisCommand("HGET", keyPrefix + String($0), "hops") })

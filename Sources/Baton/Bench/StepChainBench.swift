@@ -55,6 +55,8 @@ public struct StepChainBench: Sendable {
     public let redisURL: String
     public let registry: AgentRegistry
     public let logger: Logger
+    var brokerPort: Int? { (try? AMQPURL(amqpURL))?.port }
+    var redisPort: Int? { (try? RedisURL(parsing: redisURL))?.port }
 
     public init(amqpURL: String, redisURL: String, registry: AgentRegistry, logger: Logger) {
         self.amqpURL = amqpURL
@@ -101,7 +103,7 @@ public struct StepChainBench: Sendable {
                 "steps": .int(Int64(options.steps)), "record_bytes": 200, "tokens_per_step": 100, "cost_usd_per_step": 0.0001,
             ]
             let start = ContinuousClock.now
-            let cpuStart = CPUSample.now()
+            let cpuStart = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort)
             let submits = try taskIDs.map { id in
                 AMQPMessage(
                     exchange: Topology.submitExchange, routingKey: "stepchain",
@@ -120,7 +122,7 @@ public struct StepChainBench: Sendable {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let wall = (ContinuousClock.now - start).milliseconds / 1000
-            let cpu = CPUSample.now() - cpuStart
+            let cpu = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort) - cpuStart
             await group.triggerGracefulShutdown()
 
             // Verify every task: succeeded, `steps` records, exact budget.

@@ -11,13 +11,14 @@ public struct RedisKeys: Sendable, Hashable {
 
     /// The root of a task id: children are `<root>/<path>`.
     public static func root(of id: String) -> String {
-        guard let slash = id.firstIndex(of: "/") else { return id }
+        guard let slash = id.utf8.firstIndex(of: UInt8(ascii: "/")) else { return id }
         return String(id[..<slash])
     }
 
+    /// `<prefix>{<root>}<rest>`: byte-wise (this runs several times per step).
     func base(_ id: String) -> String {
-        let root = Self.root(of: id)
-        return "\(prefix){\(root)}" + id.dropFirst(root.count)
+        guard let slash = id.utf8.firstIndex(of: UInt8(ascii: "/")) else { return prefix + "{" + id + "}" }
+        return prefix + "{" + id[..<slash] + "}" + id[slash...]
     }
 
     public func task(_ id: String) -> String { base(id) + ":task" }

@@ -142,13 +142,19 @@ public enum TaskID {
         return String(repeating: "0", count: max(0, width - text.count)) + text
     }
 
-    static func isAllowed(_ c: Character) -> Bool {
-        c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_" || c == ".")
+    /// ASCII letters, digits, `-`, `_` and `.` (checked on bytes: every other byte, non-ASCII included, is refused).
+    static func isAllowed(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            true
+        default: false
+        }
     }
 
     /// Whether `id` can be a task id (no braces, colons or slashes: they have meaning in Redis keys).
-    public static func isValid(_ id: String) -> Bool { (1...128).contains(id.count) && id.allSatisfy(isAllowed) }
+    public static func isValid(_ id: String) -> Bool { (1...128).contains(id.utf8.count) && id.utf8.allSatisfy(isAllowed) }
 
     /// Whether `name` can be an agent, step or queue name.
-    public static func isValidName(_ name: String) -> Bool { (1...100).contains(name.count) && name.allSatisfy(isAllowed) }
+    public static func isValidName(_ name: String) -> Bool { (1...100).contains(name.utf8.count) && name.utf8.allSatisfy(isAllowed) }
 }
