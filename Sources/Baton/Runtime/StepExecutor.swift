@@ -248,7 +248,12 @@ public struct StepExecutor: Sendable {
     /// their steps concurrently, and commits the steps that finish together in one round trip — the first
     /// to finish waits at most ``batchCommitWindow`` for company, so a long step never holds up a short one.
     /// `settle` is called once per delivery, with its index and what to do with it.
-    public func handleSteps(_ deliveries: [StepDelivery], settle: @escaping @Sendable (Int, Disposition) async -> Void) async {
+    ///
+    /// `claimed` runs once, as soon as the batch's claims are answered: a consumer that waits for it before
+    /// taking its next batch lets deliveries gather meanwhile, so batches (and their round trips) stay big.
+    public func handleSteps(
+        _ deliveries: [StepDelivery], claimed: @Sendable () -> Void = {}, settle: @escaping @Sendable (Int, Disposition) async -> Void
+    ) async {
         var decoded: [(index: Int, message: StepMessage)] = []
         for (index, delivery) in deliveries.enumerated() {
             do {
@@ -257,8 +262,12 @@ public struct StepExecutor: Sendable {
                 await settle(index, Self.malformed(error, body: delivery.body, routingKey: delivery.routingKey, worker: workerID))
             }
         }
-        guard !decoded.isEmpty else { return }
+        guard !decoded.isEmpty else {
+            claimed()
+            return
+        }
         let claims = await store.claimAll(decoded.map(\.message), worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+        claimed()
 
         enum Event: Sendable {
             case prepared(Int, Pending)

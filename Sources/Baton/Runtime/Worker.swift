@@ -156,8 +156,7 @@ public final class Worker: Service, Sendable {
         await withDiscardingTaskGroup { group in
             for await batch in consumer.batches {
                 var taken: [AMQPDelivery] = []
-                func start(_ deliveries: [AMQPDelivery]) {
-                    guard !deliveries.isEmpty else { return }
+                func start(_ deliveries: [AMQPDelivery], claimed: @escaping @Sendable () -> Void = {}) {
                     group.addTask {
                         await executor.handleSteps(
                             deliveries.map {
@@ -165,6 +164,7 @@ public final class Worker: Service, Sendable {
                                     body: $0.body, routingKey: $0.routingKey, redelivered: $0.redelivered,
                                     settlement: AMQPSettlement(channel: publish, delivery: $0))
                             },
+                            claimed: claimed,
                             settle: { index, disposition in
                                 await self.settle(deliveries[index], disposition, channel: consumer.channel, publish: publish)
                                 limiter.release()
@@ -174,13 +174,19 @@ public final class Worker: Service, Sendable {
                 for delivery in batch {
                     if !limiter.tryAcquire() {
                         // Full: start what is taken, then wait for a slot (never hold slots while waiting).
-                        start(taken)
+                        if !taken.isEmpty { start(taken) }
                         taken = []
                         await limiter.acquire()
                     }
                     taken.append(delivery)
                 }
-                start(taken)
+                // Take the next batch once this one's claims are answered: what arrives meanwhile is batched.
+                let last = taken
+                if !last.isEmpty {
+                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                        start(last, claimed: { continuation.resume() })
+                    }
+                }
             }
         }
     }
