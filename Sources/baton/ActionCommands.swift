@@ -76,6 +76,9 @@ struct TaskActionArguments: ParsableArguments {
     @Option(help: "Why (recorded with the actor in the task's history and the audit stream).")
     var reason: String = ""
 
+    @Option(help: "Who is recorded as acting (default: $BATON_ACTOR, else cli:$USER@<short host name>).")
+    var actor: String?
+
     func validate() throws {
         if tasks.isEmpty { throw ValidationError("name at least one task") }
     }
@@ -84,7 +87,7 @@ struct TaskActionArguments: ParsableArguments {
 /// Runs one of cancel, pause, resume over the tasks of `arguments`.
 func runTaskAction(_ action: String, _ arguments: TaskActionArguments, global: GlobalOptions) async throws {
     let printer = global.output.printer
-    let actor = CLIActor.current()
+    let actor = arguments.actor.flatMap { $0.isEmpty ? nil : $0 } ?? CLIActor.current()
     let reason = arguments.reason.isEmpty ? "no reason given" : arguments.reason
     // resume republishes the task's next step at once: it needs RabbitMQ.
     try await withClient(global.connection, publishing: action == "resume") { client in
