@@ -439,6 +439,49 @@ struct CLIOperatorTests {
         }
     }
 
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func withALiveWorkerTheIntakeFingerprintsAndQueuesAndDoctorSeeIt() async throws {
+        try await Harness.withClient { (client: BatonClient) async throws in
+            let worker = try await Harness.startWorker("cli-operator", client: client)
+            defer { worker.process.sigkill() }
+            let id = try await Harness.submit(
+                client,
+                SubmitRequest(
+                    id: TestServers.uniqueName("cli-intake"), agent: "flaky", input: ["fail_times": 9],
+                    budget: BudgetRequest(maxAttempts: 1)))
+            _ = try await Harness.waitForStatus(client, id, ["dead_lettered"], workers: [worker])
+            let found = try await Harness.waitForDeadLetter(client) { $0.taskID == id }
+            let letter = try #require(found, "no dead letter for \(id)")
+
+            // The intake stored the fingerprint on the letter and counted it in the group record of its bucket.
+            let keys = client.store.settings.keys
+            let bucket = keys.bucket(of: letter.id)
+            let stored = try await client.store.redis.send("HGET", keys.deadItem(bucket: bucket, id: letter.id), "fingerprint").string
+            let expected = DeadLetterFingerprint.compute(
+                agent: "flaky", step: letter.step, bucket: letter.bucket, reason: letter.reason, message: letter.error, taskID: id)
+            #expect(stored == expected)
+            let count = try await client.store.redis.send("HGET", keys.deadGroup(bucket: bucket, fingerprint: expected), "count").int ?? 0
+            #expect(count >= 1)
+            let group = try await Self.baton(["dead", "list", "--group-by", "fingerprint", "--fingerprint", expected, "-o", "json"])
+            let groups = try #require(try Self.json(group.output)["items"] as? [[String: Any]])
+            #expect(groups.count == 1 && (groups.first?["count"] as? Int ?? 0) >= 1)
+            #expect(groups.first?["agent"] as? String == "flaky")
+
+            // The worker announces its agents: their submit queues are listed, with a consumer.
+            let queues = try await Self.baton(["queues", "-o", "json"])
+            let items = try #require(try Self.json(queues.output)["items"] as? [[String: Any]])
+            let submit = try #require(items.first { $0["queue"] as? String == Topology.submitQueue(agent: "flaky") })
+            #expect((submit["consumers"] as? Int ?? 0) >= 1)
+
+            // The shared servers are set up as Baton needs them and a worker is live: every check passes.
+            let doctor = try await Self.baton(["doctor", "-o", "json"])
+            let report = try Self.json(doctor.output)
+            let problems = (report["items"] as? [[String: Any]] ?? []).filter { $0["status"] as? String == "problem" }
+            #expect(doctor.status == 0, "problems: \(problems)")
+            #expect(report["ok"] as? Bool == true)
+        }
+    }
+
     @Test(.enabled(if: TestServers.available)) func doctorReportsAOFOffWithTheFix() async throws {
         let redis = try ThrowawayRedis.start()
         defer { redis.stop() }
