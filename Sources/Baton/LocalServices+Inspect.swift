@@ -51,3 +51,44 @@ extension LocalServices {
         return .unknown("unexpected answer from rabbitmqctl eval: \(line)")
     }
 }
+
+extension LocalServices {
+    /// One queue as `rabbitmqctl list_queues` reports it.
+    public struct QueueStats: Sendable, Hashable {
+        public var name: String
+        public var ready: Int
+        public var unacked: Int
+        public var consumers: Int
+        /// The `timestamp` property of the queue's first message (seconds), when its publisher set one.
+        public var headMessageTimestamp: Int64?
+    }
+
+    /// Every queue of `vhost` with ready and unacked messages and consumers, from `rabbitmqctl list_queues` on the
+    /// node that `baton services` runs here on `amqpPort`; nil for any other broker or when rabbitmqctl fails
+    /// (then only a passive `queue.declare` is available: ready messages and consumers).
+    public func queueStats(amqpPort: Int, vhost: String = "/", timeout: Duration = .seconds(60)) async -> [QueueStats]? {
+        guard let state = try? loadState(), let record = state.rabbitmq, record.port == amqpPort else { return nil }
+        let rabbitmqctl = configuration.rabbitMQBinDirectory + "/rabbitmqctl"
+        guard FileManager.default.isExecutableFile(atPath: rabbitmqctl) else { return nil }
+        let output = rabbitMQPaths.logs + "/rabbitmqctl-list-queues-\(getpid()).out"
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let node = record.node ?? configuration.rabbitMQNodeName
+        guard
+            let status = try? await ChildProcess.run(
+                rabbitmqctl,
+                [
+                    "-n", node, "list_queues", "-q", "-p", vhost.isEmpty ? "/" : vhost, "--formatter", "json", "name", "messages_ready",
+                    "messages_unacknowledged", "consumers", "head_message_timestamp",
+                ], environment: rabbitMQEnvironment(), outputFile: output, timeout: timeout), status == 0,
+            let text = try? String(contentsOfFile: output, encoding: .utf8), let start = text.firstIndex(of: "["),
+            let rows = try? JSONSerialization.jsonObject(with: Data(text[start...].utf8)) as? [[String: Any]]
+        else { return nil }
+        return rows.compactMap { row in
+            guard let name = row["name"] as? String else { return nil }
+            func int(_ key: String) -> Int { (row[key] as? NSNumber)?.intValue ?? 0 }
+            return QueueStats(
+                name: name, ready: int("messages_ready"), unacked: int("messages_unacknowledged"), consumers: int("consumers"),
+                headMessageTimestamp: (row["head_message_timestamp"] as? NSNumber)?.int64Value)
+        }
+    }
+}

@@ -416,23 +416,38 @@ struct CLIOperatorTests {
                 Harness.message(exchange: Topology.stepsExchange, routingKey: queue, body: Array("{}".utf8)),
                 Harness.message(exchange: Topology.stepsExchange, routingKey: queue, body: Array("{}".utf8)),
             ])
-            let result = try await Self.baton(["queues", "--queue", name, "--queue", missing, "-o", "json"])
-            #expect(result.status == 0, "\(result.error)")
-            let items = try #require(try Self.json(result.output)["items"] as? [[String: Any]])
-            #expect(items.contains { $0["queue"] as? String == Topology.deadQueue })
-            let mine = try #require(items.first { $0["queue"] as? String == name })
-            #expect(mine["exists"] as? Bool == true)
-            #expect(mine["ready"] as? Int == 2)
-            #expect(mine["consumers"] as? Int == 0)
-            #expect(mine["unacked"] is NSNull, "not available without the management plugin")
-            #expect((mine["warning"] as? String)?.contains("no live consumer") == true)
-            let absent = try #require(items.first { $0["queue"] as? String == missing })
-            #expect(absent["exists"] as? Bool == false)
+            // Through a passive queue.declare (no local rabbitmqctl: an empty services folder), and through rabbitmqctl
+            // when the broker is the node `baton services` runs here (the test servers usually are).
+            let noServices = FileManager.default.temporaryDirectory.appendingPathComponent("baton-no-services-\(UUID().uuidString)").path
+            for environment in [["BATON_SERVICES_DIR": noServices], [:]] {
+                let result = try await Self.baton(["queues", "--queue", name, "--queue", missing, "-o", "json"], environment: environment)
+                #expect(result.status == 0, "\(result.error)")
+                let items = try #require(try Self.json(result.output)["items"] as? [[String: Any]])
+                #expect(items.contains { $0["queue"] as? String == Topology.deadQueue })
+                let mine = try #require(items.first { $0["queue"] as? String == name })
+                #expect(mine["exists"] as? Bool == true)
+                #expect(mine["ready"] as? Int == 2)
+                #expect(mine["consumers"] as? Int == 0)
+                #expect((mine["warning"] as? String)?.contains("no live consumer") == true)
+                if environment.isEmpty {
+                    #expect(["rabbitmqctl", "queue.declare"].contains(mine["source"] as? String))
+                } else {
+                    #expect(mine["source"] as? String == "queue.declare")
+                }
+                if mine["source"] as? String == "rabbitmqctl" {
+                    #expect(mine["unacked"] as? Int == 0)
+                } else {
+                    #expect(mine["unacked"] is NSNull, "not available without the management plugin")
+                }
+                #expect(mine["oldest_message_age_s"] is NSNull, "Baton's publishers set no timestamp")
+                let absent = try #require(items.first { $0["queue"] as? String == missing })
+                #expect(absent["exists"] as? Bool == false)
+            }
 
             let jsonl = try await Self.baton(["queues", "--queue", name, "-o", "jsonl"])
             let lines = try Self.jsonLines(jsonl.output)
             #expect(lines.contains { $0["queue"] as? String == name && $0["ready"] as? Int == 2 })
-            let text = try await Self.baton(["queues", "--queue", name])
+            let text = try await Self.baton(["queues", "--queue", name], environment: ["BATON_SERVICES_DIR": noServices])
             #expect(text.output.hasPrefix("QUEUE"))
             #expect(text.output.contains("no live consumer"))
             #expect(text.error.contains("management plugin"))
