@@ -13,8 +13,9 @@ struct DoctorCommand: AsyncParsableCommand {
             Checks: Redis reachable, AOF on, maxmemory-policy noeviction, clock skew against Redis; RabbitMQ reachable, the \
             topology declared, consumer_timeout above worker.time_slice (read with rabbitmqctl from the node of \
             `baton services`; any other broker: unknown); live workers with fresh heartbeats. Exit 0 when every check \
-            passes (or is unknown), 1 when one finds a problem. -o json: {"ok": bool, "items": [{"check", "status" \
-            (ok, problem, unknown), "detail", "fix"}]}.
+            passes (a warning or an unknown does not fail it), 1 when one finds a problem. Queue headroom: a step queue \
+            80 % of queues.step_max_length full is a problem; a queue with messages and no consumer is a warning. \
+            -o json: {"ok": bool, "items": [{"check", "status" (ok, problem, warning, unknown), "detail", "fix"}]}.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -31,6 +32,9 @@ struct DoctorCommand: AsyncParsableCommand {
             Check(check: check, status: "problem", detail: detail, fix: fix)
         }
         static func unknown(_ check: String, _ detail: String) -> Check { Check(check: check, status: "unknown", detail: detail) }
+        static func warning(_ check: String, _ detail: String, fix: String) -> Check {
+            Check(check: check, status: "warning", detail: detail, fix: fix)
+        }
     }
 
     struct Report: Encodable {
@@ -43,6 +47,9 @@ struct DoctorCommand: AsyncParsableCommand {
         let configuration = try await global.connection.load()
         var checks = await Self.redisChecks(configuration)
         checks += await Self.rabbitMQChecks(configuration)
+        if checks.contains(where: { $0.check == "rabbitmq" && $0.status == "ok" }) {
+            checks += await Self.queueChecks(configuration)
+        }
         let report = Report(ok: !checks.contains { $0.status == "problem" }, items: checks)
         switch printer.format {
         case .json where !printer.quiet: print(try Printer.json(report))
@@ -57,6 +64,7 @@ struct DoctorCommand: AsyncParsableCommand {
                 switch check.status {
                 case "ok": printer.paint("ok     ", "32")
                 case "problem": printer.paint("PROBLEM", "31")
+                case "warning": printer.paint("warning", "33")
                 default: printer.paint("unknown", "33")
                 }
             var line = "\(mark)  \(check.check): \(check.detail)"
@@ -211,6 +219,39 @@ struct DoctorCommand: AsyncParsableCommand {
             checks.append(.ok("consumer_timeout", "consumer_timeout \(ms) ms ≥ worker.time_slice \(sliceMilliseconds) ms"))
         case .disabled: checks.append(.ok("consumer_timeout", "consumer_timeout is off (no delivery timeout)"))
         case .unknown(let why): checks.append(.unknown("consumer_timeout", why))
+        }
+        return checks
+    }
+
+    // MARK: - Queues
+
+    static func queueChecks(_ configuration: BatonConfiguration) async -> [Check] {
+        guard let rows = try? await QueuesCommand.collect(configuration: configuration, extra: []) else {
+            return [.unknown("queue_headroom", "cannot read the queues")]
+        }
+        var checks: [Check] = []
+        let cap = configuration.worker.queueSettings.stepQueueMaxLength
+        let full = rows.filter { row in
+            row.kind == "steps" && cap > 0 && Double(row.ready ?? 0) + Double(row.unacked ?? 0) >= 0.8 * Double(cap)
+        }
+        if full.isEmpty {
+            checks.append(.ok("queue_headroom", "every step queue is below 80 % of queues.step_max_length (\(cap))"))
+        } else {
+            let names = full.map { "\($0.queue) (\($0.ready ?? 0) ready)" }.joined(separator: ", ")
+            checks.append(
+                .problem(
+                    "queue_headroom", "nearly full (cap \(cap)): \(names); at the cap publishes are refused",
+                    fix: "add workers for these queues (`baton worker --queues …`) or raise queues.step_max_length"))
+        }
+        let stranded = rows.filter { $0.exists && ($0.ready ?? 0) > 0 && $0.consumers == 0 }
+        if stranded.isEmpty {
+            checks.append(.ok("queue_consumers", "no queue holds messages without a consumer"))
+        } else {
+            let names = stranded.prefix(10).map { "\($0.queue) (\($0.ready ?? 0))" }.joined(separator: ", ")
+            checks.append(
+                .warning(
+                    "queue_consumers", "messages wait with no consumer in \(stranded.count) queue(s): \(names)",
+                    fix: "start a worker that serves them (`baton worker`), or delete queues nothing uses any more"))
         }
         return checks
     }

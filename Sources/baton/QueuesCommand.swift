@@ -59,17 +59,7 @@ struct QueuesCommand: AsyncParsableCommand {
     func run() async throws {
         let printer = global.output.printer
         let configuration = try await global.connection.load()
-        let names = await Self.queueNames(configuration: configuration, extra: extra)
-        var rows: [Row]
-        let url = try? AMQPConfiguration(url: configuration.amqpURL, connectionName: "baton-cli").url
-        if let url, ["127.0.0.1", "localhost", "::1"].contains(url.host),
-            let stats = await LocalServices().queueStats(amqpPort: url.port, vhost: url.vhost)
-        {
-            rows = Self.rows(stats, names: names)
-        } else {
-            rows = try await Self.inspect(names, amqpURL: configuration.amqpURL)
-        }
-        rows.sort { ($0.exists ? 0 : 1, $0.queue) < ($1.exists ? 0 : 1, $1.queue) }
+        let rows = try await Self.collect(configuration: configuration, extra: extra)
         try printer.list(rows, id: \.queue) { Self.render(rows, printer: printer) }
         if printer.format == .text && !printer.quiet {
             if rows.contains(where: { $0.source == "queue.declare" }) {
@@ -81,6 +71,22 @@ struct QueuesCommand: AsyncParsableCommand {
         for row in rows where row.warning != nil && (printer.format != .text || printer.quiet) {
             Terminal.note("\(row.queue): \(row.warning ?? "")")
         }
+    }
+
+    /// The rows: from rabbitmqctl for the local node of `baton services`, else from passive declares.
+    static func collect(configuration: BatonConfiguration, extra: [String]) async throws -> [Row] {
+        let names = await Self.queueNames(configuration: configuration, extra: extra)
+        var rows: [Row]
+        let url = try? AMQPConfiguration(url: configuration.amqpURL, connectionName: "baton-cli").url
+        if let url, ["127.0.0.1", "localhost", "::1"].contains(url.host),
+            let stats = await LocalServices().queueStats(amqpPort: url.port, vhost: url.vhost)
+        {
+            rows = Self.rows(stats, names: names)
+        } else {
+            rows = try await Self.inspect(names, amqpURL: configuration.amqpURL)
+        }
+        rows.sort { ($0.exists ? 0 : 1, $0.queue) < ($1.exists ? 0 : 1, $1.queue) }
+        return rows
     }
 
     /// Rows from `rabbitmqctl list_queues` (the local node of `baton services`): every `baton.*` queue (but the

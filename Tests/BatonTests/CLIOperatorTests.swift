@@ -447,6 +447,18 @@ struct CLIOperatorTests {
             let jsonl = try await Self.baton(["queues", "--queue", name, "-o", "jsonl"])
             let lines = try Self.jsonLines(jsonl.output)
             #expect(lines.contains { $0["queue"] as? String == name && $0["ready"] as? Int == 2 })
+            // doctor: a step queue at 80 % of its cap is a problem (a cap of 2 here), a queue with messages and no
+            // consumer a warning.
+            let doctor = try await Self.baton(
+                ["doctor", "-o", "json"], environment: ["BATON_QUEUES_STEP_MAX_LENGTH": "2", "BATON_WORKER_QUEUES": queue])
+            #expect(doctor.status == 1)
+            let checks = try #require(try Self.json(doctor.output)["items"] as? [[String: Any]])
+            let headroom = try #require(checks.first { $0["check"] as? String == "queue_headroom" })
+            #expect(headroom["status"] as? String == "problem")
+            #expect((headroom["detail"] as? String)?.contains(name) == true)
+            #expect((headroom["fix"] as? String)?.contains("queues.step_max_length") == true)
+            #expect(checks.first { $0["check"] as? String == "queue_consumers" }?["status"] as? String == "warning")
+
             let text = try await Self.baton(["queues", "--queue", name], environment: ["BATON_SERVICES_DIR": noServices])
             #expect(text.output.hasPrefix("QUEUE"))
             #expect(text.output.contains("no live consumer"))
