@@ -307,9 +307,11 @@ func runDeadAction(
         var ids = targets.ids
         var samples: [DeadLetterView] = []
         if targets.isBulk {
-            let selected = try await client.queries.deadLetters(matching: filter).items
+            let selected = try await client.queries.deadLetters(matching: filter, withBody: false).items
             ids = selected.map(\.id)
-            samples = Array(selected.prefix(5))
+            for letter in selected.prefix(5) {
+                if let full = try await client.queries.deadLetter(letter.id) { samples.append(full) }
+            }
         } else if targets.dryRun {
             for id in ids { if let letter = try await client.queries.deadLetter(id) { samples.append(letter) } }
         }

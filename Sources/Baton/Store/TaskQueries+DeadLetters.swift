@@ -90,11 +90,33 @@ public struct AuditEntry: Codable, Sendable, Hashable {
 }
 
 extension TaskQueries {
+    /// The fields of a dead letter but its body (which may be large): what filters and groups need.
+    static let deadLetterFields = [
+        "id", "task_id", "agent", "step", "seq", "branch", "reason", "error", "field", "bucket", "attempts", "worker", "dead_at",
+        "fingerprint",
+    ]
+
     /// The dead letters that match `filter`, newest first: at most `limit` of them, and how many match in all.
     ///
-    /// Reads every dead-letter id (within `since`) and then the letters in chunks; with a `limit` it stops
-    /// reading letters once the page is full (`total` is then nil).
-    public func deadLetters(matching filter: DeadLetterFilter, limit: Int? = nil) async throws -> (
+    /// Reads every dead-letter id (within `since`) and then the letters in chunks, without their bodies; the
+    /// bodies of the letters returned are read when `withBody`. With a `limit` it stops reading letters once the
+    /// page is full (`total` is then nil).
+    public func deadLetters(matching filter: DeadLetterFilter, limit: Int? = nil, withBody: Bool = true) async throws -> (
+        items: [DeadLetterView], total: Int?, scores: [String: Int64]
+    ) {
+        var (items, total, scores) = try await scanDeadLetters(filter, limit: limit)
+        if withBody {
+            for start in stride(from: 0, to: items.count, by: 200) {
+                let range = start..<min(items.count, start + 200)
+                let bodies = try await redis.pipeline(
+                    items[range].map { RedisCommand("HGET", keys.deadItem(bucket: keys.bucket(of: $0.id), id: $0.id), "body") })
+                for (index, body) in zip(range, bodies) { items[index].body = body.string ?? "" }
+            }
+        }
+        return (items, total, scores)
+    }
+
+    func scanDeadLetters(_ filter: DeadLetterFilter, limit: Int?) async throws -> (
         items: [DeadLetterView], total: Int?, scores: [String: Int64]
     ) {
         let minScore = filter.sinceMilliseconds.map { String(Int64(Date().timeIntervalSince1970 * 1000) - $0) } ?? "-inf"
@@ -115,9 +137,11 @@ extension TaskQueries {
         var total = 0
         for start in stride(from: 0, to: entries.count, by: 200) {
             let chunk = entries[start..<min(entries.count, start + 200)]
-            let letters = try await redis.pipeline(chunk.map { RedisCommand("HGETALL", keys.deadItem(bucket: $0.bucket, id: $0.id)) })
+            let letters = try await redis.pipeline(
+                chunk.map { RedisCommand("HMGET", arguments: [keys.deadItem(bucket: $0.bucket, id: $0.id)] + Self.deadLetterFields) })
             for (entry, reply) in zip(chunk, letters) {
-                let fields = Self.hash(reply)
+                var fields: [String: String] = [:]
+                for (name, value) in zip(Self.deadLetterFields, reply.array ?? []) { if let value = value.string { fields[name] = value } }
                 guard !fields.isEmpty else { continue }
                 let letter = DeadLetterView(fields: fields)
                 guard !letter.id.isEmpty, filter.matches(letter) else { continue }
@@ -186,7 +210,7 @@ extension TaskQueries {
                 }
             }
         } else {
-            let (letters, _, scores) = try await deadLetters(matching: filter)
+            let (letters, _, scores) = try await deadLetters(matching: filter, withBody: false)
             // Oldest first, so the sample ends as the newest letter's message.
             for letter in letters.reversed() {
                 let score = scores[letter.id] ?? 0
