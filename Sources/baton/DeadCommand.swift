@@ -119,7 +119,8 @@ struct DeadCommand: AsyncParsableCommand {
                 ("reason", printer.paint(letter.reason, "31")), ("error", letter.error), ("field", letter.field), ("task", letter.taskID),
                 ("agent", letter.agent), ("step", letter.step), ("seq", letter.seq.map(String.init)),
                 ("branch", letter.branch.map(String.init)), ("attempts", letter.attempts.map(String.init)), ("bucket", letter.bucket),
-                ("worker", letter.worker), ("dead at", letter.deadAt.isEmpty ? nil : "\(letter.deadAt) (\(TextFormat.ago(letter.deadAt)))"),
+                ("worker", letter.worker), ("fingerprint", letter.fingerprint),
+                ("dead at", letter.deadAt.isEmpty ? nil : "\(letter.deadAt) (\(TextFormat.ago(letter.deadAt)))"),
             ]
             let body = (try? JSONValue.parse(Array(letter.body.utf8))).flatMap { value -> String? in
                 let encoder = JSONEncoder()

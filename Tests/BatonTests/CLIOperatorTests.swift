@@ -358,6 +358,43 @@ struct CLIOperatorTests {
         }
     }
 
+    @Test(.enabled(if: TestServers.available)) func redriveOfADeadSubmitWithAPatchRepublishesThePatchedSubmit() async throws {
+        let agent = TestServers.uniqueName("cli-submit")
+        let queue = TestServers.uniqueName("baton.cli-submit-q")
+        let submit = JSONValue.object(["v": 1, "agent": .string(agent), "input": ["a": 1, "b": 2]])
+        let (letter, _) = try await Self.withStore { store in
+            try await store.recordDeadLetter([
+                "reason": "unknown_agent", "error": "no worker serves agent '\(agent)'", "agent": agent, "body": submit.jsonString,
+            ])
+        }
+        var configuration = try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-cli-operator-tests")
+        configuration.connectTimeout = .seconds(5)
+        let connection = try await AMQPConnection.connect(configuration, logger: Self.logger)
+        do {
+            let channel = try await connection.openChannel()
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.bindQueue(queue, exchange: Topology.submitExchange, routingKey: agent)
+            let result = try await Self.baton(["dead", "redrive", letter, "--reason", "agent deployed", "--patch", #"{"b": null, "c": 3}"#])
+            #expect(result.status == 0, "\(result.error)")
+            #expect(try await channel.inspectQueue(queue).messageCount == 1)
+            let consumer = try await channel.consume(queue: queue)
+            var iterator = consumer.deliveries.makeAsyncIterator()
+            let delivery = try #require(await iterator.next())
+            let body = try JSONValue.parse(delivery.body)
+            #expect(body["input"] == ["a": 1, "c": 3])
+            #expect(body["agent"]?.stringValue == agent)
+            try await channel.ack(delivery)
+            _ = try? await channel.deleteQueue(queue)
+        } catch {
+            if let channel = try? await connection.openChannel() { _ = try? await channel.deleteQueue(queue) }
+            await connection.close()
+            throw error
+        }
+        await connection.close()
+        let show = try await Self.baton(["dead", "show", letter])
+        #expect(show.status == 4, "the redriven letter is gone")
+    }
+
     @Test(.enabled(if: TestServers.available)) func checkpointPrintsTheStateAndExits4WhenMissing() async throws {
         let (_, ids) = try await CLITests.cancelledTasks(1)
         let text = try await Self.baton(["checkpoint", ids[0]])
