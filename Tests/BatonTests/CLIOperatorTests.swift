@@ -211,6 +211,9 @@ struct CLIOperatorTests {
         #expect((groups.first?["sample"] as? String)?.hasPrefix("HTTP 503 from upstream") == true)
         let fingerprint = try #require(groups.first?["key"] as? String)
 
+        let recent = try await Self.baton(["dead", "list", "--group-by", "fingerprint", "--agent", agent, "--since", "1h", "-o", "json"])
+        #expect((try Self.json(recent.output)["items"] as? [[String: Any]])?.map { $0["count"] as? Int } == [3, 2])
+
         let byStep = try await Self.baton(["dead", "list", "--group-by", "step", "--agent", agent, "-o", "jsonl"])
         let steps = try Self.jsonLines(byStep.output)
         #expect(steps.map { "\($0["key"] ?? "")=\($0["count"] ?? "")" } == ["fetch=3", "parse=2"])
@@ -281,6 +284,12 @@ struct CLIOperatorTests {
                 #expect(try await client.queries.auditEntries(limit: 500).allSatisfy { $0.reason != reason })
             }
             #expect(try await channel.inspectQueue(Topology.stepsQueue(queue)).messageCount == 0)
+
+            // --all selects everything (a dry run here: it changes nothing).
+            let all = try await Self.baton(["dead", "discard", "--all", "--reason", reason, "--dry-run", "-o", "json"])
+            #expect(all.status == 0, "\(all.error)")
+            #expect((try Self.json(all.output)["count"] as? Int ?? 0) >= made.count)
+            #expect(try Self.json(all.output)["filter"] as? String == "all")
 
             // Without --yes and without a terminal, a bulk action is refused.
             let unconfirmed = try await Self.baton(["dead", "redrive", "--agent", agent, "--step", "fetch", "--reason", reason])
