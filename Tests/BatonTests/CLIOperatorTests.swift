@@ -407,6 +407,32 @@ struct CLIOperatorTests {
         #expect(show.status == 4, "the redriven letter is gone")
     }
 
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(3)))
+    func aWorkerRunsTheRedrivenBranchWithThePatchedInput() async throws {
+        try await Harness.withClient { (client: BatonClient) async throws in
+            let worker = try await Harness.startWorker("cli-patch", client: client)
+            defer { worker.process.sigkill() }
+            // 64 KiB records overflow the 1 MiB checkpoint cap at the 16th step: dead-lettered as oversized.
+            let id = try await Harness.submit(
+                client, Harness.stepchain(id: TestServers.uniqueName("cli-patch-e2e"), steps: 20, recordBytes: 65536, costUSDPerStep: 0.001)
+            )
+            _ = try await Harness.waitForStatus(client, id, ["dead_lettered"], workers: [worker])
+            let found = try await Harness.waitForDeadLetter(client) { $0.taskID == id }
+            let letter = try #require(found, "no dead letter for \(id)")
+
+            let result = try await Self.baton([
+                "dead", "redrive", letter.id, "--reason", "smaller records", "--patch", #"{"record_bytes": 64}"#,
+            ])
+            #expect(result.status == 0, "\(result.error)")
+            let done = try await Harness.waitForStatus(client, id, ["succeeded"], timeout: .seconds(60), workers: [worker])
+            #expect(done.branch == 1)
+            let records = try await Harness.records(client, id)
+            #expect(records.count == 20)
+            #expect(records.prefix(15).allSatisfy { $0.utf8.count == 65536 })
+            #expect(records.suffix(5).allSatisfy { $0.utf8.count == 64 }, "the redriven branch ran with the patched input")
+        }
+    }
+
     @Test(.enabled(if: TestServers.available)) func checkpointPrintsTheStateAndExits4WhenMissing() async throws {
         let (_, ids) = try await CLITests.cancelledTasks(1)
         let text = try await Self.baton(["checkpoint", ids[0]])
