@@ -414,11 +414,12 @@ enum Scripts {
               return {'conflict', status}
             elseif action == 'redrive' then
               if status ~= 'dead_lettered' then return {'conflict', status} end
+              -- Decoded before the first write: a bad argument fails the script with nothing written.
+              local details = {}
+              if ARGV[9] and ARGV[9] ~= '' then details = cjson.decode(ARGV[9]) end
               task.branch = tostring(num(t[3]) + 1)
               task.attempt = '1'
               redis.call('HSET', KEYS[1], 'branch', task.branch, 'attempt', 1, 'error', '', 'finished_at', '')
-              local details = {}
-              if ARGV[9] and ARGV[9] ~= '' then details = cjson.decode(ARGV[9]) end
               -- A redrive with a merge-patched input (ARGV[7]); the event keeps the patch and the input before it.
               if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'input', ARGV[7]) end
               details.reason, details.actor, details.from_seq, details.from_branch = ARGV[2], ARGV[3], tonumber(task.seq), num(t[3])
