@@ -639,6 +639,28 @@ struct CLIOperatorTests {
         }
     }
 
+    @Test(.enabled(if: TestServers.available)) func doctorComparesConsumerTimeoutWithTheTimeSliceOrSaysUnknown() async throws {
+        func consumerTimeout(_ environment: [String: String]) async throws -> [String: Any] {
+            let result = try await Self.baton(["doctor", "-o", "json"], environment: environment)
+            let checks = try #require(try Self.json(result.output)["items"] as? [[String: Any]], "\(result.error)")
+            return try #require(checks.first { $0["check"] as? String == "consumer_timeout" })
+        }
+        // A 2 h time slice is above RabbitMQ 3.10's default consumer_timeout (30 min).
+        let long = try await consumerTimeout(["BATON_WORKER_TIME_SLICE": "2h"])
+        if long["status"] as? String == "problem" {
+            #expect((long["detail"] as? String)?.contains("7200000") == true)
+            #expect((long["fix"] as? String)?.contains("consumer_timeout") == true)
+        } else {
+            // The broker is not the local node of `baton services` here: the setting cannot be read.
+            #expect(long["status"] as? String == "unknown")
+        }
+        // Without the services folder (no Erlang cookie) it is never guessed.
+        let noServices = FileManager.default.temporaryDirectory.appendingPathComponent("baton-no-services-\(UUID().uuidString)").path
+        let unknown = try await consumerTimeout(["BATON_WORKER_TIME_SLICE": "2h", "BATON_SERVICES_DIR": noServices])
+        #expect(unknown["status"] as? String == "unknown")
+        #expect((unknown["detail"] as? String)?.contains("baton services") == true)
+    }
+
     @Test(.enabled(if: TestServers.available)) func doctorReportsAOFOffWithTheFix() async throws {
         let redis = try ThrowawayRedis.start()
         defer { redis.stop() }
