@@ -302,7 +302,9 @@ struct CLIOperatorTests {
             #expect(real.status == 0, "\(real.error)")
             let reports = try #require(try Self.json(real.output)["items"] as? [[String: Any]])
             #expect(Set(reports.compactMap { $0["id"] as? String }) == Set(targets.map(\.letter)))
-            #expect(reports.allSatisfy { $0["result"] as? String == "done" })
+            #expect(
+                reports.allSatisfy { $0["result"] as? String == "done" && $0["status"] as? String == "queued" && $0["branch"] as? Int == 1 }
+            )
             #expect(real.error.contains("redrive: 3/3"))
 
             try await Harness.withClient { (client: BatonClient) async throws in
@@ -358,6 +360,7 @@ struct CLIOperatorTests {
                 "dead", "redrive", made[0].letter, "--reason", "fixed the prompt", "--patch", #"{"b": {"c": null, "e": 4}, "f": "x"}"#,
             ])
             #expect(result.status == 0, "\(result.error)")
+            #expect(result.output == "\(made[0].letter): redrive done (now queued on branch 1)\n")
             try await Harness.withClient { (client: BatonClient) async throws in
                 let input = try await client.store.redis.send("HGET", client.store.settings.keys.task(made[0].task), "input").string ?? ""
                 #expect(try JSONValue.parse(Array(input.utf8)) == ["a": 1, "b": ["d": 3, "e": 4], "f": "x"])
