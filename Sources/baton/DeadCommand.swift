@@ -179,7 +179,8 @@ struct DeadCommand: AsyncParsableCommand {
             if all && !filter.isEmpty { throw ValidationError("--all selects every dead letter: drop it or drop the filters") }
         }
 
-        var filter: DeadLetterFilter { (try? filters.filter(reason: deadReason)) ?? DeadLetterFilter() }
+        /// The selection's filter (validated before `run`, so this does not throw in practice).
+        func filter() throws -> DeadLetterFilter { try filters.filter(reason: deadReason) }
         var effectiveActor: String { actor.flatMap { $0.isEmpty ? nil : $0 } ?? CLIActor.current() }
     }
 
@@ -302,7 +303,11 @@ func runDeadAction(
     _ perform: @escaping (BatonClient, String) async throws -> BatonClient.ActionResult
 ) async throws {
     let printer = global.output.printer
-    let filter = targets.filter
+    let filter = try targets.filter()
+    // Never fail open: an empty filter selects everything only with --all.
+    guard !targets.isBulk || !filter.isEmpty || targets.all else {
+        throw ValidationError("name dead-letter ids or filters, or pass --all to act on every dead letter")
+    }
     let filterText = targets.isBulk ? filter.description : "ids"
     try await withClient(global.connection, publishing: publishing) { client in
         var ids = targets.ids
