@@ -169,6 +169,11 @@ struct CLIOperatorTests {
                 #"{"title": "Hello!", "author": {"givenName": "John"}, "tags": ["example"], "content": "x", "phoneNumber": "+01-123-456-7890"}"#
                     .utf8))
         #expect(target.applyingMergePatch(patch) == expected)
+        // The patch from A to B turns A into B.
+        let diff = target.mergePatch(to: expected)
+        #expect(target.applyingMergePatch(diff) == expected)
+        #expect(diff["author"] == ["familyName": .null])
+        #expect(diff["content"] == nil, "unchanged keys are not in the patch")
         #expect(JSONValue.int(1).applyingMergePatch(["a": .null, "b": 2]) == ["b": 2])
         #expect(JSONValue.object(["a": 1]).applyingMergePatch(.array([1])) == .array([1]))
     }
@@ -433,6 +438,34 @@ struct CLIOperatorTests {
             #expect(records.count == 20)
             #expect(records.prefix(15).allSatisfy { $0.utf8.count == 65536 })
             #expect(records.suffix(5).allSatisfy { $0.utf8.count == 64 }, "the redriven branch ran with the patched input")
+        }
+    }
+
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func checkpointDiffIsTheMergePatchBetweenTwoCheckpoints() async throws {
+        try await Harness.withClient { (client: BatonClient) async throws in
+            let worker = try await Harness.startWorker("cli-diff", client: client)
+            defer { worker.process.sigkill() }
+            let id = try await Harness.submit(client, Harness.stepchain(id: TestServers.uniqueName("cli-diff"), steps: 3, recordBytes: 16))
+            let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            let from = try #require(try await client.queries.checkpoint(id, seq: 1))
+            let to = try #require(try await client.queries.checkpoint(id, seq: done.seq))
+
+            let result = try await Self.baton(["checkpoint", id, "--diff", "1..", "-o", "json"])
+            #expect(result.status == 0, "\(result.error)")
+            let object = try Self.json(result.output)
+            #expect(object["from"] as? Int == 1)
+            #expect(object["to"] as? Int == Int(done.seq))
+            let patch = try JSONValue.parse(Array(try JSONSerialization.data(withJSONObject: object["patch"] ?? [:])))
+            let before = try JSONValue.parse(Array(from.json.utf8))
+            let after = try JSONValue.parse(Array(to.json.utf8))
+            #expect(before != after)
+            #expect(before.applyingMergePatch(patch) == after)
+
+            let missing = try await Self.baton(["checkpoint", id, "--diff", "1..99"])
+            #expect(missing.status == 4)
+            let bad = try await Self.baton(["checkpoint", id, "--diff", "x..y"])
+            #expect(bad.status == 64)
         }
     }
 

@@ -14,3 +14,18 @@ extension JSONValue {
         return .object(result)
     }
 }
+
+extension JSONValue {
+    /// The RFC 7396 merge patch that turns `self` into `other` (`self.applyingMergePatch(patch) == other`), except
+    /// where `other` holds an explicit `null` inside an object: a merge patch cannot express that (it removes the
+    /// key instead).
+    public func mergePatch(to other: JSONValue) -> JSONValue {
+        guard case .object(let before) = self, case .object(let after) = other else { return other }
+        var patch: [String: JSONValue] = [:]
+        for key in before.keys where after[key] == nil { patch[key] = .null }
+        for (key, value) in after where before[key] != value {
+            patch[key] = (before[key] ?? .null).mergePatch(to: value)
+        }
+        return .object(patch)
+    }
+}
