@@ -10,6 +10,8 @@ struct ActionReport: Encodable {
     var result: String
     /// The status after the action (done), or the status that forbade it (conflict).
     var status: String?
+    /// For a redrive of a task: the new branch.
+    var branch: Int64?
     var reason: String
 
     init(id: String, action: String, outcome: BatonClient.ActionResult, reason: String) {
@@ -17,6 +19,11 @@ struct ActionReport: Encodable {
         self.action = action
         self.reason = reason
         switch outcome {
+        case .done(let status) where action == "redrive" && Int64(status) != nil:
+            // The store answers a task's redrive with its new branch; the task is queued again.
+            result = "done"
+            self.status = "queued"
+            branch = Int64(status)
         case .done(let status):
             result = "done"
             self.status = status.isEmpty ? nil : status
@@ -40,7 +47,8 @@ struct ActionReport: Encodable {
     /// One line for people.
     func text(printer: Printer, noun: String) -> String {
         switch result {
-        case "done": "\(id): \(action) done" + (status.map { " (now \(printer.status($0)))" } ?? "")
+        case "done":
+            "\(id): \(action) done" + (status.map { " (now \(printer.status($0))" + (branch.map { " on branch \($0)" } ?? "") + ")" } ?? "")
         case "requested": "\(id): \(action) requested; the running step stops at its next boundary or lease renewal"
         case "not_found": "\(id): no such \(noun)"
         default: "\(id): cannot \(action): it is \(status.map(printer.status) ?? "in a state that forbids it")"
@@ -76,6 +84,9 @@ struct TaskActionArguments: ParsableArguments {
     @Option(help: "Why (recorded with the actor in the task's history and the audit stream).")
     var reason: String = ""
 
+    @Option(help: "Who is recorded as acting (default: $BATON_ACTOR, else cli:$USER@<short host name>).")
+    var actor: String?
+
     func validate() throws {
         if tasks.isEmpty { throw ValidationError("name at least one task") }
     }
@@ -84,7 +95,7 @@ struct TaskActionArguments: ParsableArguments {
 /// Runs one of cancel, pause, resume over the tasks of `arguments`.
 func runTaskAction(_ action: String, _ arguments: TaskActionArguments, global: GlobalOptions) async throws {
     let printer = global.output.printer
-    let actor = CLIActor.current()
+    let actor = arguments.actor.flatMap { $0.isEmpty ? nil : $0 } ?? CLIActor.current()
     let reason = arguments.reason.isEmpty ? "no reason given" : arguments.reason
     // resume republishes the task's next step at once: it needs RabbitMQ.
     try await withClient(global.connection, publishing: action == "resume") { client in

@@ -121,9 +121,16 @@ public final class BatonClient: Sendable {
         case conflict(String)
     }
 
-    /// Cancel, pause or resume a task (durable flags; DESIGN.md §5), recorded with actor and reason.
-    public func act(_ action: String, task: String, reason: String, actor: String) async throws -> ActionResult {
-        let answer = try await store.control(task: task, action: action, reason: reason, actor: actor)
+    /// Cancel, pause or resume a task (durable flags; DESIGN.md §5), recorded with actor and reason in the task's
+    /// history and (unless `audit` is false) in the audit stream.
+    public func act(_ action: String, task: String, reason: String, actor: String, audit: Bool = true) async throws -> ActionResult {
+        try await act(action, task: task, reason: reason, actor: actor, audit: audit, input: "", details: "")
+    }
+
+    func act(_ action: String, task: String, reason: String, actor: String, audit: Bool, input: String, details: String) async throws
+        -> ActionResult
+    {
+        let answer = try await store.control(task: task, action: action, reason: reason, actor: actor, extra: input, details: details)
         let result: ActionResult
         switch answer.first ?? "" {
         case "missing": return .notFound
@@ -136,38 +143,67 @@ public final class BatonClient: Sendable {
         if let bus, action == "resume" || action == "redrive" {
             await Outbox.flush(task: task, store: store, bus: bus, logger: logger)
         }
-        try await queries.audit(actor: actor, action: action, target: task, reason: reason)
+        if audit { try await queries.audit(actor: actor, action: action, target: task, reason: reason) }
         return result
     }
 
     /// Redrives a dead letter: a task's starts branch n+1 from its last good checkpoint; a dead submit or
     /// message without a task is re-published where it came from.
-    public func redrive(deadLetter id: String, reason: String, actor: String) async throws -> ActionResult {
+    ///
+    /// - Parameters:
+    ///   - patch: an RFC 7396 JSON merge patch applied to the task's input (for a dead submit: to its `input`)
+    ///     before it runs again; the `redriven` event keeps the patch and the input before it.
+    ///   - audit: false when the caller records one audit entry for many (a bulk action).
+    public func redrive(deadLetter id: String, reason: String, actor: String, patch: JSONValue? = nil, audit: Bool = true) async throws
+        -> ActionResult
+    {
         guard let letter = try await queries.deadLetter(id) else { return .notFound }
         if let task = letter.taskID, try await queries.task(task) != nil {
-            let result = try await act("redrive", task: task, reason: reason, actor: actor)
+            var input = ""
+            var details: [String: JSONValue] = ["dead_letter": .string(id)]
+            if let patch {
+                let before = try await redis.send("HGET", store.settings.keys.task(task), "input").string ?? "{}"
+                let previous = (try? JSONValue.parse(Array(before.utf8))) ?? .null
+                input = previous.applyingMergePatch(patch).jsonString
+                details["input_patch"] = patch
+                details["previous_input"] = previous
+            }
+            let result = try await act(
+                "redrive", task: task, reason: reason, actor: actor, audit: audit, input: input,
+                details: JSONValue.object(details).jsonString)
             switch result {
             case .done, .requested:
-                try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor)
+                try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor, audit: audit)
             case .conflict(let status) where status != "dead_lettered":
                 // The task moved on (e.g. a poison copy of an older seq): the dead letter is settled.
-                try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason + " (task already \(status))", actor: actor)
+                try await queries.removeDeadLetter(
+                    id, action: "dead.redrive", reason: reason + " (task already \(status))", actor: actor, audit: audit)
             default: break
             }
             return result
         }
         guard let bus else { throw BatonError(.internalError, "this client was connected without RabbitMQ") }
         let routing = letter.routingKeyForRedrive
-        let results = await bus.publish([OutboxMessage(exchange: routing.exchange, routingKey: routing.key, body: letter.body)])
+        var body = letter.body
+        if let patch {
+            guard var submit = (try? JSONValue.parse(Array(body.utf8)))?.objectValue else {
+                throw BatonError(
+                    .conflict, "dead letter \(id) has no task and its body is not a JSON submit: --patch cannot apply to it")
+            }
+            submit["input"] = (submit["input"] ?? .null).applyingMergePatch(patch)
+            body = JSONValue.object(submit).jsonString
+        }
+        let results = await bus.publish([OutboxMessage(exchange: routing.exchange, routingKey: routing.key, body: body)])
         if let error = results.first ?? nil { throw error }
-        try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor)
+        try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor, audit: audit)
         return .done("republished")
     }
 
-    /// Discards a dead letter (the task, if any, stays `dead_lettered`), recorded in the audit stream.
-    public func discard(deadLetter id: String, reason: String, actor: String) async throws -> ActionResult {
-        guard try await queries.deadLetter(id) != nil else { return .notFound }
-        try await queries.removeDeadLetter(id, action: "dead.discard", reason: reason, actor: actor)
+    /// Discards a dead letter (the task, if any, stays `dead_lettered`), recorded in the audit stream unless
+    /// `audit` is false (a bulk action records one entry for all).
+    public func discard(deadLetter id: String, reason: String, actor: String, audit: Bool = true) async throws -> ActionResult {
+        guard try await store.deleteDeadLetter(id) else { return .notFound }
+        if audit { try await queries.audit(actor: actor, action: "dead.discard", target: id, reason: reason) }
         return .done("discarded")
     }
 }

@@ -57,25 +57,8 @@ struct DeadLetterIntake: Sendable {
         fields["dead_at"] = header("x-baton-dead-at") ?? ISO8601DateFormatter.fractional.string(from: Date())
         fields["routing_key"] = delivery.routingKey
         fields["body"] = body
-        // A stable id, so a redelivered dead letter is stored once.
-        var hash: UInt64 = 14_695_981_039_346_656_037
-        for byte in (fields["dead_at"]! + reason + body + (fields["task_id"] ?? "")).utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 1_099_511_628_211
-        }
-        let id = TaskID.hex(hash, width: 16)
-        fields["id"] = id
-        let keys = store.settings.keys
-        let bucket = keys.bucket(of: id)
-        var hset: [any RedisArgumentConvertible] = [keys.deadItem(bucket: bucket, id: id)]
-        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            hset.append(key)
-            hset.append(value)
-        }
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        _ = try await store.redis.pipeline([
-            RedisCommand("HSET", arguments: hset), RedisCommand("ZADD", keys.dead(bucket: bucket), now, id),
-        ])
+        // Stored once (a stable id) with its fingerprint, and counted in its fingerprint group.
+        try await store.recordDeadLetter(fields)
         if reason == "delivery_limit", let step {
             let errorJSON = JSONValue.object([
                 "code": "delivery_limit", "message": .string(error), "bucket": "poison", "retryable": false,

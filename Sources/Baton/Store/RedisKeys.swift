@@ -47,6 +47,11 @@ public struct RedisKeys: Sendable, Hashable {
     public func timers(bucket: Int) -> String { "\(prefix)timers:{\(bucket)}" }
     public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
     public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
+    /// The fingerprint groups of a dead-letter bucket: a set of fingerprints, and per fingerprint a hash with
+    /// count, first_seen, last_seen (ms), sample, agent, step, bucket of the letters of that bucket.
+    public func deadGroups(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}:groups" }
+    public func deadGroupPrefix(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}:group:" }
+    public func deadGroup(bucket: Int, fingerprint: String) -> String { deadGroupPrefix(bucket: bucket) + fingerprint }
     public var workers: String { "\(prefix)workers" }
     public func worker(_ id: String) -> String { "\(prefix)worker:\(id)" }
     public var audit: String { "\(prefix)audit" }

@@ -374,7 +374,8 @@ enum Scripts {
 
     /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index.
     /// ARGV: action (cancel, pause, resume, redrive, stalled, dead), reason, actor, events maxlen, id, outbox id,
-    /// lease grace ms (stalled) / error json (dead), expected seq (dead, optional).
+    /// lease grace ms (stalled) / error json (dead) / new input json (redrive, optional), expected seq (dead, optional),
+    /// event details json object (redrive, optional).
     static let control =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'lease_until', 'cancel', 'pause')
@@ -425,10 +426,16 @@ enum Scripts {
               return {'conflict', status}
             elseif action == 'redrive' then
               if status ~= 'dead_lettered' then return {'conflict', status} end
+              -- Decoded before the first write: a bad argument fails the script with nothing written.
+              local details = {}
+              if ARGV[9] and ARGV[9] ~= '' then details = cjson.decode(ARGV[9]) end
               task.branch = tostring(num(t[3]) + 1)
               task.attempt = '1'
               redis.call('HSET', KEYS[1], 'branch', task.branch, 'attempt', 1, 'error', '', 'finished_at', '')
-              data = cjson.encode({reason=ARGV[2], actor=ARGV[3], from_seq=tonumber(task.seq), from_branch=num(t[3])})
+              -- A redrive with a merge-patched input (ARGV[7]); the event keeps the patch and the input before it.
+              if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'input', ARGV[7]) end
+              details.reason, details.actor, details.from_seq, details.from_branch = ARGV[2], ARGV[3], tonumber(task.seq), num(t[3])
+              data = cjson.encode(details)
               enqueue('queued', 'redriven')
               return {'redriven', task.branch}
             elseif action == 'stalled' then

@@ -214,25 +214,24 @@ public struct TaskQueries: Sendable {
         return fields.isEmpty ? nil : DeadLetterView(fields: fields)
     }
 
-    /// Removes a dead letter from the store (after a redrive or a discard), recording why in the audit stream.
-    public func removeDeadLetter(_ id: String, action: String, reason: String, actor: String) async throws {
-        let bucket = keys.bucket(of: id)
-        _ = try await redis.pipeline([
-            RedisCommand("ZREM", keys.dead(bucket: bucket), id), RedisCommand("DEL", keys.deadItem(bucket: bucket, id: id)),
-            RedisCommand(
-                "XADD", keys.audit, "MAXLEN", "~", 100_000, "*", "actor", actor, "action", action, "target", id, "count", 1, "reason",
-                reason,
-                "at", Int64(Date().timeIntervalSince1970 * 1000)),
-        ])
+    /// Removes a dead letter from the store (after a redrive or a discard) and from its fingerprint group;
+    /// records why in the audit stream unless `audit` is false (a bulk action records one entry for all).
+    public func removeDeadLetter(_ id: String, action: String, reason: String, actor: String, audit: Bool = true) async throws {
+        try await store.deleteDeadLetter(id)
+        if audit { try await self.audit(actor: actor, action: action, target: id, reason: reason) }
     }
 
-    /// Records a mutating operator action in the audit stream.
-    public func audit(actor: String, action: String, target: String, count: Int = 1, reason: String) async throws {
-        try await redis.send(
-            RedisCommand(
-                "XADD", keys.audit, "MAXLEN", "~", 100_000, "*", "actor", actor, "action", action, "target", target, "count", count,
-                "reason", reason,
-                "at", Int64(Date().timeIntervalSince1970 * 1000)))
+    /// Records a mutating operator action in the audit stream (`baton:audit`, capped at about 100 000 entries):
+    /// actor, action, target (a task, a dead letter, or the ids of a bulk action), filter, count, reason, time.
+    public func audit(actor: String, action: String, target: String, filter: String? = nil, count: Int = 1, reason: String)
+        async throws
+    {
+        var arguments: [any RedisArgumentConvertible] = [
+            keys.audit, "MAXLEN", "~", 100_000, "*", "actor", actor, "action", action, "target", target, "count", count, "reason", reason,
+        ]
+        if let filter { arguments += ["filter", filter] }
+        arguments += ["at", Int64(Date().timeIntervalSince1970 * 1000)]
+        try await redis.send(RedisCommand("XADD", arguments: arguments))
     }
 
     /// Workers that sent a heartbeat, most recent first.

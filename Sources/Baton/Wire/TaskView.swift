@@ -168,13 +168,16 @@ public struct DeadLetterView: Codable, Sendable, Hashable {
     public var worker: String?
     public var deadAt: String
     public var body: String
+    /// The failure's fingerprint (``DeadLetterFingerprint``): computed at intake; for a letter taken in before
+    /// fingerprints existed, computed when read.
+    public var fingerprint: String
 
     enum CodingKeys: String, CodingKey {
         case id
         case taskID = "task_id"
         case agent, step, seq, branch, reason, error, field, bucket, attempts, worker
         case deadAt = "dead_at"
-        case body
+        case body, fingerprint
     }
 
     init(fields f: [String: String]) {
@@ -193,6 +196,9 @@ public struct DeadLetterView: Codable, Sendable, Hashable {
         worker = nonEmpty("worker")
         deadAt = f["dead_at"] ?? ""
         body = f["body"] ?? ""
+        fingerprint =
+            nonEmpty("fingerprint")
+            ?? DeadLetterFingerprint.compute(agent: agent, step: step, bucket: bucket, reason: reason, message: error, taskID: taskID)
     }
 }
 

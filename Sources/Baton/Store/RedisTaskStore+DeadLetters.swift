@@ -1,0 +1,107 @@
+import Foundation
+import RedisClient
+
+extension RedisTaskStore {
+    /// Stores a dead letter taken in from `baton.dead` with its fingerprint, and counts it in its fingerprint
+    /// group, in one script: a redelivered dead letter (same id) is stored and counted once.
+    ///
+    /// `fields` are the letter's fields (`reason`, `error`, `task_id`, `agent`, `step`, `bucket`, `dead_at`,
+    /// `body`, …); `id` and `fingerprint` are computed here when absent. Returns the id and whether it was new.
+    @discardableResult
+    public func recordDeadLetter(_ fields: [String: String], now: Date = Date()) async throws -> (id: String, stored: Bool) {
+        var fields = fields
+        func value(_ key: String) -> String? { fields[key].flatMap { $0.isEmpty ? nil : $0 } }
+        let reason = fields["reason"] ?? ""
+        let error = fields["error"] ?? ""
+        if value("dead_at") == nil { fields["dead_at"] = ISO8601DateFormatter.fractional.string(from: now) }
+        let id = value("id") ?? Self.deadLetterID(fields)
+        fields["id"] = id
+        let fingerprint =
+            value("fingerprint")
+            ?? DeadLetterFingerprint.compute(
+                agent: value("agent"), step: value("step"), bucket: value("bucket"), reason: reason, message: error,
+                taskID: value("task_id"))
+        fields["fingerprint"] = fingerprint
+        let bucket = keys.bucket(of: id)
+        var args: [any RedisArgumentConvertible] = [
+            Int64(now.timeIntervalSince1970 * 1000), id, fingerprint, String(error.prefix(1000)), value("agent") ?? "",
+            value("step") ?? "", value("bucket") ?? reason,
+        ]
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            args.append(key)
+            args.append(value)
+        }
+        let reply = try await redis.evalSHA(
+            Self.addDeadLetterScript,
+            keys: [
+                keys.deadItem(bucket: bucket, id: id), keys.dead(bucket: bucket), keys.deadGroup(bucket: bucket, fingerprint: fingerprint),
+                keys.deadGroups(bucket: bucket),
+            ],
+            args: args)
+        return (id, reply.int == 1)
+    }
+
+    /// Removes a dead letter (after a redrive or a discard) and uncounts it from its fingerprint group, in one
+    /// script. Returns false when it was already gone.
+    @discardableResult
+    public func deleteDeadLetter(_ id: String) async throws -> Bool {
+        let bucket = keys.bucket(of: id)
+        let reply = try await redis.evalSHA(
+            Self.removeDeadLetterScript,
+            keys: [
+                keys.deadItem(bucket: bucket, id: id), keys.dead(bucket: bucket), keys.deadGroupPrefix(bucket: bucket),
+                keys.deadGroups(bucket: bucket),
+            ],
+            args: [id])
+        return reply.int == 1
+    }
+
+    /// A stable id, so a redelivered dead letter is stored once: FNV-1a of when, why, the body and the task.
+    static func deadLetterID(_ fields: [String: String]) -> String {
+        var hash: UInt64 = 14_695_981_039_346_656_037
+        for byte in ((fields["dead_at"] ?? "") + (fields["reason"] ?? "") + (fields["body"] ?? "") + (fields["task_id"] ?? "")).utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 1_099_511_628_211
+        }
+        return TaskID.hex(hash, width: 16)
+    }
+
+    /// KEYS: item, dead zset, group hash, groups set. ARGV: now ms, id, fingerprint, sample, agent, step, bucket,
+    /// then the item's field/value pairs.
+    static let addDeadLetterScript = RedisScript(
+        """
+        if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+        local now = tonumber(ARGV[1])
+        local fields = {}
+        for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+        redis.call('HSET', KEYS[1], unpack(fields))
+        redis.call('ZADD', KEYS[2], now, ARGV[2])
+        local count = redis.call('HINCRBY', KEYS[3], 'count', 1)
+        local first = tonumber(redis.call('HGET', KEYS[3], 'first_seen') or '')
+        local last = tonumber(redis.call('HGET', KEYS[3], 'last_seen') or '')
+        if count == 1 or not first or now < first then redis.call('HSET', KEYS[3], 'first_seen', now) end
+        if count == 1 or not last or now >= last then
+          redis.call('HSET', KEYS[3], 'last_seen', now, 'sample', ARGV[4])
+        end
+        redis.call('HSET', KEYS[3], 'agent', ARGV[5], 'step', ARGV[6], 'bucket', ARGV[7])
+        redis.call('SADD', KEYS[4], ARGV[3])
+        return 1
+        """)
+
+    /// KEYS: item, dead zset, group key prefix, groups set. ARGV: id. The group lives in the item's bucket (same
+    /// hash tag), so its key is built here from the fingerprint stored on the item.
+    static let removeDeadLetterScript = RedisScript(
+        """
+        local fingerprint = redis.call('HGET', KEYS[1], 'fingerprint')
+        redis.call('ZREM', KEYS[2], ARGV[1])
+        if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+        if fingerprint and fingerprint ~= '' then
+          local count = redis.call('HINCRBY', KEYS[3] .. fingerprint, 'count', -1)
+          if count <= 0 then
+            redis.call('DEL', KEYS[3] .. fingerprint)
+            redis.call('SREM', KEYS[4], fingerprint)
+          end
+        end
+        return 1
+        """)
+}
