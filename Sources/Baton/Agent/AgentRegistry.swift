@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// The agents a worker serves, by name, behind a type-erased runner.
 public struct AgentRegistry: Sendable {
@@ -50,11 +51,14 @@ struct AgentRunner: Sendable {
             let state = try agent.initialState(for: input)
             return try JSONCoding.string(state)
         }
+        let inputs = DecodedInputs<A.Input>()
         run = { claimed, environment, deadline, logger in
             let input: A.Input
             let state: A.State
             do {
-                input = try JSONCoding.decoder.decode(A.Input.self, from: Data(claimed.inputJSON))
+                input = try inputs.value(for: claimed.id, json: claimed.inputJSON) {
+                    try JSONCoding.decoder.decode(A.Input.self, from: Data(claimed.inputJSON))
+                }
                 state = try JSONCoding.decoder.decode(A.State.self, from: Data(claimed.stateJSON))
             } catch {
                 return StepResult(
@@ -79,5 +83,22 @@ struct AgentRunner: Sendable {
                     outcome: .failure(StepError.permanent("the state does not encode: \(error)", bucket: "invalid_state")), stateJSON: nil)
             }
         }
+    }
+}
+
+/// The decoded inputs of recent tasks: a task's input rarely changes (a redrive may patch it), and decoding it
+/// on every step costs more than comparing its bytes.
+final class DecodedInputs<Input: Sendable>: Sendable {
+    private let entries = Mutex<[String: (json: [UInt8], value: Input)]>([:])
+    private let capacity = 4096
+
+    func value(for task: String, json: [UInt8], decode: () throws -> Input) rethrows -> Input {
+        if let hit = entries.withLock({ $0[task] }), hit.json == json { return hit.value }
+        let value = try decode()
+        entries.withLock { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[task] = (json, value)
+        }
+        return value
     }
 }

@@ -78,11 +78,13 @@ public struct RedisTaskStore: TaskStore {
 
     func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) -> RedisCommand {
         let id = message.task
+        let base = keys.base(id)
+        let bucket = keys.bucket(of: id)
         return .evalSHA(
             Self.claimScript,
             keys: [
-                keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.indexPrefix(bucket: keys.bucket(of: id)),
-                keys.workers, keys.outbox(id), keys.outboxIndex(bucket: keys.bucket(of: id)),
+                base + ":task", base + ":budget", base + ":ckpt:", base + ":events", keys.indexPrefix(bucket: bucket), keys.workers,
+                base + ":outbox", keys.outboxIndex(bucket: bucket),
             ],
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
@@ -217,6 +219,7 @@ public struct RedisTaskStore: TaskStore {
 
     func commitCommand(_ commit: Commit) throws -> (RedisCommand, outboxID: String) {
         let id = commit.task
+        let base = keys.base(id)
         let bucket = keys.bucket(of: id)
         let outboxID = Self.outboxID()
         var kind = ""
@@ -258,9 +261,8 @@ public struct RedisTaskStore: TaskStore {
         let command = RedisCommand.evalSHA(
             Self.commitScript,
             keys: [
-                keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.outbox(id),
-                keys.indexPrefix(bucket: bucket),
-                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), keys.chargedEffects(id),
+                base + ":task", base + ":budget", base + ":ckpt:", base + ":events", base + ":outbox", keys.indexPrefix(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), base + ":effects_charged",
             ],
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
