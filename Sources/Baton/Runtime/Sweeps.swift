@@ -92,6 +92,12 @@ final class Sweeps: Sendable {
             var done: [any RedisArgumentConvertible] = []
             var valid: [(member: String, message: OutboxMessage)] = []
             for member in members {
+                if let task = Self.waitTimerTask(member) {
+                    // A wait or sleep timer: one script decides whether it still wins (a signal may have).
+                    if try await store.fireWaitTimer(task: task, timer: member) { await executor.flushOutbox(task: task) }
+                    done.append(member)
+                    continue
+                }
                 if let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(member.utf8)) {
                     valid.append((member, message))
                 } else {
@@ -105,6 +111,12 @@ final class Sweeps: Sendable {
                 try await redis.send(RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + done))
             }
         }
+    }
+
+    /// The task of a wait or sleep timer (`{"wake": id, "seq": n, "branch": b}`), or nil for a step-message timer.
+    static func waitTimerTask(_ member: String) -> String? {
+        guard member.hasPrefix("{"), !member.contains("\"x\":"), let value = try? JSONValue.parse(Array(member.utf8)) else { return nil }
+        return value["wake"]?.stringValue
     }
 
     /// Re-publishes outbox entries a crash left behind (older than the sweep age).
