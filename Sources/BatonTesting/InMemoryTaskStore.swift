@@ -591,8 +591,8 @@ public final class InMemoryTaskStore: TaskStore {
         let now = clock.nowMilliseconds
         return state.withLock { storage in
             guard var r = storage.tasks[signal.task] else { return .notFound }
-            if Self.terminal.contains(r.status) { return .terminal(status: r.status) }
             if r.seenSignals.contains(signal.id) { return .duplicate(status: r.status) }
+            if Self.terminal.contains(r.status) { return .terminal(status: r.status) }
             let wait = r.status == "waiting" ? r.wait.flatMap { $0.signals.contains(signal.name) ? $0 : nil } : nil
             if wait == nil && r.signals.count >= settings.signalMailboxCap { return .mailboxFull(cap: settings.signalMailboxCap) }
             r.seenSignals.append(signal.id)

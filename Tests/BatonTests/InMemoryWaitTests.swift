@@ -103,6 +103,8 @@ struct InMemoryWaitTests {
         #expect(done.pendingSignals.isEmpty)
         #expect(done.events(ofType: "signal_received").count == 1)
         #expect(try await harness.signal(id, "approve", signalID: "late") == .terminal(status: "succeeded"))
+        // A resend of an id already received stays a no-op once the task has ended.
+        #expect(try await harness.signal(id, "approve", payload: 2, signalID: "dup") == .duplicate(status: "succeeded"))
         #expect(try await harness.signal("no-such-task", "approve") == .notFound)
     }
 

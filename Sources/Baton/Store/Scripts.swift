@@ -453,8 +453,9 @@ enum Scripts {
             local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'seq', 'branch', 'step', 'signal_n')
             local status = t[1]
             if not status then return {'missing'} end
-            if TERMINAL[status] then return {'terminal', status} end
+            -- A resend of a signal already received is a no-op, even once the task has ended.
             if redis.call('ZSCORE', KEYS[3], ARGV[4]) then return {'duplicate', status} end
+            if TERMINAL[status] then return {'terminal', status} end
             local w = nil
             if status == 'waiting' and t[2] and t[2] ~= '' then
               local candidate = cjson.decode(t[2])
