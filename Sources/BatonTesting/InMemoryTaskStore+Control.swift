@@ -46,7 +46,8 @@ extension InMemoryTaskStore {
             case "pause":
                 if Self.terminal.contains(status) { return ControlResult("terminal", status) }
                 if status == "paused" { return ControlResult("already", status) }
-                if status == "running" {
+                // A waiting or sleeping task keeps waiting; it pauses when it wakes, before the resumed step runs.
+                if status == "running" || status == "waiting" || status == "sleeping" {
                     r.pause = data
                     return ControlResult("requested", status)
                 }

@@ -503,7 +503,8 @@ public final class InMemoryTaskStore: TaskStore {
                     r.step = spec.next
                     (status, eventType) = spec.kind == "sleep" ? ("sleeping", "sleeping") : ("waiting", "waiting")
                     reason = WaitSpec.statusReason(kind: spec.kind, signals: spec.signals, dueMilliseconds: due, dueKind: dueKind)
-                    var data: [String: JSONValue] = ["signals": .array(spec.signals.map(JSONValue.string)), "next": .string(spec.next)]
+                    var data: [String: JSONValue] = ["next": .string(spec.next)]
+                    if !spec.signals.isEmpty { data["signals"] = .array(spec.signals.map(JSONValue.string)) }
                     if let onTimeout = spec.onTimeout { data["on_timeout"] = .string(onTimeout) }
                     if let due {
                         data[dueKind == "time" ? "at" : "timeout_at"] = .string(WaitSpec.iso(due))

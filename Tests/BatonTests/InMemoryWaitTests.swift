@@ -146,6 +146,24 @@ struct InMemoryWaitTests {
         #expect(harness.task(timed)?.events(ofType: "woke").first?.step == "timedout")
     }
 
+    @Test("pausing a waiting task lets it keep waiting; it pauses on waking and resume runs the resumed step with its wake-up")
+    func pauseWhileWaiting() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await Self.approval(harness)
+        await Self.deliverAll(harness)
+        #expect(await harness.pause(id) == ControlResult("requested", "waiting"))
+        #expect(harness.task(id)?.status == "waiting")
+        #expect(try await harness.signal(id, "approve", payload: "yes", signalID: "p") == .woke)
+        await Self.deliverAll(harness)
+        #expect(harness.task(id)?.status == "paused")
+        await harness.resume(id)
+        await harness.runUntilIdle()
+        let done = try #require(harness.task(id))
+        #expect(done.status == "succeeded")
+        #expect(done.result?["decision"] == "approve")
+        #expect(done.result?["payload"] == "yes")
+    }
+
     @Test("a wait naming an undeclared step or no trigger is a permanent error, dead-lettered")
     func invalidWaits() async throws {
         let harness = BatonTestHarness(agents: [WaiterAgent()])

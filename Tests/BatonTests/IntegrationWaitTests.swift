@@ -229,7 +229,32 @@ struct IntegrationWaitTests {
                     Issue.record("unexpected signal outcome \(String(describing: outcomes[id])) for \(id)")
                 }
             }
+
+            // Head to head: the timer fires and the signal arrives at the same moment, with no worker's sweep
+            // around. Whichever script runs first wins; the other changes nothing.
+            var waiting: [String] = []
+            for index in 0..<5 { waiting.append(try await Harness.submit(client, Self.approval("head-\(index)", timeout: 3600))) }
+            for id in waiting { try await Harness.waitForStatus(client, id, ["waiting"], workers: [worker]) }
             await worker.process.stop()
+            var winners: [String: String] = [:]
+            for id in waiting {
+                let timer = try #require(try await client.store.redis.send("HGET", servers.settings.keys.task(id), "wait_timer").string)
+                #expect(!timer.isEmpty)
+                async let fired = client.store.fireWaitTimer(task: id, timer: timer)
+                async let signalled = client.store.signal(TaskSignal(task: id, name: "approve", id: "head", actor: "racer"))
+                let (timerWon, outcome) = try await (fired, signalled)
+                #expect(timerWon != (outcome == .woke), "task \(id): timer \(timerWon), signal \(outcome)")
+                winners[id] = timerWon ? "timeout" : "approve"
+            }
+            let second = try await servers.startWorker("race-2", client: client)
+            defer { second.process.sigkill() }
+            for id in waiting {
+                let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [second])
+                #expect(done.result?["decision"]?.stringValue == winners[id])
+                #expect(try await Self.woke(client, id).count == 1)
+                if winners[id] == "timeout" { #expect(done.signalsPending?.map(\.id) == ["head"]) }
+            }
+            await second.process.stop()
         }
     }
 

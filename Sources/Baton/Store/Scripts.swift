@@ -347,7 +347,8 @@ enum Scripts {
                 w.delay_ms, w.at_ms, w.due, w.due_kind, w.since = nil, nil, due, due_kind, now
                 if w.k == 'sleep' then status, etype = 'sleeping', 'sleeping' else status, etype = 'waiting', 'waiting' end
                 reason = wait_reason(w)
-                local data = {signals=w.signals, next=w.next, on_timeout=w.on_timeout}
+                local data = {next=w.next, on_timeout=w.on_timeout}
+                if #(w.signals or {}) > 0 then data.signals = w.signals end
                 if due then
                   if due_kind == 'time' then data.at = iso(due) else data.timeout_at = iso(due) end
                   table.insert(fields, 'next_timer')
@@ -561,7 +562,8 @@ enum Scripts {
             elseif action == 'pause' then
               if TERMINAL[status] then return {'terminal', status} end
               if status == 'paused' then return {'already', status} end
-              if status == 'running' then
+              -- A waiting or sleeping task keeps waiting; it pauses when it wakes, before the resumed step runs.
+              if status == 'running' or status == 'waiting' or status == 'sleeping' then
                 redis.call('HSET', KEYS[1], 'pause', data)
                 return {'requested', status}
               end
