@@ -1,16 +1,25 @@
 import Baton
 import Foundation
 
-/// `sleeper`: sleeps once for `seconds` (holding no worker, no message: only Redis keys and a timer), then
-/// completes with how late its wake-up was: `{"lateness_ms": …, "trigger": "time"}`.
+/// `sleeper`: sleeps once for `seconds` (holding no worker, no message: only Redis keys and a timer), or until
+/// `until_ms` (Unix milliseconds, for `baton bench timers`), then completes with how late its wake-up was:
+/// `{"lateness_ms": …, "trigger": "time"}`.
 public struct SleeperAgent: Agent {
     public struct Input: Codable, Sendable {
         public var seconds: Double
-        public init(seconds: Double) { self.seconds = seconds }
-        enum CodingKeys: String, CodingKey { case seconds }
+        public var untilMilliseconds: Int64?
+        public init(seconds: Double, untilMilliseconds: Int64? = nil) {
+            self.seconds = seconds
+            self.untilMilliseconds = untilMilliseconds
+        }
+        enum CodingKeys: String, CodingKey {
+            case seconds
+            case untilMilliseconds = "until_ms"
+        }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             seconds = try c.decodeIfPresent(Double.self, forKey: .seconds) ?? 5
+            untilMilliseconds = try c.decodeIfPresent(Int64.self, forKey: .untilMilliseconds)
         }
     }
 
@@ -34,7 +43,9 @@ public struct SleeperAgent: Agent {
     public func run(step: String, context: StepContext<SleeperAgent>) async throws -> StepOutcome {
         switch step {
         case "sleep":
-            let due = Date().addingTimeInterval(context.input.seconds)
+            let due =
+                context.input.untilMilliseconds.map { Date(timeIntervalSince1970: Double($0) / 1000) }
+                ?? Date().addingTimeInterval(context.input.seconds)
             context.state.dueAtMilliseconds = Int64(due.timeIntervalSince1970 * 1000)
             return .sleep(until: due, then: "wake")
         default:

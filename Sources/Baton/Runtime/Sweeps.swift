@@ -91,11 +91,10 @@ final class Sweeps: Sendable {
         for (bucket, members) in byBucket {
             var done: [any RedisArgumentConvertible] = []
             var valid: [(member: String, message: OutboxMessage)] = []
+            var waits: [(task: String, timer: String)] = []
             for member in members {
                 if let task = Self.waitTimerTask(member) {
-                    // A wait or sleep timer: one script decides whether it still wins (a signal may have).
-                    if try await store.fireWaitTimer(task: task, timer: member) { await executor.flushOutbox(task: task) }
-                    done.append(member)
+                    waits.append((task, member))
                     continue
                 }
                 if let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(member.utf8)) {
@@ -105,8 +104,16 @@ final class Sweeps: Sendable {
                     done.append(member)
                 }
             }
-            let results = await executor.bus.publish(valid.map(\.message))
+            // Wait and sleep timers: one script each decides whether it still wins (a signal may have won); the
+            // resumed steps are published together with the step-message timers. A lost publish stays in the
+            // task's outbox for the outbox sweep, so the timer is done either way.
+            let woken = waits.isEmpty ? [] : try await store.fireWaitTimers(waits).compactMap { $0 }
+            done.append(contentsOf: waits.map(\.timer))
+            let results = await executor.bus.publish(valid.map(\.message) + woken.map(\.message))
             for (entry, result) in zip(valid, results) where result == nil { done.append(entry.member) }
+            for (step, result) in zip(woken, results.dropFirst(valid.count)) where result == nil {
+                store.outboxDoneWithoutWaiting(task: step.task, ids: [step.outboxID])
+            }
             if !done.isEmpty {
                 try await redis.send(RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + done))
             }

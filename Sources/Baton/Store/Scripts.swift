@@ -484,7 +484,7 @@ enum Scripts {
 
     /// Fires a wait or sleep timer: wakes the task only if it still waits on this very timer (a signal that
     /// won the race already removed it). KEYS: task, events, outbox, outbox index, index prefix, timers.
-    /// ARGV: id, timer member, events maxlen, outbox id.
+    /// ARGV: id, timer member, events maxlen, outbox id. Returns `{'woke', 'queued', outbox id, message}`.
     static let fireWaitTimer =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer')
@@ -492,7 +492,7 @@ enum Scripts {
             local w = cjson.decode(t[2])
             local k = {task=KEYS[1], events=KEYS[2], outbox=KEYS[3], outbox_index=KEYS[4], index=KEYS[5], timers=KEYS[6]}
             wake(k, ARGV[1], w, {trigger=w.due_kind or 'time'}, now_ms(), ARGV[3], ARGV[4])
-            return {'woke', 'queued'}
+            return {'woke', 'queued', ARGV[4], redis.call('HGET', KEYS[3], ARGV[4])}
             """
 
     /// KEYS: outbox, outbox index. ARGV: id, outbox entry ids…
