@@ -497,6 +497,10 @@ public final class InMemoryTaskStore: TaskStore {
                     var dueKind: String?
                     if let delay = spec.delayMilliseconds { (due, dueKind) = (now + delay, "timeout") }
                     if let at = spec.atMilliseconds, due.map({ at < $0 }) ?? true { (due, dueKind) = (at, "time") }
+                    // The budget's deadline ends a wait too: its timer stops the task (budget_exceeded) then.
+                    if let deadline = r.limits.deadlineMilliseconds, due.map({ deadline < $0 }) ?? true {
+                        (due, dueKind) = (deadline, "deadline")
+                    }
                     let wait = WaitRecord(
                         kind: spec.kind, signals: spec.signals, next: spec.next, onTimeout: spec.onTimeout, due: due, dueKind: dueKind)
                     waitRecord = wait
@@ -507,7 +511,8 @@ public final class InMemoryTaskStore: TaskStore {
                     if !spec.signals.isEmpty { data["signals"] = .array(spec.signals.map(JSONValue.string)) }
                     if let onTimeout = spec.onTimeout { data["on_timeout"] = .string(onTimeout) }
                     if let due {
-                        data[dueKind == "time" ? "at" : "timeout_at"] = .string(WaitSpec.iso(due))
+                        let key = dueKind == "time" ? "at" : (dueKind == "deadline" ? "deadline" : "timeout_at")
+                        data[key] = .string(WaitSpec.iso(due))
                         r.nextTimer = due
                     }
                     eventData = JSONValue.object(data).jsonString
@@ -624,6 +629,20 @@ public final class InMemoryTaskStore: TaskStore {
         storage.timers[timer] = nil
         guard var r = storage.tasks[task], r.status == "waiting" || r.status == "sleeping", r.waitTimer == timer, let wait = r.wait
         else { return false }
+        if wait.dueKind == "deadline" {
+            // The budget's deadline came first: the task stops where it waits, its state kept.
+            r.status = "budget_exceeded"
+            r.error = Self.budgetError("deadline")
+            r.finishedAt = now
+            r.updatedAt = now
+            r.statusReason = "deadline limit reached"
+            r.wait = nil
+            r.waitTimer = ""
+            r.nextTimer = nil
+            addEvent(&storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now, data: #"{"kind":"deadline"}"#)
+            storage.tasks[task] = r
+            return false
+        }
         _ = wake(&storage, &r, wait: wait, trigger: ["trigger": .string(wait.dueKind ?? "time")], now: now)
         storage.tasks[task] = r
         return true

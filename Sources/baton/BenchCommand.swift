@@ -92,7 +92,7 @@ struct BenchCommand: AsyncParsableCommand {
             options.lead = .seconds(lead)
             var logger = Logger(label: "baton.bench")
             logger.logLevel = .warning
-            let bench = TimerBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, registry: .examples, logger: logger)
+            let bench = TimerBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, logger: logger)
             let result = try await BenchCommand.measure { try await bench.run(options) }
             if json {
                 try printJSON(result)

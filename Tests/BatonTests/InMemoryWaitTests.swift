@@ -164,6 +164,38 @@ struct InMemoryWaitTests {
         #expect(done.result?["payload"] == "yes")
     }
 
+    @Test("the budget's deadline ends a wait: the task stops in budget_exceeded at the deadline, not at the later timeout")
+    func deadlineEndsAWait() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let deadline = harness.clock.now.addingTimeInterval(120)
+        let id = try await harness.submit(
+            ApprovalAgent.self, input: ApprovalAgent.Input(timeoutSeconds: 3600), budget: BudgetRequest(deadline: deadline))
+        await Self.deliverAll(harness)
+        let waiting = try #require(harness.task(id))
+        #expect(waiting.statusReason.contains(", deadline "))
+        #expect(waiting.waitDueMilliseconds == Int64(deadline.timeIntervalSince1970 * 1000))
+        await harness.runUntilIdle()
+        let stopped = try #require(harness.task(id))
+        #expect(stopped.status == "budget_exceeded")
+        #expect(stopped.statusReason == "deadline limit reached")
+        #expect(stopped.events(ofType: "budget_exceeded").first?.data == ["kind": "deadline"])
+        #expect(stopped.events(ofType: "woke").isEmpty)
+        #expect(harness.store.timerCount == 0)
+    }
+
+    @Test("cancelling a waiting task ends it at once; its timer, when it comes, changes nothing")
+    func cancelWhileWaiting() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await Self.approval(harness, timeout: 60)
+        await Self.deliverAll(harness)
+        #expect(await harness.cancel(id) == ControlResult("cancelled", "cancelled"))
+        await harness.runUntilIdle()
+        let cancelled = try #require(harness.task(id))
+        #expect(cancelled.status == "cancelled")
+        #expect(cancelled.events(ofType: "woke").isEmpty)
+        #expect(try await harness.signal(id, "approve") == .terminal(status: "cancelled"))
+    }
+
     @Test("a wait naming an undeclared step or no trigger is a permanent error, dead-lettered")
     func invalidWaits() async throws {
         let harness = BatonTestHarness(agents: [WaiterAgent()])

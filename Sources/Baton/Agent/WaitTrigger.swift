@@ -126,10 +126,16 @@ public struct WaitSpec: Sendable, Hashable {
     /// "waiting for approve or reject, timeout 2026-11-23T10:00:00Z", "sleeping until 2026-…".
     public static func statusReason(kind: String, signals: [String], dueMilliseconds: Int64?, dueKind: String?) -> String {
         let due = dueMilliseconds.map { Self.iso($0) }
-        if kind == "sleep" { return "sleeping until " + (due ?? "?") }
+        if kind == "sleep" { return (dueKind == "deadline" ? "sleeping until the deadline " : "sleeping until ") + (due ?? "?") }
         var text = "waiting for "
         text += signals.isEmpty ? "a timer" : signals.joined(separator: " or ")
-        if let due { text += dueKind == "time" ? ", until \(due)" : ", timeout \(due)" }
+        if let due {
+            switch dueKind {
+            case "time": text += ", until \(due)"
+            case "deadline": text += ", deadline \(due)"
+            default: text += ", timeout \(due)"
+            }
+        }
         return text
     }
 

@@ -4,10 +4,37 @@ import Logging
 import RedisClient
 import ServiceLifecycle
 
-/// `baton bench timers`: many `sleeper` tasks due within the same second, woken by the timer sweep of
+/// `baton bench timers`: many sleeping tasks due within the same second, woken by the timer sweep of
 /// in-process workers; reports the lateness of their wake-ups (the resumed step's claim minus the due time,
 /// both Redis time), verified at the end.
+///
+/// The run is isolated from anything else on the servers: its tasks live under a Redis key prefix of their
+/// own (so only the bench's workers sweep their timers), its agent (``TimerBench/SleeperAgent``) runs on a
+/// step queue of its own, and its workers serve that agent only and take in no dead letters.
 public struct TimerBench: Sendable {
+    /// Sleeps until `until_ms`, then completes with the lateness of its wake-up (`lateness_ms`).
+    public struct SleeperAgent: Agent {
+        public struct Input: Codable, Sendable {
+            public var untilMilliseconds: Int64
+            enum CodingKeys: String, CodingKey { case untilMilliseconds = "until_ms" }
+        }
+        public struct State: Codable, Sendable {}
+        public static let name = "bench-timers-sleeper"
+        public static let steps = ["sleep", "wake"]
+        public static var options: AgentOptions { AgentOptions(queue: "bench.timers") }
+        public init() {}
+        public func initialState(for input: Input) throws -> State { State() }
+        public func run(step: String, context: StepContext<SleeperAgent>) async throws -> StepOutcome {
+            if step == "sleep" {
+                return .sleep(until: Date(timeIntervalSince1970: Double(context.input.untilMilliseconds) / 1000), then: "wake")
+            }
+            let lateness = context.wakeup?.lateness ?? .zero
+            var trigger = "none"
+            if let wakeup = context.wakeup { trigger = wakeup.trigger == .time ? "time" : "other" }
+            return .complete(["lateness_ms": .int(Int64(lateness.milliseconds)), "trigger": .string(trigger)])
+        }
+    }
+
     public struct Options: Sendable {
         /// Sleeping tasks, all due at the same instant.
         public var tasks = 1000
@@ -48,25 +75,31 @@ public struct TimerBench: Sendable {
     public let registry: AgentRegistry
     public let logger: Logger
 
-    public init(amqpURL: String, redisURL: String, registry: AgentRegistry, logger: Logger) {
+    public init(amqpURL: String, redisURL: String, logger: Logger) {
         self.amqpURL = amqpURL
         self.redisURL = redisURL
+        var registry = AgentRegistry()
+        registry.register(SleeperAgent())
         self.registry = registry
         self.logger = logger
     }
 
     public func run(_ options: Options) async throws -> Result {
         let runID = TaskID.generate()
+        var store = RedisTaskStore.Settings()
+        store.keys = RedisKeys(prefix: "baton-bench-timers-\(runID):")
         var workers: [Worker] = []
         for index in 0..<max(1, options.workers) {
             var configuration = Worker.Configuration(amqpURL: amqpURL, redisURL: redisURL, workerID: "bench-timers-\(runID)-\(index)")
             configuration.concurrency = options.concurrency
             configuration.prefetch = UInt16(clamping: options.concurrency)
+            configuration.store = store
+            configuration.deadLetterIntake = false
             workers.append(Worker(configuration: configuration, registry: registry, logger: logger))
         }
         let group = ServiceGroup(
             configuration: .init(services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
-        let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, logger: logger)
+        let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, settings: store, logger: logger)
         let keys = client.store.settings.keys
 
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -83,9 +116,9 @@ public struct TimerBench: Sendable {
             let dueMilliseconds = Int64(Date().timeIntervalSince1970 * 1000) + leadMilliseconds
             let submits = try taskIDs.map { id in
                 AMQPMessage(
-                    exchange: Topology.submitExchange, routingKey: SleeperName.name,
+                    exchange: Topology.submitExchange, routingKey: SleeperAgent.name,
                     body: try JSONCoding.encode(
-                        SubmitRequest(id: id, agent: SleeperName.name, input: ["until_ms": .int(dueMilliseconds), "seconds": 0])),
+                        SubmitRequest(id: id, agent: SleeperAgent.name, input: ["until_ms": .int(dueMilliseconds)])),
                     properties: .persistentJSON, mandatory: true)
             }
             guard let channel = client.channel else { throw BatonError(.internalError, "no channel") }
@@ -129,6 +162,8 @@ public struct TimerBench: Sendable {
             }
             try await StepChainBench(amqpURL: amqpURL, redisURL: redisURL, registry: registry, logger: logger).cleanup(
                 taskIDs, client: client)
+            _ = try await client.store.redis.pipeline(
+                [RedisCommand("DEL", keys.workers)] + workers.map { RedisCommand("DEL", keys.worker($0.configuration.workerID)) })
             await client.close()
             let summary = LatencySummary(lateness)
             return Result(
@@ -138,6 +173,4 @@ public struct TimerBench: Sendable {
         }
     }
 
-    /// The agent the bench submits (it must be registered: `AgentRegistry.examples` has it).
-    enum SleeperName { static let name = "sleeper" }
 }

@@ -193,9 +193,13 @@ public final class BatonClient: Sendable {
 }
 
 extension DeadLetterView {
-    /// Where a dead letter without a task goes back to: a submit to `baton.submit` (routing key = agent).
+    /// Where a dead letter without a task goes back to: a submit to `baton.submit` (routing key = agent), a
+    /// signal to `baton.signals`.
     var routingKeyForRedrive: (exchange: String, key: String) {
-        if let agent = (try? JSONValue.parse(Array(body.utf8)))?["agent"]?.stringValue { return (Topology.submitExchange, agent) }
+        let json = try? JSONValue.parse(Array(body.utf8))
+        // A dead signal goes back to `baton.signals`.
+        if json?["task_id"] != nil && json?["name"] != nil && json?["agent"] == nil { return (Topology.signalsExchange, "") }
+        if let agent = json?["agent"]?.stringValue { return (Topology.submitExchange, agent) }
         return (Topology.submitExchange, agent ?? "")
     }
 }

@@ -73,12 +73,19 @@ enum Scripts {
               return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d, math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60)
             end
             local function wait_reason(w)
+              if w.k == 'sleep' and w.due_kind == 'deadline' then return 'sleeping until the deadline ' .. iso(w.due) end
               if w.k == 'sleep' then return 'sleeping until ' .. iso(w.due or 0) end
               local names = table.concat(w.signals or {}, ' or ')
               if names == '' then names = 'a timer' end
               local text = 'waiting for ' .. names
               if w.due then
-                if w.due_kind == 'time' then text = text .. ', until ' .. iso(w.due) else text = text .. ', timeout ' .. iso(w.due) end
+                if w.due_kind == 'time' then
+                  text = text .. ', until ' .. iso(w.due)
+                elseif w.due_kind == 'deadline' then
+                  text = text .. ', deadline ' .. iso(w.due)
+                else
+                  text = text .. ', timeout ' .. iso(w.due)
+                end
               end
               return text
             end
@@ -344,13 +351,22 @@ enum Scripts {
                 local due, due_kind = nil, nil
                 if w.delay_ms then due, due_kind = now + tonumber(w.delay_ms), 'timeout' end
                 if w.at_ms and (not due or tonumber(w.at_ms) < due) then due, due_kind = tonumber(w.at_ms), 'time' end
+                -- The budget's deadline ends a wait too: its timer stops the task (budget_exceeded) then.
+                local deadline = tonumber(b.deadline or '')
+                if deadline and (not due or deadline < due) then due, due_kind = deadline, 'deadline' end
                 w.delay_ms, w.at_ms, w.due, w.due_kind, w.since = nil, nil, due, due_kind, now
                 if w.k == 'sleep' then status, etype = 'sleeping', 'sleeping' else status, etype = 'waiting', 'waiting' end
                 reason = wait_reason(w)
                 local data = {next=w.next, on_timeout=w.on_timeout}
                 if #(w.signals or {}) > 0 then data.signals = w.signals end
                 if due then
-                  if due_kind == 'time' then data.at = iso(due) else data.timeout_at = iso(due) end
+                  if due_kind == 'time' then
+                    data.at = iso(due)
+                  elseif due_kind == 'deadline' then
+                    data.deadline = iso(due)
+                  else
+                    data.timeout_at = iso(due)
+                  end
                   table.insert(fields, 'next_timer')
                   table.insert(fields, due)
                 end
@@ -487,9 +503,19 @@ enum Scripts {
     /// ARGV: id, timer member, events maxlen, outbox id. Returns `{'woke', 'queued', outbox id, message}`.
     static let fireWaitTimer =
         waits + """
-            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer')
+            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step')
             if not t[1] or (t[1] ~= 'waiting' and t[1] ~= 'sleeping') or t[3] ~= ARGV[2] then return {'ignored', t[1] or ''} end
             local w = cjson.decode(t[2])
+            if w.due_kind == 'deadline' then
+              -- The budget's deadline came first: the task stops where it waits, its state kept.
+              local now = now_ms()
+              local err = cjson.encode({code='budget_exceeded', message='the deadline limit was reached', bucket='budget', retryable=false})
+              redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'error', err, 'finished_at', now, 'updated_at', now,
+                'status_reason', 'deadline limit reached', 'wait', '', 'wait_timer', '', 'next_timer', '')
+              add_event(KEYS[2], ARGV[3], 'budget_exceeded', tonumber(t[4]), t[5], t[6], now, cjson.encode({kind='deadline'}))
+              move_index(KEYS[5], ARGV[1], t[1], 'budget_exceeded', now)
+              return {'stopped', 'budget_exceeded'}
+            end
             local k = {task=KEYS[1], events=KEYS[2], outbox=KEYS[3], outbox_index=KEYS[4], index=KEYS[5], timers=KEYS[6]}
             wake(k, ARGV[1], w, {trigger=w.due_kind or 'time'}, now_ms(), ARGV[3], ARGV[4])
             return {'woke', 'queued', ARGV[4], redis.call('HGET', KEYS[3], ARGV[4])}

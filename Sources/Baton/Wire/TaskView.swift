@@ -16,7 +16,8 @@ public struct TaskView: Codable, Sendable, Hashable {
     public var progress: Progress?
     public var budget: Budget
     public var statusReason: String?
-    /// What a waiting or sleeping task waits for: `{"signal": name}`, `{"timeout_at": iso}`, `{"at": iso}`.
+    /// What a waiting or sleeping task waits for: `{"signal": name}`, `{"timeout_at": iso}`, `{"at": iso}`, or
+    /// `{"deadline": iso}` when the budget's deadline comes first (it stops the task).
     public var waitingFor: [JSONValue]?
     /// Signals received and not yet consumed (the task is not waiting for them yet), oldest first.
     public var signalsPending: [PendingSignal]?
@@ -118,7 +119,11 @@ public struct TaskView: Codable, Sendable, Hashable {
         var out: [JSONValue] = (spec["signals"]?.arrayValue ?? []).compactMap(\.stringValue).map { ["signal": .string($0)] }
         if let due = spec["due"]?.intValue ?? spec["due"]?.doubleValue.map({ Int64($0) }) {
             let text = WaitSpec.iso(due)
-            out.append(spec["due_kind"]?.stringValue == "timeout" ? ["timeout_at": .string(text)] : ["at": .string(text)])
+            switch spec["due_kind"]?.stringValue {
+            case "timeout": out.append(["timeout_at": .string(text)])
+            case "deadline": out.append(["deadline": .string(text)])
+            default: out.append(["at": .string(text)])
+            }
         }
         return out
     }
