@@ -2,7 +2,7 @@ import Baton
 import Foundation
 
 /// `sleeper`: sleeps once for `seconds` (holding no worker, no message: only Redis keys and a timer), or until
-/// `until_ms` (Unix milliseconds, for `baton bench timers`), then completes with how late its wake-up was:
+/// `until_ms` (Unix milliseconds) when given, then completes with how late its wake-up was:
 /// `{"lateness_ms": …, "trigger": "time"}`.
 public struct SleeperAgent: Agent {
     public struct Input: Codable, Sendable {
