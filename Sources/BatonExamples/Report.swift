@@ -87,13 +87,15 @@ public enum ScriptedModel {
 }
 
 extension AgentRegistry {
-    /// The example agents: `stepchain`, `flaky`, `spender`, `report`.
+    /// The example agents: `stepchain`, `flaky`, `spender`, `report`, `sleeper`, `approval`.
     public static var examples: AgentRegistry {
         var registry = AgentRegistry()
         registry.register(StepChainAgent())
         registry.register(FlakyAgent())
         registry.register(SpenderAgent())
         registry.register(ReportAgent())
+        registry.register(SleeperAgent())
+        registry.register(ApprovalAgent())
         return registry
     }
 }

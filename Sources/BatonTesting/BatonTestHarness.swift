@@ -174,6 +174,19 @@ public final class BatonTestHarness: Sendable {
         await control(id, action: "redrive", reason: reason, actor: actor)
     }
 
+    /// Sends signal `name` to a task (deduplicated by `signalID`): a task waiting for it wakes at once
+    /// (its resumed step is queued); otherwise the signal is kept in the task's mailbox until a wait takes it.
+    @discardableResult
+    public func signal(
+        _ id: String, _ name: String, payload: JSONValue? = nil, signalID: String? = nil, actor: String = "test", reason: String = ""
+    ) async throws -> SignalOutcome {
+        let outcome = try await store.signal(
+            TaskSignal(task: id, name: name, payloadJSON: payload?.jsonString ?? "", id: signalID, actor: actor, reason: reason))
+        await executor.flushOutbox(task: id)
+        pump()
+        return outcome
+    }
+
     private func control(_ id: String, action: String, reason: String, actor: String) async -> ControlResult {
         let result = store.control(task: id, action: action, reason: reason, actor: actor)
         await executor.flushOutbox(task: id)

@@ -46,7 +46,8 @@ extension InMemoryTaskStore {
             case "pause":
                 if Self.terminal.contains(status) { return ControlResult("terminal", status) }
                 if status == "paused" { return ControlResult("already", status) }
-                if status == "running" {
+                // A waiting or sleeping task keeps waiting; it pauses when it wakes, before the resumed step runs.
+                if status == "running" || status == "waiting" || status == "sleeping" {
                     r.pause = data
                     return ControlResult("requested", status)
                 }
@@ -120,8 +121,17 @@ extension InMemoryTaskStore {
         let now = clock.nowMilliseconds
         return state.withLock { storage in
             let due = storage.timers.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }
-            for (member, _) in due { storage.timers[member] = nil }
-            return due.compactMap { try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data($0.key.utf8)) }
+            var messages: [OutboxMessage] = []
+            for (member, _) in due {
+                storage.timers[member] = nil
+                if let task = Self.waitTimerTask(member) {
+                    // A wait or sleep timer wakes the task (its step goes to the task's outbox) if it still wins.
+                    _ = fireWaitTimer(&storage, task: task, timer: member, now: now)
+                } else if let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(member.utf8)) {
+                    messages.append(message)
+                }
+            }
+            return messages
         }
     }
 
@@ -179,7 +189,9 @@ extension InMemoryTaskStore {
                 limits: r.limits, usage: r.usage, leaseOwner: r.leaseOwner, leaseUntilMilliseconds: r.leaseUntil,
                 nextTimerMilliseconds: r.status == "retrying" ? r.nextTimer : nil, cancelRequested: !r.cancel.isEmpty,
                 pauseRequested: !r.pause.isEmpty, progressFraction: r.progressFraction, progressMessage: r.progressMessage,
-                tenant: r.tenant, events: r.events)
+                tenant: r.tenant, events: r.events, wakeupJSON: r.wakeup,
+                waitingForSignals: r.wait?.signals ?? [], waitDueMilliseconds: r.wait?.due,
+                pendingSignals: r.signals.values.sorted { $0.n < $1.n }.map(\.name))
         }
     }
 

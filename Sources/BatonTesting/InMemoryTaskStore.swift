@@ -32,6 +32,8 @@ public final class InMemoryTaskStore: TaskStore {
         public var checkpointsKept = 5
         /// A lease whose holder has not sent a heartbeat for this long is treated as expired.
         public var workerStaleMilliseconds: Int64 = 10_000
+        /// Unconsumed signals kept per task (see `RedisTaskStore.Settings.signalMailboxCap`).
+        public var signalMailboxCap = SignalLimits.mailboxCap
         public init() {}
     }
 
@@ -109,6 +111,36 @@ public final class InMemoryTaskStore: TaskStore {
         var effects: [String: String] = [:]
         /// Effects whose charges a commit already counted (never charged again).
         var chargedEffects: Set<String> = []
+        /// The wait or sleep in force (status `waiting`/`sleeping`).
+        var wait: WaitRecord?
+        /// The timer member of that wait (`""` when it has no timer).
+        var waitTimer = ""
+        /// What woke the task, as JSON (the `wakeup` field); `""` after the resumed step committed.
+        var wakeup = ""
+        /// The signal mailbox: received, not yet consumed, by id.
+        var signals: [String: StoredSignal] = [:]
+        /// Signal ids received, oldest first (deduplication; the last ``SignalLimits/seenIDsKept``).
+        var seenSignals: [String] = []
+        var signalCounter: Int64 = 0
+    }
+
+    struct WaitRecord {
+        var kind: String
+        var signals: [String]
+        var next: String
+        var onTimeout: String?
+        var due: Int64?
+        var dueKind: String?
+    }
+
+    struct StoredSignal {
+        var n: Int64
+        var id: String
+        var name: String
+        var payload: String
+        var actor: String
+        var reason: String
+        var at: Int64
     }
 
     struct Storage {
@@ -263,7 +295,7 @@ public final class InMemoryTaskStore: TaskStore {
                 ClaimedTask(
                     id: r.id, agent: r.agent, step: r.step, seq: message.seq, branch: message.branch, attempt: message.attempt,
                     token: r.fence, stateJSON: Array((r.checkpoints[r.seq] ?? "").utf8), inputJSON: Array(r.input.utf8),
-                    limits: r.limits, usage: r.usage, queue: ""))
+                    limits: r.limits, usage: r.usage, queue: "", wakeupJSON: r.wakeup, claimedAtMilliseconds: now))
         }
     }
 
@@ -388,8 +420,9 @@ public final class InMemoryTaskStore: TaskStore {
             }
             var newSeq = r.seq
             switch commit.kind {
-            case .next, .handoff, .complete, .fail, .budget:
+            case .next, .handoff, .complete, .fail, .budget, .wait:
                 newSeq += 1
+                r.wakeup = ""
                 r.checkpoints[newSeq] = commit.stateJSON
                 let old = newSeq - Int64(settings.checkpointsKept)
                 if old >= 0 { r.checkpoints[old] = nil }
@@ -401,6 +434,8 @@ public final class InMemoryTaskStore: TaskStore {
             var eventType: String
             var reason = ""
             var outboxMessage: OutboxMessage?
+            var waitRecord: WaitRecord?
+            var eventData = commit.eventDataJSON
             r.seq = newSeq
             r.updatedAt = now
             r.leaseOwner = ""
@@ -450,20 +485,173 @@ public final class InMemoryTaskStore: TaskStore {
                 (status, eventType, reason) = ("dead_lettered", "dead_lettered", deadReason)
                 r.error = errorJSON
                 outboxMessage = deadLetter
+            case .wait(let spec):
+                r.attempt = 1
+                if !r.cancel.isEmpty {
+                    (status, eventType) = ("cancelled", "cancelled")
+                } else if let over = Self.reached(r, now: now) {
+                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                    r.error = Self.budgetError(over)
+                } else {
+                    var due: Int64?
+                    var dueKind: String?
+                    if let delay = spec.delayMilliseconds { (due, dueKind) = (now + delay, "timeout") }
+                    if let at = spec.atMilliseconds, due.map({ at < $0 }) ?? true { (due, dueKind) = (at, "time") }
+                    // The budget's deadline ends a wait too: its timer stops the task (budget_exceeded) then.
+                    if let deadline = r.limits.deadlineMilliseconds, due.map({ deadline < $0 }) ?? true {
+                        (due, dueKind) = (deadline, "deadline")
+                    }
+                    let wait = WaitRecord(
+                        kind: spec.kind, signals: spec.signals, next: spec.next, onTimeout: spec.onTimeout, due: due, dueKind: dueKind)
+                    waitRecord = wait
+                    r.step = spec.next
+                    (status, eventType) = spec.kind == "sleep" ? ("sleeping", "sleeping") : ("waiting", "waiting")
+                    reason = WaitSpec.statusReason(kind: spec.kind, signals: spec.signals, dueMilliseconds: due, dueKind: dueKind)
+                    var data: [String: JSONValue] = ["next": .string(spec.next)]
+                    if !spec.signals.isEmpty { data["signals"] = .array(spec.signals.map(JSONValue.string)) }
+                    if let onTimeout = spec.onTimeout { data["on_timeout"] = .string(onTimeout) }
+                    if let due {
+                        let key = dueKind == "time" ? "at" : (dueKind == "deadline" ? "deadline" : "timeout_at")
+                        data[key] = .string(WaitSpec.iso(due))
+                        r.nextTimer = due
+                    }
+                    eventData = JSONValue.object(data).jsonString
+                }
             }
             r.status = status
             r.statusReason = reason
             if Self.terminal.contains(status) { r.finishedAt = now }
-            addEvent(&storage, &r, eventType, seq: newSeq, branch: r.branch, step: r.step, now: now, data: commit.eventDataJSON)
+            addEvent(&storage, &r, eventType, seq: newSeq, branch: r.branch, step: r.step, now: now, data: eventData)
             var outboxID: String?
             if status == "queued" || status == "dead_lettered" {
                 let id = newOutboxID(&storage)
                 if let outboxMessage { r.outbox[id] = outboxMessage }
                 outboxID = id
             }
+            if let wait = waitRecord {
+                // A signal that arrived before the wait began is consumed now; a time already passed fires now.
+                if let signal = Self.takeSignal(&r, names: wait.signals) {
+                    outboxID = wake(&storage, &r, wait: wait, trigger: Self.signalTrigger(signal), now: now)
+                    status = "queued"
+                } else if let due = wait.due, due <= now {
+                    outboxID = wake(&storage, &r, wait: wait, trigger: ["trigger": .string(wait.dueKind ?? "time")], now: now)
+                    status = "queued"
+                } else {
+                    r.wait = wait
+                    r.waitTimer = ""
+                    if let due = wait.due {
+                        let member = JSONValue.object(["wake": .string(r.id), "seq": .int(newSeq), "branch": .int(r.branch)]).jsonString
+                        r.waitTimer = member
+                        storage.timers[member] = due
+                    }
+                }
+            }
             storage.tasks[commit.task] = r
             return .committed(status: status, seq: newSeq, outboxID: outboxID)
         }
+    }
+
+    // MARK: - Waits and signals
+
+    /// Removes and returns the earliest signal in the mailbox named one of `names`.
+    static func takeSignal(_ r: inout Record, names: [String]) -> StoredSignal? {
+        guard let best = r.signals.values.filter({ names.contains($0.name) }).min(by: { $0.n < $1.n }) else { return nil }
+        r.signals[best.id] = nil
+        return best
+    }
+
+    static func signalTrigger(_ signal: StoredSignal) -> [String: JSONValue] {
+        [
+            "trigger": "signal", "name": .string(signal.name), "id": .string(signal.id), "p": .string(signal.payload),
+            "actor": .string(signal.actor), "reason": .string(signal.reason), "at": .int(signal.at),
+        ]
+    }
+
+    /// Wakes a waiting or sleeping task, as the scripts' `wake`: the resumed step's message goes to the
+    /// outbox, the trigger to `wakeup`, a `woke` event to the history. Returns the outbox id.
+    func wake(_ storage: inout Storage, _ r: inout Record, wait: WaitRecord, trigger: [String: JSONValue], now: Int64) -> String {
+        var trigger = trigger
+        let kind = trigger["trigger"]?.stringValue ?? "time"
+        let step = kind != "signal" ? (wait.onTimeout ?? wait.next) : wait.next
+        trigger["woke_at"] = .int(now)
+        if let due = wait.due { trigger["due_at"] = .int(due) }
+        r.status = "queued"
+        r.step = step
+        r.attempt = 1
+        r.wakeup = JSONValue.object(trigger).jsonString
+        r.wait = nil
+        if !r.waitTimer.isEmpty { storage.timers[r.waitTimer] = nil }
+        r.waitTimer = ""
+        r.nextTimer = nil
+        r.statusReason = ""
+        r.updatedAt = now
+        let id = newOutboxID(&storage)
+        r.outbox[id] = .step(StepMessage(task: r.id, agent: r.agent, step: step, seq: r.seq, branch: r.branch, attempt: 1), queue: r.queue)
+        var data: [String: JSONValue] = ["trigger": .string(kind)]
+        for key in ["name", "id", "actor", "reason", "due_at"] { if let value = trigger[key] { data[key] = value } }
+        addEvent(&storage, &r, "woke", seq: r.seq, branch: r.branch, step: step, now: now, data: JSONValue.object(data).jsonString)
+        return id
+    }
+
+    public func signal(_ signal: TaskSignal) async throws -> SignalOutcome {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            guard var r = storage.tasks[signal.task] else { return .notFound }
+            if r.seenSignals.contains(signal.id) { return .duplicate(status: r.status) }
+            if Self.terminal.contains(r.status) { return .terminal(status: r.status) }
+            let wait = r.status == "waiting" ? r.wait.flatMap { $0.signals.contains(signal.name) ? $0 : nil } : nil
+            if wait == nil && r.signals.count >= settings.signalMailboxCap { return .mailboxFull(cap: settings.signalMailboxCap) }
+            r.seenSignals.append(signal.id)
+            if r.seenSignals.count > SignalLimits.seenIDsKept { r.seenSignals.removeFirst(r.seenSignals.count - SignalLimits.seenIDsKept) }
+            r.signalCounter += 1
+            r.updatedAt = now
+            addEvent(&storage, &r, "signal_received", seq: r.seq, branch: r.branch, step: r.step, now: now, data: signal.eventDataJSON)
+            let stored = StoredSignal(
+                n: r.signalCounter, id: signal.id, name: signal.name, payload: signal.payloadJSON, actor: signal.actor,
+                reason: signal.reason,
+                at: now)
+            defer { storage.tasks[signal.task] = r }
+            if let wait {
+                _ = wake(&storage, &r, wait: wait, trigger: Self.signalTrigger(stored), now: now)
+                return .woke
+            }
+            r.signals[signal.id] = stored
+            return .stored(status: r.status)
+        }
+    }
+
+    public func fireWaitTimer(task: String, timer: String) async throws -> Bool {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in fireWaitTimer(&storage, task: task, timer: timer, now: now) }
+    }
+
+    func fireWaitTimer(_ storage: inout Storage, task: String, timer: String, now: Int64) -> Bool {
+        storage.timers[timer] = nil
+        guard var r = storage.tasks[task], r.status == "waiting" || r.status == "sleeping", r.waitTimer == timer, let wait = r.wait
+        else { return false }
+        if wait.dueKind == "deadline" {
+            // The budget's deadline came first: the task stops where it waits, its state kept.
+            r.status = "budget_exceeded"
+            r.error = Self.budgetError("deadline")
+            r.finishedAt = now
+            r.updatedAt = now
+            r.statusReason = "deadline limit reached"
+            r.wait = nil
+            r.waitTimer = ""
+            r.nextTimer = nil
+            addEvent(&storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now, data: #"{"kind":"deadline"}"#)
+            storage.tasks[task] = r
+            return false
+        }
+        _ = wake(&storage, &r, wait: wait, trigger: ["trigger": .string(wait.dueKind ?? "time")], now: now)
+        storage.tasks[task] = r
+        return true
+    }
+
+    /// The task of a wait timer member, or nil for a step-message timer.
+    static func waitTimerTask(_ member: String) -> String? {
+        guard member.hasPrefix("{\"branch\""), let value = try? JSONValue.parse(Array(member.utf8)) else { return nil }
+        return value["wake"]?.stringValue
     }
 
     public func outboxDone(task: String, ids: [String]) async throws {

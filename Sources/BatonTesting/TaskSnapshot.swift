@@ -41,6 +41,14 @@ public struct TaskSnapshot: Sendable, Hashable {
     public var progressMessage: String
     public var tenant: String
     public var events: [TaskEventRecord]
+    /// What woke the task (JSON of the `wakeup` field), `""` when the current step did not follow a wait.
+    public var wakeupJSON: String
+    /// The signal names a `waiting` task waits for.
+    public var waitingForSignals: [String]
+    /// When the wait's or sleep's timer fires (Unix ms on the ``TestClock``), if it has one.
+    public var waitDueMilliseconds: Int64?
+    /// Names of the signals in the mailbox (received, not yet consumed), oldest first.
+    public var pendingSignals: [String]
 
     /// Whether the status is terminal (`succeeded, failed, cancelled, budget_exceeded, dead_lettered`).
     public var isTerminal: Bool { TaskView.terminalStatuses.contains(status) }

@@ -6,7 +6,8 @@ import Logging
 /// `baton bench …`: benchmarks against the configured servers.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Measure Baton and the physical limit of this machine.", subcommands: [Raw.self, StepChain.self])
+        commandName: "bench", abstract: "Measure Baton and the physical limit of this machine.",
+        subcommands: [Raw.self, StepChain.self, Timers.self])
 
     /// Runs a benchmark; a failure to reach the servers (or any other) is exit code 2 with its message.
     static func measure<R>(_ body: () async throws -> R) async throws -> R {
@@ -63,6 +64,48 @@ struct BenchCommand: AsyncParsableCommand {
                         format: "\nraw (same run, %d chains batched)  %.0f hops/s   Baton / raw = %.2f", result.tasks, raw, ratio)
                 }
                 print(line)
+                for failure in result.failures { print("  failed: \(failure)") }
+            }
+            if !result.verified { throw ExitCode(1) }
+        }
+    }
+
+    struct Timers: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "timers",
+            abstract: "Many sleeper tasks due within the same second (in-process workers): p50/p99 lateness of their wake-ups.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Sleeping tasks, all due at the same instant.") var tasks: Int = 1000
+        @Option(help: "Seconds from the submit to the common due time (every task must be asleep by then).") var lead: Int = 10
+        @Option(help: "Workers (in this process, each with its own connections).") var workers: Int = 1
+        @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
+
+        func validate() throws {
+            guard tasks >= 1, workers >= 1, lead >= 1 else { throw ValidationError("--tasks, --workers and --lead must be ≥ 1") }
+        }
+
+        func run() async throws {
+            var options = TimerBench.Options()
+            options.tasks = tasks
+            options.workers = workers
+            options.lead = .seconds(lead)
+            var logger = Logger(label: "baton.bench")
+            logger.logLevel = .warning
+            let bench = TimerBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, logger: logger)
+            let result = try await BenchCommand.measure { try await bench.run(options) }
+            if json {
+                try printJSON(result)
+            } else {
+                print(
+                    String(
+                        format:
+                            "timers  %d sleepers due at once, %d worker(s)  lateness of the resumed step p50 %.0f ms  p99 %.0f ms  max %.0f ms  (timer fired: p50 %.0f ms  p99 %.0f ms)  wall %.1f s  verified %@",
+                        result.tasks, result.workers, result.p50Milliseconds, result.p99Milliseconds, result.maxMilliseconds,
+                        result.wakeP50Milliseconds, result.wakeP99Milliseconds, result.wallSeconds, result.verified ? "yes" : "NO"))
+                if result.lateSleepers > 0 {
+                    print("  \(result.lateSleepers) tasks fell asleep after their due time: raise --lead")
+                }
                 for failure in result.failures { print("  failed: \(failure)") }
             }
             if !result.verified { throw ExitCode(1) }

@@ -171,7 +171,20 @@ struct StatusCommand: AsyncParsableCommand {
         if let lease = v.lease {
             lines.append("  lease     \(lease.owner), expires \(TextFormat.ago(lease.expiresAt, now: now))")
         }
-        if let next = v.nextTimerAt { lines.append("  next try  \(TextFormat.ago(next, now: now)) (\(next))") }
+        if let next = v.nextTimerAt {
+            let label = v.status == "retrying" ? "next try " : "wakes    "
+            lines.append("  \(label) \(TextFormat.ago(next, now: now)) (\(next))")
+        }
+        if let waits = v.waitingFor, !waits.isEmpty {
+            let names = waits.map { w in
+                w["signal"]?.stringValue.map { "signal \($0)" } ?? w["timeout_at"]?.stringValue.map { "timeout \($0)" }
+                    ?? w["at"]?.stringValue.map { "time \($0)" } ?? w.jsonString
+            }
+            lines.append("  waits for \(names.joined(separator: ", "))")
+        }
+        if let pending = v.signalsPending, !pending.isEmpty {
+            lines.append("  signals   \(pending.count) pending: \(pending.map(\.name).joined(separator: ", "))")
+        }
         if let error = v.error {
             let bucket = error["bucket"]?.stringValue.map { "[\($0)] " } ?? ""
             lines.append("  error     " + printer.paint(bucket + (error["message"]?.stringValue ?? error.jsonString), "31"))

@@ -177,6 +177,7 @@ struct ConfigTests {
         ("redis:\n  key_prefix: \"a {b}\"\n", "redis.key_prefix"),
         ("worker:\n  concurrency: [1, 2]\n", "worker.concurrency"),
         ("worker:\n  queues: fast\n", "worker.queues"),
+        ("limits:\n  signal_mailbox: 0\n", "limits.signal_mailbox"),
     ])
     func aBadValueIsAnErrorNamingItsKey(yaml: String, key: String) async throws {
         let error = await Self.error { try await Self.load(yaml) }
@@ -239,6 +240,7 @@ struct ConfigTests {
         #expect(a.protocolSettings.defaultLimits == b.protocolSettings.defaultLimits)
         #expect(a.store.keys == b.store.keys && a.store.eventsMaxLength == b.store.eventsMaxLength)
         #expect(a.store.checkpointsKept == b.store.checkpointsKept && a.store.workerStaleMilliseconds == b.store.workerStaleMilliseconds)
+        #expect(a.store.signalMailboxCap == b.store.signalMailboxCap)
         #expect(a.queueSettings.deliveryLimit == b.queueSettings.deliveryLimit)
         #expect(a.queueSettings.stepQueueMaxLength == b.queueSettings.stepQueueMaxLength)
     }

@@ -20,6 +20,10 @@ public final class StepContext<A: Agent> {
     public let usageBeforeStep: BudgetUsage
     /// When this step's time slice ends: return `.continue` before it (see ``shouldYield``).
     public let deadline: ContinuousClock.Instant
+    /// What woke the task before this step: the signal (name, payload, id) or timer that ended its
+    /// ``StepOutcome/wait(for:then:onTimeout:)`` or ``StepOutcome/sleep(until:then:)``; nil when the step
+    /// did not follow a wait. Kept across retries of the resumed step.
+    public let wakeup: Wakeup?
     /// A logger with `task.id`, `task.agent`, `step.name`, `step.attempt` metadata.
     public let logger: Logger
 
@@ -42,6 +46,7 @@ public final class StepContext<A: Agent> {
         self.limits = claimed.limits
         self.usageBeforeStep = claimed.usage
         self.deadline = deadline
+        self.wakeup = Wakeup(json: claimed.wakeupJSON, claimedAt: claimed.claimedAtMilliseconds)
         self.logger = logger
         self.environment = environment
     }

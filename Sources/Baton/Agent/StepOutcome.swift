@@ -1,3 +1,5 @@
+import Foundation
+
 /// What a step returns: what happens to the task next.
 public struct StepOutcome: Sendable {
     enum Kind: Sendable {
@@ -5,6 +7,8 @@ public struct StepOutcome: Sendable {
         case handoff
         case complete(JSONValue)
         case fail(StepError)
+        case sleep(until: Date, then: String)
+        case wait(triggers: [WaitTrigger], then: String, onTimeout: String?)
     }
     let kind: Kind
 
@@ -18,6 +22,22 @@ public struct StepOutcome: Sendable {
     public static func complete(encoding result: some Encodable) throws -> StepOutcome {
         let bytes = try JSONCoding.encode(result)
         return StepOutcome(kind: .complete(try JSONValue.parse(bytes)))
+    }
+    /// Commit the state and sleep until `date`, then run `step` (with ``StepContext/wakeup`` `.time`).
+    /// A sleeping task holds no worker, no consumer slot and no message: only Redis keys and a timer.
+    public static func sleep(until date: Date, then step: String) -> StepOutcome {
+        StepOutcome(kind: .sleep(until: date, then: step))
+    }
+    /// Commit the state and sleep for `duration` (measured from this worker's clock), then run `step`.
+    public static func sleep(for duration: Duration, then step: String) -> StepOutcome {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        return sleep(until: Date().addingTimeInterval(seconds), then: step)
+    }
+    /// Commit the state and wait until the first of `triggers` fires (any-of; the first wins atomically):
+    /// then run `step`, or `onTimeout` (when given) if a `.timeout` or `.at` fired. A signal sent before the
+    /// wait began is kept and consumed at once. ``StepContext/wakeup`` tells the resumed step what fired.
+    public static func wait(for triggers: [WaitTrigger], then step: String, onTimeout: String? = nil) -> StepOutcome {
+        StepOutcome(kind: .wait(triggers: triggers, then: step, onTimeout: onTimeout))
     }
     /// The task failed for good (no retry), with its state committed.
     public static func fail(_ error: StepError) -> StepOutcome { StepOutcome(kind: .fail(error)) }

@@ -9,6 +9,7 @@ extension RedisTaskStore.Settings {
     /// | `redis.buckets` | 16 (1…1024) |
     /// | `limits.events_max_length` | 1000 |
     /// | `limits.checkpoints_kept` | 5 |
+    /// | `limits.signal_mailbox` | 100 (1…100000) |
     /// | `worker.stale_after` | 10s |
     ///
     /// - Throws: a ``BatonError`` (code `configuration`, `field` = the key) for a value out of range.
@@ -22,6 +23,7 @@ extension RedisTaskStore.Settings {
         keys = RedisKeys(prefix: prefix, bucketCount: buckets)
         eventsMaxLength = try reader.batonInt(ConfigKeys.limitsEventsMaxLength, default: eventsMaxLength, range: 10...10_000_000)
         checkpointsKept = try reader.batonInt(ConfigKeys.limitsCheckpointsKept, default: checkpointsKept, range: 1...1000)
+        signalMailboxCap = try reader.batonInt(ConfigKeys.limitsSignalMailbox, default: signalMailboxCap, range: 1...100_000)
         let stale = try reader.batonDuration(
             ConfigKeys.workerStaleAfter, default: .milliseconds(workerStaleMilliseconds), minimum: .seconds(1))
         workerStaleMilliseconds = stale.components.seconds * 1000 + stale.components.attoseconds / 1_000_000_000_000_000

@@ -147,6 +147,26 @@ public final class BatonClient: Sendable {
         return result
     }
 
+    /// Delivers a signal (deduplicated by its id) and, when it woke the task, publishes the resumed step at
+    /// once (else the outbox sweep of a worker does). The signal is recorded with actor and reason.
+    public func signal(_ signal: TaskSignal) async throws -> SignalOutcome {
+        let request = SignalRequest(taskID: signal.task, name: signal.name, id: signal.id)
+        try request.validate()
+        if signal.payloadJSON.utf8.count > SignalLimits.payloadMaxBytes {
+            throw BatonError(
+                .oversized, "the signal's payload is over the \(SignalLimits.payloadMaxBytes)-byte limit: store large data elsewhere",
+                field: "payload")
+        }
+        let outcome = try await store.signal(signal)
+        if outcome == .woke, let bus { await Outbox.flush(task: signal.task, store: store, bus: bus, logger: logger) }
+        switch outcome {
+        case .woke, .stored:
+            try await queries.audit(actor: signal.actor, action: "signal.\(signal.name)", target: signal.task, reason: signal.reason)
+        default: break
+        }
+        return outcome
+    }
+
     /// Redrives a dead letter: a task's starts branch n+1 from its last good checkpoint; a dead submit or
     /// message without a task is re-published where it came from.
     ///
@@ -209,9 +229,13 @@ public final class BatonClient: Sendable {
 }
 
 extension DeadLetterView {
-    /// Where a dead letter without a task goes back to: a submit to `baton.submit` (routing key = agent).
+    /// Where a dead letter without a task goes back to: a submit to `baton.submit` (routing key = agent), a
+    /// signal to `baton.signals`.
     var routingKeyForRedrive: (exchange: String, key: String) {
-        if let agent = (try? JSONValue.parse(Array(body.utf8)))?["agent"]?.stringValue { return (Topology.submitExchange, agent) }
+        let json = try? JSONValue.parse(Array(body.utf8))
+        // A dead signal goes back to `baton.signals`.
+        if json?["task_id"] != nil && json?["name"] != nil && json?["agent"] == nil { return (Topology.signalsExchange, "") }
+        if let agent = json?["agent"]?.stringValue { return (Topology.submitExchange, agent) }
         return (Topology.submitExchange, agent ?? "")
     }
 }

@@ -433,6 +433,26 @@ public struct StepExecutor: Sendable {
                 kind = .complete(resultJSON: value.jsonString)
             case .fail(let error):
                 kind = .fail(errorJSON: Self.errorJSON(error))
+            case .sleep(let date, let step):
+                if let problem = Self.invalidWait(steps: runner.steps, then: step, onTimeout: nil, triggers: [.at(date)], claimed: claimed)
+                {
+                    kind = dead("permanent_error", problem)
+                    state = previousState
+                    break
+                }
+                kind = .wait(
+                    WaitSpec(
+                        kind: "sleep", signals: [], delayMilliseconds: nil, atMilliseconds: Self.milliseconds(date), next: step,
+                        onTimeout: nil))
+            case .wait(let triggers, let step, let onTimeout):
+                if let problem = Self.invalidWait(
+                    steps: runner.steps, then: step, onTimeout: onTimeout, triggers: triggers, claimed: claimed)
+                {
+                    kind = dead("permanent_error", problem)
+                    state = previousState
+                    break
+                }
+                kind = .wait(Self.waitSpec(triggers, then: step, onTimeout: onTimeout))
             }
         case .failure(let error as BudgetExceeded):
             let stepError = StepError.permanent("the \(error.kind) limit was reached", bucket: "budget")
@@ -460,6 +480,52 @@ public struct StepExecutor: Sendable {
             }
         }
         return .commit(PendingCommit(claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement))
+    }
+
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// The committed form of a wait: its signal names, the earliest timeout and the earliest time.
+    static func waitSpec(_ triggers: [WaitTrigger], then step: String, onTimeout: String?) -> WaitSpec {
+        var signals: [String] = []
+        var delay: Int64?
+        var at: Int64?
+        for trigger in triggers {
+            switch trigger.base {
+            case .signal(let name): if !signals.contains(name) { signals.append(name) }
+            case .timeout(let duration):
+                let ms = max(0, duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+                delay = min(delay ?? ms, ms)
+            case .at(let date):
+                let ms = milliseconds(date)
+                at = min(at ?? ms, ms)
+            }
+        }
+        return WaitSpec(kind: "wait", signals: signals, delayMilliseconds: delay, atMilliseconds: at, next: step, onTimeout: onTimeout)
+    }
+
+    /// Why a returned wait or sleep cannot be committed (a bug in the agent: permanent), or nil.
+    static func invalidWait(steps: [String], then step: String, onTimeout: String?, triggers: [WaitTrigger], claimed: ClaimedTask)
+        -> StepError?
+    {
+        let agent = claimed.agent
+        for name in [step] + (onTimeout.map { [$0] } ?? []) where !steps.contains(name) {
+            return .permanent(
+                "step '\(claimed.step)' waits to resume at step '\(name)', which agent '\(agent)' does not declare (steps: \(steps.joined(separator: ", ")))",
+                bucket: "unknown_step")
+        }
+        if triggers.isEmpty {
+            return .permanent(
+                "step '\(claimed.step)' returned .wait(for: []) — name at least one trigger (.signal, .timeout or .at)",
+                bucket: "invalid_usage")
+        }
+        for trigger in triggers {
+            if case .signal(let name) = trigger.base, !TaskID.isValidName(name) {
+                return .permanent(
+                    "step '\(claimed.step)' waits for signal '\(name)': a signal name is 1–100 letters, digits, '-', '_' or '.'",
+                    bucket: "invalid_usage")
+            }
+        }
+        return nil
     }
 
     static func errorJSON(_ error: StepError, code: String? = nil) -> String {
@@ -541,6 +607,11 @@ public struct StepExecutor: Sendable {
             return .ack
         case .committed(_, _, let outboxID):
             CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
+            if case .wait = kind {
+                // Woken at once (an early signal, a time already passed): the wake wrote the resumed step.
+                if outboxID != nil { await flushOutbox(task: claimed.id) }
+                return .ack
+            }
             if let outboxID {
                 let message: OutboxMessage? =
                     switch kind {

@@ -82,29 +82,46 @@ final class Sweeps: Sendable {
             RedisTaskStore.claimTimersScript, keys: (0..<keys.bucketCount).map { keys.timers(bucket: $0) }, args: [200, 30_000])
         let flat = (reply.array ?? []).compactMap(\.string)
         guard !flat.isEmpty else { return }
-        var byBucket: [Int: [String]] = [:]
+        // All buckets at once: one pipeline of wake scripts, one confirmed publish, one pipeline of removals.
+        var done: [Int: [any RedisArgumentConvertible]] = [:]
+        var valid: [(bucket: Int, member: String, message: OutboxMessage)] = []
+        var waits: [(task: String, timer: String)] = []
+        var waitBuckets: [Int] = []
         var index = 0
         while index + 1 < flat.count {
-            if let bucket = Int(flat[index]) { byBucket[bucket, default: []].append(flat[index + 1]) }
-            index += 2
-        }
-        for (bucket, members) in byBucket {
-            var done: [any RedisArgumentConvertible] = []
-            var valid: [(member: String, message: OutboxMessage)] = []
-            for member in members {
-                if let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(member.utf8)) {
-                    valid.append((member, message))
-                } else {
-                    logger.warning("dropping a timer that is not an outbox message", metadata: ["timer": "\(member.prefix(200))"])
-                    done.append(member)
-                }
-            }
-            let results = await executor.bus.publish(valid.map(\.message))
-            for (entry, result) in zip(valid, results) where result == nil { done.append(entry.member) }
-            if !done.isEmpty {
-                try await redis.send(RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + done))
+            defer { index += 2 }
+            guard let bucket = Int(flat[index]) else { continue }
+            let member = flat[index + 1]
+            if let task = Self.waitTimerTask(member) {
+                waits.append((task, member))
+                waitBuckets.append(bucket)
+            } else if let message = try? JSONCoding.decoder.decode(OutboxMessage.self, from: Data(member.utf8)) {
+                valid.append((bucket, member, message))
+            } else {
+                logger.warning("dropping a timer that is not an outbox message", metadata: ["timer": "\(member.prefix(200))"])
+                done[bucket, default: []].append(member)
             }
         }
+        // Wait and sleep timers: one script each decides whether it still wins (a signal may have won); the
+        // resumed steps are published together with the step-message timers. A lost publish stays in the
+        // task's outbox for the outbox sweep, so the timer is done either way.
+        let woken = waits.isEmpty ? [] : try await store.fireWaitTimers(waits).compactMap { $0 }
+        for (bucket, wait) in zip(waitBuckets, waits) { done[bucket, default: []].append(wait.timer) }
+        let results = await executor.bus.publish(valid.map(\.message) + woken.map(\.message))
+        for (entry, result) in zip(valid, results) where result == nil { done[entry.bucket, default: []].append(entry.member) }
+        for (step, result) in zip(woken, results.dropFirst(valid.count)) where result == nil {
+            store.outboxDoneWithoutWaiting(task: step.task, ids: [step.outboxID])
+        }
+        let removals = done.filter { !$0.value.isEmpty }.map { bucket, members in
+            RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + members)
+        }
+        if !removals.isEmpty { _ = try await redis.pipeline(removals) }
+    }
+
+    /// The task of a wait or sleep timer (`{"wake": id, "seq": n, "branch": b}`), or nil for a step-message timer.
+    static func waitTimerTask(_ member: String) -> String? {
+        guard member.hasPrefix("{"), !member.contains("\"x\":"), let value = try? JSONValue.parse(Array(member.utf8)) else { return nil }
+        return value["wake"]?.stringValue
     }
 
     /// Re-publishes outbox entries a crash left behind (older than the sweep age).

@@ -26,6 +26,67 @@ public protocol TaskStore: Sendable {
     func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>]
     /// Commits several steps together (Redis: one round trip); one result per commit, in order.
     func commitAll(_ commits: [Commit]) async -> [Result<CommitOutcome, any Error>]
+    /// Delivers a signal to a task's mailbox, deduplicated by its id; wakes the task at once when it waits
+    /// for that signal (then the resumed step's message is in the task's outbox).
+    func signal(_ signal: TaskSignal) async throws -> SignalOutcome
+    /// Fires a wait or sleep timer (`timer` is the member the commit recorded): wakes the task when it
+    /// still waits on that very timer (the resumed step's message goes to its outbox); otherwise nothing.
+    /// Returns whether it woke the task.
+    func fireWaitTimer(task: String, timer: String) async throws -> Bool
+}
+
+/// A signal for one task: from the CLI (`baton signal`, `approve`, `reject`), the `baton.signals`
+/// exchange or the HTTP API.
+public struct TaskSignal: Sendable, Hashable {
+    public var task: String
+    public var name: String
+    /// The payload as JSON text (`""` for none).
+    public var payloadJSON: String
+    /// The dedupe id: a second signal with the same id for the same task is a no-op.
+    public var id: String
+    public var actor: String
+    public var reason: String
+
+    public init(task: String, name: String, payloadJSON: String = "", id: String? = nil, actor: String, reason: String = "") {
+        self.task = task
+        self.name = name
+        self.payloadJSON = payloadJSON
+        self.id = id ?? TaskID.generate()
+        self.actor = actor
+        self.reason = reason
+    }
+
+    /// The `signal_received` event's data.
+    public var eventDataJSON: String {
+        var object: [String: JSONValue] = ["name": .string(name), "id": .string(id), "actor": .string(actor), "reason": .string(reason)]
+        if !payloadJSON.isEmpty { object["payload"] = (try? JSONValue.parse(Array(payloadJSON.utf8))) ?? .string(payloadJSON) }
+        return JSONValue.object(object).jsonString
+    }
+}
+
+/// What delivering a signal did.
+public enum SignalOutcome: Sendable, Equatable {
+    /// The task waited for it and woke (its resumed step's message is in the outbox).
+    case woke
+    /// Kept in the task's mailbox (the task is not waiting for it yet); the task's status.
+    case stored(status: String)
+    /// A signal with this id was already received: nothing changed.
+    case duplicate(status: String)
+    case notFound
+    /// The task already finished.
+    case terminal(status: String)
+    /// The task's mailbox holds `cap` unconsumed signals: this one was refused (not dropped silently).
+    case mailboxFull(cap: Int)
+}
+
+/// Limits of signal mailboxes (documented defaults).
+public enum SignalLimits {
+    /// Unconsumed signals kept per task; one more is refused with ``SignalOutcome/mailboxFull(cap:)``.
+    public static let mailboxCap = 100
+    /// Signal ids remembered per task for deduplication (oldest forgotten first).
+    public static let seenIDsKept = 1000
+    /// The largest signal payload (JSON bytes).
+    public static let payloadMaxBytes = 64 * 1024
 }
 
 extension TaskStore {
@@ -305,12 +366,18 @@ public struct ClaimedTask: Sendable {
     public var limits: BudgetLimits
     public var usage: BudgetUsage
     public var queue: String
+    /// What woke the task before this step (the `wakeup` field as JSON), `""` when it did not wait.
+    public var wakeupJSON: String
+    /// When the claim happened (Unix ms, the store's clock): the lateness of a wake-up is measured to it.
+    public var claimedAtMilliseconds: Int64
 
     public init(
         id: String, agent: String, step: String, seq: Int64, branch: Int64, attempt: Int64, token: Int64, stateJSON: [UInt8],
         inputJSON: [UInt8],
-        limits: BudgetLimits, usage: BudgetUsage, queue: String
+        limits: BudgetLimits, usage: BudgetUsage, queue: String, wakeupJSON: String = "", claimedAtMilliseconds: Int64 = 0
     ) {
+        self.wakeupJSON = wakeupJSON
+        self.claimedAtMilliseconds = claimedAtMilliseconds
         self.id = id
         self.agent = agent
         self.step = step
@@ -352,6 +419,9 @@ public struct Commit: Sendable {
         case budget(kind: String, errorJSON: String)
         case retry(delayMilliseconds: Int64, errorJSON: String, bucket: String, timer: OutboxMessage)
         case dead(reason: String, errorJSON: String, deadLetter: OutboxMessage)
+        /// Commit the state, then wait or sleep: no step message, only the wait and a timer (or an
+        /// immediate wake when a matching signal is already in the mailbox or the time has passed).
+        case wait(WaitSpec)
     }
 
     public var task: String

@@ -111,7 +111,9 @@ public final class Worker: Service, Sendable {
             let deadChannel = try await consumeConnection.openChannel(prefetch: 32)
             deadConsumer = try await deadChannel.consume(queue: Topology.deadQueue)
         }
-        let allConsumers = consumers + submitConsumers + (deadConsumer.map { [$0] } ?? [])
+        let signalChannel = try await consumeConnection.openChannel(prefetch: 32)
+        let signalConsumer = try await signalChannel.consume(queue: Topology.signalsQueue)
+        let allConsumers = consumers + submitConsumers + [signalConsumer] + (deadConsumer.map { [$0] } ?? [])
 
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -121,6 +123,7 @@ public final class Worker: Service, Sendable {
                 for consumer in submitConsumers {
                     group.addTask { await self.consumeSubmits(consumer, executor: executor, publish: publishChannel) }
                 }
+                group.addTask { await self.consumeSignals(signalConsumer, executor: executor, store: store, publish: publishChannel) }
                 if let deadConsumer {
                     group.addTask { await DeadLetterIntake(store: store, logger: self.logger).consume(deadConsumer) }
                 }
@@ -209,6 +212,54 @@ public final class Worker: Service, Sendable {
             } else {
                 try? await channel.nack(delivery, requeue: true)
             }
+        }
+    }
+
+    /// Consumes `baton.signals`: each valid signal goes to its task's mailbox (waking the task when it waits
+    /// for it); an invalid one, or one no task can take, is dead-lettered with a reason naming the field.
+    func consumeSignals(_ consumer: AMQPConsumer, executor: StepExecutor, store: RedisTaskStore, publish: AMQPChannel) async {
+        for await delivery in consumer.deliveries {
+            var letter: (reason: String, error: String, field: String?)?
+            do {
+                let request = try SignalRequest.decode(delivery.body)
+                let outcome = try await store.signal(request.taskSignal(fallbackActor: "amqp:\(Topology.signalsExchange)"))
+                switch outcome {
+                case .woke: await executor.flushOutbox(task: request.taskID)
+                case .stored, .duplicate: break
+                case .notFound:
+                    letter = ("permanent_error", "the signal names task '\(request.taskID)', which does not exist", "task_id")
+                case .terminal(let status):
+                    letter = (
+                        "permanent_error", "the signal's task '\(request.taskID)' already ended (\(status)): no signal can change it",
+                        "task_id"
+                    )
+                case .mailboxFull(let cap):
+                    letter = (
+                        "oversized",
+                        "the signal mailbox of task '\(request.taskID)' holds \(cap) signals it does not wait for (the cap): the signal was refused",
+                        "task_id"
+                    )
+                }
+            } catch let error as BatonError {
+                letter = (error.code == .oversized ? "oversized" : "malformed", error.message, error.field)
+            } catch {
+                logger.warning("signal not taken (will be redelivered)", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+                try? await consumer.channel.nack(delivery, requeue: true)
+                continue
+            }
+            if let letter {
+                let dead = DeadLetter(
+                    reason: letter.reason, error: letter.error, field: letter.field, task: nil, worker: configuration.workerID,
+                    body: String(decoding: delivery.body.prefix(1 << 20), as: UTF8.self), routingKey: "signal")
+                let results = await AMQPBus(channel: publish).publish([dead.message])
+                if results.first.map({ $0 != nil }) ?? true {
+                    try? await consumer.channel.nack(delivery, requeue: true)
+                    continue
+                }
+                logger.warning("dead-lettered a signal", metadata: ["reason": "\(letter.reason)", "error": "\(letter.error)"])
+            }
+            try? await consumer.channel.ack(delivery)
         }
     }
 

@@ -28,6 +28,10 @@ public struct RedisKeys: Sendable, Hashable {
     public func effects(_ id: String) -> String { base(id) + ":effects" }
     /// The effects whose charges a commit already counted (so a retry that reuses them does not count them again).
     public func chargedEffects(_ id: String) -> String { base(id) + ":effects_charged" }
+    /// The task's signal mailbox: signal id → signal JSON, received and not yet consumed.
+    public func signals(_ id: String) -> String { base(id) + ":signals" }
+    /// Signal ids already received (deduplication), scored by arrival.
+    public func signalsSeen(_ id: String) -> String { base(id) + ":signals_seen" }
     public func checkpointPrefix(_ id: String) -> String { base(id) + ":ckpt:" }
     public func checkpoint(_ id: String, seq: Int64) -> String { checkpointPrefix(id) + String(seq) }
 

@@ -14,6 +14,8 @@ public struct RedisTaskStore: TaskStore {
         /// Claims of one step without a commit after which the step is dead-lettered as poison
         /// (`delivery_limit`): its workers keep dying while running it.
         public var maxClaimsPerStep = 10
+        /// Unconsumed signals kept per task; one more is refused (``SignalOutcome/mailboxFull(cap:)``).
+        public var signalMailboxCap = SignalLimits.mailboxCap
         public init() {}
     }
 
@@ -31,6 +33,8 @@ public struct RedisTaskStore: TaskStore {
     static let claimTimersScript = RedisScript(Scripts.claimTimers)
     static let claimOutboxScript = RedisScript(Scripts.claimOutbox)
     static let controlScript = RedisScript(Scripts.control)
+    static let signalScript = RedisScript(Scripts.signal)
+    static let fireWaitTimerScript = RedisScript(Scripts.fireWaitTimer)
 
     public init(redis: RedisConnection, settings: Settings = Settings()) {
         self.redis = redis
@@ -111,7 +115,7 @@ public struct RedisTaskStore: TaskStore {
                     id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
                     token: Int64(part(1)) ?? 0, stateJSON: parts.count > 3 ? (parts[3].bytes ?? []) : [],
                     inputJSON: parts.count > 4 ? (parts[4].bytes ?? []) : [], limits: BudgetLimits(fields: budget),
-                    usage: BudgetUsage(fields: budget), queue: ""))
+                    usage: BudgetUsage(fields: budget), queue: "", wakeupJSON: part(8), claimedAtMilliseconds: Int64(part(7)) ?? 0))
         case "missing": return .missing
         case "terminal": return .terminal(part(1))
         case "stale": return .stale
@@ -229,7 +233,11 @@ public struct RedisTaskStore: TaskStore {
         var timerMember = ""
         var timerDelay: Int64 = 0
         var nextStep = ""
+        var waitJSON = ""
         switch commit.kind {
+        case .wait(let spec):
+            kind = "wait"
+            waitJSON = spec.json
         case .next(let step):
             kind = "next"
             nextStep = step
@@ -262,11 +270,11 @@ public struct RedisTaskStore: TaskStore {
             Self.commitScript,
             keys: [
                 base + ":task", base + ":budget", base + ":ckpt:", base + ":events", base + ":outbox", keys.indexPrefix(bucket: bucket),
-                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), base + ":effects_charged",
+                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), base + ":effects_charged", base + ":signals",
             ],
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
-                settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON,
+                settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON, waitJSON,
             ])
         return (command, outboxID)
     }

@@ -51,6 +51,78 @@ enum Scripts {
 
         """
 
+    /// Helpers of the wait scripts (commit, signal, wait timer): ISO time, the wait's status reason, taking
+    /// the earliest matching signal from a mailbox, and waking a task (outbox message, `woke` event).
+    static let waits =
+        common + """
+            local function iso(ms)
+              local s = math.floor(ms / 1000)
+              local days = math.floor(s / 86400)
+              local rem = s - days * 86400
+              local z = days + 719468
+              local era = math.floor(z / 146097)
+              local doe = z - era * 146097
+              local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+              local y = yoe + era * 400
+              local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+              local mp = math.floor((5 * doy + 2) / 153)
+              local d = doy - math.floor((153 * mp + 2) / 5) + 1
+              local m = mp + 3
+              if mp >= 10 then m = mp - 9 end
+              if m <= 2 then y = y + 1 end
+              return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d, math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60)
+            end
+            local function wait_reason(w)
+              if w.k == 'sleep' and w.due_kind == 'deadline' then return 'sleeping until the deadline ' .. iso(w.due) end
+              if w.k == 'sleep' then return 'sleeping until ' .. iso(w.due or 0) end
+              local names = table.concat(w.signals or {}, ' or ')
+              if names == '' then names = 'a timer' end
+              local text = 'waiting for ' .. names
+              if w.due then
+                if w.due_kind == 'time' then
+                  text = text .. ', until ' .. iso(w.due)
+                elseif w.due_kind == 'deadline' then
+                  text = text .. ', deadline ' .. iso(w.due)
+                else
+                  text = text .. ', timeout ' .. iso(w.due)
+                end
+              end
+              return text
+            end
+            -- Removes and returns the earliest signal in mailbox `key` whose name is one of `names`, or nil.
+            local function take_signal(key, names)
+              local want = {}
+              for _, n in ipairs(names or {}) do want[n] = true end
+              local all = redis.call('HGETALL', key)
+              local best, best_key = nil, nil
+              for i = 1, #all, 2 do
+                local s = cjson.decode(all[i + 1])
+                if want[s.name] and (not best or tonumber(s.n) < tonumber(best.n)) then best, best_key = s, all[i] end
+              end
+              if best then redis.call('HDEL', key, best_key) end
+              return best
+            end
+            -- Wakes a waiting or sleeping task: `trig` says what fired; the resumed step's message goes to the
+            -- outbox. k: task, events, outbox, outbox index, index prefix, timers keys.
+            local function wake(k, id, w, trig, now, maxlen, outbox_id)
+              local t = redis.call('HMGET', k.task, 'seq', 'branch', 'agent', 'queue', 'status', 'wait_timer')
+              local step = w.next
+              if trig.trigger ~= 'signal' and w.on_timeout then step = w.on_timeout end
+              trig.woke_at = now
+              if w.due then trig.due_at = w.due end
+              redis.call('HSET', k.task, 'status', 'queued', 'step', step, 'attempt', 1, 'wakeup', cjson.encode(trig), 'wait', '',
+                'wait_timer', '', 'next_timer', '', 'status_reason', '', 'updated_at', now)
+              if t[6] and t[6] ~= '' then redis.call('ZREM', k.timers, t[6]) end
+              local task = {agent=t[3], step=step, seq=t[1], branch=t[2], attempt=1, queue=t[4] or 'default'}
+              redis.call('HSET', k.outbox, outbox_id, step_message(id, task))
+              redis.call('ZADD', k.outbox_index, now, id)
+              local data = {trigger=trig.trigger, name=trig.name, id=trig.id, actor=trig.actor, reason=trig.reason, due_at=trig.due_at}
+              add_event(k.events, maxlen, 'woke', tonumber(t[1]), t[2], step, now, cjson.encode(data))
+              move_index(k.index, id, t[5], 'queued', now)
+            end
+
+            """
+
     /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index.
     /// ARGV: id, agent, input, state, step, tenant, labels, notify, outbox id, outbox msg, events maxlen, queue,
     /// root, parent, then limit name/value pairs.
@@ -82,7 +154,7 @@ enum Scripts {
     static let claim =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
-              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue')
+              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue', 'wakeup')
             local status = t[1]
             if not status then return {'missing'} end
             if TERMINAL[status] then return {'terminal', status} end
@@ -155,7 +227,7 @@ enum Scripts {
             redis.call('HSET', KEYS[1], unpack(fields))
             if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
             local ckpt = redis.call('GET', KEYS[3] .. seq) or ''
-            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now)}
+            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now), t[16] or ''}
             """
 
     /// KEYS: task, workers. ARGV: token, worker, lease ms.
@@ -228,11 +300,13 @@ enum Scripts {
             return 1
             """
 
-    /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers, charged effects (set).
+    /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers, charged effects (set),
+    /// signals (mailbox).
     /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
-    /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json.
+    /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
+    /// wait spec json (kind `wait`).
     static let commit =
-        common + """
+        waits + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause')
             if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then return {'fenced'} end
             local now = now_ms()
@@ -256,7 +330,7 @@ enum Scripts {
             end
             if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
             local newseq = seq
-            if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' then
+            if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' or kind == 'wait' then
               newseq = seq + 1
               redis.call('SET', KEYS[3] .. newseq, ARGV[4])
               local old = newseq - tonumber(ARGV[11])
@@ -268,7 +342,50 @@ enum Scripts {
               'steps', int(num(b.steps)), 'handoffs', int(num(b.handoffs)))
             local status, etype, reason = nil, nil, ''
             local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'claims', 0}
-            if kind == 'next' or kind == 'handoff' then
+            -- What woke the task is for the step it resumed only.
+            if newseq ~= seq then
+              table.insert(fields, 'wakeup')
+              table.insert(fields, '')
+            end
+            local w = nil
+            local event_data = ARGV[15]
+            if kind == 'wait' then
+              local over = reached(b, now)
+              if t[7] and t[7] ~= '' then
+                status, etype = 'cancelled', 'cancelled'
+              elseif over then
+                status, etype, reason = 'budget_exceeded', 'budget_exceeded', over .. ' limit reached'
+                table.insert(fields, 'error')
+                table.insert(fields, cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false}))
+              else
+                w = cjson.decode(ARGV[16])
+                step = w.next
+                local due, due_kind = nil, nil
+                if w.delay_ms then due, due_kind = now + tonumber(w.delay_ms), 'timeout' end
+                if w.at_ms and (not due or tonumber(w.at_ms) < due) then due, due_kind = tonumber(w.at_ms), 'time' end
+                -- The budget's deadline ends a wait too: its timer stops the task (budget_exceeded) then.
+                local deadline = tonumber(b.deadline or '')
+                if deadline and (not due or deadline < due) then due, due_kind = deadline, 'deadline' end
+                w.delay_ms, w.at_ms, w.due, w.due_kind, w.since = nil, nil, due, due_kind, now
+                if w.k == 'sleep' then status, etype = 'sleeping', 'sleeping' else status, etype = 'waiting', 'waiting' end
+                reason = wait_reason(w)
+                local data = {next=w.next, on_timeout=w.on_timeout}
+                if #(w.signals or {}) > 0 then data.signals = w.signals end
+                if due then
+                  if due_kind == 'time' then
+                    data.at = iso(due)
+                  elseif due_kind == 'deadline' then
+                    data.deadline = iso(due)
+                  else
+                    data.timeout_at = iso(due)
+                  end
+                  table.insert(fields, 'next_timer')
+                  table.insert(fields, due)
+                end
+                event_data = cjson.encode(data)
+              end
+              attempt = 1
+            elseif kind == 'next' or kind == 'handoff' then
               local over = reached(b, now)
               if not over and b.max_handoffs and b.max_handoffs ~= '' and num(b.handoffs) > num(b.max_handoffs) then over = 'handoffs' end
               if t[7] and t[7] ~= '' then
@@ -312,7 +429,7 @@ enum Scripts {
               status, etype, reason = 'dead_lettered', 'dead_lettered', ARGV[14]
               table.insert(fields, 'error')
               table.insert(fields, ARGV[6])
-            else
+            elseif kind ~= 'wait' then
               return redis.error_reply('unknown commit kind ' .. kind)
             end
             table.insert(fields, 'status')
@@ -328,13 +445,92 @@ enum Scripts {
               table.insert(fields, now)
             end
             redis.call('HSET', KEYS[1], unpack(fields))
-            add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, ARGV[15])
+            add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
             if status == 'queued' or status == 'dead_lettered' then
               redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
               redis.call('ZADD', KEYS[7], now, id)
             end
             move_index(KEYS[6], id, t[3], status, now)
+            if w then
+              -- A signal that arrived before the wait began is consumed now; a time already passed fires now.
+              local k = {task=KEYS[1], events=KEYS[4], outbox=KEYS[5], outbox_index=KEYS[7], index=KEYS[6], timers=KEYS[8]}
+              local sig = take_signal(KEYS[10], w.signals)
+              if sig then
+                wake(k, id, w, {trigger='signal', name=sig.name, id=sig.id, p=sig.p, actor=sig.actor, reason=sig.reason, at=sig.at},
+                  now, ARGV[12], ARGV[7])
+                return {'ok', 'queued', tostring(newseq)}
+              end
+              if w.due and w.due <= now then
+                wake(k, id, w, {trigger=w.due_kind}, now, ARGV[12], ARGV[7])
+                return {'ok', 'queued', tostring(newseq)}
+              end
+              local member = ''
+              if w.due then
+                member = cjson.encode({wake=id, seq=newseq, branch=tonumber(branch)})
+                redis.call('ZADD', KEYS[8], w.due, member)
+              end
+              redis.call('HSET', KEYS[1], 'wait', cjson.encode(w), 'wait_timer', member)
+            end
             return {'ok', status, tostring(newseq)}
+            """
+
+    /// Delivers a signal. KEYS: task, signals (mailbox), seen ids (zset), events, outbox, outbox index,
+    /// index prefix, timers. ARGV: id, name, payload json, signal id, actor, reason, events maxlen, outbox id,
+    /// mailbox cap, seen ids kept, event data json.
+    static let signal =
+        waits + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'seq', 'branch', 'step', 'signal_n')
+            local status = t[1]
+            if not status then return {'missing'} end
+            -- A resend of a signal already received is a no-op, even once the task has ended.
+            if redis.call('ZSCORE', KEYS[3], ARGV[4]) then return {'duplicate', status} end
+            if TERMINAL[status] then return {'terminal', status} end
+            local w = nil
+            if status == 'waiting' and t[2] and t[2] ~= '' then
+              local candidate = cjson.decode(t[2])
+              for _, n in ipairs(candidate.signals or {}) do
+                if n == ARGV[2] then w = candidate end
+              end
+            end
+            if not w and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[9]) then return {'full', status} end
+            local now = now_ms()
+            redis.call('ZADD', KEYS[3], now, ARGV[4])
+            local kept = tonumber(ARGV[10])
+            if redis.call('ZCARD', KEYS[3]) > kept then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(kept + 1)) end
+            local n = num(t[6]) + 1
+            redis.call('HSET', KEYS[1], 'signal_n', n, 'updated_at', now)
+            add_event(KEYS[4], ARGV[7], 'signal_received', tonumber(t[3]), t[4], t[5], now, ARGV[11])
+            if w then
+              local k = {task=KEYS[1], events=KEYS[4], outbox=KEYS[5], outbox_index=KEYS[6], index=KEYS[7], timers=KEYS[8]}
+              wake(k, ARGV[1], w, {trigger='signal', name=ARGV[2], id=ARGV[4], p=ARGV[3], actor=ARGV[5], reason=ARGV[6], at=now},
+                now, ARGV[7], ARGV[8])
+              return {'woke', 'queued'}
+            end
+            redis.call('HSET', KEYS[2], ARGV[4], cjson.encode({n=n, id=ARGV[4], name=ARGV[2], p=ARGV[3], actor=ARGV[5], reason=ARGV[6], at=now}))
+            return {'stored', status}
+            """
+
+    /// Fires a wait or sleep timer: wakes the task only if it still waits on this very timer (a signal that
+    /// won the race already removed it). KEYS: task, events, outbox, outbox index, index prefix, timers.
+    /// ARGV: id, timer member, events maxlen, outbox id. Returns `{'woke', 'queued', outbox id, message}`.
+    static let fireWaitTimer =
+        waits + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step')
+            if not t[1] or (t[1] ~= 'waiting' and t[1] ~= 'sleeping') or t[3] ~= ARGV[2] then return {'ignored', t[1] or ''} end
+            local w = cjson.decode(t[2])
+            if w.due_kind == 'deadline' then
+              -- The budget's deadline came first: the task stops where it waits, its state kept.
+              local now = now_ms()
+              local err = cjson.encode({code='budget_exceeded', message='the deadline limit was reached', bucket='budget', retryable=false})
+              redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'error', err, 'finished_at', now, 'updated_at', now,
+                'status_reason', 'deadline limit reached', 'wait', '', 'wait_timer', '', 'next_timer', '')
+              add_event(KEYS[2], ARGV[3], 'budget_exceeded', tonumber(t[4]), t[5], t[6], now, cjson.encode({kind='deadline'}))
+              move_index(KEYS[5], ARGV[1], t[1], 'budget_exceeded', now)
+              return {'stopped', 'budget_exceeded'}
+            end
+            local k = {task=KEYS[1], events=KEYS[2], outbox=KEYS[3], outbox_index=KEYS[4], index=KEYS[5], timers=KEYS[6]}
+            wake(k, ARGV[1], w, {trigger=w.due_kind or 'time'}, now_ms(), ARGV[3], ARGV[4])
+            return {'woke', 'queued', ARGV[4], redis.call('HGET', KEYS[3], ARGV[4])}
             """
 
     /// KEYS: outbox, outbox index. ARGV: id, outbox entry ids…
@@ -405,7 +601,8 @@ enum Scripts {
             elseif action == 'pause' then
               if TERMINAL[status] then return {'terminal', status} end
               if status == 'paused' then return {'already', status} end
-              if status == 'running' then
+              -- A waiting or sleeping task keeps waiting; it pauses when it wakes, before the resumed step runs.
+              if status == 'running' or status == 'waiting' or status == 'sleeping' then
                 redis.call('HSET', KEYS[1], 'pause', data)
                 return {'requested', status}
               end

@@ -24,10 +24,12 @@ public struct TaskQueries: Sendable {
     /// The task, or nil when no task has this id.
     public func task(_ id: String) async throws -> TaskView? {
         guard TaskID.isValid(id) || id.contains("/") else { return nil }
-        let replies = try await redis.pipeline([RedisCommand("HGETALL", keys.task(id)), RedisCommand("HGETALL", keys.budget(id))])
+        let replies = try await redis.pipeline([
+            RedisCommand("HGETALL", keys.task(id)), RedisCommand("HGETALL", keys.budget(id)), RedisCommand("HGETALL", keys.signals(id)),
+        ])
         let task = Self.hash(replies[0])
         guard !task.isEmpty else { return nil }
-        return TaskView(task: task, budget: Self.hash(replies[1]))
+        return TaskView(task: task, budget: Self.hash(replies[1]), signals: Self.hash(replies[2]))
     }
 
     /// Filters for ``list(_:)``.

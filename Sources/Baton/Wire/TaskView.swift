@@ -16,6 +16,11 @@ public struct TaskView: Codable, Sendable, Hashable {
     public var progress: Progress?
     public var budget: Budget
     public var statusReason: String?
+    /// What a waiting or sleeping task waits for: `{"signal": name}`, `{"timeout_at": iso}`, `{"at": iso}`, or
+    /// `{"deadline": iso}` when the budget's deadline comes first (it stops the task).
+    public var waitingFor: [JSONValue]?
+    /// Signals received and not yet consumed (the task is not waiting for them yet), oldest first.
+    public var signalsPending: [PendingSignal]?
     public var error: JSONValue?
     public var result: JSONValue?
     public var parentID: String?
@@ -66,6 +71,20 @@ public struct TaskView: Codable, Sendable, Hashable {
         }
     }
 
+    /// A signal in a task's mailbox.
+    public struct PendingSignal: Codable, Sendable, Hashable {
+        public var name: String
+        public var id: String
+        public var payload: JSONValue?
+        public var actor: String?
+        public var reason: String?
+        public var receivedAt: String?
+        enum CodingKeys: String, CodingKey {
+            case name, id, payload, actor, reason
+            case receivedAt = "received_at"
+        }
+    }
+
     /// Who holds the task's lease (only while running).
     public struct Lease: Codable, Sendable, Hashable {
         public var owner: String
@@ -79,6 +98,8 @@ public struct TaskView: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case v, id, agent, status, step, seq, branch, attempt, tenant, labels, progress, budget
         case statusReason = "status_reason"
+        case waitingFor = "waiting_for"
+        case signalsPending = "signals_pending"
         case error, result
         case parentID = "parent_id"
         case lease
@@ -93,13 +114,27 @@ public struct TaskView: Codable, Sendable, Hashable {
     /// Committed cost in integer micro-dollars.
     public var costMicros: Int64 { Int64((budget.used.costUSD * 1_000_000).rounded()) }
 
+    /// `waiting_for` of a recorded wait (the `wait` field the commit script writes).
+    static func waitingFor(_ spec: JSONValue) -> [JSONValue] {
+        var out: [JSONValue] = (spec["signals"]?.arrayValue ?? []).compactMap(\.stringValue).map { ["signal": .string($0)] }
+        if let due = spec["due"]?.intValue ?? spec["due"]?.doubleValue.map({ Int64($0) }) {
+            let text = WaitSpec.iso(due)
+            switch spec["due_kind"]?.stringValue {
+            case "timeout": out.append(["timeout_at": .string(text)])
+            case "deadline": out.append(["deadline": .string(text)])
+            default: out.append(["at": .string(text)])
+            }
+        }
+        return out
+    }
+
     static func iso(_ milliseconds: String?) -> String? {
         guard let milliseconds, let ms = Int64(milliseconds), ms > 0 else { return nil }
         return ISO8601DateFormatter.fractional.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
     }
 
     /// Builds the view from the task and budget hashes.
-    init(task t: [String: String], budget b: [String: String]) {
+    init(task t: [String: String], budget b: [String: String], signals: [String: String] = [:]) {
         func nonEmpty(_ key: String) -> String? { t[key].flatMap { $0.isEmpty ? nil : $0 } }
         id = t["id"] ?? ""
         agent = t["agent"] ?? ""
@@ -134,7 +169,23 @@ public struct TaskView: Codable, Sendable, Hashable {
         if status == "running", let owner = nonEmpty("lease_owner") {
             lease = Lease(owner: owner, expiresAt: Self.iso(t["lease_until"]) ?? "")
         }
-        if status == "retrying" { nextTimerAt = Self.iso(t["next_timer"]) }
+        if status == "retrying" || status == "waiting" || status == "sleeping" { nextTimerAt = Self.iso(t["next_timer"]) }
+        if status == "waiting" || status == "sleeping", let wait = nonEmpty("wait"), let spec = try? JSONValue.parse(Array(wait.utf8)) {
+            waitingFor = Self.waitingFor(spec)
+        }
+        let pending = signals.values.compactMap { try? JSONValue.parse(Array($0.utf8)) }.sorted {
+            ($0["n"]?.intValue ?? 0) < ($1["n"]?.intValue ?? 0)
+        }
+        if !pending.isEmpty {
+            signalsPending = pending.map { entry in
+                let text = entry["p"]?.stringValue ?? ""
+                func nonEmpty(_ key: String) -> String? { entry[key]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } }
+                return PendingSignal(
+                    name: entry["name"]?.stringValue ?? "", id: entry["id"]?.stringValue ?? "",
+                    payload: text.isEmpty ? nil : ((try? JSONValue.parse(Array(text.utf8))) ?? .string(text)), actor: nonEmpty("actor"),
+                    reason: nonEmpty("reason"), receivedAt: entry["at"]?.intValue.map { Self.iso(String($0)) } ?? nil)
+            }
+        }
         createdAt = Self.iso(t["created_at"])
         updatedAt = Self.iso(t["updated_at"])
         finishedAt = Self.iso(t["finished_at"])

@@ -1,0 +1,64 @@
+import Baton
+import Foundation
+
+/// `sleeper`: sleeps once for `seconds` (holding no worker, no message: only Redis keys and a timer), or until
+/// `until_ms` (Unix milliseconds) when given, then completes with how late its wake-up was:
+/// `{"lateness_ms": …, "trigger": "time"}`.
+public struct SleeperAgent: Agent {
+    public struct Input: Codable, Sendable {
+        public var seconds: Double
+        public var untilMilliseconds: Int64?
+        public init(seconds: Double, untilMilliseconds: Int64? = nil) {
+            self.seconds = seconds
+            self.untilMilliseconds = untilMilliseconds
+        }
+        enum CodingKeys: String, CodingKey {
+            case seconds
+            case untilMilliseconds = "until_ms"
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            seconds = try c.decodeIfPresent(Double.self, forKey: .seconds) ?? 5
+            untilMilliseconds = try c.decodeIfPresent(Int64.self, forKey: .untilMilliseconds)
+        }
+    }
+
+    public struct State: Codable, Sendable {
+        /// When the sleep was due (Unix ms), set by the first step.
+        public var dueAtMilliseconds: Int64?
+    }
+
+    public static let name = "sleeper"
+    public static let steps = ["sleep", "wake"]
+
+    public init() {}
+
+    public func initialState(for input: Input) throws -> State {
+        guard input.seconds >= 0, input.seconds.isFinite else {
+            throw BatonError(.invalidMessage, "the input's 'seconds' must be a number ≥ 0", field: "input.seconds")
+        }
+        return State()
+    }
+
+    public func run(step: String, context: StepContext<SleeperAgent>) async throws -> StepOutcome {
+        switch step {
+        case "sleep":
+            let due =
+                context.input.untilMilliseconds.map { Date(timeIntervalSince1970: Double($0) / 1000) }
+                ?? Date().addingTimeInterval(context.input.seconds)
+            context.state.dueAtMilliseconds = Int64(due.timeIntervalSince1970 * 1000)
+            return .sleep(until: due, then: "wake")
+        default:
+            let lateness = context.wakeup?.lateness ?? .zero
+            let milliseconds = lateness.components.seconds * 1000 + lateness.components.attoseconds / 1_000_000_000_000_000
+            let trigger: String =
+                switch context.wakeup?.trigger {
+                case .time: "time"
+                case .timeout: "timeout"
+                case .signal: "signal"
+                case nil: "none"
+                }
+            return .complete(["lateness_ms": .int(milliseconds), "trigger": .string(trigger)])
+        }
+    }
+}

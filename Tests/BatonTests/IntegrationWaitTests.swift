@@ -1,0 +1,356 @@
+import AMQPClient
+import Baton
+import BatonExamples
+import Foundation
+import TestSupport
+import Testing
+
+/// Servers of one wait test, isolated from every other test on the shared servers: a RabbitMQ vhost of its
+/// own (its own submit, step, signal and dead-letter queues) and a Redis key prefix of its own (its own
+/// timers, indexes and tasks). Waiting tasks depend on their timers, which any worker's timer sweep on the
+/// same prefix would fire; here only this test's workers see them.
+struct WaitServers {
+    let vhost = TestServers.uniqueName("baton-it-waits")
+    let prefix = TestServers.uniqueName("bt-waits") + ":"
+
+    var amqpURL: String {
+        var components = URLComponents(string: TestServers.amqpURL)
+        components?.path = "/" + vhost
+        return components?.string ?? TestServers.amqpURL
+    }
+
+    var settings: RedisTaskStore.Settings {
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: prefix)
+        return settings
+    }
+
+    func environment() -> [String: String] {
+        Harness.environment(["BATON_AMQP_URL": amqpURL, "BATON_REDIS_KEY_PREFIX": prefix])
+    }
+
+    /// Creates the vhost, runs `body` with a client of these servers, then deletes the vhost.
+    static func with<T>(_ body: (WaitServers, BatonClient) async throws -> T) async throws -> T {
+        let servers = WaitServers()
+        let added = try await RabbitControl.run(["add_vhost", servers.vhost])
+        try #require(added.status == 0, "rabbitmqctl add_vhost \(servers.vhost) failed")
+        try await RabbitControl.run(["set_permissions", "-p", servers.vhost, "guest", ".*", ".*", ".*"])
+        defer { Task { try? await RabbitControl.run(["delete_vhost", servers.vhost]) } }
+        let client = try await BatonClient.connect(
+            amqpURL: servers.amqpURL, redisURL: TestServers.redisURL, publishing: true, settings: servers.settings, logger: Harness.logger)
+        do {
+            let result = try await body(servers, client)
+            await client.close()
+            return result
+        } catch {
+            await client.close()
+            throw error
+        }
+    }
+
+    /// Starts `baton worker` (3 s lease) on these servers and waits for its heartbeat.
+    func startWorker(_ name: String, client: BatonClient) async throws -> Harness.Worker {
+        let id = TestServers.uniqueName("it-\(name)")
+        let process = try WorkerProcess.start(
+            executable: try Harness.baton(), arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", "3"],
+            environment: environment(), outputFile: try TestFiles.path("worker-\(name)") + ".log")
+        let worker = Harness.Worker(id: id, process: process)
+        let registered = try await eventually(timeout: .seconds(20)) {
+            guard process.isRunning else { return true }
+            return try await client.queries.workers().contains { $0.id == id }
+        }
+        guard registered, process.isRunning else {
+            process.sigkill()
+            Issue.record("worker \(id) did not start:\n\(worker.log.suffix(3000))")
+            throw SpawnError(message: "worker \(id) did not start")
+        }
+        return worker
+    }
+
+    /// Runs the `baton` CLI on these servers.
+    func cli(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
+        try await WorkerProcess.run(executable: try Harness.baton(), arguments: arguments, environment: environment())
+    }
+
+    /// Publishes raw messages on this vhost.
+    func publish(_ messages: [AMQPMessage]) async throws {
+        var configuration = try AMQPConfiguration(url: amqpURL, connectionName: "baton-integration-test")
+        configuration.connectTimeout = .seconds(5)
+        let connection = try await AMQPConnection.connect(configuration, logger: Harness.logger)
+        do {
+            let channel = try await connection.openChannel(confirms: true)
+            let results = try await channel.publish(messages)
+            for result in results { if let result { throw result } }
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// `[queue: (ready, unacknowledged)]` of this vhost, from `rabbitmqctl list_queues`.
+    func queueDepths() async throws -> [String: (ready: Int, unacked: Int)] {
+        let (_, output) = try await RabbitControl.run([
+            "list_queues", "-p", vhost, "--no-table-headers", "--silent", "name", "messages_ready", "messages_unacknowledged",
+        ])
+        var out: [String: (ready: Int, unacked: Int)] = [:]
+        for line in output.split(separator: "\n") {
+            let parts = line.split(separator: "\t").map(String.init)
+            if parts.count == 3, let ready = Int(parts[1]), let unacked = Int(parts[2]) { out[parts[0]] = (ready, unacked) }
+        }
+        return out
+    }
+}
+
+/// Waits, sleeps and signals end to end: real `baton worker` child processes on the real servers.
+@Suite("Integration: waits, sleeps and signals", .serialized, .enabled(if: TestServers.available))
+struct IntegrationWaitTests {
+    static func approval(_ name: String, timeout: Double) -> SubmitRequest {
+        SubmitRequest(id: TestServers.uniqueName(name), agent: "approval", input: ["timeout_seconds": .double(timeout)])
+    }
+
+    static func signalMessage(_ body: JSONValue) -> AMQPMessage {
+        Harness.message(exchange: Topology.signalsExchange, routingKey: "", body: Array(body.jsonString.utf8))
+    }
+
+    static func woke(_ client: BatonClient, _ id: String) async throws -> [TaskEvent] {
+        try await client.queries.history(id).filter { $0.type == "woke" }
+    }
+
+    @Test(
+        "A signal sent before the wait, one during it (via baton.signals), and one sent twice with the same id: each task resumes exactly once with its payload",
+        .timeLimit(.minutes(2)))
+    func signalsBeforeDuringAndTwice() async throws {
+        try await WaitServers.with { servers, client in
+            // Before: the task exists (queued) and its first step is held back until the signal is in.
+            let bus = CapturingBus()
+            let driver = StepExecutor(
+                registry: .examples, store: client.store, bus: bus, workerID: TestServers.uniqueName("it-driver"),
+                settings: ProtocolSettings(), logger: Harness.logger)
+            let early = try await driver.submit(Self.approval("early", timeout: 3600)).id
+            let first = try #require(bus.last)
+            let sent = try await servers.cli(["signal", early, "approve", "--payload", #"{"n": 1}"#, "--id", "e-1", "--json"])
+            #expect(sent.status == 0, "baton signal failed: \(sent.error)")
+            #expect(try JSONValue.parse(Array(sent.output.utf8))["result"] == "stored")
+            let pendingView = try #require(try await client.queries.task(early))
+            #expect(pendingView.signalsPending?.map(\.name) == ["approve"])
+            #expect(pendingView.signalsPending?.first?.payload == ["n": 1])
+
+            let worker = try await servers.startWorker("waits", client: client)
+            defer { worker.process.sigkill() }
+            // The topology exists now (the worker declared it): release the held first step.
+            try await servers.publish([Harness.message(first)])
+
+            let during = try await Harness.submit(client, Self.approval("during", timeout: 3600))
+            let twice = try await Harness.submit(client, Self.approval("twice", timeout: 3600))
+            for id in [during, twice] {
+                let waiting = try await Harness.waitForStatus(client, id, ["waiting"], workers: [worker])
+                #expect(waiting.statusReason?.hasPrefix("waiting for approve or reject, timeout ") == true)
+                #expect(waiting.waitingFor?.count == 3)
+                #expect(waiting.waitingFor?.first == ["signal": "approve"])
+                #expect(waiting.lease == nil)
+            }
+            let status = try await servers.cli(["status", during, "--json"])
+            let statusJSON = try JSONValue.parse(Array(status.output.utf8))
+            #expect(statusJSON["status"] == "waiting")
+            #expect(statusJSON["waiting_for"]?.arrayValue?.last?["timeout_at"] != nil)
+
+            // During: through the baton.signals exchange, as any service would.
+            try await servers.publish([
+                Self.signalMessage([
+                    "v": 1, "task_id": .string(during), "name": "reject", "payload": ["n": 2], "id": "d-1", "actor": "billing-service",
+                ])
+            ])
+            // Twice: the same id twice through the CLI.
+            var results: [String] = []
+            for _ in 0..<2 {
+                let approve = try await servers.cli([
+                    "approve", twice, "--payload", #"{"n": 3}"#, "--id", "t-1", "--reason", "ok", "--json",
+                ])
+                #expect(approve.status == 0, "baton approve failed: \(approve.error)")
+                results.append((try? JSONValue.parse(Array(approve.output.utf8)))?["result"]?.stringValue ?? approve.output)
+            }
+            #expect(results == ["woke", "duplicate"])
+
+            let expected: [(String, String, Int64, String)] = [
+                (early, "approve", 1, "e-1"), (during, "reject", 2, "d-1"), (twice, "approve", 3, "t-1"),
+            ]
+            for (id, decision, n, signalID) in expected {
+                let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+                #expect(done.result?["decision"]?.stringValue == decision)
+                #expect(done.result?["payload"] == ["n": .int(n)])
+                #expect(done.result?["signal_id"]?.stringValue == signalID)
+                #expect(done.signalsPending == nil)
+                #expect(try await Self.woke(client, id).count == 1)
+                let history = try await client.queries.history(id)
+                #expect(history.filter { $0.type == "signal_received" }.count == 1)
+                #expect(history.filter { $0.type == "succeeded" }.count == 1)
+                #expect(done.budget.used.steps == 2)
+            }
+            let duringHistory = try await client.queries.history(during)
+            #expect(duringHistory.first { $0.type == "signal_received" }?.data?["actor"] == "billing-service")
+            let twiceHistory = try await client.queries.history(twice)
+            #expect(twiceHistory.first { $0.type == "signal_received" }?.data?["reason"] == "ok")
+            await worker.process.stop()
+        }
+    }
+
+    @Test(
+        "approve racing the timeout: exactly one trigger wins; a losing signal is refused or stays in the mailbox", .timeLimit(.minutes(2)))
+    func approveRacesTimeout() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await servers.startWorker("race", client: client)
+            defer { worker.process.sigkill() }
+            var ids: [String] = []
+            for index in 0..<6 { ids.append(try await Harness.submit(client, Self.approval("race-\(index)", timeout: 1))) }
+            for id in ids { try await Harness.waitForStatus(client, id, ["waiting", "queued", "running", "succeeded"], workers: [worker]) }
+            // Approve around the time the timeouts fall due, spread out so that both sides win some.
+            var outcomes: [String: SignalOutcome] = [:]
+            for (index, id) in ids.enumerated() {
+                if index > 0 { try await Task.sleep(for: .milliseconds(150)) }
+                outcomes[id] = try await client.signal(TaskSignal(task: id, name: "approve", id: "race", actor: "racer"))
+            }
+            for id in ids {
+                let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+                let decision = done.result?["decision"]?.stringValue
+                let woke = try await Self.woke(client, id)
+                #expect(woke.count == 1, "task \(id) woke \(woke.count) times")
+                switch outcomes[id] {
+                case .woke:
+                    #expect(decision == "approve")
+                    #expect(woke.first?.data?["trigger"] == "signal")
+                case .stored:
+                    // The timeout won; the late approval is kept, not consumed and not lost.
+                    #expect(decision == "timeout")
+                    #expect(done.signalsPending?.map(\.id) == ["race"])
+                case .terminal:
+                    #expect(decision == "timeout")
+                default:
+                    Issue.record("unexpected signal outcome \(String(describing: outcomes[id])) for \(id)")
+                }
+            }
+
+            // Head to head: the timer fires and the signal arrives at the same moment, with no worker's sweep
+            // around. Whichever script runs first wins; the other changes nothing.
+            var waiting: [String] = []
+            for index in 0..<5 { waiting.append(try await Harness.submit(client, Self.approval("head-\(index)", timeout: 3600))) }
+            for id in waiting { try await Harness.waitForStatus(client, id, ["waiting"], workers: [worker]) }
+            await worker.process.stop()
+            var winners: [String: String] = [:]
+            for id in waiting {
+                let timer = try #require(try await client.store.redis.send("HGET", servers.settings.keys.task(id), "wait_timer").string)
+                #expect(!timer.isEmpty)
+                async let fired = client.store.fireWaitTimer(task: id, timer: timer)
+                async let signalled = client.store.signal(TaskSignal(task: id, name: "approve", id: "head", actor: "racer"))
+                let (timerWon, outcome) = try await (fired, signalled)
+                #expect(timerWon != (outcome == .woke), "task \(id): timer \(timerWon), signal \(outcome)")
+                winners[id] = timerWon ? "timeout" : "approve"
+            }
+            let second = try await servers.startWorker("race-2", client: client)
+            defer { second.process.sigkill() }
+            for id in waiting {
+                let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [second])
+                #expect(done.result?["decision"]?.stringValue == winners[id])
+                #expect(try await Self.woke(client, id).count == 1)
+                if winners[id] == "timeout" { #expect(done.signalsPending?.map(\.id) == ["head"]) }
+            }
+            await second.process.stop()
+        }
+    }
+
+    @Test(
+        "sleeper sleeps holding no message (no unacked delivery, empty step queue), then wakes by its timer and completes",
+        .timeLimit(.minutes(2)))
+    func sleeperWakes() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await servers.startWorker("sleeper", client: client)
+            defer { worker.process.sigkill() }
+            let id = try await Harness.submit(
+                client, SubmitRequest(id: TestServers.uniqueName("sleeper"), agent: "sleeper", input: ["seconds": 4]))
+            let sleeping = try await Harness.waitForStatus(client, id, ["sleeping"], workers: [worker])
+            #expect(sleeping.statusReason?.hasPrefix("sleeping until ") == true)
+            #expect(sleeping.nextTimerAt != nil)
+            #expect(sleeping.lease == nil)
+            // Held: nothing in flight for it, nothing ready. (The outbox may still be confirming the last ack.)
+            let quiet = try await eventually(timeout: .seconds(3), interval: .milliseconds(200)) {
+                let depths = try await servers.queueDepths()
+                let steps = depths[Topology.stepsQueue("default")]
+                return steps.map { $0.ready == 0 && $0.unacked == 0 } ?? false
+            }
+            let state = try #require(try await client.queries.task(id))
+            if state.status == "sleeping" {
+                let depths = try await servers.queueDepths()
+                #expect(quiet, "a sleeping task's step queue is not empty: \(depths)")
+            }
+            let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            #expect(done.result?["trigger"] == "time")
+            #expect((done.result?["lateness_ms"]?.intValue ?? -1) >= 0)
+            let history = try await client.queries.history(id)
+            #expect(history.map(\.type).filter { ["sleeping", "woke", "succeeded"].contains($0) } == ["sleeping", "woke", "succeeded"])
+            await worker.process.stop()
+        }
+    }
+
+    @Test(
+        "Waiting and sleeping tasks survive the SIGKILL of every worker and still wake (timer, timeout and signal)", .timeLimit(.minutes(2))
+    )
+    func survivesWorkerRestart() async throws {
+        try await WaitServers.with { servers, client in
+            let first = try await servers.startWorker("restart-1", client: client)
+            defer { first.process.sigkill() }
+            let sleeper = try await Harness.submit(
+                client, SubmitRequest(id: TestServers.uniqueName("restart-sleeper"), agent: "sleeper", input: ["seconds": 6]))
+            let timesOut = try await Harness.submit(client, Self.approval("restart-timeout", timeout: 6))
+            let approved = try await Harness.submit(client, Self.approval("restart-approve", timeout: 3600))
+            try await Harness.waitForStatus(client, sleeper, ["sleeping"], workers: [first])
+            try await Harness.waitForStatus(client, timesOut, ["waiting"], workers: [first])
+            try await Harness.waitForStatus(client, approved, ["waiting"], workers: [first])
+
+            first.process.sigkill()
+            #expect(await first.process.waitForExit(timeout: .seconds(10)) == 128 + SIGKILL)
+            // No worker runs: the signal is taken by Redis alone; its step message waits in the queue.
+            let outcome = try await client.signal(
+                TaskSignal(task: approved, name: "approve", payloadJSON: #"{"ok":true}"#, id: "r-1", actor: "ana", reason: "fine"))
+            #expect(outcome == .woke)
+
+            let second = try await servers.startWorker("restart-2", client: client)
+            defer { second.process.sigkill() }
+            let slept = try await Harness.waitForStatus(client, sleeper, ["succeeded"], workers: [first, second])
+            #expect(slept.result?["trigger"] == "time")
+            let timedOut = try await Harness.waitForStatus(client, timesOut, ["succeeded"], workers: [first, second])
+            #expect(timedOut.result?["decision"] == "timeout")
+            let decided = try await Harness.waitForStatus(client, approved, ["succeeded"], workers: [first, second])
+            #expect(decided.result?["decision"] == "approve")
+            #expect(decided.result?["payload"] == ["ok": true])
+            #expect(decided.result?["actor"] == "ana")
+            for id in [sleeper, timesOut, approved] { #expect(try await Self.woke(client, id).count == 1) }
+            await second.process.stop()
+        }
+    }
+
+    @Test("Invalid signals on baton.signals are dead-lettered with a reason naming the field", .timeLimit(.minutes(2)))
+    func invalidSignalsAreDeadLettered() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await servers.startWorker("bad-signals", client: client)
+            defer { worker.process.sigkill() }
+            let missing = TestServers.uniqueName("no-such-task")
+            let cases: [(body: String, reason: String, field: String)] = [
+                (#"{"v": 1, "task_id": "abc"}"#, "malformed", "name"),
+                (#"{"v": 1, "task_id": 42, "name": "approve"}"#, "malformed", "task_id"),
+                (#"{"v": 2, "task_id": "abc", "name": "approve"}"#, "malformed", "v"),
+                (#"not json"#, "malformed", ""),
+                (#"{"v": 1, "task_id": "\#(missing)", "name": "approve"}"#, "permanent_error", "task_id"),
+            ]
+            try await servers.publish(
+                cases.map { Harness.message(exchange: Topology.signalsExchange, routingKey: "", body: Array($0.body.utf8)) })
+            for entry in cases {
+                let letter = try await Harness.waitForDeadLetter(client) { $0.body == entry.body }
+                let found = try #require(letter, "no dead letter for the signal \(entry.body):\n\(worker.log.suffix(3000))")
+                #expect(found.reason == entry.reason, "\(entry.body): \(found.reason) \(found.error)")
+                #expect((found.field ?? "") == entry.field, "\(entry.body): field \(String(describing: found.field))")
+                #expect(!found.error.isEmpty)
+            }
+            await worker.process.stop()
+        }
+    }
+}
