@@ -6,7 +6,7 @@ import TestSupport
 import Testing
 
 /// Blocking C calls must never run on Swift's cooperative pool (2 threads here): every connection has a
-/// thread of its own. While more connections than the pool has threads sit in 2-second blocking reads,
+/// thread of its own. While more connections than the pool has threads sit in 5-second blocking reads,
 /// unrelated 50 ms sleeps must all finish long before any of those reads returns.
 @Suite("No C call on the cooperative pool", .enabled(if: TestServers.available))
 struct CooperativePoolTests {
@@ -39,8 +39,9 @@ struct CooperativePoolTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for connection in connections {
                 group.addTask {
-                    // BLPOP on an empty list blocks inside hiredis's read for 2 s.
-                    let reply = try await connection.send("BLPOP", key, 2)
+                    // BLPOP on an empty list blocks inside hiredis's read for 5 s (long, so a loaded machine's
+                    // scheduling delays cannot be mistaken for a blocked pool).
+                    let reply = try await connection.send("BLPOP", key, 5)
                     #expect(reply.isNull)
                     let now = clock.now - start
                     record.firstRead.withLock { $0 = min($0 ?? now, now) }
@@ -59,7 +60,7 @@ struct CooperativePoolTests {
         let ends = record.sleeperEnds.withLock { $0 }
         let firstRead = try #require(record.firstRead.withLock { $0 })
         #expect(ends.count == 20)
-        #expect(firstRead >= .milliseconds(1900), "BLPOP really blocked for about 2 s")
+        #expect(firstRead >= .milliseconds(4900), "BLPOP really blocked for about 5 s")
         let lastSleeper = try #require(ends.max())
         #expect(
             lastSleeper < firstRead,
