@@ -2,6 +2,7 @@ import AMQPClient
 import Baton
 import BatonExamples
 import Foundation
+import RedisClient
 import TestSupport
 import Testing
 
@@ -35,15 +36,21 @@ struct WaitServers {
         let added = try await RabbitControl.run(["add_vhost", servers.vhost])
         try #require(added.status == 0, "rabbitmqctl add_vhost \(servers.vhost) failed")
         try await RabbitControl.run(["set_permissions", "-p", servers.vhost, "guest", ".*", ".*", ".*"])
-        defer { Task { try? await RabbitControl.run(["delete_vhost", servers.vhost]) } }
-        let client = try await BatonClient.connect(
-            amqpURL: servers.amqpURL, redisURL: TestServers.redisURL, publishing: true, settings: servers.settings, logger: Harness.logger)
         do {
-            let result = try await body(servers, client)
-            await client.close()
-            return result
+            let client = try await BatonClient.connect(
+                amqpURL: servers.amqpURL, redisURL: TestServers.redisURL, publishing: true, settings: servers.settings,
+                logger: Harness.logger)
+            do {
+                let result = try await body(servers, client)
+                await client.close()
+                _ = try? await RabbitControl.run(["delete_vhost", servers.vhost])
+                return result
+            } catch {
+                await client.close()
+                throw error
+            }
         } catch {
-            await client.close()
+            _ = try? await RabbitControl.run(["delete_vhost", servers.vhost])
             throw error
         }
     }
@@ -328,6 +335,53 @@ struct IntegrationWaitTests {
         }
     }
 
+    @Test(
+        "On Redis: pausing a waiting task pauses it when it wakes; the budget's deadline ends a wait; a full mailbox refuses a signal",
+        .timeLimit(.minutes(2)))
+    func pauseDeadlineAndFullMailbox() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await servers.startWorker("pause-deadline", client: client)
+            defer { worker.process.sigkill() }
+            let paused = try await Harness.submit(client, Self.approval("pause", timeout: 3600))
+            var deadlined = Self.approval("deadline", timeout: 3600)
+            deadlined.budget = BudgetRequest(deadline: Date().addingTimeInterval(8))
+            let deadline = try await Harness.submit(client, deadlined)
+            let full = try await Harness.submit(client, Self.approval("full", timeout: 3600))
+            for id in [paused, deadline, full] { try await Harness.waitForStatus(client, id, ["waiting"], workers: [worker]) }
+            let waitingView = try #require(try await client.queries.task(deadline))
+            #expect(waitingView.statusReason?.contains(", deadline ") == true)
+            #expect(waitingView.waitingFor?.last?["deadline"] != nil)
+
+            // Pause while waiting: a request; the wait goes on, the task pauses once it wakes.
+            #expect(try await client.act("pause", task: paused, reason: "hold", actor: "ops") == .requested)
+            #expect(try await client.queries.task(paused)?.status == "waiting")
+            #expect(try await client.signal(TaskSignal(task: paused, name: "approve", payloadJSON: "7", actor: "ana")) == .woke)
+            try await Harness.waitForStatus(client, paused, ["paused"], workers: [worker])
+            _ = try await client.act("resume", task: paused, reason: "go", actor: "ops")
+            let resumed = try await Harness.waitForStatus(client, paused, ["succeeded"], workers: [worker])
+            #expect(resumed.result?["decision"] == "approve")
+            #expect(resumed.result?["payload"] == 7)
+
+            // The deadline comes before the timeout: the task stops there.
+            let stopped = try await Harness.waitForStatus(client, deadline, ["budget_exceeded"], workers: [worker])
+            #expect(stopped.statusReason == "deadline limit reached")
+            #expect(try await Self.woke(client, deadline).isEmpty)
+
+            // A full mailbox refuses what the task does not wait for, and still takes what it does.
+            for index in 0..<SignalLimits.mailboxCap {
+                let outcome = try await client.store.signal(TaskSignal(task: full, name: "noise", id: "n-\(index)", actor: "test"))
+                #expect(outcome == .stored(status: "waiting"))
+            }
+            let refused = try await client.store.signal(TaskSignal(task: full, name: "noise", id: "n-over", actor: "test"))
+            #expect(refused == .mailboxFull(cap: SignalLimits.mailboxCap))
+            #expect(try await client.signal(TaskSignal(task: full, name: "reject", id: "r", actor: "test")) == .woke)
+            let rejected = try await Harness.waitForStatus(client, full, ["succeeded"], workers: [worker])
+            #expect(rejected.result?["decision"] == "reject")
+            #expect(rejected.signalsPending?.count == SignalLimits.mailboxCap)
+            await worker.process.stop()
+        }
+    }
+
     @Test("Invalid signals on baton.signals are dead-lettered with a reason naming the field", .timeLimit(.minutes(2)))
     func invalidSignalsAreDeadLettered() async throws {
         try await WaitServers.with { servers, client in
@@ -351,6 +405,78 @@ struct IntegrationWaitTests {
                 #expect(!found.error.isEmpty)
             }
             await worker.process.stop()
+        }
+    }
+}
+
+/// The wait scripts on Redis driven in-process (no worker, no broker): the `waiter` test agent's routes.
+@Suite("Redis: wait scripts", .enabled(if: TestServers.available))
+struct RedisWaitScriptTests {
+    /// Runs `body` with a store under a key prefix of its own and a driver that keeps what it publishes.
+    static func withDriver(_ body: (RedisTaskStore, StepExecutor, CapturingBus) async throws -> Void) async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-wait-scripts") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let bus = CapturingBus()
+        var registry = AgentRegistry()
+        registry.register(WaiterAgent())
+        let driver = StepExecutor(
+            registry: registry, store: store, bus: bus, workerID: TestServers.uniqueName("it-driver"), settings: ProtocolSettings(),
+            logger: Harness.logger)
+        do {
+            try await body(store, driver, bus)
+            await redis.close()
+        } catch {
+            await redis.close()
+            throw error
+        }
+    }
+
+    /// Delivers the last captured step message to the driver.
+    static func deliverLast(_ driver: StepExecutor, _ bus: CapturingBus) async throws -> Disposition {
+        let message = try #require(bus.last)
+        return await driver.handleStep(body: Array(message.body.utf8), routingKey: message.routingKey)
+    }
+
+    @Test("a time already past wakes the task inside the wait's commit and routes it to onTimeout")
+    func pastTimeWakesInTheCommit() async throws {
+        try await Self.withDriver { store, driver, bus in
+            let id = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "past"])).id
+            _ = try await Self.deliverLast(driver, bus)
+            // The commit woke it: the resumed step (onTimeout) is what it published.
+            let resumed = try StepMessage.decode(Array(try #require(bus.last).body.utf8))
+            #expect(resumed.step == "timedout")
+            #expect(resumed.seq == 1)
+            _ = try await Self.deliverLast(driver, bus)
+            let view = try #require(try await TaskQueries(store: store).task(id))
+            #expect(view.status == "succeeded")
+            #expect(view.result?["step"] == "timedout")
+            let events = try await TaskQueries(store: store).history(id).map(\.type)
+            #expect(events == ["submitted", "started", "waiting", "woke", "succeeded"])
+        }
+    }
+
+    @Test("a timeout routes to onTimeout; the timer, fired twice, wakes once; a signal after it stays in the mailbox")
+    func timeoutRoutesToOnTimeout() async throws {
+        try await Self.withDriver { store, driver, bus in
+            let id = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "timeout"])).id
+            _ = try await Self.deliverLast(driver, bus)
+            let count = bus.messages.withLock { $0.count }
+            let timer = try #require(try await store.redis.send("HGET", store.settings.keys.task(id), "wait_timer").string)
+            #expect(try await store.fireWaitTimer(task: id, timer: timer))
+            #expect(try await store.fireWaitTimer(task: id, timer: timer) == false)
+            #expect(try await store.signal(TaskSignal(task: id, name: "go", id: "late", actor: "test")) == .stored(status: "queued"))
+            let outbox = try await store.pendingOutbox(task: id)
+            #expect(outbox.count == 1)
+            let message = try StepMessage.decode(Array(try #require(outbox.values.first).body.utf8))
+            #expect(message.step == "timedout")
+            #expect(bus.messages.withLock { $0.count } == count)
+            _ = await driver.handleStep(body: Array(try #require(outbox.values.first).body.utf8), routingKey: "default")
+            let view = try #require(try await TaskQueries(store: store).task(id))
+            #expect(view.result?["step"] == "timedout")
+            #expect(view.signalsPending?.map(\.id) == ["late"])
         }
     }
 }
