@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import RedisClient
 import ServiceLifecycle
+import Synchronization
 
 /// `baton bench stepchain`: the step chain of research/peers.md through Baton's full protocol (lease, Lua
 /// commit, outbox, confirms, late acks), verified at the end, with the raw hop loop on the same number of
@@ -89,13 +90,26 @@ public struct StepChainBench: Sendable {
         let keys = client.store.settings.keys
 
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+            // A worker that stops or fails ends the bench with its reason (instead of waiting forever).
+            let stopped = StopReason()
+            tasks.addTask {
+                do {
+                    try await group.run()
+                    stopped.value.withLock { $0 = $0 ?? "the bench workers stopped" }
+                } catch {
+                    stopped.value.withLock { $0 = "a bench worker failed: \(error)" }
+                }
+            }
             defer { tasks.cancelAll() }
+            func checkWorkers() throws {
+                if let why = stopped.value.withLock({ $0 }) { throw BatonError(.internalError, why) }
+            }
             // Wait until every worker announced itself (its consumers are up).
             let ids = Set(workers.map(\.configuration.workerID))
             let ready = ContinuousClock.now + .seconds(30)
             while Set(try await client.queries.workers().map(\.id)).intersection(ids).count < ids.count {
                 guard ContinuousClock.now < ready else { throw BatonError(.connection, "the bench workers did not start within 30 s") }
+                try checkWorkers()
                 try await Task.sleep(for: .milliseconds(50))
             }
             let taskIDs = (0..<options.tasks).map { "bench-\(runID)-\($0)" }
@@ -119,6 +133,7 @@ public struct StepChainBench: Sendable {
                 let replies = try await client.store.redis.pipeline(taskIDs.map { RedisCommand("HGET", keys.task($0), "status") })
                 statuses = replies.map { $0.string ?? "" }
                 if statuses.allSatisfy({ TaskView.terminalStatuses.contains($0) }) { break }
+                try checkWorkers()
                 try await Task.sleep(for: .milliseconds(20))
             }
             let wall = (ContinuousClock.now - start).milliseconds / 1000
@@ -189,4 +204,9 @@ public struct StepChainBench: Sendable {
                 })
         }
     }
+}
+
+/// Why the bench's workers stopped, if they did.
+final class StopReason: Sendable {
+    let value = Mutex<String?>(nil)
 }

@@ -129,7 +129,7 @@ final class Sweeps: Sendable {
         let age = Int64(configuration.outboxSweepAge.components.seconds * 1000)
         let replies = try await redis.pipeline(
             (0..<keys.bucketCount).map {
-                .evalSHA(RedisTaskStore.claimOutboxScript, keys: [keys.outboxIndex(bucket: $0)], args: [age, 200])
+                .evalSHA(RedisTaskStore.claimOutboxScript, keys: [keys.outboxIndex(bucket: $0)], args: [age, 200, keys.prefix])
             })
         for reply in replies {
             for id in (reply.array ?? []).compactMap(\.string) {

@@ -559,13 +559,25 @@ enum Scripts {
             return out
             """
 
-    /// Claims tasks whose outbox is older than ARGV[1] ms. KEYS: outbox index. ARGV: older-than ms, limit.
+    /// Claims tasks whose outbox is older than ARGV[1] ms. KEYS: outbox index. ARGV: older-than ms, limit, key
+    /// prefix. A task whose outbox is empty by now (its entries were published and removed with a plain `HDEL`,
+    /// or the task was deleted) leaves the index here, in the same script, so the index never keeps stale ids.
     static let claimOutbox =
         common + """
             local now = now_ms()
             local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
-            for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], now, id) end
-            return ids
+            local out = {}
+            for _, id in ipairs(ids) do
+              local root = string.match(id, '^[^/]+') or id
+              local outbox = ARGV[3] .. '{' .. root .. '}' .. string.sub(id, #root + 1) .. ':outbox'
+              if redis.call('HLEN', outbox) == 0 then
+                redis.call('ZREM', KEYS[1], id)
+              else
+                redis.call('ZADD', KEYS[1], now, id)
+                table.insert(out, id)
+              end
+            end
+            return out
             """
 
     /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index.
