@@ -74,7 +74,13 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
         .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "TestSupport"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
-        .testTarget(name: "BatonTests", dependencies: ["Baton", "BatonExamples", "BatonTesting", "AMQPClient", "RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "BatonTests",
+            dependencies: [
+                "Baton", "BatonExamples", "BatonTesting", "BatonHTTP", "AMQPClient", "RedisClient", "TestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(name: "BatonHTTPTests", dependencies: ["BatonHTTP", "Baton", "BatonExamples", "RedisClient", "TestSupport"]),
     ]
 )
