@@ -366,4 +366,34 @@ struct HTTPAPITests {
             }
         }
     }
+
+    // MARK: - The `baton serve` command
+
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func theServeCommandRefusesAnOpenAddressAndServesUntilSIGTERM() async throws {
+        let open = try await CLITests.baton(["serve", "--bind", "0.0.0.0:0"], environment: ["BATON_HTTP_TOKENS": ""])
+        #expect(open.status == 2)
+        #expect(open.error.contains("refusing to listen on 0.0.0.0:0 without API tokens"), "\(open.error)")
+        #expect(open.error.contains("BATON_HTTP_TOKENS"))
+        let short = try await CLITests.baton(["serve"], environment: ["BATON_HTTP_TOKENS": "operator:short"])
+        #expect(short.status == 2 && short.error.contains("at least 8 characters"), "\(short.error)")
+        let badBind = try await CLITests.baton(["serve", "--bind", "8080"])
+        #expect(badBind.status == 64 && badBind.error.contains("host:port"), "\(badBind.error)")
+
+        let port = try ThrowawayRedis.freePort()
+        var environment = Harness.environment(["BATON_HTTP_TOKENS": "viewer:dash:\(Self.viewer)"])
+        environment["BATON_CONFIG"] = nil
+        let server = try WorkerProcess.start(
+            executable: try Harness.baton(), arguments: ["serve", "--bind", "127.0.0.1:\(port)", "--read-only"], environment: environment,
+            outputFile: try TestFiles.path("serve") + ".log")
+        defer { server.sigkill() }
+        let listening = await eventually { server.output.contains("listening on http://127.0.0.1:\(port) (read-only) with 1 token") }
+        #expect(listening, "\(server.output)")
+        let http = HTTPTestClient(port: port)
+        #expect(try await http.request("GET", "/healthz").status == 200)
+        #expect(try await http.request("GET", "/v1/workers", token: Self.viewer).status == 200)
+        Self.expectProblem(try await http.request("POST", "/v1/tasks", token: Self.viewer, body: "{}"), 405, "read-only")
+        #expect(server.sigterm())
+        #expect(await server.waitForExit(timeout: .seconds(15)) == 0, "\(server.output)")
+    }
 }
