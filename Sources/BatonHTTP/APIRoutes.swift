@@ -40,6 +40,23 @@ struct APIRoutes: Sendable {
                     fix: "check redis.url and that Redis runs (`baton doctor`)")
             }
         }
+        router.get("/metrics") { request, _ in
+            if let required = configuration.metricsTokenDigest {
+                let header = request.headers[.authorization] ?? ""
+                let given = header.lowercased().hasPrefix("bearer ") ? String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) : ""
+                guard AccessToken.equal(SHA256.hash(Array(given.utf8)), required) else {
+                    var problem = Problem(
+                        .unauthorized, code: "unauthorized", title: "Unauthorized", detail: "/metrics needs its bearer token",
+                        fix: "send `Authorization: Bearer <token>` whose SHA-256 is http.metrics_token_hash")
+                    problem.headers[.wwwAuthenticate] = "Bearer realm=\"baton-metrics\""
+                    throw problem
+                }
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            let body = try await FleetMetrics(store: client.store, queries: queries).scrape()
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        }
         read(router, "/v1/tasks", listTasks)
         read(router, "/v1/tasks/:id", showTask)
         read(router, "/v1/tasks/:id/history", history)

@@ -97,6 +97,18 @@ public struct AccessToken: Sendable, Hashable {
         }
     }
 
+    /// Parses `http.metrics_token_hash` (64 hex digits).
+    ///
+    /// - Throws: a ``BatonError`` (code `configuration`) saying how to make one.
+    public static func parse(metricsHash text: String) throws -> [UInt8] {
+        guard let digest = hexBytes(text), digest.count == 32 else {
+            throw BatonError(
+                .configuration, "http.metrics_token_hash must be 64 hex digits: the SHA-256 of the token (`printf %s TOKEN | sha256sum`)",
+                field: ConfigKeys.httpMetricsTokenHash)
+        }
+        return digest
+    }
+
     static func hexBytes(_ text: String) -> [UInt8]? {
         let digits = Array(text.lowercased().utf8)
         guard digits.count % 2 == 0 else { return nil }

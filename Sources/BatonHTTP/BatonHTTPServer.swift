@@ -24,6 +24,8 @@ public struct BatonHTTPServer: Service {
         public var readOnly = false
         /// The accepted bearer tokens. Empty: no authentication, allowed only on a loopback address.
         public var tokens: [AccessToken] = []
+        /// SHA-256 of the token `GET /metrics` requires; nil leaves it open.
+        public var metricsTokenDigest: [UInt8]?
         /// How long `POST /v1/tasks` waits for a worker's reply before answering 202 with status `submitted`.
         public var submitReplyTimeout: Duration = .seconds(5)
         /// How often an event stream looks for new events when it has none to send.

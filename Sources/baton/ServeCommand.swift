@@ -48,8 +48,10 @@ struct ServeCommand: AsyncParsableCommand {
             let address = try BatonHTTPServer.Configuration.parseBind(loaded.http.bind)
             var tokens = try AccessToken.parse(hashes: loaded.http.tokenHashes)
             if let plain = ProcessInfo.processInfo.environment["BATON_HTTP_TOKENS"] { tokens += try AccessToken.parse(plain: plain) }
-            configuration = BatonHTTPServer.Configuration(
+            var settings = BatonHTTPServer.Configuration(
                 host: address.host, port: address.port, readOnly: loaded.http.readOnly, tokens: tokens)
+            settings.metricsTokenDigest = try loaded.http.metricsTokenHash.map(AccessToken.parse(metricsHash:))
+            configuration = settings
             try configuration.validate()
         } catch let error as BatonError {
             Terminal.error("configuration: \(error.message)")

@@ -23,13 +23,15 @@ struct HTTPAPITests {
 
     /// Runs `body` against a server started for it (stopped gracefully afterwards).
     static func withServer<T: Sendable>(
-        readOnly: Bool = false, tokens: [AccessToken] = tokens, _ body: @Sendable (HTTPTestClient, BatonClient) async throws -> T
+        readOnly: Bool = false, tokens: [AccessToken] = tokens, metricsToken: String? = nil,
+        _ body: @Sendable (HTTPTestClient, BatonClient) async throws -> T
     ) async throws -> T {
         let client = try await BatonClient.connect(
             amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL, publishing: true, logger: logger)
         var configuration = BatonHTTPServer.Configuration(host: "127.0.0.1", port: 0, readOnly: readOnly, tokens: tokens)
         configuration.submitReplyTimeout = .seconds(20)
         configuration.eventPollInterval = .milliseconds(50)
+        configuration.metricsTokenDigest = try metricsToken.map { try AccessToken.parse(metricsHash: AccessToken.hash($0)) }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = BatonHTTPServer(configuration: configuration, client: client, logger: logger) { continuation.yield($0) }
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)], logger: logger))
@@ -395,5 +397,29 @@ struct HTTPAPITests {
         Self.expectProblem(try await http.request("POST", "/v1/tasks", token: Self.viewer, body: "{}"), 405, "read-only")
         #expect(server.sigterm())
         #expect(await server.waitForExit(timeout: .seconds(15)) == 0, "\(server.output)")
+    }
+
+    // MARK: - Metrics
+
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func metricsShowTheFleetsGaugesAndHonourTheirOwnToken() async throws {
+        let agent = TestServers.uniqueName("http-metrics")
+        _ = try await CLIOperatorTests.deadLetters(
+            agent: agent, queue: agent, (0..<2).map { _ in .init(step: "fetch", bucket: "provider_5xx", error: { "HTTP 502 for \($0)" }) })
+        _ = try await CLIOperatorTests.withStore { try await Self.task(agent: agent, queue: agent, store: $0) }
+        try await Self.withServer { http, _ in
+            let metrics = try await http.request("GET", "/metrics")
+            #expect(metrics.status == 200 && metrics.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+            #expect(
+                metrics.body.contains("baton_dead_letters{agent=\"\(agent)\",bucket=\"provider_5xx\"} 2"), "\(metrics.body.prefix(2000))")
+            #expect(metrics.body.contains("baton_tasks{agent=\"\(agent)\",status=\"queued\"} 1"))
+            #expect(metrics.body.contains("# TYPE baton_workers gauge") && metrics.body.contains("baton_workers{state=\"live\"}"))
+        }
+        let token = "metrics-token-\(agent)"
+        try await Self.withServer(metricsToken: token) { http, _ in
+            Self.expectProblem(try await http.request("GET", "/metrics"), 401, "unauthorized", detail: "/metrics")
+            Self.expectProblem(try await http.request("GET", "/metrics", token: Self.operatorToken), 401, "unauthorized")
+            #expect(try await http.request("GET", "/metrics", token: token).body.contains("baton_tasks{agent=\"\(agent)\""))
+        }
     }
 }

@@ -51,6 +51,7 @@ public enum ConfigKeys {
     public static let httpBind = "http.bind"
     public static let httpReadOnly = "http.read_only"
     public static let httpTokenHashes = "http.token_hashes"
+    public static let httpMetricsTokenHash = "http.metrics_token_hash"
 
     /// Every key, in the order of `Config/baton.yaml`.
     public static let all: [Key] = [
@@ -86,6 +87,7 @@ public enum ConfigKeys {
         Key(name: httpBind, defaultValue: "127.0.0.1:8080", summary: "where `baton serve` listens (non-loopback needs tokens)"),
         Key(name: httpReadOnly, defaultValue: "false", summary: "`baton serve` refuses every mutating route with 405"),
         Key(name: httpTokenHashes, defaultValue: "[]", summary: "API tokens as role:name:sha256-hex (roles viewer, operator, admin)"),
+        Key(name: httpMetricsTokenHash, defaultValue: "~", summary: "sha256 hex of the token /metrics requires (~: /metrics is open)"),
     ]
 
     /// The names of ``all``.

@@ -7,6 +7,7 @@ import Configuration
 /// | `http.bind` | 127.0.0.1:8080 |
 /// | `http.read_only` | false |
 /// | `http.token_hashes` | [] |
+/// | `http.metrics_token_hash` | ~ (none: `/metrics` is open) |
 ///
 /// Tokens themselves never appear in the file: it holds `role:name:<sha256 hex of the token>` entries. The plain
 /// tokens of `BATON_HTTP_TOKENS` are read by `baton serve` itself (the simple way for one machine).
@@ -17,6 +18,8 @@ public struct HTTPSettings: Sendable, Hashable {
     public var readOnly = false
     /// `role:name:sha256hex` entries (role viewer, operator or admin).
     public var tokenHashes: [String] = []
+    /// The SHA-256 hex of the token `GET /metrics` requires; nil leaves it open (like `/healthz`).
+    public var metricsTokenHash: String?
 
     public init() {}
 
@@ -28,5 +31,6 @@ public struct HTTPSettings: Sendable, Hashable {
         bind = reader.batonString(ConfigKeys.httpBind, default: bind)
         readOnly = try reader.batonBool(ConfigKeys.httpReadOnly, default: readOnly)
         tokenHashes = reader.batonList(ConfigKeys.httpTokenHashes) ?? []
+        metricsTokenHash = reader.batonText(ConfigKeys.httpMetricsTokenHash)
     }
 }
