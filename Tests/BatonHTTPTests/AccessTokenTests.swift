@@ -1,4 +1,5 @@
 import Baton
+import Foundation
 import Testing
 
 @testable import BatonHTTP
@@ -70,5 +71,24 @@ struct AccessTokenTests {
         let hashed = APIRoutes.taskID(idempotencyKey: "order 42/é")
         #expect(hashed.hasPrefix("idem-") && hashed.count == 37 && TaskID.isValid(hashed))
         #expect(APIRoutes.taskID(idempotencyKey: "order 42/é") == hashed)
+    }
+
+    @Test func theHTTPKeysComeFromTheFileAndTheEnvironmentAndABadBindNamesItsLine() async throws {
+        let path = NSTemporaryDirectory() + "baton-http-\(UInt64.random(in: 0..<UInt64.max)).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let hash = AccessToken.hash("dashboard-token")
+        try "http:\n  bind: 0.0.0.0:9000\n  token_hashes: [\"viewer:dash:\(hash)\"]\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
+        let loaded = try await BatonConfiguration.load(file: path, environment: ["BATON_HTTP_READ_ONLY": "true"], workerID: "t")
+        #expect(loaded.http.bind == "0.0.0.0:9000" && loaded.http.readOnly && loaded.http.metricsTokenHash == nil)
+        #expect(try AccessToken.parse(hashes: loaded.http.tokenHashes).map(\.name) == ["dash"])
+        #expect(try await BatonConfiguration.load(file: nil, environment: [:], workerID: "t").http == HTTPSettings())
+
+        try "http:\n  bind: everywhere\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let error = await #expect(throws: BatonError.self) {
+            try await BatonConfiguration.load(file: path, environment: [:], workerID: "t")
+        }
+        #expect(error?.message.contains("http.bind must be host:port") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("\(path):2") == true, "\(String(describing: error))")
     }
 }

@@ -29,6 +29,9 @@ public struct HTTPSettings: Sendable, Hashable {
     public init(reader: ConfigReader) throws {
         self.init()
         bind = reader.batonString(ConfigKeys.httpBind, default: bind)
+        guard let colon = bind.lastIndex(of: ":"), colon != bind.startIndex, let port = Int(bind[bind.index(after: colon)...]),
+            (0...65_535).contains(port)
+        else { throw ConfigReader.invalid(ConfigKeys.httpBind, bind, "host:port, e.g. 127.0.0.1:8080 or [::1]:8080") }
         readOnly = try reader.batonBool(ConfigKeys.httpReadOnly, default: readOnly)
         tokenHashes = reader.batonList(ConfigKeys.httpTokenHashes) ?? []
         metricsTokenHash = reader.batonText(ConfigKeys.httpMetricsTokenHash)
