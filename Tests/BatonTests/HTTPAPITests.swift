@@ -319,6 +319,14 @@ struct HTTPAPITests {
                     "not-found")
                 let single = try await client.queries.auditEntries(limit: 200).first { $0.reason == "\(reason) (discard)" }
                 #expect(single?.action == "dead.discard" && single?.target == others[0].letter)
+
+                // One letter by id with a merge patch: a new branch runs with the patched input.
+                let redrive = try await http.request(
+                    "POST", "/v1/dead/\(others[1].letter)/redrive", token: Self.operatorToken,
+                    body: #"{"reason": "\#(reason) (patch)", "patch": {"n": 2, "extra": true}}"#)
+                #expect(redrive.status == 200 && redrive.json["branch"] as? Int == 1, "\(redrive.body)")
+                let input = try await client.store.redis.send("HGET", client.store.settings.keys.task(others[1].task), "input").string
+                #expect(input.map { Array($0.utf8) }.flatMap { try? JSONValue.parse($0) } == JSONValue.object(["n": 2, "extra": true]))
             }
         }
     }
