@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Baton", targets: ["Baton"]),
         .library(name: "BatonTesting", targets: ["BatonTesting"]),
         .library(name: "BatonExamples", targets: ["BatonExamples"]),
+        .library(name: "BatonHTTP", targets: ["BatonHTTP"]),
         .executable(name: "baton", targets: ["baton"]),
     ],
     dependencies: [
@@ -18,6 +19,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: [.defaults, "YAML"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // Already a dependency of Hummingbird; named for `HTTPField.Name` (custom headers).
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -48,11 +53,21 @@ let package = Package(
             ]
         ),
         .target(name: "BatonExamples", dependencies: ["Baton"]),
+        .target(
+            name: "BatonHTTP",
+            dependencies: [
+                "Baton", "RedisClient", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(name: "BatonTesting", dependencies: ["Baton", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "baton",
             dependencies: [
-                "Baton", "BatonExamples", "AMQPClient", "RedisClient",
+                "Baton", "BatonExamples", "BatonHTTP", "AMQPClient", "RedisClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -61,6 +76,13 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
         .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "TestSupport"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
-        .testTarget(name: "BatonTests", dependencies: ["Baton", "BatonExamples", "BatonTesting", "AMQPClient", "RedisClient", "TestSupport"]),
+        .testTarget(
+            name: "BatonTests",
+            dependencies: [
+                "Baton", "BatonExamples", "BatonTesting", "BatonHTTP", "AMQPClient", "RedisClient", "TestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .testTarget(name: "BatonHTTPTests", dependencies: ["BatonHTTP", "Baton", "BatonExamples", "RedisClient", "TestSupport"]),
     ]
 )

@@ -24,6 +24,7 @@ struct BatonCommand: AsyncParsableCommand {
         WorkersCommand.self,
         QueuesCommand.self,
         AuditCommand.self,
+        ServeCommand.self,
         DoctorCommand.self,
         BenchCommand.self,
         DemoCommand.self,

@@ -17,6 +17,8 @@ import Yams
 public struct BatonConfiguration: Sendable {
     /// The whole configuration, as a worker uses it; clients use its URLs and ``Worker/Configuration/store``.
     public var worker: Worker.Configuration
+    /// The settings of `baton serve`.
+    public var http = HTTPSettings()
     /// The YAML file that was read, if any.
     public var file: String?
 
@@ -97,14 +99,16 @@ public struct BatonConfiguration: Sendable {
         let tracker = AccessTracker()
         let reader = ConfigReader(providers: providers, accessReporter: tracker)
         let worker: Worker.Configuration
+        let http: HTTPSettings
         do {
             worker = try Worker.Configuration(reader: reader, workerID: workerID)
+            http = try HTTPSettings(reader: reader)
         } catch let error as BatonError {
             guard let key = error.field else { throw error }
             throw BatonError(.configuration, error.message + tracker.origin(of: key, sources: sources, lines: lines), field: key)
         }
         if let failure = tracker.firstFailure(sources: sources, lines: lines) { throw failure }
-        return BatonConfiguration(worker: worker, file: lines.isEmpty ? nil : chosen?.path)
+        return BatonConfiguration(worker: worker, http: http, file: lines.isEmpty ? nil : chosen?.path)
     }
 
     /// Walks the YAML file's keys: every leaf must be a known key. Returns each key's line (1-based).

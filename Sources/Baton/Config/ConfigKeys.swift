@@ -49,6 +49,10 @@ public enum ConfigKeys {
     public static let budgetDefaultMaxAttempts = "budget.default_max_attempts"
     public static let queuesDeliveryLimit = "queues.delivery_limit"
     public static let queuesStepMaxLength = "queues.step_max_length"
+    public static let httpBind = "http.bind"
+    public static let httpReadOnly = "http.read_only"
+    public static let httpTokenHashes = "http.token_hashes"
+    public static let httpMetricsTokenHash = "http.metrics_token_hash"
 
     /// Every key, in the order of `Config/baton.yaml`.
     public static let all: [Key] = [
@@ -82,6 +86,10 @@ public enum ConfigKeys {
         Key(name: budgetDefaultMaxAttempts, defaultValue: "5", summary: "attempts of a step before it is dead-lettered"),
         Key(name: queuesDeliveryLimit, defaultValue: "20", summary: "deliveries of one message before it counts as poison"),
         Key(name: queuesStepMaxLength, defaultValue: "1000000", summary: "messages a step queue holds before publishes are refused"),
+        Key(name: httpBind, defaultValue: "127.0.0.1:8080", summary: "where `baton serve` listens (non-loopback needs tokens)"),
+        Key(name: httpReadOnly, defaultValue: "false", summary: "`baton serve` refuses every mutating route with 405"),
+        Key(name: httpTokenHashes, defaultValue: "[]", summary: "API tokens as role:name:sha256-hex (roles viewer, operator, admin)"),
+        Key(name: httpMetricsTokenHash, defaultValue: "~", summary: "sha256 hex of the token /metrics requires (~: /metrics is open)"),
     ]
 
     /// The names of ``all``.
