@@ -84,8 +84,11 @@ public struct StepChainBench: Sendable {
             configuration.prefetch = options.prefetch
             workers.append(Worker(configuration: configuration, registry: registry, logger: logger))
         }
-        let group = ServiceGroup(
-            configuration: .init(services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+        // One service group per worker, so all of them drain at once at the end (a single group would shut
+        // them down one after another).
+        let groups = workers.map {
+            ServiceGroup(configuration: .init(services: [.init(service: $0)], gracefulShutdownSignals: [], logger: logger))
+        }
         let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, logger: logger)
         let keys = client.store.settings.keys
 
@@ -94,7 +97,9 @@ public struct StepChainBench: Sendable {
             let stopped = StopReason()
             tasks.addTask {
                 do {
-                    try await group.run()
+                    try await withThrowingDiscardingTaskGroup { all in
+                        for group in groups { all.addTask { try await group.run() } }
+                    }
                     stopped.value.withLock { $0 = $0 ?? "the bench workers stopped" }
                 } catch {
                     stopped.value.withLock { $0 = "a bench worker failed: \(error)" }
@@ -138,7 +143,7 @@ public struct StepChainBench: Sendable {
             }
             let wall = (ContinuousClock.now - start).milliseconds / 1000
             let cpu = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort) - cpuStart
-            await group.triggerGracefulShutdown()
+            for group in groups { await group.triggerGracefulShutdown() }
 
             // Verify every task: succeeded, `steps` records, exact budget.
             var failures: [String] = []

@@ -47,7 +47,7 @@ final class Sweeps: Sendable {
     }
 
     private func loop(every interval: Duration, _ body: @Sendable () async throws -> Void) async {
-        while !isStopped {
+        while !isStopped && !Task.isCancelled {
             do {
                 try await body()
             } catch {

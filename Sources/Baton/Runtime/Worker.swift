@@ -141,7 +141,7 @@ public final class Worker: Service, Sendable {
         }
         // Consumers ended: wait for running steps up to the drain timeout.
         let deadline = ContinuousClock.now + configuration.drainTimeout
-        while limiter.inFlight > 0 && ContinuousClock.now < deadline {
+        while limiter.inFlight > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
         }
         if limiter.inFlight > 0 {
