@@ -156,6 +156,7 @@ public final class Worker: Service, Sendable {
     /// concurrently (bounded by the limiter), and each delivery is settled once its effect is committed and
     /// its outbox confirmed.
     func consumeSteps(_ consumer: AMQPConsumer, executor: StepExecutor, limiter: AsyncLimiter, publish: AMQPChannel) async {
+        let claiming = AsyncLimiter(limit: Self.claimsInFlight)
         await withDiscardingTaskGroup { group in
             for await batch in consumer.batches {
                 var taken: [AMQPDelivery] = []
@@ -183,16 +184,18 @@ public final class Worker: Service, Sendable {
                     }
                     taken.append(delivery)
                 }
-                // Take the next batch once this one's claims are answered: what arrives meanwhile is batched.
-                let last = taken
-                if !last.isEmpty {
-                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                        start(last, claimed: { continuation.resume() })
-                    }
+                // At most `claimsInFlight` batches wait for their claims at once: what arrives meanwhile is
+                // batched, so batches (and their round trips) stay big.
+                if !taken.isEmpty {
+                    await claiming.acquire()
+                    start(taken, claimed: { claiming.release() })
                 }
             }
         }
     }
+
+    /// Batches of one consumer whose claims may be in flight at once.
+    static let claimsInFlight = 2
 
     func settle(_ delivery: AMQPDelivery, _ disposition: Disposition, channel: AMQPChannel, publish: AMQPChannel) async {
         switch disposition {
