@@ -198,6 +198,7 @@ public struct StepChainBench: Sendable {
             commands.append(RedisCommand("DEL", keys.task(id), keys.budget(id), keys.events(id), keys.outbox(id), keys.effects(id)))
             let bucket = keys.bucket(of: id)
             commands.append(RedisCommand("ZREM", keys.index(bucket: bucket, status: "succeeded"), id))
+            commands.append(RedisCommand("ZREM", keys.outboxIndex(bucket: bucket), id))
         }
         _ = try await client.store.redis.pipeline(commands)
         let checkpoints = try await client.store.redis.pipeline(ids.map { RedisCommand("KEYS", keys.checkpointPrefix($0) + "*") })
