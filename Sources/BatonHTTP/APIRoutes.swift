@@ -161,7 +161,7 @@ struct APIRoutes: Sendable {
             filter.cursor = parsed
         }
         let page = try await queries.list(filter)
-        return try Self.json(Page(items: page.items, nextCursor: page.nextCursor))
+        return try Self.json(ListPage(items: page.items, nextCursor: page.nextCursor))
     }
 
     func showTask(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {

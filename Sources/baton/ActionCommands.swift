@@ -2,39 +2,7 @@ import ArgumentParser
 import Baton
 import Foundation
 
-/// What one operator action did to one target, as printed (`-o json`: `{"items": [these]}`).
-struct ActionReport: Encodable {
-    var id: String
-    var action: String
-    /// `done`, `requested`, `not_found` or `conflict`.
-    var result: String
-    /// The status after the action (done), or the status that forbade it (conflict).
-    var status: String?
-    /// For a redrive of a task: the new branch.
-    var branch: Int64?
-    var reason: String
-
-    init(id: String, action: String, outcome: BatonClient.ActionResult, reason: String) {
-        self.id = id
-        self.action = action
-        self.reason = reason
-        switch outcome {
-        case .done(let status) where action == "redrive" && Int64(status) != nil:
-            // The store answers a task's redrive with its new branch; the task is queued again.
-            result = "done"
-            self.status = "queued"
-            branch = Int64(status)
-        case .done(let status):
-            result = "done"
-            self.status = status.isEmpty ? nil : status
-        case .requested: result = "requested"
-        case .notFound: result = "not_found"
-        case .conflict(let status):
-            result = "conflict"
-            self.status = status
-        }
-    }
-
+extension ActionReport {
     /// The exit code this outcome asks for: 0, 4 (not found) or 5 (conflict).
     var exitCode: Int32 {
         switch result {

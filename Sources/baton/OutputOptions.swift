@@ -1,4 +1,5 @@
 import ArgumentParser
+import Baton
 import Foundation
 
 /// How results are printed: `-o text|json|jsonl` (`--json` is `-o json`), `-q` for ids only, `--color`.
@@ -93,7 +94,7 @@ struct Printer {
             return
         }
         switch format {
-        case .json: print(try Self.json(Page(items: items, paged: paged, nextCursor: nextCursor)))
+        case .json: print(try Self.json(ListPage(items: items, paged: paged, nextCursor: nextCursor)))
         case .jsonl: for item in items { print(try Self.json(item)) }
         case .text:
             let rendered = text()
@@ -116,23 +117,5 @@ struct Printer {
         case "running", "queued": paint(status, "36")
         default: status
         }
-    }
-}
-
-/// A list as JSON: `{"items": [...]}`, and for a page `"next_cursor": "…" | null`.
-struct Page<Item: Encodable>: Encodable {
-    var items: [Item]
-    var paged: Bool
-    var nextCursor: String?
-
-    enum CodingKeys: String, CodingKey {
-        case items
-        case nextCursor = "next_cursor"
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(items, forKey: .items)
-        if paged { try container.encode(nextCursor, forKey: .nextCursor) }
     }
 }
