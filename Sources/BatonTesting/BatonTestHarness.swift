@@ -174,6 +174,18 @@ public final class BatonTestHarness: Sendable {
         await control(id, action: "redrive", reason: reason, actor: actor)
     }
 
+    /// Forks a task: a new branch from its kept checkpoint `fromSeq` (the step to run: `step`, or the one the
+    /// history names), published at once.
+    @discardableResult
+    public func fork(_ id: String, fromSeq: Int64, step: String? = nil, reason: String = "test", actor: String = "test") async
+        -> ControlResult
+    {
+        let result = store.fork(task: id, fromSeq: fromSeq, step: step, reason: reason, actor: actor)
+        await executor.flushOutbox(task: id)
+        pump()
+        return result
+    }
+
     /// Sends signal `name` to a task (deduplicated by `signalID`): a task waiting for it wakes at once
     /// (its resumed step is queued); otherwise the signal is kept in the task's mailbox until a wait takes it.
     @discardableResult

@@ -107,6 +107,59 @@ extension InMemoryTaskStore {
         }
     }
 
+    /// Forks a task as the control script's `fork` action does: a new branch from the kept checkpoint
+    /// `fromSeq`, resuming `step` or (nil) the step the newest event of that seq names. Answers `forked` (status:
+    /// the new branch), `conflict` (running), `no_checkpoint` (status: the kept seqs, comma-separated), `no_step`
+    /// or `missing`. The step goes to the task's outbox.
+    @discardableResult
+    public func fork(task id: String, fromSeq: Int64, step: String? = nil, reason: String = "", actor: String = "test") -> ControlResult {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            guard var r = storage.tasks[id] else { return ControlResult("missing") }
+            if r.status == "running" { return ControlResult("conflict", r.status) }
+            guard fromSeq >= 0, fromSeq <= r.seq, r.checkpoints[fromSeq] != nil else {
+                let kept = r.checkpoints.keys.filter { $0 <= r.seq }.sorted().map(String.init).joined(separator: ",")
+                return ControlResult("no_checkpoint", kept)
+            }
+            // The events that name the step that ran before their seq, not the one to run at it.
+            let ranBefore: Set<String> = ["succeeded", "failed", "budget_exceeded"]
+            let named = r.events.last { $0.seq == fromSeq && !ranBefore.contains($0.type) && !$0.step.isEmpty }?.step
+            guard let resumed = step.flatMap({ $0.isEmpty ? nil : $0 }) ?? named else { return ControlResult("no_step", r.status) }
+            let fromBranch = r.branch
+            let seqBefore = r.seq
+            // The checkpoints after the fork point belong to the old path (its events stay in the history).
+            for seq in r.checkpoints.keys where seq > fromSeq { r.checkpoints[seq] = nil }
+            r.branch += 1
+            r.seq = fromSeq
+            r.step = resumed
+            r.attempt = 1
+            r.result = ""
+            r.error = ""
+            r.finishedAt = nil
+            r.cancel = ""
+            r.pause = ""
+            r.pausedFrom = ""
+            r.wait = nil
+            r.waitTimer = ""
+            r.nextTimer = nil
+            r.wakeup = ""
+            r.status = "queued"
+            r.updatedAt = now
+            r.leaseOwner = ""
+            r.leaseUntil = 0
+            r.statusReason = ""
+            let message = StepMessage(task: id, agent: r.agent, step: r.step, seq: r.seq, branch: r.branch, attempt: r.attempt)
+            r.outbox[newOutboxID(&storage)] = .step(message, queue: r.queue)
+            let data = JSONValue.object([
+                "reason": .string(reason), "actor": .string(actor), "from_seq": .int(fromSeq), "from_branch": .int(fromBranch),
+                "seq_before": .int(seqBefore),
+            ]).jsonString
+            addEvent(&storage, &r, "forked", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+            storage.tasks[id] = r
+            return ControlResult("forked", String(r.branch))
+        }
+    }
+
     // MARK: - Sweeps and workers
 
     /// Records a heartbeat of `worker` at the clock's current time (the `baton:workers` sorted set).

@@ -70,7 +70,7 @@ public struct TaskEventRecord: Sendable, Hashable {
     /// A stream-like id: `<ms>-<n>`.
     public var id: String
     /// `submitted, started, step_committed, handoff, progress, retrying, succeeded, failed, cancelled, paused,
-    /// resumed, redriven, budget_exceeded, dead_lettered`.
+    /// resumed, redriven, forked, budget_exceeded, dead_lettered`.
     public var type: String
     public var seq: Int64
     public var branch: Int64
@@ -84,7 +84,7 @@ public struct TaskEventRecord: Sendable, Hashable {
 /// What a control action answered: the two strings the control script returns (`["requested", "running"]`,
 /// `["cancelled", "cancelled"]`, `["conflict", "queued"]`, `["missing", ""]`, …).
 public struct ControlResult: Sendable, Hashable, CustomStringConvertible {
-    /// `cancelled, requested, paused, already, resumed, redriven, republished, live, dead_lettered, stale,
+    /// `cancelled, requested, paused, already, resumed, redriven, forked, no_checkpoint, no_step, republished, live, dead_lettered, stale,
     /// terminal, conflict, missing`.
     public var outcome: String
     /// The status after the action (for `redriven`: the new branch, as the script answers).

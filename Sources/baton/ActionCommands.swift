@@ -3,9 +3,10 @@ import Baton
 import Foundation
 
 extension ActionReport {
-    /// The exit code this outcome asks for: 0, 4 (not found) or 5 (conflict).
+    /// The exit code this outcome asks for: 0, 4 (not found), 5 (conflict) or 64 (usage: a fork needs `--step`).
     var exitCode: Int32 {
         switch result {
+        case "usage": CLIExit.usage
         case "not_found": CLIExit.notFound
         case "conflict": CLIExit.conflict
         default: 0
@@ -17,9 +18,13 @@ extension ActionReport {
         switch result {
         case "done":
             "\(id): \(action) done" + (status.map { " (now \(printer.status($0))" + (branch.map { " on branch \($0)" } ?? "") + ")" } ?? "")
+                + (seq.map { " from the checkpoint of seq \($0)" } ?? "") + (step.map { ", next step \($0)" } ?? "")
         case "requested": "\(id): \(action) requested; the running step stops at its next boundary or lease renewal"
-        case "not_found": "\(id): no such \(noun)"
-        default: "\(id): cannot \(action): it is \(status.map(printer.status) ?? "in a state that forbids it")"
+        case "not_found": "\(id): " + (message ?? "no such \(noun)")
+        case "usage": "\(id): cannot \(action): " + (message ?? "a required option is missing")
+        default:
+            "\(id): cannot \(action): it is \(status.map(printer.status) ?? "in a state that forbids it")"
+                + (message.map { " (\($0))" } ?? "")
         }
     }
 }

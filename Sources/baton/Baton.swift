@@ -17,6 +17,7 @@ struct BatonCommand: AsyncParsableCommand {
         CancelCommand.self,
         PauseCommand.self,
         ResumeCommand.self,
+        ForkCommand.self,
         SignalCommand.self,
         ApproveCommand.self,
         RejectCommand.self,

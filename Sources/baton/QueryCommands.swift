@@ -85,7 +85,8 @@ struct ListCommand: AsyncParsableCommand {
 /// `baton history TASK`: the task's append-only events, branches marked.
 struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "history", abstract: "Show a task's events, oldest first; a redrive starts a new branch, marked [b1], [b2], ….")
+        commandName: "history", abstract: "Show a task's events, oldest first; a redrive or fork starts a new branch, marked [b1], [b2], …."
+    )
 
     @OptionGroup var global: GlobalOptions
 

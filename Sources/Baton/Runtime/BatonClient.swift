@@ -147,6 +147,42 @@ public final class BatonClient: Sendable {
         return result
     }
 
+    /// Forks a task: a new branch (branch += 1) from its kept checkpoint `seq`, resuming `step` (nil: the step
+    /// that followed that checkpoint on the old path, as the history names it). Any status but `running`; the old
+    /// path's events stay in the history, and a `forked` event records reason, actor, `from_seq`, `from_branch`.
+    /// The step is published at once (else a worker's outbox sweep does) and the action is audited.
+    public func fork(task: String, fromSeq seq: Int64, step: String? = nil, reason: String, actor: String) async throws -> ActionReport {
+        let answer = try await store.control(
+            task: task, action: "fork", reason: reason, actor: actor, extra: String(seq), expectedSeq: step ?? "")
+        var report = ActionReport(id: task, action: "fork", outcome: .notFound, reason: reason)
+        let second = answer.dropFirst().first ?? ""
+        switch answer.first ?? "" {
+        case "missing":
+            report.message = "no such task"
+        case "forked":
+            report.result = "done"
+            report.status = "queued"
+            report.branch = Int64(second)
+            report.seq = seq
+            report.step = answer.dropFirst(2).first
+            if let bus { await Outbox.flush(task: task, store: store, bus: bus, logger: logger) }
+            try await queries.audit(actor: actor, action: "fork", target: task, reason: reason)
+        case "no_checkpoint":
+            report.message =
+                "no checkpoint of seq \(seq) is kept"
+                + (second.isEmpty ? "" : ": the kept seqs are \(second.split(separator: ",").joined(separator: ", "))")
+        case "no_step":
+            report.result = "usage"
+            report.status = second
+            report.message = "the history does not name the step that followed seq \(seq) (e.g. the task ended there): name it with --step"
+        default:
+            report.result = "conflict"
+            report.status = second
+            if second == "running" { report.message = "a step is running: pause or cancel the task, wait for the step to stop, then fork" }
+        }
+        return report
+    }
+
     /// Delivers a signal (deduplicated by its id) and, when it woke the task, publishes the resumed step at
     /// once (else the outbox sweep of a worker does). The signal is recorded with actor and reason.
     public func signal(_ signal: TaskSignal) async throws -> SignalOutcome {

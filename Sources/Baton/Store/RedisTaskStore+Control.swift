@@ -2,7 +2,8 @@ import RedisClient
 
 extension RedisTaskStore {
     /// Runs an operator or sweep action on one task (cancel, pause, resume, redrive, stalled, dead); returns
-    /// the script's answer (`[outcome, status]`). For a redrive, `extra` is a new input (JSON; empty keeps it) and
+    /// the script's answer (`[outcome, status]`). For a fork, `extra` is the seq of the checkpoint and
+    /// `expectedSeq` the step (empty: the one the history names). For a redrive, `extra` is a new input (JSON; empty keeps it) and
     /// `details` a JSON object added to the `redriven` event.
     public func control(
         task id: String, action: String, reason: String, actor: String, extra: String = "", expectedSeq: String = "", details: String = ""
@@ -10,7 +11,10 @@ extension RedisTaskStore {
         let bucket = keys.bucket(of: id)
         let reply = try await redis.evalSHA(
             Self.controlScript,
-            keys: [keys.task(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id), keys.outboxIndex(bucket: bucket)],
+            keys: [
+                keys.task(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id), keys.outboxIndex(bucket: bucket),
+                keys.checkpointPrefix(id),
+            ],
             args: [action, reason, actor, settings.eventsMaxLength, id, Self.outboxID(), extra, expectedSeq, details])
         return (reply.array ?? []).map { $0.string ?? "" }
     }

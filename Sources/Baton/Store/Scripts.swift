@@ -580,10 +580,15 @@ enum Scripts {
             return out
             """
 
-    /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index.
-    /// ARGV: action (cancel, pause, resume, redrive, stalled, dead), reason, actor, events maxlen, id, outbox id,
-    /// lease grace ms (stalled) / error json (dead) / new input json (redrive, optional), expected seq (dead, optional),
-    /// event details json object (redrive, optional).
+    /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index, ckpt prefix.
+    /// ARGV: action (cancel, pause, resume, redrive, fork, stalled, dead), reason, actor, events maxlen, id, outbox id,
+    /// lease grace ms (stalled) / error json (dead) / new input json (redrive, optional) / from seq (fork),
+    /// expected seq (dead, optional) / step (fork, optional), event details json object (redrive, fork; optional).
+    ///
+    /// `fork` (docs/design-decisions.md): any status but `running`; the seq must name a kept checkpoint (else
+    /// `{'no_checkpoint', 'kept,seqs'}`); the step resumed is ARGV[8] or the step that the newest event of that seq
+    /// names (not `succeeded`, `failed`, `budget_exceeded`: those name the step that ran before), else `{'no_step'}`.
+    /// Answers `{'forked', new branch, step}`.
     static let control =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'lease_until', 'cancel', 'pause')
@@ -647,6 +652,41 @@ enum Scripts {
               data = cjson.encode(details)
               enqueue('queued', 'redriven')
               return {'redriven', task.branch}
+            elseif action == 'fork' then
+              if status == 'running' then return {'conflict', status} end
+              local seq, from = num(t[2]), tonumber(ARGV[7])
+              if not from or from < 0 or from > seq or redis.call('EXISTS', KEYS[6] .. from) == 0 then
+                local kept = {}
+                for s = seq, math.max(0, seq - 1000), -1 do
+                  if redis.call('EXISTS', KEYS[6] .. s) == 1 then table.insert(kept, 1, tostring(s)) end
+                end
+                return {'no_checkpoint', table.concat(kept, ',')}
+              end
+              local step = ARGV[8]
+              if not step or step == '' then
+                step = nil
+                local ran_before = {succeeded=true, failed=true, budget_exceeded=true}
+                for _, e in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-')) do
+                  local f = hash(e[2])
+                  if tonumber(f.seq) == from and not ran_before[f.type] and f.step and f.step ~= '' then
+                    step = f.step
+                    break
+                  end
+                end
+                if not step then return {'no_step', status} end
+              end
+              -- Decoded before the first write: a bad argument fails the script with nothing written.
+              local details = {}
+              if ARGV[9] and ARGV[9] ~= '' then details = cjson.decode(ARGV[9]) end
+              -- The checkpoints after the fork point belong to the old path (its events stay in the history).
+              for s = from + 1, seq do redis.call('DEL', KEYS[6] .. s) end
+              task.seq, task.branch, task.step, task.attempt = tostring(from), tostring(num(t[3]) + 1), step, '1'
+              redis.call('HSET', KEYS[1], 'branch', task.branch, 'seq', from, 'step', step, 'attempt', 1, 'result', '', 'error', '',
+                'finished_at', '', 'cancel', '', 'paused_from', '', 'wait', '', 'wait_timer', '', 'next_timer', '', 'wakeup', '', 'claims', 0)
+              details.reason, details.actor, details.from_seq, details.from_branch, details.seq_before = ARGV[2], ARGV[3], from, num(t[3]), seq
+              data = cjson.encode(details)
+              enqueue('queued', 'forked')
+              return {'forked', task.branch, step}
             elseif action == 'stalled' then
               if status ~= 'running' or num(t[8]) + tonumber(ARGV[7]) > now then return {'live', status} end
               data = cjson.encode({reason='stalled: the lease expired without a commit; republished from the checkpoint', actor=ARGV[3]})
