@@ -73,6 +73,7 @@ struct APIRoutes: Sendable {
                 try await taskAction(action, request: request, context: context, caller: caller)
             }
         }
+        act(router, "/v1/tasks/:id/fork", fork)
         for action in ["redrive", "discard"] {
             act(router, RouterPath("/v1/dead/:id/\(action)")) { request, context, caller in
                 try await deadAction(action, request: request, context: context, caller: caller)
@@ -295,6 +296,35 @@ struct APIRoutes: Sendable {
         return try Self.report(ActionReport(id: id, action: action, outcome: outcome, reason: reason), noun: "task")
     }
 
+    /// `POST /v1/tasks/{id}/fork` `{"from_seq", "reason", "step"?}`: a new branch from a kept checkpoint.
+    func fork(request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let body = try await body(request, required: true)
+        guard let seq = body?["from_seq"]?.intValue, seq >= 0 else {
+            throw Problem(
+                .unprocessableContent, code: "from-seq-required", title: "Checkpoint seq required",
+                detail: "a fork starts from a kept checkpoint: 'from_seq' is missing or not an integer ≥ 0",
+                fix: #"add "from_seq": N (see GET /v1/tasks/{id}/checkpoints/{seq})"#)
+        }
+        let reason = try Self.reason(body)
+        let step = body?["step"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        let report = try await client.fork(task: id, fromSeq: seq, step: step, reason: reason, actor: caller.actor)
+        switch report.result {
+        case "not_found":
+            throw Problem.notFound("task '\(id)': \(report.message ?? "not found")", fix: "check the id and the seq")
+        case "usage":
+            throw Problem(
+                .unprocessableContent, code: "step-required", title: "Step required", detail: report.message ?? "name the step",
+                fix: #"add "step": "NAME" to the body"#)
+        case "conflict":
+            throw Problem.conflict(
+                "cannot fork task '\(id)': it is \(report.status ?? "in a state that forbids it")"
+                    + (report.message.map { " (\($0))" } ?? ""),
+                fix: "pause or cancel it and wait until no step runs, then fork")
+        default: return try Self.json(report)
+        }
+    }
+
     func deadAction(_ action: String, request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
         let id = try context.parameters.require("id")
         let body = try await body(request, required: true)
@@ -389,7 +419,7 @@ struct APIRoutes: Sendable {
         guard let reason = body?["reason"]?.stringValue, !reason.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw Problem(
                 .unprocessableContent, code: "reason-required", title: "Reason required",
-                detail: "a redrive or discard must say why: 'reason' is missing or empty",
+                detail: "a redrive, discard or fork must say why: 'reason' is missing or empty",
                 fix: #"add "reason": "…" to the body (it is recorded in the audit stream)"#)
         }
         return reason

@@ -244,6 +244,44 @@ struct HTTPAPITests {
     }
 
     @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func forkOfACancelledTaskStartsBranchOneFromTheKeptCheckpoint() async throws {
+        let agent = TestServers.uniqueName("http-fork")
+        let id = try await CLIOperatorTests.withStore { try await Self.task(agent: agent, queue: agent, store: $0) }
+        try await Self.withServer { http, client in
+            _ = try await http.request("POST", "/v1/tasks/\(id)/cancel", token: Self.operatorToken, body: #"{"reason": "stop"}"#)
+            Self.expectProblem(
+                try await http.request("POST", "/v1/tasks/\(id)/fork", token: Self.operatorToken, body: #"{"from_seq": 0}"#), 422,
+                "reason-required")
+            Self.expectProblem(
+                try await http.request("POST", "/v1/tasks/\(id)/fork", token: Self.operatorToken, body: #"{"reason": "again"}"#), 422,
+                "from-seq-required")
+            Self.expectProblem(
+                try await http.request(
+                    "POST", "/v1/tasks/\(id)/fork", token: Self.operatorToken, body: #"{"from_seq": 3, "reason": "again"}"#), 404,
+                "not-found", detail: "the kept seqs are 0")
+            Self.expectProblem(
+                try await http.request("POST", "/v1/tasks/\(id)/fork", token: Self.viewer, body: #"{"from_seq": 0, "reason": "again"}"#),
+                403, "forbidden")
+
+            let reason = "retry from the start \(agent)"
+            let forked = try await http.request(
+                "POST", "/v1/tasks/\(id)/fork", token: Self.operatorToken, body: #"{"from_seq": 0, "reason": "\#(reason)"}"#)
+            #expect(forked.status == 200, "\(forked.body)")
+            #expect(forked.json["result"] as? String == "done" && forked.json["status"] as? String == "queued")
+            #expect(forked.json["branch"] as? Int == 1 && forked.json["seq"] as? Int == 0 && forked.json["step"] as? String == "fetch")
+
+            let task = try #require(try await client.queries.task(id))
+            #expect(task.status == "queued" && task.branch == 1 && task.seq == 0 && task.step == "fetch")
+            let history = try await client.queries.history(id)
+            #expect(history.map(\.type) == ["submitted", "cancelled", "forked"])
+            #expect(history.map(\.branch) == [0, 0, 1])
+            let audit = try await client.queries.auditEntries(limit: 500).filter { $0.target == id }
+            #expect(audit.map(\.action) == ["fork", "cancel"], "newest first")
+            #expect(audit.first?.reason == reason && audit.first?.actor == "http:ana (operator)")
+        }
+    }
+
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
     func bulkRedriveDryRunChangesNothingThenRedrivesExactlyTheMatchesWithAnAuditEntry() async throws {
         let agent = TestServers.uniqueName("http-bulk")
         let made = try await CLIOperatorTests.deadLetters(
