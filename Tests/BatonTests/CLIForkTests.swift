@@ -78,4 +78,26 @@ struct CLIForkTests {
             await worker.process.stop()
         }
     }
+
+    @Test("a running step forbids a fork: exit 5 naming running, nothing changes")
+    func forkOfARunningTaskIsAConflict() async throws {
+        let agent = TestServers.uniqueName("cli-fork-run")
+        let id = try await CLIOperatorTests.withStore { store in
+            let id = try await HTTPAPITests.task(agent: agent, queue: agent, store: store)
+            let message = StepMessage(task: id, agent: agent, step: "fetch", seq: 0, branch: 0, attempt: 1)
+            guard case .run = try await store.claim(message, worker: "cli-fork-test", leaseMilliseconds: 60_000) else {
+                Issue.record("the claim did not run the step")
+                return id
+            }
+            return id
+        }
+        let result = try await CLITests.baton(["fork", id, "--from-seq", "0", "--reason", "too early"])
+        #expect(result.status == 5)
+        #expect(result.output.contains("running") && result.output.contains("pause or cancel"), "\(result.output)")
+        try await Harness.withClient { client in
+            let task = try #require(try await client.queries.task(id))
+            #expect(task.status == "running" && task.branch == 0)
+            #expect(try await client.queries.history(id).allSatisfy { $0.type != "forked" })
+        }
+    }
 }
