@@ -46,8 +46,16 @@ enum Harness {
             executable: try baton(),
             arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", String(drainTimeout)] + arguments,
             environment: environment(extra), outputFile: try TestFiles.path("worker-\(name)") + ".log")
+        return try await registered(process, id: id, client: client)
+    }
+
+    /// Waits until the worker child `process` has registered (its heartbeat is in Redis); otherwise kills it
+    /// and fails with the end of its log.
+    static func registered(_ process: WorkerProcess, id: String, client: BatonClient, timeout: Duration = .seconds(20)) async throws
+        -> Worker
+    {
         let worker = Worker(id: id, process: process)
-        let registered = try await eventually(timeout: .seconds(20)) {
+        let registered = try await eventually(timeout: timeout) {
             guard process.isRunning else { return true }
             return try await client.queries.workers().contains { $0.id == id }
         }

@@ -61,17 +61,7 @@ struct WaitServers {
         let process = try WorkerProcess.start(
             executable: try Harness.baton(), arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", "3"],
             environment: environment(), outputFile: try TestFiles.path("worker-\(name)") + ".log")
-        let worker = Harness.Worker(id: id, process: process)
-        let registered = try await eventually(timeout: .seconds(20)) {
-            guard process.isRunning else { return true }
-            return try await client.queries.workers().contains { $0.id == id }
-        }
-        guard registered, process.isRunning else {
-            process.sigkill()
-            Issue.record("worker \(id) did not start:\n\(worker.log.suffix(3000))")
-            throw SpawnError(message: "worker \(id) did not start")
-        }
-        return worker
+        return try await Harness.registered(process, id: id, client: client, timeout: .seconds(20))
     }
 
     /// Runs the `baton` CLI on these servers.
