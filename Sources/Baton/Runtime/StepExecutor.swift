@@ -568,7 +568,9 @@ public struct StepExecutor: Sendable {
     func commit(_ p: PendingCommit) async -> Disposition {
         let (request, next) = request(p)
         do {
-            return await finish(p, next: next, outcome: try await store.commit(request))
+            let (disposition, hop) = await finish(p, next: next, outcome: try await store.commit(request))
+            if let hop { hop.settlement.settle([hop]) }
+            return disposition
         } catch {
             // Unknown whether it committed: leave the delivery unacked for redelivery; the seq check dedupes.
             return .requeue("commit: \(error)")
@@ -580,23 +582,24 @@ public struct StepExecutor: Sendable {
         let requests = items.map(request)
         let outcomes = await store.commitAll(requests.map(\.0))
         var dispositions: [Disposition] = []
-        let hops = UnsafeHops()
+        var hops: [SettlementHop] = []
         for (item, (request, outcome)) in zip(items, zip(requests, outcomes)) {
             switch outcome {
-            case .success(let outcome): dispositions.append(await finish(item, next: request.next, outcome: outcome, hops: hops))
+            case .success(let outcome):
+                let (disposition, hop) = await finish(item, next: request.next, outcome: outcome)
+                dispositions.append(disposition)
+                if let hop { hops.append(hop) }
             case .failure(let error): dispositions.append(.requeue("commit: \(error)"))
             }
         }
         // The next-step publishes of the batch go to the broker in one hand-off.
-        if let first = hops.items.first { first.settlement.settle(hops.items) }
+        if let first = hops.first { first.settlement.settle(hops) }
         return dispositions
     }
 
-    /// What follows a commit: the publish of its outbox (with the late ack), or the ack. A settled hop goes
-    /// into `hops` when given (the caller hands them to the broker together), else it is handed off at once.
-    private func finish(
-        _ p: PendingCommit, next: OutboxMessage?, outcome: CommitOutcome, hops: UnsafeHops? = nil
-    ) async -> Disposition {
+    /// What follows a commit: the ack, or the publish of its outbox with the late ack — returned as a hop for
+    /// the caller to hand to the broker (a batch hands all its hops over together).
+    private func finish(_ p: PendingCommit, next: OutboxMessage?, outcome: CommitOutcome) async -> (Disposition, SettlementHop?) {
         let claimed = p.claimed
         let logger = p.logger
         let kind = p.kind
@@ -604,13 +607,13 @@ public struct StepExecutor: Sendable {
         switch outcome {
         case .fenced:
             logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
-            return .ack
+            return (.ack, nil)
         case .committed(_, _, let outboxID):
             CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
             if case .wait = kind {
                 // Woken at once (an early signal, a time already passed): the wake wrote the resumed step.
                 if outboxID != nil { await flushOutbox(task: claimed.id) }
-                return .ack
+                return (.ack, nil)
             }
             if let outboxID {
                 let message: OutboxMessage? =
@@ -625,8 +628,7 @@ public struct StepExecutor: Sendable {
                     let hop = SettlementHop(
                         settlement: settlement, message: message, beforeAck: { CrashPoint.hit("after_publish", task: task, seq: seq) },
                         confirmed: { ok in if ok { store.outboxDoneWithoutWaiting(task: task, ids: [outboxID]) } })
-                    if let hops { hops.items.append(hop) } else { settlement.settle([hop]) }
-                    return .settled
+                    return (.settled, hop)
                 }
                 if let message {
                     let results = await bus.publish([message])
@@ -640,14 +642,9 @@ public struct StepExecutor: Sendable {
                 }
             }
             CrashPoint.hit("after_publish", task: claimed.id, seq: claimed.seq)
-            return .ack
+            return (.ack, nil)
         }
     }
-}
-
-/// The hops a batch commit collects; used by one task at a time (the batch's commit loop).
-final class UnsafeHops: @unchecked Sendable {
-    var items: [SettlementHop] = []
 }
 
 /// What a step produced before its commit.

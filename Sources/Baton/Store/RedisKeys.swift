@@ -21,18 +21,34 @@ public struct RedisKeys: Sendable, Hashable {
         return prefix + "{" + id[..<slash] + "}" + id[slash...]
     }
 
-    public func task(_ id: String) -> String { base(id) + ":task" }
-    public func budget(_ id: String) -> String { base(id) + ":budget" }
-    public func events(_ id: String) -> String { base(id) + ":events" }
-    public func outbox(_ id: String) -> String { base(id) + ":outbox" }
-    public func effects(_ id: String) -> String { base(id) + ":effects" }
-    /// The effects whose charges a commit already counted (so a retry that reuses them does not count them again).
-    public func chargedEffects(_ id: String) -> String { base(id) + ":effects_charged" }
-    /// The task's signal mailbox: signal id → signal JSON, received and not yet consumed.
-    public func signals(_ id: String) -> String { base(id) + ":signals" }
-    /// Signal ids already received (deduplication), scored by arrival.
-    public func signalsSeen(_ id: String) -> String { base(id) + ":signals_seen" }
-    public func checkpointPrefix(_ id: String) -> String { base(id) + ":ckpt:" }
+    /// The keys of one task, from one computation of its `<prefix>{<root>}…` base (the hot path needs several).
+    public struct TaskKeys: Sendable {
+        let base: String
+        public var task: String { base + ":task" }
+        public var budget: String { base + ":budget" }
+        public var events: String { base + ":events" }
+        public var outbox: String { base + ":outbox" }
+        public var effects: String { base + ":effects" }
+        /// The effects whose charges a commit already counted (so a retry that reuses them does not count them again).
+        public var chargedEffects: String { base + ":effects_charged" }
+        /// The task's signal mailbox: signal id → signal JSON, received and not yet consumed.
+        public var signals: String { base + ":signals" }
+        /// Signal ids already received (deduplication), scored by arrival.
+        public var signalsSeen: String { base + ":signals_seen" }
+        public var checkpointPrefix: String { base + ":ckpt:" }
+    }
+
+    public func of(_ id: String) -> TaskKeys { TaskKeys(base: base(id)) }
+
+    public func task(_ id: String) -> String { of(id).task }
+    public func budget(_ id: String) -> String { of(id).budget }
+    public func events(_ id: String) -> String { of(id).events }
+    public func outbox(_ id: String) -> String { of(id).outbox }
+    public func effects(_ id: String) -> String { of(id).effects }
+    public func chargedEffects(_ id: String) -> String { of(id).chargedEffects }
+    public func signals(_ id: String) -> String { of(id).signals }
+    public func signalsSeen(_ id: String) -> String { of(id).signalsSeen }
+    public func checkpointPrefix(_ id: String) -> String { of(id).checkpointPrefix }
     public func checkpoint(_ id: String, seq: Int64) -> String { checkpointPrefix(id) + String(seq) }
 
     /// The bucket of a task id (FNV-1a of its bytes).

@@ -82,13 +82,13 @@ public struct RedisTaskStore: TaskStore {
 
     func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) -> RedisCommand {
         let id = message.task
-        let base = keys.base(id)
+        let task = keys.of(id)
         let bucket = keys.bucket(of: id)
         return .evalSHA(
             Self.claimScript,
             keys: [
-                base + ":task", base + ":budget", base + ":ckpt:", base + ":events", keys.indexPrefix(bucket: bucket), keys.workers,
-                base + ":outbox", keys.outboxIndex(bucket: bucket),
+                task.task, task.budget, task.checkpointPrefix, task.events, keys.indexPrefix(bucket: bucket), keys.workers, task.outbox,
+                keys.outboxIndex(bucket: bucket),
             ],
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
@@ -223,7 +223,7 @@ public struct RedisTaskStore: TaskStore {
 
     func commitCommand(_ commit: Commit) throws -> (RedisCommand, outboxID: String) {
         let id = commit.task
-        let base = keys.base(id)
+        let task = keys.of(id)
         let bucket = keys.bucket(of: id)
         let outboxID = Self.outboxID()
         var kind = ""
@@ -269,8 +269,8 @@ public struct RedisTaskStore: TaskStore {
         let command = RedisCommand.evalSHA(
             Self.commitScript,
             keys: [
-                base + ":task", base + ":budget", base + ":ckpt:", base + ":events", base + ":outbox", keys.indexPrefix(bucket: bucket),
-                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), base + ":effects_charged", base + ":signals",
+                task.task, task.budget, task.checkpointPrefix, task.events, task.outbox, keys.indexPrefix(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), task.chargedEffects, task.signals,
             ],
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
