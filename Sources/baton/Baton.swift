@@ -19,6 +19,8 @@ struct BatonCommand: AsyncParsableCommand {
         ResumeCommand.self,
         ForkCommand.self,
         SignalCommand.self,
+        WatchCommand.self,
+        StatsCommand.self,
         ApproveCommand.self,
         RejectCommand.self,
         DeadCommand.self,
