@@ -101,6 +101,8 @@ public final class InMemoryTaskStore: TaskStore {
         var progressFraction: Double?
         var progressMessage = ""
         var nextTimer: Int64?
+        /// The cap that parked the task in `needs_review`.
+        var review = ""
         var limits: BudgetLimits
         var usage = BudgetUsage()
         var pending = Pending()
@@ -188,6 +190,34 @@ public final class InMemoryTaskStore: TaskStore {
         return nil
     }
 
+    /// A reached cap in words with its limit (the scripts' `cap_text`): `cost limit reached ($1.00)`.
+    static func capText(_ over: String, _ l: BudgetLimits) -> String {
+        let limit: String? =
+            switch over {
+            case "cost": l.maxCostMicros.map { String(format: "$%.2f", Double($0) / 1_000_000) }
+            case "tokens": l.maxTokens.map(String.init)
+            case "steps": l.maxSteps.map(String.init)
+            case "tool_calls": l.maxToolCalls.map(String.init)
+            case "handoffs": l.maxHandoffs.map(String.init)
+            default: nil
+            }
+        return "\(over) limit reached" + (limit.map { " (\($0))" } ?? "")
+    }
+
+    /// Parks a task in `needs_review` at a cap (the scripts' `park`): no message, no lease.
+    func park(_ storage: inout Storage, _ r: inout Record, over: String, now: Int64, seq: Int64) {
+        let text = Self.capText(over, r.limits)
+        r.status = "needs_review"
+        r.statusReason = "needs review: " + text
+        r.review = over
+        r.updatedAt = now
+        r.leaseOwner = ""
+        r.leaseUntil = 0
+        addEvent(
+            &storage, &r, "needs_review", seq: seq, branch: r.branch, step: r.step, now: now,
+            data: JSONValue.object(["kind": .string(over), "reason": .string(text)]).jsonString)
+    }
+
     static func budgetError(_ over: String) -> String {
         JSONValue.object([
             "code": "budget_exceeded", "message": .string("the \(over) limit was reached"), "bucket": "budget", "retryable": false,
@@ -263,6 +293,10 @@ public final class InMemoryTaskStore: TaskStore {
                 r.leaseUntil = 0
                 addEvent(&storage, &r, "paused", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
                 return .stopped("paused")
+            }
+            if let over = Self.reached(r, now: now), r.limits.reviewOnLimit {
+                park(&storage, &r, over: over, now: now, seq: r.seq)
+                return .stopped("needs_review")
             }
             if let over = Self.reached(r, now: now) {
                 r.status = "budget_exceeded"
@@ -436,6 +470,7 @@ public final class InMemoryTaskStore: TaskStore {
             var outboxMessage: OutboxMessage?
             var waitRecord: WaitRecord?
             var eventData = commit.eventDataJSON
+            var reviewOver: String?
             r.seq = newSeq
             r.updatedAt = now
             r.leaseOwner = ""
@@ -451,6 +486,9 @@ public final class InMemoryTaskStore: TaskStore {
                 if over == nil, let max = r.limits.maxHandoffs, handoffs > max { over = "handoffs" }
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
+                } else if let over, r.limits.reviewOnLimit {
+                    (status, eventType) = ("needs_review", "needs_review")
+                    reviewOver = over
                 } else if let over {
                     (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
                     r.error = Self.budgetError(over)
@@ -471,6 +509,10 @@ public final class InMemoryTaskStore: TaskStore {
             case .fail(let errorJSON):
                 (status, eventType) = ("failed", "failed")
                 r.error = errorJSON
+            case .budget(let kind, _) where r.limits.reviewOnLimit && r.cancel.isEmpty:
+                // The step stopped at a charge: its partial state is committed and the same step runs again on resume.
+                (status, eventType) = ("needs_review", "needs_review")
+                reviewOver = kind
             case .budget(let kind, let errorJSON):
                 (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(kind) limit reached")
                 r.error = errorJSON
@@ -489,7 +531,7 @@ public final class InMemoryTaskStore: TaskStore {
                 r.attempt = 1
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
-                } else if let over = Self.reached(r, now: now) {
+                } else if let over = Self.reached(r, now: now), !r.limits.reviewOnLimit {
                     (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
                     r.error = Self.budgetError(over)
                 } else {
@@ -517,6 +559,12 @@ public final class InMemoryTaskStore: TaskStore {
                     }
                     eventData = JSONValue.object(data).jsonString
                 }
+            }
+            if let reviewOver {
+                let text = Self.capText(reviewOver, r.limits)
+                reason = "needs review: " + text
+                r.review = reviewOver
+                eventData = JSONValue.object(["kind": .string(reviewOver), "reason": .string(text)]).jsonString
             }
             r.status = status
             r.statusReason = reason
@@ -629,6 +677,18 @@ public final class InMemoryTaskStore: TaskStore {
         storage.timers[timer] = nil
         guard var r = storage.tasks[task], r.status == "waiting" || r.status == "sleeping", r.waitTimer == timer, let wait = r.wait
         else { return false }
+        if wait.dueKind == "deadline" && r.limits.reviewOnLimit {
+            // Parked instead: a raise resumes the wait's timeout step (else its `then` step), as if it timed out.
+            r.step = wait.onTimeout ?? wait.next
+            r.attempt = 1
+            r.wait = nil
+            r.waitTimer = ""
+            r.nextTimer = nil
+            r.wakeup = JSONValue.object(["trigger": "timeout", "woke_at": .int(now), "due_at": .int(wait.due ?? now)]).jsonString
+            park(&storage, &r, over: "deadline", now: now, seq: r.seq)
+            storage.tasks[task] = r
+            return false
+        }
         if wait.dueKind == "deadline" {
             // The budget's deadline came first: the task stops where it waits, its state kept.
             r.status = "budget_exceeded"

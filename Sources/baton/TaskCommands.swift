@@ -53,8 +53,10 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(help: "The input: JSON, @file, or - for stdin.") var input: String = "{}"
     @Option(help: "A client-chosen task id (resubmitting it is a no-op).") var id: String?
     @Option(help: "A tenant name.") var tenant: String?
-    @Option(help: "Budget limits: max_cost_usd=5,max_steps=200,max_tokens=…,max_tool_calls=…,max_handoffs=…,max_attempts=…") var budget:
-        String?
+    @Option(
+        help: "Budget limits: max_cost_usd=5,max_steps=200,max_tokens=…,max_tool_calls=…,max_handoffs=…,max_attempts=…,on_limit=stop|review"
+    )
+    var budget: String?
     @Option(help: "A webhook URL for events.") var notify: String?
     @Flag(help: "Wait until the task ends; exit 3 unless it succeeded.") var wait = false
 
@@ -96,6 +98,11 @@ struct SubmitCommand: AsyncParsableCommand {
                     throw ValidationError("--budget deadline must be ISO-8601")
                 }
                 budget.deadline = date
+            case "on_limit":
+                guard let value = OnLimit(parts[1]) else {
+                    throw ValidationError("--budget on_limit must be stop or review (got '\(parts[1])')")
+                }
+                budget.onLimit = value
             default: throw ValidationError("unknown --budget key '\(parts[0])'")
             }
         }

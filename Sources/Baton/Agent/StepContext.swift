@@ -28,6 +28,8 @@ public final class StepContext<A: Agent> {
     public let logger: Logger
 
     let environment: StepEnvironment
+    /// The tenant has daily limits: charges are checked against its counters in the store (awaited).
+    let tenantLimited: Bool
     private var effectCharges: Charge?
     /// What the step charged (committed with the step unless it crashes).
     public private(set) var charged = Charge()
@@ -49,6 +51,7 @@ public final class StepContext<A: Agent> {
         self.wakeup = Wakeup(json: claimed.wakeupJSON, claimedAt: claimed.claimedAtMilliseconds)
         self.logger = logger
         self.environment = environment
+        self.tenantLimited = claimed.tenantLimited
     }
 
     /// True when the time slice is used up or the worker is shutting down: commit what you have and return
@@ -70,6 +73,18 @@ public final class StepContext<A: Agent> {
         guard !amount.isZero else { return }
         if let pending = effectCharges {
             effectCharges = pending + amount
+            return
+        }
+        if tenantLimited {
+            // The tenant's counters are shared with its other tasks: the store decides (a refused charge counts nowhere).
+            switch try await environment.store.charge(task: taskID, token: environment.token, amount) {
+            case .ok: charged = charged + amount
+            case .exceeded(let kind):
+                if kind.hasPrefix("tenant ") { throw BudgetExceeded(kind: kind) }
+                charged = charged + amount
+                throw BudgetExceeded(kind: kind)
+            case .fenced: throw LeaseLost()
+            }
             return
         }
         charged = charged + amount

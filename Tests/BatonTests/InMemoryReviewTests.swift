@@ -1,0 +1,113 @@
+import Baton
+import BatonExamples
+import BatonTesting
+import Testing
+
+/// `needs_review` on the in-memory backend: the same rules as the Redis scripts (claim, commit, raise, reject).
+@Suite("In-memory review of caps")
+struct InMemoryReviewTests {
+    /// A spender whose agent asks for review at every cap (the agent-level default).
+    struct ReviewedSpender: Agent {
+        struct State: Codable, Sendable { var steps = 0 }
+        static let name = "reviewed-spender"
+        static let steps = ["spend"]
+        static var onLimit: OnLimit { .review }
+        func initialState(for input: JSONValue) throws -> State { State() }
+        func run(step: String, context: StepContext<ReviewedSpender>) async throws -> StepOutcome {
+            context.state.steps += 1
+            if context.state.steps > 3 { return .complete(["steps": .int(Int64(context.state.steps))]) }
+            try await context.charge(costUSD: 2)
+            return .next("spend")
+        }
+    }
+
+    @Test("on_limit=review: the cap parks the task (no message, no lease); a raise resumes it to success")
+    func parkAndRaise() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(
+            agent: "spender", input: ["cost_usd_per_step": 0.5, "steps": 4], budget: BudgetRequest(maxCostUSD: 1, onLimit: .review))
+        await harness.runUntilIdle()
+        let parked = try #require(harness.task(id))
+        #expect(parked.status == "needs_review")
+        #expect(parked.statusReason == "needs review: cost limit reached ($1.00)")
+        #expect(parked.usage.costMicros == 1_000_000)
+        #expect(parked.seq == 2)
+        #expect(parked.leaseOwner.isEmpty)
+        #expect(harness.pendingDeliveries.isEmpty)
+        #expect(parked.events.last?.type == "needs_review")
+        #expect(parked.events.last?.data["kind"] == "cost")
+
+        #expect(try await harness.raiseBudget(id, "max_cost_usd=0.5") == ControlResult("still", "cost"))
+        #expect(try await harness.raiseBudget(id, "max_tokens=+5") == ControlResult("no_limit", "max_tokens"))
+        #expect(try await harness.raiseBudget(id, "max_cost_usd=+2", reason: "ok", actor: "ana") == ControlResult("resumed", "queued"))
+        await harness.runUntilIdle()
+        let done = try #require(harness.task(id))
+        #expect(done.status == "succeeded")
+        #expect(done.usage.costMicros == 2_000_000)
+        #expect(done.limits.maxCostMicros == 3_000_000)
+        let raised = try #require(done.events(ofType: "budget_raised").first)
+        #expect(raised.data["actor"] == "ana")
+        #expect(raised.data["reason"] == "ok")
+        #expect(done.events(ofType: "resumed").first?.data["trigger"] == "budget")
+        #expect(try await harness.raiseBudget(id, "max_cost_usd=+2") == ControlResult("terminal", "succeeded"))
+    }
+
+    @Test("the agent's onLimit default parks a step whose charge crosses the cap; it runs again from its partial state after a raise")
+    func agentDefaultAndCrossingCharge() async throws {
+        var registry = AgentRegistry()
+        registry.register(ReviewedSpender())
+        let harness = BatonTestHarness(registry: registry)
+        let id = try await harness.submit(agent: ReviewedSpender.name, budget: BudgetRequest(maxCostUSD: 3))
+        await harness.runUntilIdle()
+        let parked = try #require(harness.task(id))
+        // $2, then the second charge crosses $3: the step stops there, its state and charge committed.
+        #expect(parked.status == "needs_review")
+        #expect(parked.usage.costMicros == 4_000_000)
+        #expect(parked.step == "spend")
+        #expect(parked.error == nil)
+        #expect(try harness.state(of: id, as: ReviewedSpender.State.self).steps == 2)
+        #expect(try await harness.raiseBudget(id, "max_cost_usd=10") == ControlResult("resumed", "queued"))
+        await harness.runUntilIdle()
+        #expect(harness.task(id)?.status == "succeeded")
+    }
+
+    @Test("reject ends a task in needs_review as cancelled with actor and reason; reject of another status is a conflict")
+    func reject() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(
+            agent: "spender", input: ["cost_usd_per_step": 1.0], budget: BudgetRequest(maxCostUSD: 1, onLimit: .review))
+        await harness.runUntilIdle()
+        #expect(harness.task(id)?.status == "needs_review")
+        #expect(await harness.reject(id, reason: "no", actor: "bob") == ControlResult("cancelled", "cancelled"))
+        let task = try #require(harness.task(id))
+        #expect(task.status == "cancelled")
+        #expect(task.statusReason == "rejected in review: no")
+        #expect(task.events.last?.data == ["reason": "no", "actor": "bob", "action": "reject"])
+        #expect(await harness.reject(id) == ControlResult("conflict", "cancelled"))
+    }
+
+    @Test("without on_limit a cap still stops the task in budget_exceeded")
+    func stopStaysTheDefault() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(agent: "spender", input: ["cost_usd_per_step": 1.0], budget: BudgetRequest(maxCostUSD: 1))
+        await harness.runUntilIdle()
+        #expect(harness.task(id)?.status == "budget_exceeded")
+    }
+
+    @Test("budget.on_limit on the wire: review and stop are accepted, anything else is an error naming the field")
+    func wire() throws {
+        let ok = try SubmitRequest.decode(Array(#"{"v":1,"agent":"a","budget":{"on_limit":"review"}}"#.utf8), maxBytes: 1000)
+        #expect(ok.budget?.onLimit == .review)
+        #expect(BudgetLimits(ok.budget, defaults: BudgetLimits()).reviewOnLimit)
+        #expect(throws: BatonError.self) {
+            try SubmitRequest.decode(Array(#"{"v":1,"agent":"a","budget":{"on_limit":"later"}}"#.utf8), maxBytes: 1000)
+        }
+        let raise = try BudgetRaise(parsing: "max_cost_usd=+2,max_steps=50,deadline=+1h")
+        #expect(raise.changes.map(\.field) == ["max_cost", "max_steps", "deadline"])
+        #expect(raise.changes[0].value == 2_000_000 && raise.changes[0].relative)
+        #expect(raise.changes[1].value == 50 && !raise.changes[1].relative)
+        #expect(raise.changes[2].value == 3_600_000)
+        #expect(throws: BatonError.self) { try BudgetRaise(parsing: "max_money=+2") }
+        #expect(throws: BatonError.self) { try BudgetRaise(parsing: "max_steps=+x") }
+    }
+}

@@ -1,0 +1,155 @@
+import Baton
+import Foundation
+import TestSupport
+import Testing
+
+/// Human review of caps and tenant budgets (issue 5, acceptance 5 and 6) on the real servers: `baton worker` child
+/// processes run the `spender` agent; the built `baton` raises, rejects and shows the history.
+@Suite("Review and tenant budgets", .enabled(if: TestServers.available))
+struct IntegrationReviewTests {
+    static func spender(
+        _ id: String, costUSD: Double, steps: Int? = nil, maxCostUSD: Double, onLimit: OnLimit? = .review, tenant: String? = nil
+    )
+        -> SubmitRequest
+    {
+        var input: [String: JSONValue] = ["cost_usd_per_step": .double(costUSD)]
+        if let steps { input["steps"] = .int(Int64(steps)) }
+        return SubmitRequest(
+            id: id, agent: "spender", input: .object(input), budget: BudgetRequest(maxCostUSD: maxCostUSD, onLimit: onLimit), tenant: tenant
+        )
+    }
+
+    static func events(_ id: String) async throws -> [[String: Any]] {
+        let history = try await CLITests.baton(["history", id, "--json"])
+        #expect(history.status == 0, "\(history.error)")
+        return try #require(try CLIOperatorTests.json(history.output)["items"] as? [[String: Any]])
+    }
+
+    @Test("on_limit=review: the cost cap parks the task in needs_review; budget --raise resumes it to success; history names the actor")
+    func raiseResumesToSuccess() async throws {
+        try await Harness.withClient { client in
+            let worker = try await Harness.startWorker("review-raise", client: client)
+            defer { worker.process.sigkill() }
+            // $0.50 a step, $1.00 limit: the second step's commit reaches it; 4 steps need $2.00.
+            let id = try await Harness.submit(
+                client, Self.spender(TestServers.uniqueName("review-raise"), costUSD: 0.5, steps: 4, maxCostUSD: 1.0))
+            let parked = try await Harness.waitForStatus(client, id, ["needs_review"], workers: [worker])
+            #expect(parked.statusReason == "needs review: cost limit reached ($1.00)")
+            #expect(parked.costMicros == 1_000_000)
+            #expect(parked.seq == 2)
+            #expect(parked.finishedAt == nil)
+            // A parked task holds no lease and no message: it stays parked.
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await client.queries.task(id)?.status == "needs_review")
+            let checkpoint = try #require(try await client.queries.checkpoint(id))
+            #expect(checkpoint.seq == 2)
+
+            // Still over after the raise: exit 5 naming the limit, nothing changed.
+            let tooLittle = try await CLITests.baton(["budget", id, "--raise", "max_cost_usd=0.5", "--reason", "not enough"])
+            #expect(tooLittle.status == 5, "\(tooLittle.output) \(tooLittle.error)")
+            #expect((tooLittle.output + tooLittle.error).contains("cost limit reached"), "\(tooLittle.output) \(tooLittle.error)")
+            #expect(try await client.queries.task(id)?.budget.limits.maxCostUSD == 1.0)
+            // --reason is required; a task that does not exist is 4.
+            #expect(try await CLITests.baton(["budget", id, "--raise", "max_cost_usd=+2"]).status == 64)
+            #expect(try await CLITests.baton(["budget", id + "-none", "--raise", "max_cost_usd=+2", "--reason", "x"]).status == 4)
+
+            let reason = "approved overspend \(TestServers.uniqueName("r"))"
+            let raised = try await CLITests.baton([
+                "budget", id, "--raise", "max_cost_usd=+2,max_steps=+50", "--reason", reason, "--actor", "ana@finance", "-o", "json",
+            ])
+            #expect(raised.status == 0, "\(raised.output) \(raised.error)")
+            let report = try #require((try CLIOperatorTests.json(raised.output)["items"] as? [[String: Any]])?.first)
+            #expect(report["result"] as? String == "done")
+            #expect(report["status"] as? String == "queued")
+
+            let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            #expect(done.costMicros == 2_000_000)
+            #expect(done.budget.limits.maxCostUSD == 3.0)
+            #expect(done.budget.limits.maxSteps == 10_050)
+            #expect(done.result?["steps"]?.intValue == 4)
+
+            let events = try await Self.events(id)
+            let review = try #require(events.first { $0["type"] as? String == "needs_review" })
+            #expect((review["data"] as? [String: Any])?["kind"] as? String == "cost")
+            let raise = try #require(events.first { $0["type"] as? String == "budget_raised" })
+            let data = try #require(raise["data"] as? [String: Any])
+            #expect(data["actor"] as? String == "ana@finance")
+            #expect(data["reason"] as? String == reason)
+            let limits = try #require(data["limits"] as? [String: Any])
+            #expect((limits["max_cost"] as? [String: Any])?["to"] as? Int == 3_000_000)
+            let resumed = try #require(events.first { $0["type"] as? String == "resumed" })
+            #expect((resumed["data"] as? [String: Any])?["actor"] as? String == "ana@finance")
+            // The decision is in the audit stream too.
+            let audit = try await client.queries.auditEntries(limit: 200)
+            #expect(audit.contains { $0.action == "budget.raise" && $0.target == id && $0.actor == "ana@finance" && $0.reason == reason })
+            await worker.process.stop()
+        }
+    }
+
+    @Test("baton reject ends a task in needs_review (cancelled) with actor and reason in its history; a raise then is refused")
+    func rejectEndsReview() async throws {
+        try await Harness.withClient { client in
+            let worker = try await Harness.startWorker("review-reject", client: client)
+            defer { worker.process.sigkill() }
+            let id = try await Harness.submit(client, Self.spender(TestServers.uniqueName("review-reject"), costUSD: 0.5, maxCostUSD: 1.0))
+            _ = try await Harness.waitForStatus(client, id, ["needs_review"], workers: [worker])
+            let reason = "too expensive \(TestServers.uniqueName("r"))"
+            let rejected = try await CLITests.baton(
+                ["reject", id, "--reason", reason], environment: ["BATON_ACTOR": "bob@ops"])
+            #expect(rejected.status == 0, "\(rejected.output) \(rejected.error)")
+            let view = try #require(try await client.queries.task(id))
+            #expect(view.status == "cancelled")
+            #expect(view.statusReason == "rejected in review: \(reason)")
+            let events = try await Self.events(id)
+            let cancelled = try #require(events.first { $0["type"] as? String == "cancelled" })
+            let data = try #require(cancelled["data"] as? [String: Any])
+            #expect(data["actor"] as? String == "bob@ops")
+            #expect(data["reason"] as? String == reason)
+            #expect(data["action"] as? String == "reject")
+            // Ended: a raise is a conflict (5), a second reject too.
+            #expect(try await CLITests.baton(["budget", id, "--raise", "max_cost_usd=+2", "--reason", "late"]).status == 5)
+            #expect(try await CLITests.baton(["reject", id, "--reason", "again"]).status == 5)
+            await worker.process.stop()
+        }
+    }
+
+    @Test("Tenant budget: two tasks of tenant A stop together exactly at A's daily limit; a task of tenant B succeeds untouched")
+    func tenantDailyLimit() async throws {
+        // Unique tenant names per run: the counters are per UTC day.
+        let tenantA = String(TestServers.uniqueName("ta").lowercased().filter { $0.isLetter || $0.isNumber })
+        let tenantB = String(TestServers.uniqueName("tb").lowercased().filter { $0.isLetter || $0.isNumber })
+        let environment = ["BATON_TENANTS_\(tenantA.uppercased())_MAX_COST_USD_PER_DAY": "1.0"]
+        try await Harness.withClient { client in
+            let worker = try await Harness.startWorker("tenant", client: client, environment: environment)
+            defer { worker.process.sigkill() }
+            // $0.10 a step, each task's own limit far away ($5): only the tenant's $1.00 a day stops them.
+            let a1 = try await Harness.submit(
+                client, Self.spender(TestServers.uniqueName("tenant-a1"), costUSD: 0.1, maxCostUSD: 5, onLimit: nil, tenant: tenantA))
+            let a2 = try await Harness.submit(
+                client, Self.spender(TestServers.uniqueName("tenant-a2"), costUSD: 0.1, maxCostUSD: 5, onLimit: nil, tenant: tenantA))
+            let b = try await Harness.submit(
+                client,
+                Self.spender(TestServers.uniqueName("tenant-b"), costUSD: 0.1, steps: 15, maxCostUSD: 5, onLimit: nil, tenant: tenantB))
+            let v1 = try await Harness.waitForStatus(client, a1, ["budget_exceeded"], workers: [worker])
+            let v2 = try await Harness.waitForStatus(client, a2, ["budget_exceeded"], workers: [worker])
+            // The rule: a charge is admitted while the tenant's counter is below the limit, so with $0.10 charges and a
+            // $1.00 limit the admitted charges sum to exactly $1.00; later charges are refused and counted nowhere.
+            #expect(v1.costMicros + v2.costMicros == 1_000_000, "a1 \(v1.costMicros) + a2 \(v2.costMicros)")
+            for view in [v1, v2] {
+                let reason = view.statusReason ?? ""
+                #expect(reason.contains("tenant \(tenantA) daily cost limit reached"), "\(reason)")
+            }
+            let key = client.store.tenantDayKey(tenantA, day: Date())
+            let counted = try await client.store.redis.send("HGET", key, "cost").string
+            #expect(counted == "1000000")
+            let ttl = try await client.store.redis.send("TTL", key).int ?? 0
+            #expect(ttl > 86_400 && ttl <= 172_800)
+
+            let vb = try await Harness.waitForStatus(client, b, ["succeeded"], workers: [worker])
+            #expect(vb.costMicros == 1_500_000)
+            // B has no limits: no counters are written for it.
+            #expect(try await client.store.redis.send("EXISTS", client.store.tenantDayKey(tenantB, day: Date())).int == 0)
+            await worker.process.stop()
+        }
+    }
+}
