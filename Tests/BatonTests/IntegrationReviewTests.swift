@@ -1,4 +1,5 @@
 import Baton
+import BatonExamples
 import Foundation
 import TestSupport
 import Testing
@@ -19,6 +20,29 @@ struct IntegrationReviewTests {
         )
     }
 
+    /// Creates the task with this build's code and runs it on a step queue of its own (the task's `queue` field
+    /// names it, so a resumed step goes there too): workers of other builds on the shared servers never see it.
+    static func submit(_ client: BatonClient, _ request: SubmitRequest, queue: String) async throws -> String {
+        let bus = CapturingBus()
+        let driver = StepExecutor(
+            registry: .examples, store: client.store, bus: bus, workerID: TestServers.uniqueName("it-driver"), settings: ProtocolSettings(),
+            logger: Harness.logger)
+        let (id, status) = try await driver.submit(request)
+        #expect(status == "queued")
+        try await client.store.redis.send("HSET", client.store.settings.keys.task(id), "queue", queue)
+        var first = try #require(bus.last)
+        first.routingKey = queue
+        try await Harness.publish([Harness.message(first)])
+        return id
+    }
+
+    /// A worker consuming only `queue`.
+    static func worker(_ name: String, queue: String, client: BatonClient, environment: [String: String] = [:]) async throws
+        -> Harness.Worker
+    {
+        try await Harness.startWorker(name, client: client, arguments: ["--queues", queue], environment: environment)
+    }
+
     static func events(_ id: String) async throws -> [[String: Any]] {
         let history = try await CLITests.baton(["history", id, "--json"])
         #expect(history.status == 0, "\(history.error)")
@@ -28,11 +52,13 @@ struct IntegrationReviewTests {
     @Test("on_limit=review: the cost cap parks the task in needs_review; budget --raise resumes it to success; history names the actor")
     func raiseResumesToSuccess() async throws {
         try await Harness.withClient { client in
-            let worker = try await Harness.startWorker("review-raise", client: client)
+            let queue = TestServers.uniqueName("it-review")
+            let worker = try await Self.worker("review-raise", queue: queue, client: client)
             defer { worker.process.sigkill() }
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
             // $0.50 a step, $1.00 limit: the second step's commit reaches it; 4 steps need $2.00.
-            let id = try await Harness.submit(
-                client, Self.spender(TestServers.uniqueName("review-raise"), costUSD: 0.5, steps: 4, maxCostUSD: 1.0))
+            let id = try await Self.submit(
+                client, Self.spender(TestServers.uniqueName("review-raise"), costUSD: 0.5, steps: 4, maxCostUSD: 1.0), queue: queue)
             let parked = try await Harness.waitForStatus(client, id, ["needs_review"], workers: [worker])
             #expect(parked.statusReason == "needs review: cost limit reached ($1.00)")
             #expect(parked.costMicros == 1_000_000)
@@ -89,9 +115,12 @@ struct IntegrationReviewTests {
     @Test("baton reject ends a task in needs_review (cancelled) with actor and reason in its history; a raise then is refused")
     func rejectEndsReview() async throws {
         try await Harness.withClient { client in
-            let worker = try await Harness.startWorker("review-reject", client: client)
+            let queue = TestServers.uniqueName("it-review")
+            let worker = try await Self.worker("review-reject", queue: queue, client: client)
             defer { worker.process.sigkill() }
-            let id = try await Harness.submit(client, Self.spender(TestServers.uniqueName("review-reject"), costUSD: 0.5, maxCostUSD: 1.0))
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
+            let id = try await Self.submit(
+                client, Self.spender(TestServers.uniqueName("review-reject"), costUSD: 0.5, maxCostUSD: 1.0), queue: queue)
             _ = try await Harness.waitForStatus(client, id, ["needs_review"], workers: [worker])
             let reason = "too expensive \(TestServers.uniqueName("r"))"
             let rejected = try await CLITests.baton(
@@ -120,16 +149,21 @@ struct IntegrationReviewTests {
         let tenantB = String(TestServers.uniqueName("tb").lowercased().filter { $0.isLetter || $0.isNumber })
         let environment = ["BATON_TENANTS_\(tenantA.uppercased())_MAX_COST_USD_PER_DAY": "1.0"]
         try await Harness.withClient { client in
-            let worker = try await Harness.startWorker("tenant", client: client, environment: environment)
+            let queue = TestServers.uniqueName("it-tenant")
+            let worker = try await Self.worker("tenant", queue: queue, client: client, environment: environment)
             defer { worker.process.sigkill() }
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
             // $0.10 a step, each task's own limit far away ($5): only the tenant's $1.00 a day stops them.
-            let a1 = try await Harness.submit(
-                client, Self.spender(TestServers.uniqueName("tenant-a1"), costUSD: 0.1, maxCostUSD: 5, onLimit: nil, tenant: tenantA))
-            let a2 = try await Harness.submit(
-                client, Self.spender(TestServers.uniqueName("tenant-a2"), costUSD: 0.1, maxCostUSD: 5, onLimit: nil, tenant: tenantA))
-            let b = try await Harness.submit(
+            let a1 = try await Self.submit(
+                client, Self.spender(TestServers.uniqueName("tenant-a1"), costUSD: 0.1, maxCostUSD: 5, onLimit: nil, tenant: tenantA),
+                queue: queue)
+            let a2 = try await Self.submit(
+                client, Self.spender(TestServers.uniqueName("tenant-a2"), costUSD: 0.1, maxCostUSD: 5, onLimit: nil, tenant: tenantA),
+                queue: queue)
+            let b = try await Self.submit(
                 client,
-                Self.spender(TestServers.uniqueName("tenant-b"), costUSD: 0.1, steps: 15, maxCostUSD: 5, onLimit: nil, tenant: tenantB))
+                Self.spender(TestServers.uniqueName("tenant-b"), costUSD: 0.1, steps: 15, maxCostUSD: 5, onLimit: nil, tenant: tenantB),
+                queue: queue)
             let v1 = try await Harness.waitForStatus(client, a1, ["budget_exceeded"], workers: [worker])
             let v2 = try await Harness.waitForStatus(client, a2, ["budget_exceeded"], workers: [worker])
             // The rule: a charge is admitted while the tenant's counter is below the limit, so with $0.10 charges and a
