@@ -151,7 +151,8 @@ struct StatusCommand: AsyncParsableCommand {
                 Terminal.error("no task '\(task)'")
                 throw ExitCode(CLIExit.notFound)
             }
-            try printer.one(view, id: view.id) { Self.render(view, printer: printer) }
+            let tenantUsage = try await view.tenant.asyncMap { try await client.tenantUsage($0) } ?? nil
+            try printer.one(view, id: view.id) { Self.render(view, printer: printer, tenantUsage: tenantUsage) }
         }
     }
 
@@ -163,7 +164,7 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     /// The text view of a task: status and reason, position, progress, budget, lease, timer, error, result.
-    static func render(_ v: TaskView, printer: Printer, now: Date = Date()) -> String {
+    static func render(_ v: TaskView, printer: Printer, now: Date = Date(), tenantUsage: BatonClient.TenantUsage? = nil) -> String {
         var lines = ["\(v.id)  \(v.agent)  \(printer.status(v.status))" + (v.statusReason.map { " (\($0))" } ?? "")]
         lines.append("  step      \(v.step ?? "-")  seq \(v.seq)  attempt \(v.attempt)  branch \(v.branch)")
         if let p = v.progress { lines.append("  progress  \(Int((p.fraction * 100).rounded()))%  \(p.message)") }
@@ -174,7 +175,16 @@ struct StatusCommand: AsyncParsableCommand {
             "  budget    \(TextFormat.cost(u.costUSD))\(l.maxCostUSD.map { " / " + TextFormat.cost($0) } ?? "")"
                 + "  tokens \(u.tokens)\(of(l.maxTokens))  steps \(u.steps)\(of(l.maxSteps))"
                 + "  tool calls \(u.toolCalls)\(of(l.maxToolCalls))  handoffs \(u.handoffs)\(of(l.maxHandoffs))")
-        if let tenant = v.tenant { lines.append("  tenant    \(tenant)") }
+        if let tenant = v.tenant {
+            var line = "  tenant    \(tenant)"
+            if let t = tenantUsage {
+                line +=
+                    "  today (UTC) \(TextFormat.cost(Double(t.costMicros) / 1_000_000))"
+                    + (t.limits.maxCostMicrosPerDay.map { " / " + TextFormat.cost(Double($0) / 1_000_000) } ?? "")
+                    + "  tokens \(t.tokens)" + (t.limits.maxTokensPerDay.map { " / \($0)" } ?? "")
+            }
+            lines.append(line)
+        }
         if let lease = v.lease {
             lines.append("  lease     \(lease.owner), expires \(TextFormat.ago(lease.expiresAt, now: now))")
         }
@@ -201,5 +211,13 @@ struct StatusCommand: AsyncParsableCommand {
             "  created   \(TextFormat.ago(v.createdAt, now: now))  updated \(TextFormat.ago(v.updatedAt, now: now))"
                 + (v.finishedAt.map { "  finished \(TextFormat.ago($0, now: now))" } ?? ""))
         return lines.joined(separator: "\n")
+    }
+}
+
+extension Optional {
+    /// `map` with an async transform.
+    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

@@ -1,6 +1,8 @@
 import Baton
 import BatonExamples
 import BatonTesting
+import Foundation
+import TestSupport
 import Testing
 
 /// `needs_review` on the in-memory backend: the same rules as the Redis scripts (claim, commit, raise, reject).
@@ -109,5 +111,58 @@ struct InMemoryReviewTests {
         #expect(raise.changes[2].value == 3_600_000)
         #expect(throws: BatonError.self) { try BudgetRaise(parsing: "max_money=+2") }
         #expect(throws: BatonError.self) { try BudgetRaise(parsing: "max_steps=+x") }
+    }
+}
+
+@Suite("In-memory tenant budgets")
+struct InMemoryTenantBudgetTests {
+    @Test("two tasks of a tenant stop at its daily limit (admitted charges sum to it exactly); another tenant is untouched")
+    func dailyLimit() async throws {
+        var storeSettings = InMemoryTaskStore.Settings()
+        storeSettings.tenantBudgets = TenantBudgets(["acme": .init(maxCostMicrosPerDay: 1_000_000)])
+        let harness = BatonTestHarness(registry: .examples, storeSettings: storeSettings)
+        let a1 = try await harness.submit(agent: "spender", input: ["cost_usd_per_step": 0.3], tenant: "acme")
+        let a2 = try await harness.submit(agent: "spender", input: ["cost_usd_per_step": 0.3], tenant: "acme")
+        let b = try await harness.submit(agent: "spender", input: ["cost_usd_per_step": 0.3, "steps": 5], tenant: "beta")
+        await harness.runUntilIdle()
+        let t1 = try #require(harness.task(a1))
+        let t2 = try #require(harness.task(a2))
+        #expect(t1.status == "budget_exceeded" && t2.status == "budget_exceeded")
+        // $0.30 charges against $1.00: admitted while the counter is below $1.00, so 4 are ($1.20, one charge over at
+        // most); the next is refused and counted nowhere.
+        #expect(t1.usage.costMicros + t2.usage.costMicros == 1_200_000)
+        #expect(harness.store.tenantUsage("acme").costMicros == 1_200_000)
+        for task in [t1, t2] { #expect(task.statusReason.hasPrefix("tenant acme daily cost limit reached"), "\(task.statusReason)") }
+        #expect(harness.task(b)?.status == "succeeded")
+        #expect(harness.store.tenantUsage("beta") == Charge())
+    }
+
+    @Test("with on_limit=review a tenant's limit parks the task in needs_review naming tenant and limit")
+    func tenantReview() async throws {
+        var storeSettings = InMemoryTaskStore.Settings()
+        storeSettings.tenantBudgets = TenantBudgets(["acme": .init(maxTokensPerDay: 2_000)])
+        let harness = BatonTestHarness(registry: .examples, storeSettings: storeSettings)
+        let id = try await harness.submit(
+            agent: "spender", input: ["cost_usd_per_step": 0.01], budget: BudgetRequest(onLimit: .review), tenant: "acme")
+        await harness.runUntilIdle()
+        let task = try #require(harness.task(id))
+        #expect(task.status == "needs_review")
+        #expect(task.statusReason == "needs review: tenant acme daily tokens limit reached (2000 per day)")
+        #expect(task.usage.tokens == 2_000)
+    }
+
+    @Test("tenant limits come from tenants.<name>.* in the file and BATON_TENANTS_<NAME>_* in the environment")
+    func configuration() async throws {
+        let file = try TestFiles.path("tenants") + ".yaml"
+        try "tenants:\n  acme:\n    max_cost_usd_per_day: 2.5\n    max_tokens_per_day: 1000\n".write(
+            toFile: file, atomically: true, encoding: .utf8)
+        let configuration = try await BatonConfiguration.load(
+            file: file, environment: ["BATON_TENANTS_BETA_MAX_TOKENS_PER_DAY": "77"])
+        let limits = configuration.store.tenantBudgets.limits
+        #expect(limits["acme"] == .init(maxCostMicrosPerDay: 2_500_000, maxTokensPerDay: 1_000))
+        #expect(limits["beta"] == .init(maxTokensPerDay: 77))
+        await #expect(throws: BatonError.self) {
+            try await BatonConfiguration.load(file: file, environment: ["BATON_TENANTS_ACME_MAX_COST_USD_PER_DAY": "-1"])
+        }
     }
 }

@@ -204,8 +204,13 @@ public final class BatonClient: Sendable {
         case "still":
             report.result = "conflict"
             let words = answer.dropFirst(2).first ?? "\(second) limit reached"
-            let field = second == "cost" ? "max_cost" : second == "deadline" ? "deadline" : "max_" + second
-            report.message = "with these limits the task is still over: \(words); raise \(BudgetRaise.name(ofField: field)) further"
+            if second == "tenant" {
+                report.message =
+                    "the task's tenant is still over its daily limit: \(words); raise it in the workers' configuration (tenants.<name>.*) or wait for the next UTC day"
+            } else {
+                let field = second == "cost" ? "max_cost" : second == "deadline" ? "deadline" : "max_" + second
+                report.message = "with these limits the task is still over: \(words); raise \(BudgetRaise.name(ofField: field)) further"
+            }
         case "no_limit":
             report.result = "conflict"
             report.message =
@@ -225,6 +230,23 @@ public final class BatonClient: Sendable {
         case "deadline": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(change.value) / 1000))
         default: String(change.value)
         }
+    }
+
+    /// A tenant's spend today (UTC, the client's clock) against its daily limits.
+    public struct TenantUsage: Sendable, Hashable {
+        public var tenant: String
+        public var costMicros: Int64
+        public var tokens: Int64
+        public var limits: TenantBudgets.Limits
+    }
+
+    /// The spend of `tenant` today, or nil when this client's configuration gives the tenant no daily limit.
+    public func tenantUsage(_ tenant: String, now: Date = Date()) async throws -> TenantUsage? {
+        guard let limits = store.settings.tenantBudgets.limits[tenant] else { return nil }
+        let reply = try await redis.send("HMGET", store.tenantDayKey(tenant, day: now), "cost", "tokens")
+        let values = (reply.array ?? []).map { $0.string.flatMap { Int64($0) } ?? 0 }
+        return TenantUsage(
+            tenant: tenant, costMicros: values.first ?? 0, tokens: values.count > 1 ? values[1] : 0, limits: limits)
     }
 
     /// Ends a task parked in `needs_review` (`cancelled`, with actor and reason in its history and the audit stream);

@@ -25,7 +25,9 @@ extension RedisTaskStore {
     /// `no_limit field`, `still kind words`, `raised status` or `resumed queued` (its parked step in the outbox).
     public func raiseBudget(task id: String, _ raise: BudgetRaise, reason: String, actor: String) async throws -> [String] {
         let bucket = keys.bucket(of: id)
-        var args: [any RedisArgumentConvertible] = [id, actor, reason, settings.eventsMaxLength, Self.outboxID()]
+        var args: [any RedisArgumentConvertible] = [
+            id, actor, reason, settings.eventsMaxLength, Self.outboxID(), settings.tenantBudgets.json, tenantKeyPrefix,
+        ]
         for change in raise.changes {
             args.append(change.field)
             args.append(change.relative ? "+" : "=")

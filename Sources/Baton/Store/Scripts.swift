@@ -699,18 +699,19 @@ enum Scripts {
     /// Raises (or sets) a task's limits in one step, checked before the first write: `{'missing'}`,
     /// `{'terminal', status}`, `{'no_limit', field}` (a relative raise of a limit that is not set), `{'still', kind,
     /// words}` (the new limits are still reached: nothing written). A `needs_review` task is resumed: its parked step
-    /// goes to the outbox. KEYS: task, budget, events, index prefix, outbox, outbox index.
-    /// ARGV: id, actor, reason, events maxlen, outbox id, then (field, `+` or `=`, integer value) triples.
-    /// Answers `{'resumed', 'queued'}` or `{'raised', status}`.
+    /// goes to the outbox; a tenant's daily limit still reached (it is configuration, not the task's) answers `still`
+    /// too. KEYS: task, budget, events, index prefix, outbox, outbox index.
+    /// ARGV: id, actor, reason, events maxlen, outbox id, tenant limits json, tenant key prefix, then (field, `+` or `=`,
+    /// integer value) triples. Answers `{'resumed', 'queued'}` or `{'raised', status}`.
     static let raise =
         common + """
-            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'review')
+            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'review', 'tenant')
             local status = t[1]
             if not status then return {'missing'} end
             if TERMINAL[status] then return {'terminal', status} end
             local b = hash(redis.call('HGETALL', KEYS[2]))
             local set, changes = {}, {}
-            for i = 6, #ARGV, 3 do
+            for i = 8, #ARGV, 3 do
               local field, mode, value = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
               local old = b[field]
               if old == '' then old = nil end
@@ -728,6 +729,14 @@ enum Scripts {
             local over = reached(b, now)
             if not over and b.max_handoffs and b.max_handoffs ~= '' and num(b.handoffs) > num(b.max_handoffs) then over = 'handoffs' end
             if over then return {'still', over, cap_text(over, b)} end
+            if status == 'needs_review' then
+              local tkey, tl = tenant_limits(ARGV[6], ARGV[7], t[9], now)
+              if tkey then
+                local amount
+                over, amount = tenant_reached(tkey, tl, t[9])
+                if over then return {'still', 'tenant', over .. ' limit reached (' .. amount .. ')'} end
+              end
+            end
             redis.call('HSET', KEYS[2], unpack(set))
             local data = cjson.encode({actor=ARGV[2], reason=ARGV[3], limits=changes})
             add_event(KEYS[3], ARGV[4], 'budget_raised', tonumber(t[2]), t[3], t[5], now, data)
