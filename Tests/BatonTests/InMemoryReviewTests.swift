@@ -88,6 +88,36 @@ struct InMemoryReviewTests {
         #expect(await harness.reject(id) == ControlResult("conflict", "cancelled"))
     }
 
+    @Test("the deadline ending a wait parks the task; raising the deadline resumes the wait's step as timed out")
+    func deadlineInAWait() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let deadline = harness.clock.now.addingTimeInterval(120)
+        let id = try await harness.submit(
+            ApprovalAgent.self, input: ApprovalAgent.Input(timeoutSeconds: 3600),
+            budget: BudgetRequest(deadline: deadline, onLimit: .review))
+        await harness.runUntilIdle()
+        let parked = try #require(harness.task(id))
+        #expect(parked.status == "needs_review")
+        #expect(parked.statusReason == "needs review: deadline limit reached")
+        #expect(parked.step == "decide")
+        #expect(harness.store.timerCount == 0)
+        #expect(try await harness.raiseBudget(id, "deadline=+1h") == ControlResult("resumed", "queued"))
+        await harness.runUntilIdle()
+        let done = try #require(harness.task(id))
+        #expect(done.status == "succeeded")
+        #expect(done.result?["decision"] == "timeout")
+    }
+
+    @Test("cancel ends a task in needs_review with actor and reason")
+    func cancelInReview() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(
+            agent: "spender", input: ["cost_usd_per_step": 1.0], budget: BudgetRequest(maxCostUSD: 1, onLimit: .review))
+        await harness.runUntilIdle()
+        #expect(await harness.cancel(id, reason: "stop", actor: "ana") == ControlResult("cancelled", "cancelled"))
+        #expect(harness.task(id)?.events.last?.data == ["reason": "stop", "actor": "ana"])
+    }
+
     @Test("without on_limit a cap still stops the task in budget_exceeded")
     func stopStaysTheDefault() async throws {
         let harness = BatonTestHarness(registry: .examples)

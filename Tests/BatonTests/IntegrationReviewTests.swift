@@ -142,6 +142,54 @@ struct IntegrationReviewTests {
         }
     }
 
+    @Test("Redis scripts: the deadline's timer parks a waiting task that asked for review; a raise resumes its then step")
+    func deadlineTimerParksAWait() async throws {
+        try await Harness.withClient { client in
+            let store = client.store
+            let id = TestServers.uniqueName("review-wait")
+            let queue = TestServers.uniqueName("it-review-wait")  // no worker consumes it
+            let deadline = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
+            _ = try await store.submit(
+                NewTask(
+                    id: id, agent: "approval", inputJSON: "{}", stateJSON: "{}", firstStep: "request", queue: queue,
+                    limits: BudgetLimits(deadlineMilliseconds: deadline, reviewOnLimit: true)))
+            try await store.outboxDone(task: id, ids: Array(try await store.pendingOutbox(task: id).keys))
+            guard
+                case .run(let claimed) = try await store.claim(
+                    StepMessage(task: id, agent: "approval", step: "request", seq: 0, branch: 0, attempt: 1), worker: "it-review",
+                    leaseMilliseconds: 10_000)
+            else {
+                Issue.record("the claim did not run")
+                return
+            }
+            let wait = WaitSpec(
+                kind: "wait", signals: ["approve"], delayMilliseconds: nil, atMilliseconds: nil, next: "decide", onTimeout: nil)
+            let committed = try await store.commit(
+                Commit(task: id, token: claimed.token, seq: 0, kind: .wait(wait), stateJSON: "{}", next: nil))
+            #expect(committed == .committed(status: "waiting", seq: 1, outboxID: nil))
+            let member = try #require(try await store.redis.send("HGET", store.settings.keys.task(id), "wait_timer").string)
+            defer {
+                Task {
+                    _ = try? await store.redis.send("ZREM", store.settings.keys.timers(bucket: store.settings.keys.bucket(of: id)), member)
+                }
+            }
+            // Fired by this test (the script does not look at the time; no sweep fires it for an hour).
+            let woken = try await store.fireWaitTimers([(task: id, timer: member)])
+            #expect(woken.map { $0 == nil } == [true])
+            let parked = try #require(try await client.queries.task(id))
+            #expect(parked.status == "needs_review")
+            #expect(parked.statusReason == "needs review: deadline limit reached")
+            #expect(parked.step == "decide")
+            let history = try await client.queries.history(id)
+            #expect(history.last?.type == "needs_review")
+            let report = try await client.raiseBudget(
+                task: id, try BudgetRaise(parsing: "deadline=+2h"), reason: "more time", actor: "it")
+            #expect(report.result == "done" && report.status == "queued")
+            let resumed = try #require(try await client.queries.task(id))
+            #expect(resumed.status == "queued" && resumed.step == "decide" && resumed.seq == 1)
+        }
+    }
+
     @Test("Tenant budget: two tasks of tenant A stop together exactly at A's daily limit; a task of tenant B succeeds untouched")
     func tenantDailyLimit() async throws {
         // Unique tenant names per run: the counters are per UTC day.
