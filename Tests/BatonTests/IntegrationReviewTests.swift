@@ -64,9 +64,10 @@ struct IntegrationReviewTests {
             #expect(parked.costMicros == 1_000_000)
             #expect(parked.seq == 2)
             #expect(parked.finishedAt == nil)
-            // A parked task holds no lease and no message: it stays parked.
-            try await Task.sleep(for: .milliseconds(500))
-            #expect(try await client.queries.task(id)?.status == "needs_review")
+            // A parked task holds no lease, no outbox message and no timer.
+            #expect(parked.lease == nil)
+            #expect(parked.nextTimerAt == nil)
+            #expect(try await client.store.pendingOutbox(task: id).isEmpty)
             let checkpoint = try #require(try await client.queries.checkpoint(id))
             #expect(checkpoint.seq == 2)
 
@@ -119,9 +120,15 @@ struct IntegrationReviewTests {
             let worker = try await Self.worker("review-reject", queue: queue, client: client)
             defer { worker.process.sigkill() }
             defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
+            // $0.75 a step against $1.00: the second step's charge crosses the limit and throws; the step is parked with
+            // its partial state and charge committed, to run again on a raise.
             let id = try await Self.submit(
-                client, Self.spender(TestServers.uniqueName("review-reject"), costUSD: 0.5, maxCostUSD: 1.0), queue: queue)
-            _ = try await Harness.waitForStatus(client, id, ["needs_review"], workers: [worker])
+                client, Self.spender(TestServers.uniqueName("review-reject"), costUSD: 0.75, maxCostUSD: 1.0), queue: queue)
+            let parked = try await Harness.waitForStatus(client, id, ["needs_review"], workers: [worker])
+            #expect(parked.statusReason == "needs review: cost limit reached ($1.00)")
+            #expect(parked.costMicros == 1_500_000)
+            #expect(parked.step == "spend" && parked.seq == 2)
+            #expect(parked.error == nil)
             let reason = "too expensive \(TestServers.uniqueName("r"))"
             let rejected = try await CLITests.baton(
                 ["reject", id, "--reason", reason], environment: ["BATON_ACTOR": "bob@ops"])
@@ -226,6 +233,11 @@ struct IntegrationReviewTests {
             #expect(counted == "1000000")
             let ttl = try await client.store.redis.send("TTL", key).int ?? 0
             #expect(ttl > 86_400 && ttl <= 172_800)
+
+            // `baton status` with the same configuration shows the tenant's spend today.
+            let status = try await CLITests.baton(["status", a1], environment: environment)
+            #expect(status.status == 0, "\(status.error)")
+            #expect(status.output.contains("tenant    \(tenantA)  today (UTC) $1.0000 / $1.0000"), "\(status.output)")
 
             let vb = try await Harness.waitForStatus(client, b, ["succeeded"], workers: [worker])
             #expect(vb.costMicros == 1_500_000)
