@@ -63,7 +63,9 @@ public final class StepContext<A: Agent> {
 
     /// Adds cost (dollars, stored as integer micro-dollars), tokens and tool calls to the task's counters in
     /// Redis at once. Throws ``BudgetExceeded`` when a limit is crossed: the task stops in
-    /// `budget_exceeded` with the state as it is now.
+    /// `budget_exceeded` (or parks in `needs_review` when its budget's `on_limit` is `review`) with the state as it
+    /// is now. A task whose tenant has daily limits waits for the store's answer: a charge finding the tenant's counter
+    /// at its limit is refused (counted nowhere) and throws.
     public func charge(costUSD: Double = 0, tokens: Int64 = 0, toolCalls: Int64 = 0) async throws {
         try await charge(Charge(costMicros: Charge.micros(fromUSD: costUSD), tokens: tokens, toolCalls: toolCalls))
     }

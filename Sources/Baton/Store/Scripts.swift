@@ -311,8 +311,8 @@ enum Scripts {
             """
 
     /// KEYS: task, budget, effects, charged effects. ARGV: token, cost, tokens, tool calls, effect key, effect record,
-    /// mode (`charge`, `effect_get`, `effect_put`), tenant limits json (`""`: none), tenant key prefix. Charges are pending for this attempt (fields `p:<token>:…` of the
-    /// budget hash) until the commit folds them in; a plain charge on the hot path is `HINCRBY` on the same
+    /// mode (`charge`, `effect_get`, `effect_put`), tenant limits json (`""`: none), tenant key prefix. Charges are
+    /// pending for this attempt (fields `p:<token>:…` of the budget hash) until the commit folds them in; a plain charge on the hot path is `HINCRBY` on the same
     /// fields (``RedisTaskStore/chargeWithoutWaiting(task:token:_:)``), which needs no script: only the
     /// commit of the same token ever counts them.
     static let charge =
