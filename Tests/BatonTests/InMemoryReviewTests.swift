@@ -118,6 +118,20 @@ struct InMemoryReviewTests {
         #expect(harness.task(id)?.events.last?.data == ["reason": "stop", "actor": "ana"])
     }
 
+    @Test("a raise of a live task not in review only raises its limits (event, no new message)")
+    func raiseALiveTask() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(
+            agent: "spender", input: ["cost_usd_per_step": 1.0, "steps": 3], budget: BudgetRequest(maxCostUSD: 1))
+        #expect(harness.pendingDeliveries.count == 1)
+        #expect(try await harness.raiseBudget(id, "max_cost_usd=+4", reason: "bigger") == ControlResult("raised", "queued"))
+        #expect(harness.pendingDeliveries.count == 1)
+        #expect(harness.task(id)?.events.last?.type == "budget_raised")
+        await harness.runUntilIdle()
+        #expect(harness.task(id)?.status == "succeeded")
+        #expect(harness.task(id)?.usage.costMicros == 3_000_000)
+    }
+
     @Test("without on_limit a cap still stops the task in budget_exceeded")
     func stopStaysTheDefault() async throws {
         let harness = BatonTestHarness(registry: .examples)
