@@ -175,18 +175,15 @@ struct StatusCommand: AsyncParsableCommand {
             "  budget    \(TextFormat.cost(u.costUSD))\(l.maxCostUSD.map { " / " + TextFormat.cost($0) } ?? "")"
                 + "  tokens \(u.tokens)\(of(l.maxTokens))  steps \(u.steps)\(of(l.maxSteps))"
                 + "  tool calls \(u.toolCalls)\(of(l.maxToolCalls))  handoffs \(u.handoffs)\(of(l.maxHandoffs))")
-        if let tenant = v.tenant {
-            var line = "  tenant    \(tenant)"
-            if let t = tenantUsage {
-                line +=
-                    "  today (UTC) \(TextFormat.cost(Double(t.costMicros) / 1_000_000))"
-                    + (t.limits.maxCostMicrosPerDay.map { " / " + TextFormat.cost(Double($0) / 1_000_000) } ?? "")
-                    + "  tokens \(t.tokens)" + (t.limits.maxTokensPerDay.map { " / \($0)" } ?? "")
-            }
-            lines.append(line)
-        }
+        if let tenant = v.tenant { lines.append("  tenant    \(tenant)") }
         if let lease = v.lease {
             lines.append("  lease     \(lease.owner), expires \(TextFormat.ago(lease.expiresAt, now: now))")
+        }
+        if let t = tenantUsage {
+            lines.append(
+                "  today     tenant \(t.tenant): \(TextFormat.cost(Double(t.costMicros) / 1_000_000))"
+                    + (t.limits.maxCostMicrosPerDay.map { " / " + TextFormat.cost(Double($0) / 1_000_000) } ?? "")
+                    + "  tokens \(t.tokens)" + (t.limits.maxTokensPerDay.map { " / \($0)" } ?? "") + " (UTC day)")
         }
         if let next = v.nextTimerAt {
             let label = v.status == "retrying" ? "next try " : "wakes    "

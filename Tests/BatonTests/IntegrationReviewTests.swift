@@ -237,7 +237,7 @@ struct IntegrationReviewTests {
             // `baton status` with the same configuration shows the tenant's spend today.
             let status = try await CLITests.baton(["status", a1], environment: environment)
             #expect(status.status == 0, "\(status.error)")
-            #expect(status.output.contains("tenant    \(tenantA)  today (UTC) $1.0000 / $1.0000"), "\(status.output)")
+            #expect(status.output.contains("today     tenant \(tenantA): $1.0000 / $1.0000  tokens 10000 (UTC day)"), "\(status.output)")
 
             let vb = try await Harness.waitForStatus(client, b, ["succeeded"], workers: [worker])
             #expect(vb.costMicros == 1_500_000)

@@ -47,11 +47,11 @@ public final class StepContext<A: Agent> {
         self.branch = claimed.branch
         self.limits = claimed.limits
         self.usageBeforeStep = claimed.usage
+        self.tenantLimited = claimed.tenantLimited
         self.deadline = deadline
         self.wakeup = Wakeup(json: claimed.wakeupJSON, claimedAt: claimed.claimedAtMilliseconds)
         self.logger = logger
         self.environment = environment
-        self.tenantLimited = claimed.tenantLimited
     }
 
     /// True when the time slice is used up or the worker is shutting down: commit what you have and return

@@ -372,14 +372,14 @@ public struct ClaimedTask: Sendable {
     public var inputJSON: [UInt8]
     public var limits: BudgetLimits
     public var usage: BudgetUsage
+    /// The task's tenant has daily limits: its charges take the awaited path (checked against the tenant's
+    /// counters in the store) instead of the fire-and-forget one.
+    public var tenantLimited = false
     public var queue: String
     /// What woke the task before this step (the `wakeup` field as JSON), `""` when it did not wait.
     public var wakeupJSON: String
     /// When the claim happened (Unix ms, the store's clock): the lateness of a wake-up is measured to it.
     public var claimedAtMilliseconds: Int64
-    /// The task's tenant has daily limits: its charges take the awaited path (checked against the tenant's
-    /// counters in the store) instead of the fire-and-forget one.
-    public var tenantLimited = false
 
     public init(
         id: String, agent: String, step: String, seq: Int64, branch: Int64, attempt: Int64, token: Int64, stateJSON: [UInt8],

@@ -48,7 +48,7 @@ extension RedisTaskStore {
                 Self.fireWaitTimerScript,
                 keys: [
                     keys.task(id), keys.events(id), keys.outbox(id), keys.outboxIndex(bucket: bucket), keys.indexPrefix(bucket: bucket),
-                    keys.timers(bucket: bucket), keys.budget(id),
+                    keys.timers(bucket: bucket),
                 ],
                 args: [id, timer, settings.eventsMaxLength, Self.outboxID()])
         }

@@ -207,7 +207,7 @@ enum Scripts {
     static let claim =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
-              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue', 'wakeup', 'tenant')
+              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue', 'wakeup')
             local status = t[1]
             if not status then return {'missing'} end
             if TERMINAL[status] then return {'terminal', status} end
@@ -244,11 +244,14 @@ enum Scripts {
             local over = reached(b, now)
             local text, stop_text = nil, nil
             if over then text, stop_text = cap_text(over, b), over .. ' limit reached' end
+            -- The tenant is read only when some tenant has limits (no extra work otherwise).
+            local tenant = ''
+            if ARGV[10] and ARGV[10] ~= '' then tenant = redis.call('HGET', KEYS[1], 'tenant') or '' end
             if not over then
-              local tkey, tl = tenant_limits(ARGV[10], ARGV[11], t[17], now)
+              local tkey, tl = tenant_limits(ARGV[10], ARGV[11], tenant, now)
               if tkey then
                 local amount
-                over, amount = tenant_reached(tkey, tl, t[17])
+                over, amount = tenant_reached(tkey, tl, tenant)
                 if over then
                   text = over .. ' limit reached (' .. amount .. ')'
                   stop_text = text
@@ -298,7 +301,7 @@ enum Scripts {
             redis.call('HSET', KEYS[1], unpack(fields))
             if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
             local ckpt = redis.call('GET', KEYS[3] .. seq) or ''
-            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now), t[16] or '', t[17] or ''}
+            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now), t[16] or '', tenant}
             """
 
     /// KEYS: task, workers. ARGV: token, worker, lease ms.
@@ -618,7 +621,7 @@ enum Scripts {
             """
 
     /// Fires a wait or sleep timer: wakes the task only if it still waits on this very timer (a signal that
-    /// won the race already removed it). KEYS: task, events, outbox, outbox index, index prefix, timers, budget.
+    /// won the race already removed it). KEYS: task, events, outbox, outbox index, index prefix, timers.
     /// ARGV: id, timer member, events maxlen, outbox id. Returns `{'woke', 'queued', outbox id, message}`.
     static let fireWaitTimer =
         waits + """
@@ -628,7 +631,9 @@ enum Scripts {
             if w.due_kind == 'deadline' then
               -- The budget's deadline came first: the task stops where it waits, its state kept.
               local now = now_ms()
-              if KEYS[7] and reviews(hash(redis.call('HGETALL', KEYS[7]))) then
+              -- The budget hash sits next to the task hash (`…:task` → `…:budget`, the same slot).
+              local budget_key = string.sub(KEYS[1], 1, -6) .. ':budget'
+              if reviews(hash(redis.call('HGETALL', budget_key))) then
                 -- Parked instead: a raise resumes the wait's timeout step (else its `then` step), as if it timed out.
                 local step = w.on_timeout or w.next
                 redis.call('HSET', KEYS[1], 'step', step, 'attempt', 1, 'wait', '', 'wait_timer', '', 'next_timer', '',
