@@ -18,6 +18,7 @@ struct BatonCommand: AsyncParsableCommand {
         PauseCommand.self,
         ResumeCommand.self,
         ForkCommand.self,
+        BudgetCommand.self,
         SignalCommand.self,
         WatchCommand.self,
         StatsCommand.self,
