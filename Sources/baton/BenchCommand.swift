@@ -77,7 +77,7 @@ struct BenchCommand: AsyncParsableCommand {
 
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "Sleeping tasks, all due at the same instant.") var tasks: Int = 1000
-        @Option(help: "Seconds from the submit to the common due time (every task must be asleep by then).") var lead: Int = 10
+        @Option(help: "Seconds from the submit to the common due time (every task must be asleep by then).") var lead: Int = 15
         @Option(help: "Workers (in this process, each with its own connections).") var workers: Int = 1
         @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
 
@@ -103,6 +103,19 @@ struct BenchCommand: AsyncParsableCommand {
                             "timers  %d sleepers due at once, %d worker(s)  lateness of the resumed step p50 %.0f ms  p99 %.0f ms  max %.0f ms  (timer fired: p50 %.0f ms  p99 %.0f ms)  wall %.1f s  verified %@",
                         result.tasks, result.workers, result.p50Milliseconds, result.p99Milliseconds, result.maxMilliseconds,
                         result.wakeP50Milliseconds, result.wakeP99Milliseconds, result.wallSeconds, result.verified ? "yes" : "NO"))
+                if result.asleepTasks == result.tasks {
+                    print(
+                        String(
+                            format:
+                                "  while all %d slept: %d steps in flight, queue ready %@ / unacked %@, worker CPU %.1f ms/s (idle before the submit: %.1f ms/s)",
+                            result.asleepTasks, result.asleepInFlight, result.asleepReady.map(String.init) ?? "n/a",
+                            result.asleepUnacked.map(String.init) ?? "n/a", result.asleepCPUMillisecondsPerSecond,
+                            result.idleCPUMillisecondsPerSecond))
+                } else {
+                    print(
+                        "  only \(result.asleepTasks) of \(result.tasks) were asleep 3.5 s before the due time: raise --lead to measure them asleep"
+                    )
+                }
                 if result.lateSleepers > 0 {
                     print("  \(result.lateSleepers) tasks fell asleep after their due time: raise --lead")
                 }

@@ -11,12 +11,17 @@ public struct CPUSample: Sendable {
     var brokerByPID: [Int32: Int64] = [:]
     var redisByPID: [Int32: Int64] = [:]
 
+    /// This process's CPU time (user + system) so far, in microseconds.
+    public static func ownMicros() -> Int64 {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+    }
+
     /// Takes a sample now; with ports, only the broker and Redis processes listening on them count (else every
     /// process of that name on the machine).
     public static func now(brokerPort: Int? = nil, redisPort: Int? = nil) -> CPUSample {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let own = Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+        let own = ownMicros()
         let listeners = listeningProcesses(ports: Set([brokerPort, redisPort].compactMap { $0 }))
         func only(_ all: [Int32: Int64], port: Int?) -> [Int32: Int64] {
             guard let port, let pid = listeners[port], let cpu = all[pid] else { return all }

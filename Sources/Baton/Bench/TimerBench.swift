@@ -6,7 +6,10 @@ import ServiceLifecycle
 
 /// `baton bench timers`: many sleeping tasks due within the same second, woken by the timer sweep of
 /// in-process workers; reports the lateness of their wake-ups (the resumed step's claim minus the due time,
-/// both Redis time), verified at the end.
+/// both Redis time), verified at the end. While every task sleeps it also measures what they cost the workers:
+/// the steps in flight (heartbeats), the bench queue's ready and unacked messages (unacked from `rabbitmqctl` when
+/// the broker is the local one of `baton services`), and the process's CPU per second compared with the same
+/// workers idle before the submit.
 ///
 /// The run is isolated from anything else on the servers: its tasks live under a Redis key prefix of their
 /// own (so only the bench's workers sweep their timers), its agent (``TimerBench/SleeperAgent``) runs on a
@@ -39,7 +42,7 @@ public struct TimerBench: Sendable {
         /// Sleeping tasks, all due at the same instant.
         public var tasks = 1000
         /// How far ahead of the submit the common due time lies (every task must be asleep by then).
-        public var lead: Duration = .seconds(10)
+        public var lead: Duration = .seconds(15)
         public var workers = 1
         public var concurrency = 256
         public init() {}
@@ -59,6 +62,15 @@ public struct TimerBench: Sendable {
         public var wakeP99Milliseconds: Double
         /// Tasks not yet asleep when their time came (their lateness is not a timer's).
         public var lateSleepers: Int
+        /// While every task slept (measured before the due time): tasks asleep, steps in flight on the workers, the
+        /// bench queue's ready and unacked messages (nil when unknown), and the workers' CPU (ms per second) then
+        /// and when idle before the submit.
+        public var asleepTasks: Int
+        public var asleepInFlight: Int
+        public var asleepReady: Int?
+        public var asleepUnacked: Int?
+        public var asleepCPUMillisecondsPerSecond: Double
+        public var idleCPUMillisecondsPerSecond: Double
         public var verified: Bool
         public var failures: [String]
 
@@ -71,6 +83,12 @@ public struct TimerBench: Sendable {
             case wakeP50Milliseconds = "wake_p50_ms"
             case wakeP99Milliseconds = "wake_p99_ms"
             case lateSleepers = "late_sleepers"
+            case asleepTasks = "asleep_tasks"
+            case asleepInFlight = "asleep_in_flight"
+            case asleepReady = "asleep_ready"
+            case asleepUnacked = "asleep_unacked"
+            case asleepCPUMillisecondsPerSecond = "asleep_cpu_ms_per_s"
+            case idleCPUMillisecondsPerSecond = "idle_cpu_ms_per_s"
             case verified, failures
         }
     }
@@ -117,6 +135,7 @@ public struct TimerBench: Sendable {
                 try await Task.sleep(for: .milliseconds(50))
             }
             let taskIDs = (0..<options.tasks).map { "bench-timers-\(runID)-\($0)" }
+            let idleCPU = try await Self.cpuPerSecond(over: .seconds(2))
             let leadMilliseconds = Int64(options.lead.milliseconds)
             let dueMilliseconds = Int64(Date().timeIntervalSince1970 * 1000) + leadMilliseconds
             let submits = try taskIDs.map { id in
@@ -130,8 +149,33 @@ public struct TimerBench: Sendable {
             let start = ContinuousClock.now
             if let failure = try await channel.publish(submits).compactMap({ $0 }).first { throw failure }
 
-            let deadline = ContinuousClock.now + options.lead + .seconds(120)
+            // Every task asleep: what do they cost? (Measured only if there is time left before the due time.)
             var statuses: [String] = []
+            var asleep = 0
+            var asleepCPU = 0.0
+            var inFlight = 0
+            var queue: LocalServices.QueueStats?
+            var readyCount: Int?
+            let measureBy = start + options.lead - .milliseconds(3500)
+            while ContinuousClock.now < measureBy {
+                let replies = try await client.store.redis.pipeline(taskIDs.map { RedisCommand("HGET", keys.task($0), "status") })
+                asleep = replies.filter { $0.string == "sleeping" }.count
+                if asleep == taskIDs.count { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            if asleep == taskIDs.count {
+                asleepCPU = try await Self.cpuPerSecond(over: .seconds(2))
+                inFlight = try await client.queries.workers().filter { ids.contains($0.id) }.reduce(0) { $0 + Int($1.inFlight) }
+                let queueName = Topology.stepsQueue(SleeperAgent.options.queue)
+                if let url = try? AMQPConfiguration(url: amqpURL, connectionName: "baton-bench").url,
+                    ["127.0.0.1", "localhost", "::1"].contains(url.host)
+                {
+                    queue = await LocalServices().queueStats(amqpPort: url.port, vhost: url.vhost)?.first { $0.name == queueName }
+                }
+                readyCount = try? await Int(channel.inspectQueue(queueName).messageCount)
+            }
+
+            let deadline = ContinuousClock.now + options.lead + .seconds(120)
             while ContinuousClock.now < deadline {
                 let replies = try await client.store.redis.pipeline(taskIDs.map { RedisCommand("HGET", keys.task($0), "status") })
                 statuses = replies.map { $0.string ?? "" }
@@ -181,9 +225,18 @@ public struct TimerBench: Sendable {
                 tasks: options.tasks, workers: workers.count, wallSeconds: wall, p50Milliseconds: summary.p50,
                 p99Milliseconds: summary.p99, maxMilliseconds: lateness.max() ?? 0, wakeP50Milliseconds: wakeSummary.p50,
                 wakeP99Milliseconds: wakeSummary.p99,
-                lateSleepers: lateSleepers,
+                lateSleepers: lateSleepers, asleepTasks: asleep, asleepInFlight: inFlight, asleepReady: queue?.ready ?? readyCount,
+                asleepUnacked: queue?.unacked, asleepCPUMillisecondsPerSecond: asleepCPU, idleCPUMillisecondsPerSecond: idleCPU,
                 verified: failures.isEmpty && lateSleepers == 0, failures: Array(failures.prefix(20)))
         }
     }
 
+    /// This process's CPU time (user + system) over `window`, in milliseconds per second.
+    static func cpuPerSecond(over window: Duration) async throws -> Double {
+        func cpu() -> Double { Double(CPUSample.ownMicros()) / 1000 }
+        let before = cpu()
+        let start = ContinuousClock.now
+        try await Task.sleep(for: window)
+        return (cpu() - before) / max(0.001, (ContinuousClock.now - start).milliseconds / 1000)
+    }
 }
