@@ -67,6 +67,8 @@ struct APIRoutes: Sendable {
         read(router, "/v1/dead/:id", showDead)
         read(router, "/v1/workers", { _, _, _ in try Self.json(Items(items: try await queries.workers())) })
         read(router, "/v1/audit", audit)
+        read(router, "/v1/inbox", inbox)
+        read(router, "/v1/stats", stats)
         act(router, "/v1/tasks", submit)
         for action in ["cancel", "pause", "resume"] {
             act(router, RouterPath("/v1/tasks/:id/\(action)")) { request, context, caller in
@@ -75,6 +77,13 @@ struct APIRoutes: Sendable {
         }
         act(router, "/v1/tasks/:id/fork", fork)
         act(router, "/v1/tasks/:id/budget", raiseBudget)
+        act(router, "/v1/tasks/:id/signals/:name") { request, context, caller in
+            try await signal(try context.parameters.require("name"), request: request, context: context, caller: caller)
+        }
+        act(router, "/v1/tasks/:id/approve") { request, context, caller in
+            try await signal("approve", request: request, context: context, caller: caller)
+        }
+        act(router, "/v1/tasks/:id/reject", reject)
         for action in ["redrive", "discard"] {
             act(router, RouterPath("/v1/dead/:id/\(action)")) { request, context, caller in
                 try await deadAction(action, request: request, context: context, caller: caller)
@@ -359,6 +368,67 @@ struct APIRoutes: Sendable {
                 fix: report.status == nil ? "raise the limit named further" : "a task that ended cannot be raised: fork it instead")
         default: return try Self.json(report)
         }
+    }
+
+    /// `POST /v1/tasks/{id}/signals/{name}` (and `approve`) `{"payload"?, "id"?, "reason"? | "comment"?}`: delivers a
+    /// signal; the answer says whether it woke the task or was kept in its mailbox. 404 no task, 409 the task ended or
+    /// its mailbox is full, 422 a bad name, id or payload.
+    func signal(_ name: String, request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
+        try await signal(name, body: try await body(request, required: false), id: try context.parameters.require("id"), caller: caller)
+    }
+
+    func signal(_ name: String, body: JSONValue?, id: String, caller: Caller) async throws -> Response {
+        let reason = body?["reason"]?.stringValue ?? body?["comment"]?.stringValue ?? ""
+        let request = SignalRequest(
+            taskID: id, name: name, payload: body?["payload"], id: body?["id"]?.stringValue, actor: caller.actor, reason: reason)
+        do {
+            try request.validate()
+        } catch {
+            throw Problem(
+                .unprocessableContent, code: "invalid-signal", title: "Invalid signal", detail: error.message,
+                fix: "a signal name and id are letters, digits, '-', '_' or '.'; the payload is JSON under the size limit")
+        }
+        let signal = request.taskSignal(fallbackActor: caller.actor)
+        let outcome = try await client.signal(signal)
+        switch outcome {
+        case .notFound: throw Problem.notFound("no task '\(id)'", fix: "check the id (GET /v1/tasks lists tasks)")
+        case .terminal(let status):
+            throw Problem.conflict("task '\(id)' already ended (\(status)): it takes no signals", fix: "fork it to continue")
+        case .mailboxFull(let cap):
+            throw Problem.conflict(
+                "task '\(id)' already holds \(cap) signals it does not wait for (its mailbox cap)",
+                fix: "let the task consume them, or cancel it")
+        default: return try Self.json(SignalReport(signal, outcome: outcome))
+        }
+    }
+
+    /// `POST /v1/tasks/{id}/reject` `{"reason"?, "payload"?, "id"?}`: ends a task parked in `needs_review` (cancelled),
+    /// else sends it the signal `reject`.
+    func reject(request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let body = try await body(request, required: false)
+        let reason = body?["reason"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "no reason given"
+        if let outcome = try await client.rejectReview(task: id, reason: reason, actor: caller.actor) {
+            return try Self.report(ActionReport(id: id, action: "reject", outcome: outcome, reason: reason), noun: "task")
+        }
+        return try await signal("reject", body: body, id: id, caller: caller)
+    }
+
+    /// `GET /v1/inbox?agent=&older_than=&limit=`: tasks waiting for a person, oldest first.
+    func inbox(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {
+        let query = request.uri.queryParameters
+        let olderThan = try Self.since(query["older_than"]).map { Duration.milliseconds($0) }
+        let items = try await queries.inbox(
+            agent: Self.nonEmpty(query["agent"]), olderThan: olderThan, limit: try Self.limit(query["limit"], default: 100, maximum: 1000))
+        return try Self.json(Items(items: items))
+    }
+
+    /// `GET /v1/stats?since=1h&sample=2000`: what `baton stats --json` shows.
+    func stats(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {
+        let query = request.uri.queryParameters
+        let since = try Self.since(query["since"]).map { Duration.milliseconds($0) } ?? .seconds(3600)
+        let sample = try Self.limit(query["sample"], default: 2000, maximum: 100_000)
+        return try Self.json(try await queries.stats(since: since, sample: sample))
     }
 
     func deadAction(_ action: String, request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {

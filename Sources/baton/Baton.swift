@@ -22,6 +22,7 @@ struct BatonCommand: AsyncParsableCommand {
         SignalCommand.self,
         WatchCommand.self,
         StatsCommand.self,
+        InboxCommand.self,
         ApproveCommand.self,
         RejectCommand.self,
         DeadCommand.self,

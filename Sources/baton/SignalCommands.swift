@@ -2,56 +2,30 @@ import ArgumentParser
 import Baton
 import Foundation
 
-/// What one signal did, as printed (`-o json`: this object).
-struct SignalReport: Encodable {
-    var task: String
-    var signal: String
-    var id: String
-    /// `woke`, `stored`, `duplicate`, `not_found`, `terminal` or `mailbox_full`.
-    var result: String
-    /// The task's status after the signal (or the status that refused it).
-    var status: String?
-    var actor: String
-    var reason: String?
-
-    enum CodingKeys: String, CodingKey {
-        case task = "task_id"
-        case signal, id, result, status, actor, reason
-    }
-}
-
 /// Sends `signal` through the client, prints what happened, and exits 4 (no such task), 5 (the task ended)
 /// or 1 (mailbox full) when it was not taken.
 func sendSignal(_ signal: TaskSignal, global: GlobalOptions) async throws {
     let printer = global.output.printer
     try await withClient(global.connection, publishing: true) { client in
         let outcome = try await client.signal(signal)
-        var report = SignalReport(
-            task: signal.task, signal: signal.name, id: signal.id, result: "", status: nil, actor: signal.actor,
-            reason: signal.reason.isEmpty ? nil : signal.reason)
+        let report = SignalReport(signal, outcome: outcome)
         var text: String
         var exit: Int32 = 0
         switch outcome {
         case .woke:
-            (report.result, report.status) = ("woke", "queued")
             text = "\(signal.task): signal '\(signal.name)' delivered; the task woke up (now \(printer.status("queued")))"
         case .stored(let status):
-            (report.result, report.status) = ("stored", status)
             text =
                 "\(signal.task): signal '\(signal.name)' kept in the task's mailbox (it is \(printer.status(status)), not waiting for it yet); a wait for it consumes it at once"
-        case .duplicate(let status):
-            (report.result, report.status) = ("duplicate", status)
+        case .duplicate:
             text = "\(signal.task): a signal with id '\(signal.id)' was already received; nothing changed"
         case .notFound:
-            report.result = "not_found"
             text = "\(signal.task): no such task"
             exit = CLIExit.notFound
         case .terminal(let status):
-            (report.result, report.status) = ("terminal", status)
             text = "\(signal.task): cannot signal: the task already ended (\(printer.status(status)))"
             exit = CLIExit.conflict
         case .mailboxFull(let cap):
-            report.result = "mailbox_full"
             text =
                 "\(signal.task): signal refused: the task's mailbox already holds \(cap) signals it does not wait for (the cap); let the task consume them, or cancel it"
             exit = CLIExit.failed
