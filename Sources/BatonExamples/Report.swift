@@ -87,7 +87,7 @@ public enum ScriptedModel {
 }
 
 extension AgentRegistry {
-    /// The example agents: `stepchain`, `flaky`, `spender`, `report`, `sleeper`, `approval`.
+    /// The example agents: `stepchain`, `flaky`, `spender`, `report`, `sleeper`, `approval`, `fanout`.
     public static var examples: AgentRegistry {
         var registry = AgentRegistry()
         registry.register(StepChainAgent())
@@ -96,6 +96,7 @@ extension AgentRegistry {
         registry.register(ReportAgent())
         registry.register(SleeperAgent())
         registry.register(ApprovalAgent())
+        registry.register(FanoutAgent())
         return registry
     }
 }

@@ -42,6 +42,11 @@ extension InMemoryTaskStore {
                 r.updatedAt = now
                 r.statusReason = reason
                 addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                storage.tasks[id] = r
+                childDone(&storage, r, now: now)
+                // A parent's live children are cancelled with it (its join never runs).
+                cancelChildren(&storage, of: id, total: r.childrenTotal, data: data, now: now)
+                r = storage.tasks[id] ?? r
                 return ControlResult("cancelled", "cancelled")
             case "pause":
                 if Self.terminal.contains(status) { return ControlResult("terminal", status) }
@@ -100,6 +105,9 @@ extension InMemoryTaskStore {
                 r.leaseUntil = 0
                 r.statusReason = reason
                 addEvent(&storage, &r, "dead_lettered", seq: r.seq, branch: r.branch, step: r.step, now: now, data: errorJSON)
+                storage.tasks[id] = r
+                childDone(&storage, r, now: now)
+                r = storage.tasks[id] ?? r
                 return ControlResult("dead_lettered", "dead_lettered")
             default:
                 return ControlResult("unknown_action", status)

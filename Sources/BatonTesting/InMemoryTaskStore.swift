@@ -122,6 +122,12 @@ public final class InMemoryTaskStore: TaskStore {
         /// Signal ids received, oldest first (deduplication; the last ``SignalLimits/seenIDsKept``).
         var seenSignals: [String] = []
         var signalCounter: Int64 = 0
+        /// Children started (`parallel`) and ended; the ended ones' outcomes by child id.
+        var childrenTotal: Int64 = 0
+        var childrenDone: Int64 = 0
+        var children: [String: String] = [:]
+        /// The ancestors whose budgets this child's charges count against (parent first).
+        var up: [String] = []
     }
 
     struct WaitRecord {
@@ -252,6 +258,8 @@ public final class InMemoryTaskStore: TaskStore {
                 r.leaseOwner = ""
                 r.leaseUntil = 0
                 addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: r.cancel)
+                storage.tasks[message.task] = r
+                childDone(&storage, r, now: now)
                 return .stopped("cancelled")
             }
             if !r.pause.isEmpty {
@@ -264,7 +272,7 @@ public final class InMemoryTaskStore: TaskStore {
                 addEvent(&storage, &r, "paused", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
                 return .stopped("paused")
             }
-            if let over = Self.reached(r, now: now) {
+            if let over = Self.reached(r, now: now) ?? reachedUp(storage, r, now: now) {
                 r.status = "budget_exceeded"
                 r.finishedAt = now
                 r.updatedAt = now
@@ -275,6 +283,8 @@ public final class InMemoryTaskStore: TaskStore {
                 addEvent(
                     &storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now,
                     data: JSONValue.object(["kind": .string(over)]).jsonString)
+                storage.tasks[message.task] = r
+                childDone(&storage, r, now: now)
                 return .stopped("budget_exceeded")
             }
             r.fence += 1
@@ -411,7 +421,19 @@ public final class InMemoryTaskStore: TaskStore {
                 return .fenced
             }
             try checkCrash(&storage, task: commit.task, token: commit.token, commit: true)
+            var commitKind = commit.kind
+            if case .parallel(let spec) = commit.kind, r.childrenTotal + Int64(spec.children.count) > Int64(spec.maxChildren) {
+                // Over the cap of children per task: the task fails, nothing is created.
+                let message =
+                    "step \(r.step) started \(spec.children.count) children after \(r.childrenTotal), over the cap of \(spec.maxChildren) children per task (limits.max_children)"
+                commitKind = .fail(
+                    errorJSON: JSONValue.object([
+                        "code": "max_children", "message": .string(message), "bucket": "max_children", "retryable": false,
+                    ]).jsonString)
+            }
+            var delta = Charge()
             if r.pending.token == commit.token {
+                delta = r.pending.charge
                 r.usage.costMicros += r.pending.charge.costMicros
                 r.usage.tokens += r.pending.charge.tokens
                 r.usage.toolCalls += r.pending.charge.toolCalls
@@ -419,8 +441,8 @@ public final class InMemoryTaskStore: TaskStore {
                 r.pending = Pending()
             }
             var newSeq = r.seq
-            switch commit.kind {
-            case .next, .handoff, .complete, .fail, .budget, .wait:
+            switch commitKind {
+            case .next, .handoff, .complete, .fail, .budget, .wait, .parallel:
                 newSeq += 1
                 r.wakeup = ""
                 r.checkpoints[newSeq] = commit.stateJSON
@@ -436,18 +458,20 @@ public final class InMemoryTaskStore: TaskStore {
             var outboxMessage: OutboxMessage?
             var waitRecord: WaitRecord?
             var eventData = commit.eventDataJSON
+            let overUp = chargeAncestors(&storage, r, charge: delta, steps: newSeq != r.seq ? 1 : 0, now: now)
+            var parallel: ParallelSpec?
             r.seq = newSeq
             r.updatedAt = now
             r.leaseOwner = ""
             r.leaseUntil = 0
-            switch commit.kind {
+            switch commitKind {
             case .next, .handoff:
                 var handoffs: Int64 = 0
                 if case .handoff = commit.kind {
                     r.usage.handoffs += 1
                     handoffs = r.usage.handoffs
                 }
-                var over = Self.reached(r, now: now)
+                var over = Self.reached(r, now: now) ?? overUp
                 if over == nil, let max = r.limits.maxHandoffs, handoffs > max { over = "handoffs" }
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
@@ -471,6 +495,7 @@ public final class InMemoryTaskStore: TaskStore {
             case .fail(let errorJSON):
                 (status, eventType) = ("failed", "failed")
                 r.error = errorJSON
+                if case .parallel = commit.kind { eventData = errorJSON }
             case .budget(let kind, let errorJSON):
                 (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(kind) limit reached")
                 r.error = errorJSON
@@ -485,11 +510,34 @@ public final class InMemoryTaskStore: TaskStore {
                 (status, eventType, reason) = ("dead_lettered", "dead_lettered", deadReason)
                 r.error = errorJSON
                 outboxMessage = deadLetter
+            case .parallel(let spec):
+                r.attempt = 1
+                if !r.cancel.isEmpty {
+                    (status, eventType) = ("cancelled", "cancelled")
+                } else if let over = Self.reached(r, now: now) ?? overUp {
+                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                    r.error = Self.budgetError(over)
+                } else {
+                    var due: Int64?
+                    if let deadline = r.limits.deadlineMilliseconds { due = deadline }
+                    waitRecord = WaitRecord(
+                        kind: "children", signals: [], next: spec.join, onTimeout: nil, due: due, dueKind: due.map { _ in "deadline" })
+                    parallel = spec
+                    r.step = spec.join
+                    (status, eventType) = ("waiting", "waiting")
+                    reason = "waiting for \(spec.children.count) children" + (due.map { ", deadline \(WaitSpec.iso($0))" } ?? "")
+                    var data: [String: JSONValue] = ["next": .string(spec.join), "children": .int(Int64(spec.children.count))]
+                    if let due {
+                        data["deadline"] = .string(WaitSpec.iso(due))
+                        r.nextTimer = due
+                    }
+                    eventData = JSONValue.object(data).jsonString
+                }
             case .wait(let spec):
                 r.attempt = 1
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
-                } else if let over = Self.reached(r, now: now) {
+                } else if let over = Self.reached(r, now: now) ?? overUp {
                     (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
                     r.error = Self.budgetError(over)
                 } else {
@@ -528,7 +576,22 @@ public final class InMemoryTaskStore: TaskStore {
                 if let outboxMessage { r.outbox[id] = outboxMessage }
                 outboxID = id
             }
-            if let wait = waitRecord {
+            if Self.terminal.contains(status) { childDone(&storage, r, now: now) }
+            if let parallel, let wait = waitRecord {
+                createChildren(&storage, &r, parallel, now: now)
+                if parallel.children.isEmpty {
+                    outboxID = wake(&storage, &r, wait: wait, trigger: ["trigger": "children", "total": 0], now: now)
+                    status = "queued"
+                } else {
+                    r.wait = wait
+                    r.waitTimer = ""
+                    if let due = wait.due {
+                        let member = JSONValue.object(["wake": .string(r.id), "seq": .int(newSeq), "branch": .int(r.branch)]).jsonString
+                        r.waitTimer = member
+                        storage.timers[member] = due
+                    }
+                }
+            } else if let wait = waitRecord {
                 // A signal that arrived before the wait began is consumed now; a time already passed fires now.
                 if let signal = Self.takeSignal(&r, names: wait.signals) {
                     outboxID = wake(&storage, &r, wait: wait, trigger: Self.signalTrigger(signal), now: now)
@@ -641,6 +704,9 @@ public final class InMemoryTaskStore: TaskStore {
             r.nextTimer = nil
             addEvent(&storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now, data: #"{"kind":"deadline"}"#)
             storage.tasks[task] = r
+            childDone(&storage, r, now: now)
+            let data = JSONValue.object(["reason": "the parent task reached its deadline", "actor": "baton"]).jsonString
+            cancelChildren(&storage, of: task, total: r.childrenTotal, data: data, now: now)
             return false
         }
         _ = wake(&storage, &r, wait: wait, trigger: ["trigger": .string(wait.dueKind ?? "time")], now: now)

@@ -41,6 +41,7 @@ public enum ConfigKeys {
     public static let limitsEventsMaxLength = "limits.events_max_length"
     public static let limitsCheckpointsKept = "limits.checkpoints_kept"
     public static let limitsSignalMailbox = "limits.signal_mailbox"
+    public static let limitsMaxChildren = "limits.max_children"
     public static let budgetDefaultMaxCostUSD = "budget.default_max_cost_usd"
     public static let budgetDefaultMaxTokens = "budget.default_max_tokens"
     public static let budgetDefaultMaxSteps = "budget.default_max_steps"
