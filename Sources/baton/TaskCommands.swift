@@ -178,9 +178,9 @@ struct StatusCommand: AsyncParsableCommand {
             lines.append("  \(label) \(TextFormat.ago(next, now: now)) (\(next))")
         }
         if let waits = v.waitingFor, !waits.isEmpty {
-            let names = waits.map { w in
-                w["signal"]?.stringValue.map { "signal \($0)" } ?? w["children"]?.intValue.map { "\($0) children" }
-                    ?? w["timeout_at"]?.stringValue.map { "timeout \($0)" }
+            let names = waits.map { (w: JSONValue) -> String in
+                if let children = w["children"]?.intValue { return "\(children) children" }
+                return w["signal"]?.stringValue.map { "signal \($0)" } ?? w["timeout_at"]?.stringValue.map { "timeout \($0)" }
                     ?? w["at"]?.stringValue.map { "time \($0)" } ?? w.jsonString
             }
             lines.append("  waits for \(names.joined(separator: ", "))")
