@@ -78,3 +78,30 @@ struct InMemoryFanoutTests {
         #expect(harness.task("\(id)/1") == nil)
     }
 }
+
+extension InMemoryFanoutTests {
+    @Test("a child cancelled alone counts as ended: the join runs once with its status and the others' results")
+    func oneChildCancelled() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(agent: "fanout", input: ["children": 3, "steps": 2])
+        await harness.deliverNext()
+        #expect(await harness.cancel("\(id)/2").status == "cancelled")
+        #expect(harness.task(id)?.status == "waiting")
+        await harness.runUntilIdle()
+        let done = try #require(harness.task(id))
+        #expect(done.status == "succeeded")
+        #expect(done.result?["children"] == 3)
+        #expect(done.result?["succeeded"] == 2)
+        #expect(done.result?["statuses"]?["cancelled"] == 1)
+        #expect(done.eventTypes.filter { $0 == "woke" }.count == 1)
+    }
+
+    @Test("with no children the join runs at once")
+    func noChildren() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(agent: "fanout", input: ["children": 0])
+        await harness.runUntilIdle()
+        #expect(harness.task(id)?.status == "succeeded")
+        #expect(harness.task(id)?.result?["children"] == 0)
+    }
+}
