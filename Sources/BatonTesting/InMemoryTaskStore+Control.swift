@@ -244,7 +244,7 @@ extension InMemoryTaskStore {
                 if text.isEmpty { return JSONValue?.none }
                 return (try? JSONValue.parse(Array(text.utf8))) ?? .string(text)
             }
-            return TaskSnapshot(
+            var snapshot = TaskSnapshot(
                 id: r.id, agent: r.agent, status: r.status, step: r.step, seq: r.seq, branch: r.branch, attempt: r.attempt, fence: r.fence,
                 statusReason: r.statusReason, error: json(r.error), result: json(r.result), stateJSON: r.checkpoints[r.seq] ?? "",
                 limits: r.limits, usage: r.usage, leaseOwner: r.leaseOwner, leaseUntilMilliseconds: r.leaseUntil,
@@ -253,6 +253,10 @@ extension InMemoryTaskStore {
                 tenant: r.tenant, events: r.events, wakeupJSON: r.wakeup,
                 waitingForSignals: r.wait?.signals ?? [], waitDueMilliseconds: r.wait?.due,
                 pendingSignals: r.signals.values.sorted { $0.n < $1.n }.map(\.name))
+            snapshot.parentID = r.parent
+            snapshot.childrenTotal = r.childrenTotal
+            snapshot.childrenDone = r.childrenDone
+            return snapshot
         }
     }
 

@@ -22,6 +22,8 @@ struct InMemoryFanoutTests {
         let child = try #require(harness.task("\(id)/1"))
         #expect(child.status == "queued")
         #expect(child.agent == "stepchain")
+        #expect(child.parentID == id)
+        #expect(waiting.childrenTotal == 10)
         await harness.runUntilIdle()
         let done = try #require(harness.task(id))
         #expect(done.status == "succeeded")
@@ -30,6 +32,7 @@ struct InMemoryFanoutTests {
         #expect(done.result?["records"] == 30)
         #expect(done.eventTypes.filter { $0 == "succeeded" }.count == 1)
         #expect(done.eventTypes.filter { $0 == "woke" }.count == 1)
+        #expect(done.childrenDone == 10)
         for n in 1...10 { #expect(harness.task("\(id)/\(n)")?.status == "succeeded") }
         // The children's steps and charges count on the parent too (stepchain charges 100 tokens a step).
         #expect(done.usage.tokens == 10 * 3 * 100)
