@@ -148,3 +148,98 @@ extension IntegrationTests {
         }
     }
 }
+
+/// `it-twice-fanout`: two `parallel` steps in a row (`first`, then `second` children of `it-noop`), then completes
+/// with the ids its second join saw.
+struct TwiceFanoutAgent: Agent {
+    struct Input: Codable, Sendable {
+        var first: Int
+        var second: Int
+    }
+    struct State: Codable, Sendable {}
+    static let name = "it-twice-fanout"
+    static let steps = ["first", "second", "done"]
+
+    func initialState(for input: Input) throws -> State { State() }
+
+    func run(step: String, context: StepContext<TwiceFanoutAgent>) async throws -> StepOutcome {
+        switch step {
+        case "first": return .parallel(Array(repeating: ChildTask(agent: "it-noop"), count: context.input.first), then: "second")
+        case "second": return .parallel(Array(repeating: ChildTask(agent: "it-noop"), count: context.input.second), then: "done")
+        default:
+            return .complete(["seen": .array(context.childResults.keys.sorted().map(JSONValue.string))])
+        }
+    }
+}
+
+/// `it-noop`: completes at once with its own id.
+struct NoopAgent: Agent {
+    struct Input: Codable, Sendable {}
+    struct State: Codable, Sendable {}
+    static let name = "it-noop"
+    static let steps = ["run"]
+
+    func initialState(for input: Input) throws -> State { State() }
+
+    func run(step: String, context: StepContext<NoopAgent>) async throws -> StepOutcome { .complete(["id": .string(context.taskID)]) }
+}
+
+extension IntegrationTests {
+    /// Runs a task's steps in-process on the real Redis (the bus only captures messages: nothing reaches a
+    /// shared queue) until no message is left.
+    static func driveInProcess(_ client: BatonClient, id: String, agent: String, input: JSONValue, maxChildren: Int) async throws {
+        var registry = AgentRegistry()
+        registry.register(TwiceFanoutAgent())
+        registry.register(NoopAgent())
+        var settings = ProtocolSettings()
+        settings.maxChildren = maxChildren
+        let bus = CapturingBus()
+        let driver = StepExecutor(
+            registry: registry, store: client.store, bus: bus, workerID: TestServers.uniqueName("it-driver"), settings: settings,
+            logger: Harness.logger)
+        let task = NewTask(
+            id: id, agent: agent, inputJSON: input.jsonString, stateJSON: "{}", firstStep: "first", queue: "it-in-process",
+            limits: ProtocolSettings().defaultLimits)
+        #expect(try await client.store.submit(task) == .created)
+        await driver.flushOutbox(task: id)
+        for _ in 0..<100 {
+            let messages = bus.messages.withLock { messages in
+                defer { messages = [] }
+                return messages
+            }
+            if messages.isEmpty { return }
+            for message in messages {
+                _ = await driver.handleStep(body: Array(message.body.utf8), routingKey: message.routingKey)
+            }
+        }
+    }
+
+    @Test("children are numbered over the task's life; limits.max_children counts them all and fails the task past it")
+    func fanoutChildCap() async throws {
+        try await Harness.withClient { client in
+            let fits = TestServers.uniqueName("fanout-twice")
+            try await Self.driveInProcess(client, id: fits, agent: "it-twice-fanout", input: ["first": 2, "second": 3], maxChildren: 5)
+            let done = try #require(try await client.queries.task(fits))
+            #expect(done.status == "succeeded")
+            #expect(done.result?["seen"] == .array((1...5).map { .string("\(fits)/\($0)") }))
+            #expect(done.children == TaskView.Children(total: 5, done: 5))
+
+            let over = TestServers.uniqueName("fanout-over")
+            try await Self.driveInProcess(client, id: over, agent: "it-twice-fanout", input: ["first": 3, "second": 3], maxChildren: 5)
+            let failed = try #require(try await client.queries.task(over))
+            #expect(failed.status == "failed")
+            #expect(failed.error?["code"] == "max_children")
+            #expect(failed.error?["message"]?.stringValue?.contains("over the cap of 5 children per task (limits.max_children)") == true)
+            #expect(try await client.queries.task("\(over)/4") == nil)
+            #expect(failed.children == TaskView.Children(total: 3, done: 3))
+
+            // One parallel step over the cap is refused before anything is written: a permanent error.
+            let single = TestServers.uniqueName("fanout-single")
+            try await Self.driveInProcess(client, id: single, agent: "it-twice-fanout", input: ["first": 6, "second": 0], maxChildren: 5)
+            let dead = try #require(try await client.queries.task(single))
+            #expect(dead.status == "dead_lettered")
+            #expect(dead.error?["message"]?.stringValue?.contains("limits.max_children") == true)
+            #expect(try await client.queries.task("\(single)/1") == nil)
+        }
+    }
+}
