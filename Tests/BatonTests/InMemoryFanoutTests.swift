@@ -107,4 +107,28 @@ extension InMemoryFanoutTests {
         #expect(harness.task(id)?.status == "succeeded")
         #expect(harness.task(id)?.result?["children"] == 0)
     }
+
+    @Test("nested fan-out: grandchildren count against every ancestor's budget; cancelling the root cancels them all")
+    func nested() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let input: JSONValue = ["children": 2, "agent": "fanout", "child_input": ["children": 3, "steps": 2]]
+        let id = try await harness.submit(agent: "fanout", input: input)
+        await harness.runUntilIdle()
+        let root = try #require(harness.task(id))
+        #expect(root.status == "succeeded")
+        #expect(harness.task("\(id)/2/3")?.parentID == "\(id)/2")
+        #expect(root.usage.tokens == 6 * 2 * 100)
+        let middle = try #require(harness.task("\(id)/1"))
+        #expect(middle.usage.tokens == 3 * 2 * 100)
+        #expect(middle.usage.steps == 3 * 2 + 2)
+
+        let cancelled = try await harness.submit(
+            agent: "fanout", input: ["children": 2, "agent": "fanout", "child_input": ["children": 2, "steps": 50]])
+        for _ in 0..<5 { await harness.deliverNext() }
+        #expect(await harness.cancel(cancelled).status == "cancelled")
+        await harness.runUntilIdle()
+        for child in ["1", "2", "1/1", "1/2", "2/1", "2/2"] {
+            #expect(harness.task("\(cancelled)/\(child)")?.status == "cancelled", "child \(child)")
+        }
+    }
 }

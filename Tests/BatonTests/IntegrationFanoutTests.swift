@@ -188,7 +188,7 @@ extension IntegrationTests {
     /// Runs a task's steps in-process on the real Redis (the bus only captures messages: nothing reaches a
     /// shared queue) until no message is left.
     static func driveInProcess(_ client: BatonClient, id: String, agent: String, input: JSONValue, maxChildren: Int) async throws {
-        var registry = AgentRegistry()
+        var registry = AgentRegistry.examples
         registry.register(TwiceFanoutAgent())
         registry.register(NoopAgent())
         var settings = ProtocolSettings()
@@ -198,7 +198,8 @@ extension IntegrationTests {
             registry: registry, store: client.store, bus: bus, workerID: TestServers.uniqueName("it-driver"), settings: settings,
             logger: Harness.logger)
         let task = NewTask(
-            id: id, agent: agent, inputJSON: input.jsonString, stateJSON: "{}", firstStep: "first", queue: "it-in-process",
+            id: id, agent: agent, inputJSON: input.jsonString, stateJSON: agent == "fanout" ? #"{"started":0}"# : "{}",
+            firstStep: agent == "fanout" ? "fan" : "first", queue: "it-in-process",
             limits: ProtocolSettings().defaultLimits)
         #expect(try await client.store.submit(task) == .created)
         await driver.flushOutbox(task: id)
@@ -240,6 +241,26 @@ extension IntegrationTests {
             #expect(dead.status == "dead_lettered")
             #expect(dead.error?["message"]?.stringValue?.contains("limits.max_children") == true)
             #expect(try await client.queries.task("\(single)/1") == nil)
+        }
+    }
+
+    @Test("nested fan-out: a child that fans out itself; grandchildren count against the root's budget")
+    func fanoutNested() async throws {
+        try await Harness.withClient { client in
+            let id = TestServers.uniqueName("fanout-nested")
+            let input: JSONValue = ["children": 2, "agent": "fanout", "child_input": ["children": 3, "steps": 2]]
+            try await Self.driveInProcess(client, id: id, agent: "fanout", input: input, maxChildren: 100)
+            let root = try #require(try await client.queries.task(id))
+            #expect(root.status == "succeeded")
+            #expect(root.result?["succeeded"] == 2)
+            let middle = try #require(try await client.queries.task("\(id)/2"))
+            #expect(middle.status == "succeeded")
+            #expect(middle.result?["records"] == 6)
+            #expect(try await client.queries.task("\(id)/2/3")?.parentID == "\(id)/2")
+            // 6 grandchildren × 2 stepchain steps × 100 tokens, on the middle tasks and on the root.
+            #expect(middle.budget.used.tokens == 3 * 2 * 100)
+            #expect(root.budget.used.tokens == 6 * 2 * 100)
+            #expect(root.budget.used.steps == 6 * 2 + 2 * 2 + 2)
         }
     }
 }

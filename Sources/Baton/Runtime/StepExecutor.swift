@@ -510,6 +510,12 @@ public struct StepExecutor: Sendable {
                     "step '\(claimed.step)' returned .parallel(then: \"\(join)\"), which agent '\(claimed.agent)' does not declare (steps: \(steps.joined(separator: ", ")))",
                     bucket: "unknown_step"))
         }
+        if claimed.id.utf8.count(where: { $0 == UInt8(ascii: "/") }) >= TaskID.maxChildDepth, !children.isEmpty {
+            return .failure(
+                .permanent(
+                    "step '\(claimed.step)' of task \(claimed.id) starts children \(TaskID.maxChildDepth + 1) levels deep: children nest at most \(TaskID.maxChildDepth) levels",
+                    bucket: "invalid_usage"))
+        }
         if children.count > settings.maxChildren {
             return .failure(
                 .permanent(
