@@ -264,3 +264,24 @@ extension IntegrationTests {
         }
     }
 }
+
+extension HTTPAPITests {
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func aChildTaskIsReachableWithItsSlashEncoded() async throws {
+        try await Self.withServer { http, client in
+            let id = TestServers.uniqueName("http-fanout")
+            try await IntegrationTests.driveInProcess(
+                client, id: id, agent: "fanout", input: ["children": 2, "steps": 1], maxChildren: 100)
+            let parent = try await http.request("GET", "/v1/tasks/\(id)", token: Self.viewer)
+            #expect(parent.status == 200)
+            #expect((parent.json["children"] as? [String: Any])?["total"] as? Int == 2)
+            let child = try await http.request("GET", "/v1/tasks/\(id)%2F2", token: Self.viewer)
+            #expect(child.status == 200)
+            #expect(child.json["id"] as? String == "\(id)/2")
+            #expect(child.json["parent_id"] as? String == id)
+            let cancelled = try await http.request("POST", "/v1/tasks/\(id)%2F1/cancel", token: Self.operatorToken)
+            // Found (not 404): the child already succeeded, so a cancel is a conflict.
+            #expect(cancelled.status == 409)
+        }
+    }
+}
