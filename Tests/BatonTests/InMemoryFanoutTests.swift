@@ -131,4 +131,20 @@ extension InMemoryFanoutTests {
             #expect(harness.task("\(cancelled)/\(child)")?.status == "cancelled", "child \(child)")
         }
     }
+
+    @Test("the parent's budget deadline ends its wait for children: it stops in budget_exceeded and cancels them")
+    func deadlineStopsParentAndChildren() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let deadline = harness.clock.now.addingTimeInterval(120)
+        let id = try await harness.submit(agent: "fanout", input: ["children": 3, "steps": 5], budget: BudgetRequest(deadline: deadline))
+        await harness.deliverNext()
+        let waiting = try #require(harness.task(id))
+        #expect(waiting.statusReason.hasPrefix("waiting for 3 children, deadline "))
+        harness.clock.advance(by: .seconds(121))
+        await harness.sweep()
+        #expect(harness.task(id)?.status == "budget_exceeded")
+        for n in 1...3 { #expect(harness.task("\(id)/\(n)")?.status == "cancelled") }
+        await harness.runUntilIdle()
+        #expect(harness.task(id)?.eventTypes.contains("woke") == false)
+    }
 }

@@ -265,6 +265,48 @@ extension IntegrationTests {
     }
 }
 
+extension IntegrationTests {
+    @Test("the parent's budget deadline firing while it waits for children stops it and cancels them (on Redis)")
+    func fanoutDeadlineStopsChildren() async throws {
+        try await Harness.withClient { client in
+            let id = TestServers.uniqueName("fanout-deadline")
+            let bus = CapturingBus()
+            let driver = StepExecutor(
+                registry: .examples, store: client.store, bus: bus, workerID: TestServers.uniqueName("it-driver"),
+                settings: ProtocolSettings(), logger: Harness.logger)
+            var limits = ProtocolSettings().defaultLimits
+            limits.deadlineMilliseconds = Int64(Date().addingTimeInterval(3600).timeIntervalSince1970 * 1000)
+            let task = NewTask(
+                id: id, agent: "fanout", inputJSON: #"{"children": 3, "steps": 5}"#, stateJSON: #"{"started":0}"#, firstStep: "fan",
+                queue: "it-in-process", limits: limits)
+            #expect(try await client.store.submit(task) == .created)
+            await driver.flushOutbox(task: id)
+            let first = try #require(bus.last)
+            _ = await driver.handleStep(body: Array(first.body.utf8), routingKey: first.routingKey)
+            let waiting = try #require(try await client.queries.task(id))
+            #expect(waiting.status == "waiting")
+            #expect(waiting.waitingFor?.contains { $0["deadline"] != nil } == true)
+            // Fire the deadline timer now (the wait-timer sweep does this when it is due).
+            let timer = try #require(try await client.store.redis.send("HGET", client.store.settings.keys.task(id), "wait_timer").string)
+            #expect(try await client.store.fireWaitTimer(task: id, timer: timer) == false)
+            let stopped = try #require(try await client.queries.task(id))
+            #expect(stopped.status == "budget_exceeded")
+            for n in 1...3 {
+                let child = try #require(try await client.queries.task("\(id)/\(n)"))
+                #expect(child.status == "cancelled")
+                #expect(child.statusReason == "the parent task was cancelled")
+            }
+            #expect(stopped.children == TaskView.Children(total: 3, done: 3))
+            // A child's queued message now finds it ended.
+            let childMessage = try #require(
+                bus.messages.withLock { $0 }.first { $0.body.contains("\(id)\\/1") || $0.body.contains("\(id)/1") })
+            let disposition = await driver.handleStep(body: Array(childMessage.body.utf8), routingKey: childMessage.routingKey)
+            if case .ack = disposition {} else { Issue.record("a cancelled child's message was not acked: \(disposition)") }
+            #expect(try await client.queries.task("\(id)/1")?.status == "cancelled")
+        }
+    }
+}
+
 extension HTTPAPITests {
     @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
     func aChildTaskIsReachableWithItsSlashEncoded() async throws {
