@@ -150,7 +150,7 @@ enum Scripts {
             local function cancel_children(base, id, total, index, data, now, maxlen, depth)
               for i = 1, total do
                 local cb, cid = base .. '/' .. i, id .. '/' .. i
-                local c = redis.call('HMGET', cb .. ':task', 'status', 'seq', 'branch', 'step', 'children_total', 'pk', 'wait_timer')
+                local c = redis.call('HMGET', cb .. ':task', 'status', 'seq', 'branch', 'step', 'children_total', 'pk')
                 if c[1] and not TERMINAL[c[1]] then
                   if c[1] == 'running' then
                     redis.call('HSET', cb .. ':task', 'cancel', data)
