@@ -1,13 +1,20 @@
 import Baton
 
-/// `spender`: charges `cost_usd_per_step` every step until its budget stops it (default budget: $5).
+/// `spender`: charges `cost_usd_per_step` every step until its budget stops it (default budget: $5), or, with
+/// `steps`, succeeds after that many spending steps.
 public struct SpenderAgent: Agent {
     public struct Input: Codable, Sendable {
         public var costUSDPerStep: Double = 1.0
-        enum CodingKeys: String, CodingKey { case costUSDPerStep = "cost_usd_per_step" }
+        /// Succeed after this many spending steps (absent: spend until a limit stops the task).
+        public var steps: Int?
+        enum CodingKeys: String, CodingKey {
+            case costUSDPerStep = "cost_usd_per_step"
+            case steps
+        }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             costUSDPerStep = try c.decodeIfPresent(Double.self, forKey: .costUSDPerStep) ?? 1.0
+            steps = try c.decodeIfPresent(Int.self, forKey: .steps)
         }
     }
 
@@ -25,6 +32,9 @@ public struct SpenderAgent: Agent {
     public func initialState(for input: Input) throws -> State { State() }
 
     public func run(step: String, context: StepContext<SpenderAgent>) async throws -> StepOutcome {
+        if let steps = context.input.steps, context.state.steps >= steps {
+            return .complete(["steps": .int(Int64(context.state.steps)), "spent_micros": .int(context.state.spentMicros)])
+        }
         context.state.steps += 1
         context.state.spentMicros += Charge.micros(fromUSD: context.input.costUSDPerStep)
         try await context.charge(costUSD: context.input.costUSDPerStep, tokens: 1000)

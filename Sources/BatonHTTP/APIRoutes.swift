@@ -74,6 +74,7 @@ struct APIRoutes: Sendable {
             }
         }
         act(router, "/v1/tasks/:id/fork", fork)
+        act(router, "/v1/tasks/:id/budget", raiseBudget)
         for action in ["redrive", "discard"] {
             act(router, RouterPath("/v1/dead/:id/\(action)")) { request, context, caller in
                 try await deadAction(action, request: request, context: context, caller: caller)
@@ -325,6 +326,41 @@ struct APIRoutes: Sendable {
         }
     }
 
+    /// `POST /v1/tasks/{id}/budget` `{"raise": "max_cost_usd=+2,max_steps=+50" | {"max_cost_usd": "+2", "max_steps": 600}, "reason"}`:
+    /// raises the task's limits; a task in `needs_review` resumes.
+    func raiseBudget(request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let body = try await body(request, required: true)
+        let fix = #"send {"raise": "max_cost_usd=+2,max_steps=+50", "reason": "…"} (+n relative, n absolute)"#
+        let raise: BudgetRaise
+        do {
+            switch body?["raise"] {
+            case .string(let text): raise = try BudgetRaise(parsing: text)
+            case .object(let object):
+                raise = try BudgetRaise(
+                    entries: object.sorted { $0.key < $1.key }.map { key, value in (key, value.stringValue ?? value.jsonString) })
+            default:
+                throw Problem(
+                    .unprocessableContent, code: "raise-required", title: "Limits required",
+                    detail: "'raise' is missing: name the limits to raise", fix: fix)
+            }
+        } catch let error as BatonError {
+            throw Problem(.unprocessableContent, code: "invalid-raise", title: "Invalid limits", detail: error.message, fix: fix)
+        }
+        let reason = try Self.reason(body)
+        let report = try await client.raiseBudget(task: id, raise, reason: reason, actor: caller.actor)
+        switch report.result {
+        case "not_found":
+            throw Problem.notFound("task '\(id)': \(report.message ?? "not found")", fix: "check the id")
+        case "conflict":
+            throw Problem.conflict(
+                "cannot raise the budget of task '\(id)'" + (report.status.map { ": it is \($0)" } ?? "")
+                    + (report.message.map { " (\($0))" } ?? ""),
+                fix: report.status == nil ? "raise the limit named further" : "a task that ended cannot be raised: fork it instead")
+        default: return try Self.json(report)
+        }
+    }
+
     func deadAction(_ action: String, request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
         let id = try context.parameters.require("id")
         let body = try await body(request, required: true)
@@ -425,7 +461,7 @@ struct APIRoutes: Sendable {
         guard let reason = body?["reason"]?.stringValue, !reason.trimmingCharacters(in: .whitespaces).isEmpty else {
             throw Problem(
                 .unprocessableContent, code: "reason-required", title: "Reason required",
-                detail: "a redrive, discard or fork must say why: 'reason' is missing or empty",
+                detail: "a redrive, discard, fork or budget raise must say why: 'reason' is missing or empty",
                 fix: #"add "reason": "…" to the body (it is recorded in the audit stream)"#)
         }
         return reason

@@ -199,6 +199,21 @@ public final class BatonTestHarness: Sendable {
         return outcome
     }
 
+    /// Raises a task's limits (`max_cost_usd=+2,max_steps=+50`); a task in `needs_review` resumes at once.
+    @discardableResult
+    public func raiseBudget(_ id: String, _ raise: String, reason: String = "test", actor: String = "test") async throws -> ControlResult {
+        let result = store.raiseBudget(task: id, try BudgetRaise(parsing: raise), reason: reason, actor: actor)
+        await executor.flushOutbox(task: id)
+        pump()
+        return result
+    }
+
+    /// Ends a task parked in `needs_review` (`cancelled`, the `cancelled` event names the actor and `reject`).
+    @discardableResult
+    public func reject(_ id: String, reason: String = "test", actor: String = "test") async -> ControlResult {
+        await control(id, action: "reject", reason: reason, actor: actor)
+    }
+
     private func control(_ id: String, action: String, reason: String, actor: String) async -> ControlResult {
         let result = store.control(task: id, action: action, reason: reason, actor: actor)
         await executor.flushOutbox(task: id)

@@ -86,6 +86,20 @@ extension InMemoryTaskStore {
                     ]).jsonString
                 enqueue("queued", "redriven")
                 return ControlResult("redriven", String(r.branch))
+            case "reject":
+                // A human ends a task parked at a cap: cancelled (an operator's decision, not the task's failure).
+                if status != "needs_review" { return ControlResult("conflict", status) }
+                data = JSONValue.object(["reason": .string(reason), "actor": .string(actor), "action": "reject"]).jsonString
+                r.status = "cancelled"
+                r.cancel = data
+                r.finishedAt = now
+                r.updatedAt = now
+                r.statusReason = "rejected in review: " + reason
+                addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                storage.tasks[id] = r
+                childDone(&storage, r, now: now)
+                r = storage.tasks[id] ?? r
+                return ControlResult("cancelled", "cancelled")
             case "stalled":
                 if status != "running" || r.leaseUntil + leaseGraceMilliseconds > now { return ControlResult("live", status) }
                 data =
@@ -276,4 +290,61 @@ extension InMemoryTaskStore {
 
     /// All task ids, sorted.
     public var taskIDs: [String] { state.withLock { $0.tasks.keys.sorted() } }
+}
+
+extension InMemoryTaskStore {
+    /// Raises a task's limits as the raise script of `Scripts.swift` does: answers `missing`, `terminal status`,
+    /// `no_limit field`, `still kind` (nothing changed), `raised status` or `resumed queued` (a `needs_review`
+    /// task: its parked step is in the outbox; publish it with `StepExecutor.flushOutbox(task:)`).
+    @discardableResult
+    public func raiseBudget(task id: String, _ raise: BudgetRaise, reason: String, actor: String = "test") -> ControlResult {
+        let now = clock.nowMilliseconds
+        return state.withLock { storage in
+            guard var r = storage.tasks[id] else { return ControlResult("missing") }
+            let status = r.status
+            if Self.terminal.contains(status) { return ControlResult("terminal", status) }
+            var limits = r.limits
+            var changes: [String: JSONValue] = [:]
+            for change in raise.changes {
+                let path: WritableKeyPath<BudgetLimits, Int64?> =
+                    switch change.field {
+                    case "max_cost": \.maxCostMicros
+                    case "max_tokens": \.maxTokens
+                    case "max_steps": \.maxSteps
+                    case "max_tool_calls": \.maxToolCalls
+                    case "max_handoffs": \.maxHandoffs
+                    case "max_attempts": \.maxAttempts
+                    default: \.deadlineMilliseconds
+                    }
+                let old = limits[keyPath: path]
+                if change.relative && old == nil { return ControlResult("no_limit", change.field) }
+                let new = change.relative ? (old ?? 0) + change.value : change.value
+                limits[keyPath: path] = new
+                changes[change.field] = .object(["from": old.map(JSONValue.int) ?? .null, "to": .int(new)])
+            }
+            var probe = r
+            probe.limits = limits
+            var over = Self.reached(probe, now: now)
+            if over == nil, let max = limits.maxHandoffs, r.usage.handoffs > max { over = "handoffs" }
+            if let over { return ControlResult("still", over) }
+            r.limits = limits
+            r.updatedAt = now
+            let data = JSONValue.object(["actor": .string(actor), "reason": .string(reason), "limits": .object(changes)]).jsonString
+            addEvent(&storage, &r, "budget_raised", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+            defer { storage.tasks[id] = r }
+            guard status == "needs_review" else { return ControlResult("raised", status) }
+            r.status = "queued"
+            r.statusReason = ""
+            let kind = r.review
+            r.review = ""
+            let message = StepMessage(task: id, agent: r.agent, step: r.step, seq: r.seq, branch: r.branch, attempt: r.attempt)
+            r.outbox[newOutboxID(&storage)] = .step(message, queue: r.queue)
+            addEvent(
+                &storage, &r, "resumed", seq: r.seq, branch: r.branch, step: r.step, now: now,
+                data: JSONValue.object([
+                    "actor": .string(actor), "reason": .string(reason), "trigger": "budget", "kind": .string(kind),
+                ]).jsonString)
+            return ControlResult("resumed", "queued")
+        }
+    }
 }

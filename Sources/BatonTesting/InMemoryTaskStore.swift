@@ -34,6 +34,8 @@ public final class InMemoryTaskStore: TaskStore {
         public var workerStaleMilliseconds: Int64 = 10_000
         /// Unconsumed signals kept per task (see `RedisTaskStore.Settings.signalMailboxCap`).
         public var signalMailboxCap = SignalLimits.mailboxCap
+        /// Daily limits per tenant (see `RedisTaskStore.Settings.tenantBudgets`).
+        public var tenantBudgets = TenantBudgets()
         public init() {}
     }
 
@@ -101,6 +103,8 @@ public final class InMemoryTaskStore: TaskStore {
         var progressFraction: Double?
         var progressMessage = ""
         var nextTimer: Int64?
+        /// The cap that parked the task in `needs_review`.
+        var review = ""
         var limits: BudgetLimits
         var usage = BudgetUsage()
         var pending = Pending()
@@ -160,6 +164,30 @@ public final class InMemoryTaskStore: TaskStore {
         var crashPlan: (task: String?, point: CrashPoint)?
         var doomed: [String: (token: Int64, point: CrashPoint)] = [:]
         var crashes = 0
+        /// `tenant|yyyy-mm-dd` → the tenant's counters that UTC day (the `tenant:{name}:day` hashes).
+        var tenantDays: [String: Charge] = [:]
+    }
+
+    /// The counters key of `tenant` for the UTC day of `now` (ms).
+    static func tenantDay(_ tenant: String, now: Int64) -> String {
+        tenant + "|" + TenantBudgets.day(Date(timeIntervalSince1970: Double(now) / 1000))
+    }
+
+    /// The daily tenant limit the counters reached (`>=`) as words, with the amount: the scripts' `tenant_reached`.
+    func tenantReached(_ storage: Storage, tenant: String, now: Int64) -> (kind: String, amount: String)? {
+        guard let l = settings.tenantBudgets.limits[tenant], !tenant.isEmpty else { return nil }
+        let used = storage.tenantDays[Self.tenantDay(tenant, now: now)] ?? Charge()
+        if let max = l.maxCostMicrosPerDay, used.costMicros >= max {
+            return ("tenant \(tenant) daily cost", String(format: "$%.2f", Double(max) / 1_000_000) + " per day")
+        }
+        if let max = l.maxTokensPerDay, used.tokens >= max { return ("tenant \(tenant) daily tokens", "\(max) per day") }
+        return nil
+    }
+
+    /// What tenant `tenant` spent on the UTC day of the store's clock.
+    public func tenantUsage(_ tenant: String) -> Charge {
+        let now = clock.nowMilliseconds
+        return state.withLock { $0.tenantDays[Self.tenantDay(tenant, now: now)] ?? Charge() }
     }
 
     static let terminal: Set<String> = ["succeeded", "failed", "cancelled", "budget_exceeded", "dead_lettered"]
@@ -192,6 +220,39 @@ public final class InMemoryTaskStore: TaskStore {
         if let max = l.maxToolCalls, u.toolCalls >= max { return "tool_calls" }
         if let deadline = l.deadlineMilliseconds, now >= deadline { return "deadline" }
         return nil
+    }
+
+    /// A reached cap in words with its limit (the scripts' `cap_text`): `cost limit reached ($1.00)`.
+    static func capText(_ over: String, _ l: BudgetLimits) -> String {
+        let limit: String? =
+            switch over {
+            case "cost": l.maxCostMicros.map { String(format: "$%.2f", Double($0) / 1_000_000) }
+            case "tokens": l.maxTokens.map(String.init)
+            case "steps": l.maxSteps.map(String.init)
+            case "tool_calls": l.maxToolCalls.map(String.init)
+            case "handoffs": l.maxHandoffs.map(String.init)
+            default: nil
+            }
+        return "\(over) limit reached" + (limit.map { " (\($0))" } ?? "")
+    }
+
+    /// Parks a task in `needs_review` at a cap (the scripts' `park`): no message, no lease.
+    func park(_ storage: inout Storage, _ r: inout Record, over: String, now: Int64, seq: Int64, text: String? = nil) {
+        let text = text ?? Self.capText(over, r.limits)
+        r.status = "needs_review"
+        r.statusReason = "needs review: " + text
+        r.review = over
+        r.updatedAt = now
+        r.leaseOwner = ""
+        r.leaseUntil = 0
+        addEvent(
+            &storage, &r, "needs_review", seq: seq, branch: r.branch, step: r.step, now: now,
+            data: JSONValue.object(["kind": .string(over), "reason": .string(text)]).jsonString)
+    }
+
+    /// `cost limit reached`, or for a child stopped by an ancestor's limit `cost limit of the parent task reached`.
+    static func stopReason(_ over: String, own: Bool) -> String {
+        own ? "\(over) limit reached" : "\(over) limit of the parent task reached"
     }
 
     static func budgetError(_ over: String) -> String {
@@ -272,14 +333,40 @@ public final class InMemoryTaskStore: TaskStore {
                 addEvent(&storage, &r, "paused", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
                 return .stopped("paused")
             }
-            if let over = Self.reached(r, now: now) ?? reachedUp(storage, r, now: now) {
+            if Self.reached(r, now: now) == nil, let (kind, amount) = tenantReached(storage, tenant: r.tenant, now: now) {
+                let text = "\(kind) limit reached (\(amount))"
+                if r.limits.reviewOnLimit {
+                    park(&storage, &r, over: kind, now: now, seq: r.seq, text: text)
+                    return .stopped("needs_review")
+                }
+                r.status = "budget_exceeded"
+                r.finishedAt = now
+                r.updatedAt = now
+                r.error = Self.budgetError(kind)
+                r.leaseOwner = ""
+                r.leaseUntil = 0
+                r.statusReason = text
+                addEvent(
+                    &storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now,
+                    data: JSONValue.object(["kind": .string(kind)]).jsonString)
+                storage.tasks[message.task] = r
+                childDone(&storage, r, now: now)
+                return .stopped("budget_exceeded")
+            }
+            if let over = Self.reached(r, now: now), r.limits.reviewOnLimit {
+                park(&storage, &r, over: over, now: now, seq: r.seq)
+                return .stopped("needs_review")
+            }
+            // A child stops when an ancestor's limit is reached too (the parent's limit is not the child's to review).
+            let ownOver = Self.reached(r, now: now)
+            if let over = ownOver ?? reachedUp(storage, r, now: now) {
                 r.status = "budget_exceeded"
                 r.finishedAt = now
                 r.updatedAt = now
                 r.error = Self.budgetError(over)
                 r.leaseOwner = ""
                 r.leaseUntil = 0
-                r.statusReason = "\(over) limit reached"
+                r.statusReason = ownOver != nil ? "\(over) limit reached" : "\(over) limit of the parent task reached"
                 addEvent(
                     &storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now,
                     data: JSONValue.object(["kind": .string(over)]).jsonString)
@@ -301,11 +388,12 @@ public final class InMemoryTaskStore: TaskStore {
                 storage.crashPlan = nil
                 storage.doomed[r.id] = (r.fence, plan.point)
             }
-            return .run(
-                ClaimedTask(
-                    id: r.id, agent: r.agent, step: r.step, seq: message.seq, branch: message.branch, attempt: message.attempt,
-                    token: r.fence, stateJSON: Array((r.checkpoints[r.seq] ?? "").utf8), inputJSON: Array(r.input.utf8),
-                    limits: r.limits, usage: r.usage, queue: "", wakeupJSON: r.wakeup, claimedAtMilliseconds: now))
+            var claimed = ClaimedTask(
+                id: r.id, agent: r.agent, step: r.step, seq: message.seq, branch: message.branch, attempt: message.attempt,
+                token: r.fence, stateJSON: Array((r.checkpoints[r.seq] ?? "").utf8), inputJSON: Array(r.input.utf8),
+                limits: r.limits, usage: r.usage, queue: "", wakeupJSON: r.wakeup, claimedAtMilliseconds: now)
+            claimed.tenantLimited = settings.tenantBudgets.hasLimits(r.tenant)
+            return .run(claimed)
         }
     }
 
@@ -355,6 +443,27 @@ public final class InMemoryTaskStore: TaskStore {
             } else {
                 r.pending.effects.insert(key)
             }
+            // A tenant with daily limits: admitted while its counter is below the limit; a refused charge counts nowhere.
+            let now = clock.nowMilliseconds
+            let tenantLimits = settings.tenantBudgets.limits[r.tenant]
+            var tenantOver: String?
+            if let l = tenantLimits, !r.tenant.isEmpty, amount.costMicros > 0 || amount.tokens > 0 {
+                let day = Self.tenantDay(r.tenant, now: now)
+                let used = storage.tenantDays[day] ?? Charge()
+                if amount.costMicros > 0, let max = l.maxCostMicrosPerDay, used.costMicros >= max {
+                    return .ok(over: "tenant \(r.tenant) daily cost", record: existingRecord)
+                }
+                if amount.tokens > 0, let max = l.maxTokensPerDay, used.tokens >= max {
+                    return .ok(over: "tenant \(r.tenant) daily tokens", record: existingRecord)
+                }
+                let after = used + Charge(costMicros: amount.costMicros, tokens: amount.tokens)
+                storage.tenantDays[day] = after
+                if let max = l.maxCostMicrosPerDay, after.costMicros > max {
+                    tenantOver = "tenant \(r.tenant) daily cost"
+                } else if let max = l.maxTokensPerDay, after.tokens > max {
+                    tenantOver = "tenant \(r.tenant) daily tokens"
+                }
+            }
             r.pending.charge = r.pending.charge + amount
             storage.tasks[task] = r
             let l = r.limits
@@ -368,7 +477,7 @@ public final class InMemoryTaskStore: TaskStore {
             } else if let max = l.maxToolCalls, u.toolCalls + p.toolCalls > max {
                 over = "tool_calls"
             }
-            return .ok(over: over, record: existingRecord)
+            return .ok(over: over ?? tenantOver, record: existingRecord)
         }
     }
 
@@ -460,6 +569,7 @@ public final class InMemoryTaskStore: TaskStore {
             var eventData = commit.eventDataJSON
             let overUp = chargeAncestors(&storage, r, charge: delta, steps: newSeq != r.seq ? 1 : 0, now: now)
             var parallel: ParallelSpec?
+            var reviewOver: String?
             r.seq = newSeq
             r.updatedAt = now
             r.leaseOwner = ""
@@ -471,12 +581,17 @@ public final class InMemoryTaskStore: TaskStore {
                     r.usage.handoffs += 1
                     handoffs = r.usage.handoffs
                 }
-                var over = Self.reached(r, now: now) ?? overUp
-                if over == nil, let max = r.limits.maxHandoffs, handoffs > max { over = "handoffs" }
+                var own = Self.reached(r, now: now)
+                if own == nil, let max = r.limits.maxHandoffs, handoffs > max { own = "handoffs" }
+                // An ancestor's limit stops a child (the parent's limit is not the child's to review).
+                let over = own ?? overUp
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
+                } else if let own, r.limits.reviewOnLimit {
+                    (status, eventType) = ("needs_review", "needs_review")
+                    reviewOver = own
                 } else if let over {
-                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", Self.stopReason(over, own: own != nil))
                     r.error = Self.budgetError(over)
                 } else if !r.pause.isEmpty {
                     (status, eventType) = ("paused", "paused")
@@ -496,6 +611,10 @@ public final class InMemoryTaskStore: TaskStore {
                 (status, eventType) = ("failed", "failed")
                 r.error = errorJSON
                 if case .parallel = commit.kind { eventData = errorJSON }
+            case .budget(let kind, _) where r.limits.reviewOnLimit && r.cancel.isEmpty:
+                // The step stopped at a charge: its partial state is committed and the same step runs again on resume.
+                (status, eventType) = ("needs_review", "needs_review")
+                reviewOver = kind
             case .budget(let kind, let errorJSON):
                 (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(kind) limit reached")
                 r.error = errorJSON
@@ -515,7 +634,9 @@ public final class InMemoryTaskStore: TaskStore {
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
                 } else if let over = Self.reached(r, now: now) ?? overUp {
-                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                    (status, eventType, reason) = (
+                        "budget_exceeded", "budget_exceeded", Self.stopReason(over, own: Self.reached(r, now: now) != nil)
+                    )
                     r.error = Self.budgetError(over)
                 } else {
                     var due: Int64?
@@ -537,8 +658,10 @@ public final class InMemoryTaskStore: TaskStore {
                 r.attempt = 1
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
-                } else if let over = Self.reached(r, now: now) ?? overUp {
-                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                } else if let over = (r.limits.reviewOnLimit ? nil : Self.reached(r, now: now)) ?? overUp {
+                    (status, eventType, reason) = (
+                        "budget_exceeded", "budget_exceeded", Self.stopReason(over, own: Self.reached(r, now: now) != nil)
+                    )
                     r.error = Self.budgetError(over)
                 } else {
                     var due: Int64?
@@ -565,6 +688,12 @@ public final class InMemoryTaskStore: TaskStore {
                     }
                     eventData = JSONValue.object(data).jsonString
                 }
+            }
+            if let reviewOver {
+                let text = Self.capText(reviewOver, r.limits)
+                reason = "needs review: " + text
+                r.review = reviewOver
+                eventData = JSONValue.object(["kind": .string(reviewOver), "reason": .string(text)]).jsonString
             }
             r.status = status
             r.statusReason = reason
@@ -692,6 +821,18 @@ public final class InMemoryTaskStore: TaskStore {
         storage.timers[timer] = nil
         guard var r = storage.tasks[task], r.status == "waiting" || r.status == "sleeping", r.waitTimer == timer, let wait = r.wait
         else { return false }
+        if wait.dueKind == "deadline" && r.limits.reviewOnLimit {
+            // Parked instead: a raise resumes the wait's timeout step (else its `then` step), as if it timed out.
+            r.step = wait.onTimeout ?? wait.next
+            r.attempt = 1
+            r.wait = nil
+            r.waitTimer = ""
+            r.nextTimer = nil
+            r.wakeup = JSONValue.object(["trigger": "timeout", "woke_at": .int(now), "due_at": .int(wait.due ?? now)]).jsonString
+            park(&storage, &r, over: "deadline", now: now, seq: r.seq)
+            storage.tasks[task] = r
+            return false
+        }
         if wait.dueKind == "deadline" {
             // The budget's deadline came first: the task stops where it waits, its state kept.
             r.status = "budget_exceeded"

@@ -129,8 +129,12 @@ struct ApproveCommand: AsyncParsableCommand {
 /// `baton reject TASK`.
 struct RejectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "reject", abstract: "Reject a task waiting for a decision (the signal 'reject', with actor and reason).",
-        discussion: "Exit 4 when the task does not exist, 5 when it already ended.")
+        commandName: "reject",
+        abstract: "Reject a task waiting for a decision (the signal 'reject'), or end a task parked in needs_review (cancelled).",
+        discussion: """
+            A task in needs_review (parked at a cap) ends cancelled, with actor and reason in its history and the audit \
+            stream. Any other task gets the signal 'reject'. Exit 4 when the task does not exist, 5 when it already ended.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The task id.") var task: String
@@ -139,8 +143,19 @@ struct RejectCommand: AsyncParsableCommand {
     @Option(help: "A dedupe id (default: a new id).") var id: String?
 
     func run() async throws {
-        let signal = TaskSignal(
-            task: task, name: "reject", payloadJSON: try parsePayload(payload), id: id, actor: CLIActor.current(), reason: reason)
+        let payloadJSON = try parsePayload(payload)
+        let printer = global.output.printer
+        let actor = CLIActor.current()
+        let why = reason.isEmpty ? "no reason given" : reason
+        let reviewed: Bool = try await withClient(global.connection) { client in
+            guard let outcome = try await client.rejectReview(task: task, reason: why, actor: actor) else { return false }
+            try await runActions([task], noun: "task", printer: printer) { task in
+                ActionReport(id: task, action: "reject", outcome: outcome, reason: why)
+            }
+            return true
+        }
+        if reviewed { return }
+        let signal = TaskSignal(task: task, name: "reject", payloadJSON: payloadJSON, id: id, actor: actor, reason: reason)
         try await sendSignal(signal, global: global)
     }
 }

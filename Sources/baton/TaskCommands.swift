@@ -53,8 +53,10 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(help: "The input: JSON, @file, or - for stdin.") var input: String = "{}"
     @Option(help: "A client-chosen task id (resubmitting it is a no-op).") var id: String?
     @Option(help: "A tenant name.") var tenant: String?
-    @Option(help: "Budget limits: max_cost_usd=5,max_steps=200,max_tokens=…,max_tool_calls=…,max_handoffs=…,max_attempts=…") var budget:
-        String?
+    @Option(
+        help: "Budget limits: max_cost_usd=5,max_steps=200,max_tokens=…,max_tool_calls=…,max_handoffs=…,max_attempts=…,on_limit=stop|review"
+    )
+    var budget: String?
     @Option(help: "A webhook URL for events.") var notify: String?
     @Flag(help: "Wait until the task ends; exit 3 unless it succeeded.") var wait = false
 
@@ -96,6 +98,11 @@ struct SubmitCommand: AsyncParsableCommand {
                     throw ValidationError("--budget deadline must be ISO-8601")
                 }
                 budget.deadline = date
+            case "on_limit":
+                guard let value = OnLimit(parts[1]) else {
+                    throw ValidationError("--budget on_limit must be stop or review (got '\(parts[1])')")
+                }
+                budget.onLimit = value
             default: throw ValidationError("unknown --budget key '\(parts[0])'")
             }
         }
@@ -144,7 +151,8 @@ struct StatusCommand: AsyncParsableCommand {
                 Terminal.error("no task '\(task)'")
                 throw ExitCode(CLIExit.notFound)
             }
-            try printer.one(view, id: view.id) { Self.render(view, printer: printer) }
+            let tenantUsage = try await view.tenant.asyncMap { try await client.tenantUsage($0) } ?? nil
+            try printer.one(view, id: view.id) { Self.render(view, printer: printer, tenantUsage: tenantUsage) }
         }
     }
 
@@ -156,7 +164,7 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     /// The text view of a task: status and reason, position, progress, budget, lease, timer, error, result.
-    static func render(_ v: TaskView, printer: Printer, now: Date = Date()) -> String {
+    static func render(_ v: TaskView, printer: Printer, now: Date = Date(), tenantUsage: BatonClient.TenantUsage? = nil) -> String {
         var lines = ["\(v.id)  \(v.agent)  \(printer.status(v.status))" + (v.statusReason.map { " (\($0))" } ?? "")]
         lines.append("  step      \(v.step ?? "-")  seq \(v.seq)  attempt \(v.attempt)  branch \(v.branch)")
         if let p = v.progress { lines.append("  progress  \(Int((p.fraction * 100).rounded()))%  \(p.message)") }
@@ -172,6 +180,12 @@ struct StatusCommand: AsyncParsableCommand {
         if let children = v.children { lines.append("  children  \(children.done)/\(children.total) ended") }
         if let lease = v.lease {
             lines.append("  lease     \(lease.owner), expires \(TextFormat.ago(lease.expiresAt, now: now))")
+        }
+        if let t = tenantUsage {
+            lines.append(
+                "  today     tenant \(t.tenant): \(TextFormat.cost(Double(t.costMicros) / 1_000_000))"
+                    + (t.limits.maxCostMicrosPerDay.map { " / " + TextFormat.cost(Double($0) / 1_000_000) } ?? "")
+                    + "  tokens \(t.tokens)" + (t.limits.maxTokensPerDay.map { " / \($0)" } ?? "") + " (UTC day)")
         }
         if let next = v.nextTimerAt {
             let label = v.status == "retrying" ? "next try " : "wakes    "
@@ -197,5 +211,13 @@ struct StatusCommand: AsyncParsableCommand {
             "  created   \(TextFormat.ago(v.createdAt, now: now))  updated \(TextFormat.ago(v.updatedAt, now: now))"
                 + (v.finishedAt.map { "  finished \(TextFormat.ago($0, now: now))" } ?? ""))
         return lines.joined(separator: "\n")
+    }
+}
+
+extension Optional {
+    /// `map` with an async transform.
+    func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

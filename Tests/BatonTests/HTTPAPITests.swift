@@ -282,6 +282,61 @@ struct HTTPAPITests {
     }
 
     @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    func budgetRaiseResumesATaskInReview() async throws {
+        let agent = TestServers.uniqueName("http-budget")
+        let id = try await CLIOperatorTests.withStore { store in
+            let id = TestServers.uniqueName("http-review")
+            // max_steps 0 with review: the first claim parks the task in needs_review.
+            _ = try await store.submit(
+                NewTask(
+                    id: id, agent: agent, inputJSON: "{}", stateJSON: "{}", firstStep: "fetch", queue: agent,
+                    limits: BudgetLimits(maxSteps: 0, maxAttempts: 1, reviewOnLimit: true)))
+            try await store.outboxDone(task: id, ids: Array(try await store.pendingOutbox(task: id).keys))
+            let claim = try await store.claim(
+                StepMessage(task: id, agent: agent, step: "fetch", seq: 0, branch: 0, attempt: 1), worker: "http-test",
+                leaseMilliseconds: 1000)
+            guard case .stopped("needs_review") = claim else { throw HTTPTestClient.TestError(description: "not parked: \(claim)") }
+            return id
+        }
+        try await Self.withServer { http, client in
+            let path = "/v1/tasks/\(id)/budget"
+            #expect(try await client.queries.task(id)?.statusReason == "needs review: steps limit reached (0)")
+            Self.expectProblem(
+                try await http.request("POST", path, token: Self.operatorToken, body: #"{"raise": "max_steps=+5"}"#), 422, "reason-required"
+            )
+            Self.expectProblem(
+                try await http.request("POST", path, token: Self.operatorToken, body: #"{"reason": "more"}"#), 422, "raise-required")
+            Self.expectProblem(
+                try await http.request("POST", path, token: Self.operatorToken, body: #"{"raise": "max_money=+5", "reason": "more"}"#), 422,
+                "invalid-raise", detail: "max_money")
+            Self.expectProblem(
+                try await http.request("POST", path, token: Self.operatorToken, body: #"{"raise": "max_steps=0", "reason": "more"}"#), 409,
+                "conflict", detail: "steps limit reached")
+            Self.expectProblem(
+                try await http.request("POST", path, token: Self.viewer, body: #"{"raise": "max_steps=+5", "reason": "more"}"#), 403,
+                "forbidden")
+            Self.expectProblem(
+                try await http.request(
+                    "POST", "/v1/tasks/\(id)-none/budget", token: Self.operatorToken, body: #"{"raise": "max_steps=+5", "reason": "more"}"#),
+                404, "not-found")
+            #expect(try await client.queries.task(id)?.status == "needs_review")
+
+            let raised = try await http.request(
+                "POST", path, token: Self.operatorToken, body: #"{"raise": {"max_steps": "+5", "max_cost_usd": 2}, "reason": "approved"}"#)
+            #expect(raised.status == 200, "\(raised.body)")
+            #expect(raised.json["result"] as? String == "done" && raised.json["status"] as? String == "queued")
+            let task = try #require(try await client.queries.task(id))
+            #expect(task.status == "queued")
+            #expect(task.budget.limits.maxSteps == 5 && task.budget.limits.maxCostUSD == 2)
+            let history = try await client.queries.history(id)
+            #expect(history.map(\.type) == ["submitted", "needs_review", "budget_raised", "resumed"])
+            #expect(history.last?.data?["actor"]?.stringValue == "http:ana (operator)")
+            let audit = try await client.queries.auditEntries(limit: 500).filter { $0.target == id }
+            #expect(audit.map(\.action) == ["budget.raise"])
+        }
+    }
+
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
     func bulkRedriveDryRunChangesNothingThenRedrivesExactlyTheMatchesWithAnAuditEntry() async throws {
         let agent = TestServers.uniqueName("http-bulk")
         let made = try await CLIOperatorTests.deadLetters(

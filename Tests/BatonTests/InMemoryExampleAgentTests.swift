@@ -148,7 +148,7 @@ struct InMemoryExampleAgentTests {
     @Test("report analyses every document once and charges exactly what the scripted model reported")
     func reportCompletes() async throws {
         let harness = BatonTestHarness(registry: .examples)
-        let id = try await harness.submit(agent: "report", input: ["documents": 3, "topic": "outages", "think_ms": 0])
+        let id = try await harness.submit(agent: "report", input: ["documents": 3, "topic": "outages", "think_ms": 0, "approval": false])
         await harness.runUntilIdle()
 
         var tokens: Int64 = 0
@@ -171,5 +171,43 @@ struct InMemoryExampleAgentTests {
         let state = try harness.state(of: id, as: ReportAgent.State.self)
         #expect(state.findings.count == 3)
         #expect(state.report?.hasPrefix("Report on outages: 3 documents analysed.") == true)
+    }
+
+    @Test("report waits for the outline's approval: approve writes the report with the reviewer's note")
+    func reportApproved() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(agent: "report", input: ["documents": 2, "topic": "outages", "think_ms": 0])
+        await harness.runUntilIdle(maxDeliveries: 3)
+        var task = try #require(harness.task(id))
+        #expect(task.status == "waiting")
+        #expect(task.step == "write")
+        #expect(try harness.state(of: id, as: ReportAgent.State.self).outline?.hasPrefix("Outline of the report on outages") == true)
+
+        try await harness.signal(id, "approve", payload: ["comment": "ship it"], actor: "ana")
+        await harness.runUntilIdle()
+        task = try #require(harness.task(id))
+        #expect(task.status == "succeeded")
+        let state = try harness.state(of: id, as: ReportAgent.State.self)
+        #expect(state.approvedBy == "ana")
+        #expect(state.report?.hasSuffix("Outline approved by ana. Reviewer's note: ship it") == true)
+    }
+
+    @Test("report: a rejected outline fails the task naming who rejected it; no answer in time fails it as approval_timeout")
+    func reportRejectedOrExpired() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let rejected = try await harness.submit(agent: "report", input: ["documents": 1, "think_ms": 0])
+        let expired = try await harness.submit(agent: "report", input: ["documents": 1, "think_ms": 0, "approval_timeout_s": 60])
+        await harness.runUntilIdle(maxDeliveries: 4)
+        #expect(harness.task(rejected)?.status == "waiting")
+        try await harness.signal(rejected, "reject", actor: "bo", reason: "wrong scope")
+        await harness.runUntilIdle()
+
+        let rejectedTask = try #require(harness.task(rejected))
+        #expect(rejectedTask.status == "failed")
+        #expect(rejectedTask.error?["bucket"] == "rejected")
+        #expect(rejectedTask.error?["message"]?.stringValue?.contains("bo rejected the outline: wrong scope") == true)
+        let expiredTask = try #require(harness.task(expired))
+        #expect(expiredTask.status == "failed")
+        #expect(expiredTask.error?["bucket"] == "approval_timeout")
     }
 }

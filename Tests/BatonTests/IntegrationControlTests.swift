@@ -9,7 +9,7 @@ extension IntegrationTests {
     static func report(_ name: String, documents: Int, thinkMilliseconds: Int) -> SubmitRequest {
         SubmitRequest(
             id: TestServers.uniqueName(name), agent: "report",
-            input: ["documents": .int(Int64(documents)), "think_ms": .int(Int64(thinkMilliseconds))])
+            input: ["documents": .int(Int64(documents)), "think_ms": .int(Int64(thinkMilliseconds)), "approval": false])
     }
 
     /// Waits until the task has committed at least `seq` steps.

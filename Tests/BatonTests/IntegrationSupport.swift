@@ -37,10 +37,11 @@ enum Harness {
 
     /// Starts `baton worker` with a 3 s lease, waits until its heartbeat is in Redis.
     static func startWorker(
-        _ name: String, client: BatonClient, crashPoint: String? = nil, arguments: [String] = [], drainTimeout: Int = 3
+        _ name: String, client: BatonClient, crashPoint: String? = nil, arguments: [String] = [], drainTimeout: Int = 3,
+        environment moreEnvironment: [String: String] = [:]
     ) async throws -> Worker {
         let id = TestServers.uniqueName("it-\(name)")
-        var extra: [String: String] = [:]
+        var extra: [String: String] = moreEnvironment
         if let crashPoint { extra["BATON_CRASH_POINT"] = crashPoint }
         let process = try WorkerProcess.start(
             executable: try baton(),

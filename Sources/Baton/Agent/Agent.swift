@@ -26,6 +26,9 @@ public protocol Agent: Sendable {
     static var steps: [String] { get }
     /// Queue, retry policy and default budget.
     static var options: AgentOptions { get }
+    /// What a reached cap does to this agent's tasks when the submit does not say (`budget.on_limit`): stop
+    /// them in `budget_exceeded` (`.stop`, the default) or park them in `needs_review` (`.review`).
+    static var onLimit: OnLimit { get }
 
     /// The state a new task starts with.
     func initialState(for input: Input) throws -> State
@@ -35,6 +38,7 @@ public protocol Agent: Sendable {
 
 extension Agent {
     public static var options: AgentOptions { AgentOptions() }
+    public static var onLimit: OnLimit { .stop }
 }
 
 /// Per-agent settings.

@@ -29,6 +29,7 @@ struct AgentRunner: Sendable {
     let name: String
     let steps: [String]
     let options: AgentOptions
+    let onLimit: OnLimit
     let initialState: @Sendable ([UInt8]) throws -> String
     let run: @Sendable (ClaimedTask, StepEnvironment, ContinuousClock.Instant, Logger) async -> StepResult
 
@@ -36,6 +37,7 @@ struct AgentRunner: Sendable {
         name = A.name
         steps = A.steps
         options = A.options
+        onLimit = A.onLimit
         initialState = { inputJSON in
             let input: A.Input
             do {

@@ -31,6 +31,8 @@ public final class StepContext<A: Agent> {
     public let childResults: [String: ChildResult]
 
     let environment: StepEnvironment
+    /// The tenant has daily limits: charges are checked against its counters in the store (awaited).
+    let tenantLimited: Bool
     private var effectCharges: Charge?
     /// What the step charged (committed with the step unless it crashes).
     public private(set) var charged = Charge()
@@ -48,6 +50,7 @@ public final class StepContext<A: Agent> {
         self.branch = claimed.branch
         self.limits = claimed.limits
         self.usageBeforeStep = claimed.usage
+        self.tenantLimited = claimed.tenantLimited
         self.deadline = deadline
         self.wakeup = Wakeup(json: claimed.wakeupJSON, claimedAt: claimed.claimedAtMilliseconds)
         self.logger = logger
@@ -64,7 +67,9 @@ public final class StepContext<A: Agent> {
 
     /// Adds cost (dollars, stored as integer micro-dollars), tokens and tool calls to the task's counters in
     /// Redis at once. Throws ``BudgetExceeded`` when a limit is crossed: the task stops in
-    /// `budget_exceeded` with the state as it is now.
+    /// `budget_exceeded` (or parks in `needs_review` when its budget's `on_limit` is `review`) with the state as it
+    /// is now. A task whose tenant has daily limits waits for the store's answer: a charge finding the tenant's counter
+    /// at its limit is refused (counted nowhere) and throws.
     public func charge(costUSD: Double = 0, tokens: Int64 = 0, toolCalls: Int64 = 0) async throws {
         try await charge(Charge(costMicros: Charge.micros(fromUSD: costUSD), tokens: tokens, toolCalls: toolCalls))
     }
@@ -74,6 +79,18 @@ public final class StepContext<A: Agent> {
         guard !amount.isZero else { return }
         if let pending = effectCharges {
             effectCharges = pending + amount
+            return
+        }
+        if tenantLimited {
+            // The tenant's counters are shared with its other tasks: the store decides (a refused charge counts nowhere).
+            switch try await environment.store.charge(task: taskID, token: environment.token, amount) {
+            case .ok: charged = charged + amount
+            case .exceeded(let kind):
+                if kind.hasPrefix("tenant ") { throw BudgetExceeded(kind: kind) }
+                charged = charged + amount
+                throw BudgetExceeded(kind: kind)
+            case .fenced: throw LeaseLost()
+            }
             return
         }
         charged = charged + amount

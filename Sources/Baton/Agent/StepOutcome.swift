@@ -113,7 +113,8 @@ public struct StepError: Error, Sendable, CustomStringConvertible {
 /// Thrown by ``StepContext/charge(costUSD:tokens:toolCalls:)`` when a limit is crossed. The worker stops the
 /// task in `budget_exceeded` with its partial state.
 public struct BudgetExceeded: Error, Sendable, CustomStringConvertible {
-    /// Which limit: `cost`, `tokens`, `steps`, `tool_calls`, `handoffs`, `attempts`, `deadline`.
+    /// Which limit: `cost`, `tokens`, `steps`, `tool_calls`, `handoffs`, `attempts`, `deadline`, or a tenant's
+    /// daily limit (`tenant <name> daily cost`, `tenant <name> daily tokens`).
     public var kind: String
     public var description: String { "budget exceeded: \(kind) limit reached" }
 }

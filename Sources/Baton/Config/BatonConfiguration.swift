@@ -98,11 +98,14 @@ public struct BatonConfiguration: Sendable {
         }
         let tracker = AccessTracker()
         let reader = ConfigReader(providers: providers, accessReporter: tracker)
-        let worker: Worker.Configuration
+        var worker: Worker.Configuration
         let http: HTTPSettings
         do {
             worker = try Worker.Configuration(reader: reader, workerID: workerID)
             http = try HTTPSettings(reader: reader)
+            let tenants = Set(lines.keys.compactMap(TenantBudgets.tenantName(ofKey:)))
+                .union(environment.keys.compactMap(TenantBudgets.tenantName(ofEnvironmentName:)))
+            worker.store.tenantBudgets = try TenantBudgets(reader: reader, tenants: tenants)
         } catch let error as BatonError {
             guard let key = error.field else { throw error }
             throw BatonError(.configuration, error.message + tracker.origin(of: key, sources: sources, lines: lines), field: key)
@@ -137,7 +140,7 @@ public struct BatonConfiguration: Sendable {
                     pending.append((key, child))
                     continue
                 }
-                if ConfigKeys.names.contains(key) {
+                if ConfigKeys.names.contains(key) || TenantBudgets.tenantName(ofKey: key) != nil {
                     lines[key] = line
                     continue
                 }

@@ -2,8 +2,10 @@ import Foundation
 import Logging
 
 /// `baton demo`: three workers, twenty `report` tasks, one worker killed with SIGKILL mid-run and a new one
-/// started; live status until every task ends, then a summary of what happened. The `report` agent's
-/// model is a scripted stand-in (``ScriptedModel`` in BatonExamples), not a real LLM.
+/// started; each task's outline waits for a human's approval, which the demo gives by running
+/// `baton approve TASK --comment …` (the real CLI, as a child process) once a task has waited `approvalDelay`;
+/// live status until every task ends, then a summary of what happened. The `report` agent's model is a
+/// scripted stand-in (``ScriptedModel`` in BatonExamples), not a real LLM.
 public struct Demo: Sendable {
     public var amqpURL: String
     public var redisURL: String
@@ -14,6 +16,8 @@ public struct Demo: Sendable {
     public var tasks = 20
     public var documents = 8
     public var thinkMilliseconds = 250
+    /// How long a task visibly waits for approval before the demo approves it from the CLI.
+    public var approvalDelay: Duration = .seconds(2)
 
     public init(amqpURL: String, redisURL: String, executable: String, directory: String) {
         self.amqpURL = amqpURL
@@ -28,16 +32,41 @@ public struct Demo: Sendable {
         var log: String
     }
 
-    func startWorker(_ id: String) throws -> WorkerProcess {
+    var childEnvironment: [String] {
         var environment = ProcessInfo.processInfo.environment
         environment["BATON_AMQP_URL"] = amqpURL
         environment["BATON_REDIS_URL"] = redisURL
+        return environment.map { "\($0.key)=\($0.value)" }
+    }
+
+    func startWorker(_ id: String) throws -> WorkerProcess {
         let log = "\(directory)/\(id).log"
         let pid = try ChildProcess.spawn(
-            executable, ["worker", "--id", id, "--lease", "5", "--concurrency", "8"],
-            environment: environment.map { "\($0.key)=\($0.value)" },
-            outputFile: log)
+            executable, ["worker", "--id", id, "--lease", "5", "--concurrency", "8"], environment: childEnvironment, outputFile: log)
         return WorkerProcess(id: id, pid: pid, log: log)
+    }
+
+    /// Approves the outlines of `tasks` with the real CLI (`baton approve TASK --comment …`), one child process
+    /// each; returns the command lines run. A failed approval throws with the end of its output.
+    func approve(_ tasks: [String]) throws -> [String] {
+        var started: [(task: String, pid: pid_t, log: String)] = []
+        for task in tasks {
+            let log = "\(directory)/approve-\(task).log"
+            let pid = try ChildProcess.spawn(
+                executable, ["approve", task, "--comment", "outline looks right (demo)"], environment: childEnvironment, outputFile: log)
+            started.append((task, pid, log))
+        }
+        var lines: [String] = []
+        for child in started {
+            var status: Int32 = 0
+            while waitpid(child.pid, &status, 0) == -1 && errno == EINTR {}
+            guard status == 0 else {
+                let output = (try? String(contentsOfFile: child.log, encoding: .utf8)) ?? ""
+                throw BatonError(.internalError, "`baton approve \(child.task)` failed (status \(status)): \(output.suffix(500))")
+            }
+            lines.append("baton approve \(child.task) --comment 'outline looks right (demo)'")
+        }
+        return lines
     }
 
     static func reap(_ pid: pid_t) {
@@ -85,6 +114,9 @@ public struct Demo: Sendable {
         var killed: (worker: String, pid: pid_t, at: Date, tasks: [(id: String, step: String, seq: Int64)])? = nil
         var views: [TaskView] = []
         var lastPlain = ContinuousClock.now - .seconds(10)
+        var waitingSince: [String: ContinuousClock.Instant] = [:]
+        var approved: Set<String> = []
+        var approvals: [String] = []
         while true {
             views = try await withThrowingTaskGroup(of: TaskView?.self) { group in
                 for id in ids { group.addTask { try await client.queries.task(id) } }
@@ -109,6 +141,21 @@ public struct Demo: Sendable {
                     "⚡ SIGKILL \(victim.id) (pid \(victim.pid)) while it ran \(running.count) steps: "
                         + running.map { "\($0.id) \($0.step)@\($0.seq)" }.joined(separator: ", ") + "; started \(replacement.id)")
             }
+            // The human checkpoint: a task whose outline has waited `approvalDelay` is approved from the CLI.
+            let now = ContinuousClock.now
+            for view in views where view.status == "waiting" && !approved.contains(view.id) && waitingSince[view.id] == nil {
+                waitingSince[view.id] = now
+            }
+            let due = views.filter { view in
+                view.status == "waiting" && !approved.contains(view.id)
+                    && (waitingSince[view.id].map { now - $0 >= approvalDelay } ?? false)
+            }.map(\.id)
+            if !due.isEmpty {
+                let lines = try approve(due)
+                approved.formUnion(due)
+                approvals.append(contentsOf: lines)
+                if !interactive { for line in lines { print("$ \(line)") } }
+            }
             if interactive {
                 var screen = "\u{1B}[H\u{1B}[2J"
                 screen += String(
@@ -124,10 +171,18 @@ public struct Demo: Sendable {
                         view.progress?.message ?? "", owner)
                 }
                 if let killed { screen += "\nkilled \(killed.worker) at \(ISO8601DateFormatter().string(from: killed.at))\n" }
+                let waiting = views.filter { $0.status == "waiting" }.count
+                screen += "\n\(waiting) outlines waiting for approval; \(approved.count) approved from the CLI"
+                for line in approvals.suffix(3) { screen += "\n  $ \(line)" }
+                screen += "\n"
                 print(screen)
             } else if ContinuousClock.now - lastPlain >= .seconds(2) {
                 lastPlain = ContinuousClock.now
-                print(String(format: "%d/%d tasks done, %.0f%% of all documents analysed", done, views.count, progress * 100))
+                let waiting = views.filter { $0.status == "waiting" }.count
+                print(
+                    String(
+                        format: "%d/%d tasks done, %.0f%% of all documents analysed, %d waiting for approval", done, views.count,
+                        progress * 100, waiting))
             }
             if done == views.count { break }
             try await Task.sleep(for: .milliseconds(interactive ? 500 : 250))
@@ -160,6 +215,7 @@ public struct Demo: Sendable {
         print("  tasks succeeded   \(succeeded)/\(views.count)")
         print("  steps committed   \(steps)")
         print(String(format: "  spend             $%.4f (%d tokens, scripted model stand-in)", spend, tokens))
+        print("  approvals         \(approved.count) outlines approved from the CLI (baton approve)")
         print("  retries           \(retries) (step errors)")
         print("  republished       \(republished) (steps of the killed worker whose lease expired)")
         print(String(format: "  wall time         %.1f s", (ContinuousClock.now - started).seconds))

@@ -187,6 +187,85 @@ public final class BatonClient: Sendable {
         return report
     }
 
+    /// Raises a task's limits atomically (one script that checks the status first), recording a `budget_raised`
+    /// event with actor and reason and an audit entry (`budget.raise`). A `needs_review` task resumes: its parked step
+    /// is published at once (else a worker's outbox sweep does). Refused (`conflict`, nothing written) when the task
+    /// ended, when the new limits are still reached (the message names the limit), or for a relative raise of a
+    /// limit the task does not have.
+    public func raiseBudget(task: String, _ raise: BudgetRaise, reason: String, actor: String) async throws -> ActionReport {
+        let answer = try await store.raiseBudget(task: task, raise, reason: reason, actor: actor)
+        var report = ActionReport(id: task, action: "budget", outcome: .notFound, reason: reason)
+        let second = answer.dropFirst().first ?? ""
+        switch answer.first ?? "" {
+        case "missing":
+            report.message = "no such task"
+        case "raised", "resumed":
+            report.result = "done"
+            report.status = second
+            if answer.first == "resumed", let bus { await Outbox.flush(task: task, store: store, bus: bus, logger: logger) }
+            let text = raise.changes.map { "\($0.name)=\($0.relative ? "+" : "")\(Self.display($0))" }.joined(separator: ",")
+            try await queries.audit(actor: actor, action: "budget.raise", target: task, filter: text, reason: reason)
+        case "still":
+            report.result = "conflict"
+            let words = answer.dropFirst(2).first ?? "\(second) limit reached"
+            if second == "tenant" {
+                report.message =
+                    "the task's tenant is still over its daily limit: \(words); raise it in the workers' configuration (tenants.<name>.*) or wait for the next UTC day"
+            } else {
+                let field = second == "cost" ? "max_cost" : second == "deadline" ? "deadline" : "max_" + second
+                report.message = "with these limits the task is still over: \(words); raise \(BudgetRaise.name(ofField: field)) further"
+            }
+        case "no_limit":
+            report.result = "conflict"
+            report.message =
+                "the task has no \(BudgetRaise.name(ofField: second)) limit to raise by a relative amount: give an absolute value"
+        default:
+            report.result = "conflict"
+            report.status = second
+            report.message = "the task already ended"
+        }
+        return report
+    }
+
+    static func display(_ change: BudgetRaise.Change) -> String {
+        switch change.field {
+        case "max_cost": String(format: "%g", Double(change.value) / 1_000_000)
+        case "deadline" where change.relative: "\(change.value)ms"
+        case "deadline": ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(change.value) / 1000))
+        default: String(change.value)
+        }
+    }
+
+    /// A tenant's spend today (UTC, the client's clock) against its daily limits.
+    public struct TenantUsage: Sendable, Hashable {
+        public var tenant: String
+        public var costMicros: Int64
+        public var tokens: Int64
+        public var limits: TenantBudgets.Limits
+    }
+
+    /// The spend of `tenant` today, or nil when this client's configuration gives the tenant no daily limit.
+    public func tenantUsage(_ tenant: String, now: Date = Date()) async throws -> TenantUsage? {
+        guard let limits = store.settings.tenantBudgets.limits[tenant] else { return nil }
+        let reply = try await redis.send("HMGET", store.tenantDayKey(tenant, day: now), "cost", "tokens")
+        let values = (reply.array ?? []).map { $0.string.flatMap { Int64($0) } ?? 0 }
+        return TenantUsage(
+            tenant: tenant, costMicros: values.first ?? 0, tokens: values.count > 1 ? values[1] : 0, limits: limits)
+    }
+
+    /// Ends a task parked in `needs_review` (`cancelled`, with actor and reason in its history and the audit stream);
+    /// nil when the task is not in review (the caller then sends the `reject` signal, as for a waiting task).
+    public func rejectReview(task: String, reason: String, actor: String) async throws -> ActionResult? {
+        let answer = try await store.control(task: task, action: "reject", reason: reason, actor: actor)
+        switch answer.first ?? "" {
+        case "missing": return .notFound
+        case "cancelled":
+            try await queries.audit(actor: actor, action: "reject", target: task, reason: reason)
+            return .done("cancelled")
+        default: return nil
+        }
+    }
+
     /// Delivers a signal (deduplicated by its id) and, when it woke the task, publishes the resumed step at
     /// once (else the outbox sweep of a worker does). The signal is recorded with actor and reason.
     public func signal(_ signal: TaskSignal) async throws -> SignalOutcome {

@@ -152,7 +152,8 @@ public struct StepExecutor: Sendable {
         }
         let inputBytes = try JSONCoding.encode(request.input)
         let stateJSON = try runner.initialState(inputBytes)
-        let defaults = BudgetLimits(runner.options.defaultBudget, defaults: settings.defaultLimits)
+        var defaults = BudgetLimits(runner.options.defaultBudget, defaults: settings.defaultLimits)
+        if runner.options.defaultBudget?.onLimit == nil { defaults.reviewOnLimit = runner.onLimit == .review }
         let id = request.id ?? TaskID.generate()
         let labels = try JSONCoding.string(request.labels ?? [:])
         let notify = try request.notify.map { try JSONCoding.string($0) } ?? "{}"

@@ -343,11 +343,15 @@ public struct BudgetLimits: Sendable, Hashable, Codable {
     public var maxHandoffs: Int64?
     public var maxAttempts: Int64?
     public var deadlineMilliseconds: Int64?
+    /// A reached cap parks the task in `needs_review` (for a human to raise or stop) instead of stopping it
+    /// (`budget.on_limit: "review"`).
+    public var reviewOnLimit: Bool = false
 
     public init(
         maxCostMicros: Int64? = nil, maxTokens: Int64? = nil, maxSteps: Int64? = nil, maxToolCalls: Int64? = nil, maxHandoffs: Int64? = nil,
-        maxAttempts: Int64? = nil, deadlineMilliseconds: Int64? = nil
+        maxAttempts: Int64? = nil, deadlineMilliseconds: Int64? = nil, reviewOnLimit: Bool = false
     ) {
+        self.reviewOnLimit = reviewOnLimit
         self.maxCostMicros = maxCostMicros
         self.maxTokens = maxTokens
         self.maxSteps = maxSteps
@@ -364,7 +368,8 @@ public struct BudgetLimits: Sendable, Hashable, Codable {
             maxTokens: request?.maxTokens ?? defaults.maxTokens, maxSteps: request?.maxSteps ?? defaults.maxSteps,
             maxToolCalls: request?.maxToolCalls ?? defaults.maxToolCalls, maxHandoffs: request?.maxHandoffs ?? defaults.maxHandoffs,
             maxAttempts: request?.maxAttempts ?? defaults.maxAttempts,
-            deadlineMilliseconds: request?.deadline.map { Int64($0.timeIntervalSince1970 * 1000) } ?? defaults.deadlineMilliseconds)
+            deadlineMilliseconds: request?.deadline.map { Int64($0.timeIntervalSince1970 * 1000) } ?? defaults.deadlineMilliseconds,
+            reviewOnLimit: request?.onLimit.map { $0 == .review } ?? defaults.reviewOnLimit)
     }
 
     /// The stored field names and values.
@@ -377,6 +382,7 @@ public struct BudgetLimits: Sendable, Hashable, Codable {
         if let maxHandoffs { out.append(("max_handoffs", maxHandoffs)) }
         if let maxAttempts { out.append(("max_attempts", maxAttempts)) }
         if let deadlineMilliseconds { out.append(("deadline", deadlineMilliseconds)) }
+        if reviewOnLimit { out.append(("review_on_limit", 1)) }
         return out
     }
 
@@ -384,7 +390,8 @@ public struct BudgetLimits: Sendable, Hashable, Codable {
         func get(_ key: String) -> Int64? { fields[key].flatMap { Int64($0) } }
         self.init(
             maxCostMicros: get("max_cost"), maxTokens: get("max_tokens"), maxSteps: get("max_steps"), maxToolCalls: get("max_tool_calls"),
-            maxHandoffs: get("max_handoffs"), maxAttempts: get("max_attempts"), deadlineMilliseconds: get("deadline"))
+            maxHandoffs: get("max_handoffs"), maxAttempts: get("max_attempts"), deadlineMilliseconds: get("deadline"),
+            reviewOnLimit: fields["review_on_limit"] == "1")
     }
 }
 
@@ -429,6 +436,9 @@ public struct ClaimedTask: Sendable {
     public var inputJSON: [UInt8]
     public var limits: BudgetLimits
     public var usage: BudgetUsage
+    /// The task's tenant has daily limits: its charges take the awaited path (checked against the tenant's
+    /// counters in the store) instead of the fire-and-forget one.
+    public var tenantLimited = false
     public var queue: String
     /// What woke the task before this step (the `wakeup` field as JSON), `""` when it did not wait.
     public var wakeupJSON: String

@@ -19,3 +19,28 @@ extension RedisTaskStore {
         return (reply.array ?? []).map { $0.string ?? "" }
     }
 }
+
+extension RedisTaskStore {
+    /// Raises a task's limits (the raise script): answers `[outcome, …]` — `missing`, `terminal status`,
+    /// `no_limit field`, `still kind words`, `raised status` or `resumed queued` (its parked step in the outbox).
+    public func raiseBudget(task id: String, _ raise: BudgetRaise, reason: String, actor: String) async throws -> [String] {
+        let bucket = keys.bucket(of: id)
+        var args: [any RedisArgumentConvertible] = [
+            id, actor, reason, settings.eventsMaxLength, Self.outboxID(), settings.tenantBudgets.json, tenantKeyPrefix,
+        ]
+        for change in raise.changes {
+            args.append(change.field)
+            args.append(change.relative ? "+" : "=")
+            args.append(change.value)
+        }
+        let reply = try await redis.evalSHA(
+            Self.raiseScript,
+            keys: [
+                keys.task(id), keys.budget(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id),
+                keys.outboxIndex(bucket: bucket),
+            ],
+            args: args)
+        if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the raise script: \(error)") }
+        return (reply.array ?? []).map { $0.string ?? "" }
+    }
+}

@@ -16,6 +16,8 @@ public struct RedisTaskStore: TaskStore {
         public var maxClaimsPerStep = 10
         /// Unconsumed signals kept per task; one more is refused (``SignalOutcome/mailboxFull(cap:)``).
         public var signalMailboxCap = SignalLimits.mailboxCap
+        /// Daily limits per tenant (`tenants.<name>.*`).
+        public var tenantBudgets = TenantBudgets()
         public init() {}
     }
 
@@ -35,6 +37,7 @@ public struct RedisTaskStore: TaskStore {
     static let controlScript = RedisScript(Scripts.control)
     static let signalScript = RedisScript(Scripts.signal)
     static let fireWaitTimerScript = RedisScript(Scripts.fireWaitTimer)
+    static let raiseScript = RedisScript(Scripts.raise)
 
     public init(redis: RedisConnection, settings: Settings = Settings()) {
         self.redis = redis
@@ -42,6 +45,12 @@ public struct RedisTaskStore: TaskStore {
     }
 
     static func outboxID() -> String { TaskID.generate() }
+
+    /// The start of a tenant's day-counter keys (`baton:tenant:`; the scripts add `{name}:yyyy-mm-dd`).
+    var tenantKeyPrefix: String { keys.prefix + "tenant:" }
+
+    /// The key of `tenant`'s counters for the UTC day of `date`.
+    public func tenantDayKey(_ tenant: String, day date: Date) -> String { tenantKeyPrefix + "{\(tenant)}:" + TenantBudgets.day(date) }
 
     public func submit(_ task: NewTask) async throws -> SubmitOutcome {
         let bucket = keys.bucket(of: task.id)
@@ -92,7 +101,7 @@ public struct RedisTaskStore: TaskStore {
             ],
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
-                settings.workerStaleMilliseconds, settings.maxClaimsPerStep,
+                settings.workerStaleMilliseconds, settings.maxClaimsPerStep, settings.tenantBudgets.json, tenantKeyPrefix,
             ])
     }
 
@@ -110,12 +119,13 @@ public struct RedisTaskStore: TaskStore {
                 budget[flat[index].string ?? ""] = flat[index + 1].string ?? ""
                 index += 2
             }
-            return .run(
-                ClaimedTask(
-                    id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
-                    token: Int64(part(1)) ?? 0, stateJSON: parts.count > 3 ? (parts[3].bytes ?? []) : [],
-                    inputJSON: parts.count > 4 ? (parts[4].bytes ?? []) : [], limits: BudgetLimits(fields: budget),
-                    usage: BudgetUsage(fields: budget), queue: "", wakeupJSON: part(8), claimedAtMilliseconds: Int64(part(7)) ?? 0))
+            var claimed = ClaimedTask(
+                id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
+                token: Int64(part(1)) ?? 0, stateJSON: parts.count > 3 ? (parts[3].bytes ?? []) : [],
+                inputJSON: parts.count > 4 ? (parts[4].bytes ?? []) : [], limits: BudgetLimits(fields: budget),
+                usage: BudgetUsage(fields: budget), queue: "", wakeupJSON: part(8), claimedAtMilliseconds: Int64(part(7)) ?? 0)
+            claimed.tenantLimited = settings.tenantBudgets.hasLimits(part(9))
+            return .run(claimed)
         case "missing": return .missing
         case "terminal": return .terminal(part(1))
         case "stale": return .stale
@@ -143,7 +153,9 @@ public struct RedisTaskStore: TaskStore {
     {
         let reply = try await redis.evalSHA(
             Self.chargeScript, keys: [keys.task(task), keys.budget(task), keys.effects(task), keys.chargedEffects(task)],
-            args: [token, charge.costMicros, charge.tokens, charge.toolCalls, key, record, mode])
+            args: [
+                token, charge.costMicros, charge.tokens, charge.toolCalls, key, record, mode, settings.tenantBudgets.json, tenantKeyPrefix,
+            ])
         return reply.array ?? []
     }
 

@@ -48,6 +48,58 @@ enum Scripts {
           m = lim('deadline'); if m and now >= m then return 'deadline' end
           return nil
         end
+        -- A reached cap in words, with its limit when the budget table `b` has it: 'cost limit reached ($1.00)'.
+        local function cap_text(over, b)
+          local v = nil
+          if over == 'cost' and b.max_cost and b.max_cost ~= '' then
+            v = string.format('$%.2f', num(b.max_cost) / 1000000)
+          elseif b['max_' .. over] and b['max_' .. over] ~= '' then
+            v = b['max_' .. over]
+          end
+          if v then return over .. ' limit reached (' .. v .. ')' end
+          return over .. ' limit reached'
+        end
+        -- Whether a reached cap parks the task in needs_review (the budget's on_limit is review) instead of stopping it.
+        local function reviews(b) return b.review_on_limit == '1' end
+        -- Parks a task in needs_review at a cap: no message, no lease; the raise script re-enqueues its step.
+        -- k: task, events, index prefix.
+        local function park(k, id, old_status, over, text, seq, branch, step, now, maxlen)
+          redis.call('HSET', k.task, 'status', 'needs_review', 'updated_at', now, 'lease_owner', '', 'lease_until', 0,
+            'status_reason', 'needs review: ' .. text, 'review', over)
+          add_event(k.events, maxlen, 'needs_review', seq, branch, step, now, cjson.encode({kind=over, reason=text}))
+          move_index(k.index, id, old_status, 'needs_review', now)
+        end
+        -- The tenant's day counter key (UTC day of Redis time) and its limits, or nil when the tenant has none.
+        -- `limits_json` maps tenant → {cost=micros, tokens=n} (the workers' configuration).
+        local function tenant_limits(limits_json, prefix, tenant, now)
+          if not limits_json or limits_json == '' or not tenant or tenant == '' then return nil end
+          local l = cjson.decode(limits_json)[tenant]
+          if not l then return nil end
+          local days = math.floor(now / 86400000)
+          local z = days + 719468
+          local era = math.floor(z / 146097)
+          local doe = z - era * 146097
+          local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+          local y = yoe + era * 400
+          local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+          local mp = math.floor((5 * doy + 2) / 153)
+          local d = doy - math.floor((153 * mp + 2) / 5) + 1
+          local m = mp + 3
+          if mp >= 10 then m = mp - 9 end
+          if m <= 2 then y = y + 1 end
+          return prefix .. '{' .. tenant .. '}:' .. string.format('%04d-%02d-%02d', y, m, d), l
+        end
+        -- Which daily tenant limit the counters at `key` reached (>=), as words naming tenant and limit, or nil.
+        local function tenant_reached(key, l, tenant)
+          local c = redis.call('HMGET', key, 'cost', 'tokens')
+          if l.cost and num(c[1]) >= l.cost then
+            return 'tenant ' .. tenant .. ' daily cost', string.format('$%.2f', l.cost / 1000000) .. ' per day'
+          end
+          if l.tokens and num(c[2]) >= l.tokens then
+            return 'tenant ' .. tenant .. ' daily tokens', int(l.tokens) .. ' per day'
+          end
+          return nil
+        end
 
         """
 
@@ -204,7 +256,8 @@ enum Scripts {
             """
 
     /// KEYS: task, budget, ckpt prefix, events, index prefix, workers, outbox, outbox index.
-    /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims.
+    /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims,
+    /// tenant limits json (`""`: no tenant has limits), tenant key prefix.
     static let claim =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
@@ -242,14 +295,38 @@ enum Scripts {
               return {'stopped', 'paused'}
             end
             local flat = redis.call('HGETALL', KEYS[2])
-            local bh = hash(flat)
-            local over = reached(bh, now)
-            -- A child stops when an ancestor's limit is reached too (their charges are shared).
-            if not over and bh.up then over = reached_up(bh.up, now) end
+            local b = hash(flat)
+            local over = reached(b, now)
+            local text, stop_text = nil, nil
+            if over then text, stop_text = cap_text(over, b), over .. ' limit reached' end
+            -- The tenant is read only when some tenant has limits (no extra work otherwise).
+            local tenant = ''
+            if ARGV[10] and ARGV[10] ~= '' then tenant = redis.call('HGET', KEYS[1], 'tenant') or '' end
+            if not over then
+              local tkey, tl = tenant_limits(ARGV[10], ARGV[11], tenant, now)
+              if tkey then
+                local amount
+                over, amount = tenant_reached(tkey, tl, tenant)
+                if over then
+                  text = over .. ' limit reached (' .. amount .. ')'
+                  stop_text = text
+                end
+              end
+            end
+            if over and reviews(b) then
+              park({task=KEYS[1], events=KEYS[4], index=KEYS[5]}, ARGV[6], status, over, text, seq, branch, t[7], now, ARGV[7])
+              return {'stopped', 'needs_review', over}
+            end
+            -- A child stops when an ancestor's limit is reached too (their charges are shared; the parent's limit is
+            -- not the child's to review).
+            if not over and b.up then
+              over = reached_up(b.up, now)
+              if over then stop_text = over .. ' limit of the parent task reached' end
+            end
             if over then
               local err = cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false})
               redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now, 'updated_at', now, 'error', err,
-                'lease_owner', '', 'lease_until', 0, 'status_reason', over .. ' limit reached')
+                'lease_owner', '', 'lease_until', 0, 'status_reason', stop_text)
               add_event(KEYS[4], ARGV[7], 'budget_exceeded', seq, branch, t[7], now, cjson.encode({kind=over}))
               move_index(KEYS[5], ARGV[6], status, 'budget_exceeded', now)
               child_done(t[17], ARGV[6], 'budget_exceeded', '', err, now, ARGV[7])
@@ -287,7 +364,7 @@ enum Scripts {
             redis.call('HSET', KEYS[1], unpack(fields))
             if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
             local ckpt = redis.call('GET', KEYS[3] .. seq) or ''
-            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now), t[16] or ''}
+            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now), t[16] or '', tenant}
             """
 
     /// KEYS: task, workers. ARGV: token, worker, lease ms.
@@ -299,24 +376,24 @@ enum Scripts {
             return {1, t[4] or '', t[5] or ''}
             """
 
-    /// KEYS: task, budget, effects. ARGV: token, cost, tokens, tool calls, effect key, effect record, mode
-    /// (`charge`, `effect_get`, `effect_put`). Charges are pending for this attempt (fields `p:<token>:…` of the
-    /// budget hash) until the commit folds them in; a plain charge on the hot path is `HINCRBY` on the same
+    /// KEYS: task, budget, effects, charged effects. ARGV: token, cost, tokens, tool calls, effect key, effect record,
+    /// mode (`charge`, `effect_get`, `effect_put`), tenant limits json (`""`: none), tenant key prefix. Charges are
+    /// pending for this attempt (fields `p:<token>:…` of the budget hash) until the commit folds them in; a plain charge on the hot path is `HINCRBY` on the same
     /// fields (``RedisTaskStore/chargeWithoutWaiting(task:token:_:)``), which needs no script: only the
     /// commit of the same token ever counts them.
     static let charge =
         common + """
-            local t = redis.call('HMGET', KEYS[1], 'fence', 'status')
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'status', 'tenant')
             if t[1] ~= ARGV[1] or t[2] ~= 'running' then return {'fenced'} end
             local cost, tokens, calls = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
             local record = ''
-            local effect_key = nil
+            local effect_key, put_record = nil, false
             if ARGV[7] == 'effect_get' or ARGV[7] == 'effect_put' then
               effect_key = ARGV[5]
               local existing = redis.call('HGET', KEYS[3], effect_key)
               if not existing and ARGV[7] == 'effect_get' then return {'absent'} end
               if not existing then
-                redis.call('HSET', KEYS[3], effect_key, ARGV[6])
+                put_record = true
               else
                 record = existing
                 local r = cjson.decode(existing)
@@ -329,23 +406,44 @@ enum Scripts {
             local b = redis.call('HMGET', KEYS[2], pre .. 'cost', pre .. 'tokens', pre .. 'tool_calls', 'cost', 'max_cost', 'tokens',
               'max_tokens', 'tool_calls', 'max_tool_calls', pre .. 'effects')
             local pc, pt, pk, pe = num(b[1]), num(b[2]), num(b[3]), b[10] or ''
+            local new_pe = nil
             if effect_key then
               -- Within one attempt an effect's charges count once, however often it is looked up.
               if string.find('\\n' .. pe, '\\n' .. effect_key .. '\\n', 1, true) then
                 cost, tokens, calls = 0, 0, 0
               else
-                pe = pe .. effect_key .. '\\n'
-                redis.call('HSET', KEYS[2], pre .. 'effects', pe)
+                new_pe = pe .. effect_key .. '\\n'
               end
             end
+            -- A tenant with daily limits: a charge is admitted while the tenant's counter is below the limit (checked
+            -- before any write); a refused charge counts nowhere.
+            local over = ''
+            local tkey, tl = nil, nil
+            if cost > 0 or tokens > 0 then tkey, tl = tenant_limits(ARGV[8], ARGV[9], t[3], now_ms()) end
+            local tc = nil
+            if tkey then
+              tc = redis.call('HMGET', tkey, 'cost', 'tokens')
+              local name = 'tenant ' .. t[3] .. ' daily '
+              if cost > 0 and tl.cost and num(tc[1]) >= tl.cost then return {'ok', name .. 'cost', record} end
+              if tokens > 0 and tl.tokens and num(tc[2]) >= tl.tokens then return {'ok', name .. 'tokens', record} end
+            end
+            if put_record then redis.call('HSET', KEYS[3], effect_key, ARGV[6]) end
+            if new_pe then redis.call('HSET', KEYS[2], pre .. 'effects', new_pe) end
             if cost ~= 0 then redis.call('HINCRBY', KEYS[2], pre .. 'cost', cost) end
             if tokens ~= 0 then redis.call('HINCRBY', KEYS[2], pre .. 'tokens', tokens) end
             if calls ~= 0 then redis.call('HINCRBY', KEYS[2], pre .. 'tool_calls', calls) end
             pc, pt, pk = pc + cost, pt + tokens, pk + calls
-            local over = ''
             if b[5] and b[5] ~= '' and num(b[4]) + pc > num(b[5]) then over = 'cost'
             elseif b[7] and b[7] ~= '' and num(b[6]) + pt > num(b[7]) then over = 'tokens'
             elseif b[9] and b[9] ~= '' and num(b[8]) + pk > num(b[9]) then over = 'tool_calls' end
+            if tkey then
+              -- Counted at once (crashed attempts' spend was real), kept two days past the UTC day.
+              local c2 = redis.call('HINCRBY', tkey, 'cost', cost)
+              local t2 = redis.call('HINCRBY', tkey, 'tokens', tokens)
+              redis.call('EXPIRE', tkey, 172800)
+              if over == '' and tl.cost and c2 > tl.cost then over = 'tenant ' .. t[3] .. ' daily cost'
+              elseif over == '' and tl.tokens and t2 > tl.tokens then over = 'tenant ' .. t[3] .. ' daily tokens' end
+            end
             return {'ok', over, record}
             """
 
@@ -439,12 +537,19 @@ enum Scripts {
             end
             local w = nil
             local event_data = ARGV[15]
+            local review_over = nil
             if kind == 'wait' or kind == 'parallel' then
-              local over = reached(b, now) or over_up
+              local over = reached(b, now)
+              -- A task that asked for review waits anyway: waiting spends nothing, and the claim of the resumed step
+              -- (or the deadline's timer) parks it.
+              if over and reviews(b) then over = nil end
+              local own = over
+              over = over or over_up
               if t[7] and t[7] ~= '' then
                 status, etype = 'cancelled', 'cancelled'
               elseif over then
                 status, etype, reason = 'budget_exceeded', 'budget_exceeded', over .. ' limit reached'
+                if not own then reason = over .. ' limit of the parent task reached' end
                 table.insert(fields, 'error')
                 table.insert(fields, cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false}))
               else
@@ -480,12 +585,18 @@ enum Scripts {
               end
               attempt = 1
             elseif kind == 'next' or kind == 'handoff' then
-              local over = reached(b, now) or over_up
+              local over = reached(b, now)
               if not over and b.max_handoffs and b.max_handoffs ~= '' and num(b.handoffs) > num(b.max_handoffs) then over = 'handoffs' end
+              -- An ancestor's limit stops a child (the parent's limit is not the child's to review).
+              local own = over
+              over = over or over_up
               if t[7] and t[7] ~= '' then
                 status, etype = 'cancelled', 'cancelled'
+              elseif own and reviews(b) then
+                review_over = own
               elseif over then
                 status, etype, reason = 'budget_exceeded', 'budget_exceeded', over .. ' limit reached'
+                if not own then reason = over .. ' limit of the parent task reached' end
                 table.insert(fields, 'error')
                 table.insert(fields, cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false}))
               elseif t[8] and t[8] ~= '' then
@@ -507,6 +618,9 @@ enum Scripts {
               table.insert(fields, 'error')
               table.insert(fields, detail_json)
               if detail_json ~= ARGV[6] then event_data = detail_json end
+            elseif kind == 'budget' and reviews(b) and not (t[7] and t[7] ~= '') then
+              -- The step stopped at a charge: its partial state is committed and the same step runs again on resume.
+              review_over = ARGV[14]
             elseif kind == 'budget' then
               status, etype, reason = 'budget_exceeded', 'budget_exceeded', ARGV[14] .. ' limit reached'
               table.insert(fields, 'error')
@@ -526,6 +640,12 @@ enum Scripts {
               table.insert(fields, ARGV[6])
             elseif kind ~= 'wait' and kind ~= 'parallel' then
               return redis.error_reply('unknown commit kind ' .. kind)
+            end
+            if review_over then
+              status, etype, reason = 'needs_review', 'needs_review', 'needs review: ' .. cap_text(review_over, b)
+              event_data = cjson.encode({kind=review_over, reason=cap_text(review_over, b)})
+              table.insert(fields, 'review')
+              table.insert(fields, review_over)
             end
             table.insert(fields, 'status')
             table.insert(fields, status)
@@ -658,6 +778,17 @@ enum Scripts {
             if w.due_kind == 'deadline' then
               -- The budget's deadline came first: the task stops where it waits, its state kept.
               local now = now_ms()
+              -- The budget hash sits next to the task hash (`…:task` → `…:budget`, the same slot).
+              local budget_key = string.sub(KEYS[1], 1, -6) .. ':budget'
+              if reviews(hash(redis.call('HGETALL', budget_key))) then
+                -- Parked instead: a raise resumes the wait's timeout step (else its `then` step), as if it timed out.
+                local step = w.on_timeout or w.next
+                redis.call('HSET', KEYS[1], 'step', step, 'attempt', 1, 'wait', '', 'wait_timer', '', 'next_timer', '',
+                  'wakeup', cjson.encode({trigger='timeout', woke_at=now, due_at=w.due}))
+                park({task=KEYS[1], events=KEYS[2], index=KEYS[5]}, ARGV[1], t[1], 'deadline', 'deadline limit reached',
+                  tonumber(t[4]), t[5], step, now, ARGV[3])
+                return {'stopped', 'needs_review'}
+              end
               local err = cjson.encode({code='budget_exceeded', message='the deadline limit was reached', bucket='budget', retryable=false})
               redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'error', err, 'finished_at', now, 'updated_at', now,
                 'status_reason', 'deadline limit reached', 'wait', '', 'wait_timer', '', 'next_timer', '')
@@ -722,8 +853,66 @@ enum Scripts {
             return out
             """
 
+    /// Raises (or sets) a task's limits in one step, checked before the first write: `{'missing'}`,
+    /// `{'terminal', status}`, `{'no_limit', field}` (a relative raise of a limit that is not set), `{'still', kind,
+    /// words}` (the new limits are still reached: nothing written). A `needs_review` task is resumed: its parked step
+    /// goes to the outbox; a tenant's daily limit still reached (it is configuration, not the task's) answers `still`
+    /// too. KEYS: task, budget, events, index prefix, outbox, outbox index.
+    /// ARGV: id, actor, reason, events maxlen, outbox id, tenant limits json, tenant key prefix, then (field, `+` or `=`,
+    /// integer value) triples. Answers `{'resumed', 'queued'}` or `{'raised', status}`.
+    static let raise =
+        common + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'review', 'tenant')
+            local status = t[1]
+            if not status then return {'missing'} end
+            if TERMINAL[status] then return {'terminal', status} end
+            local b = hash(redis.call('HGETALL', KEYS[2]))
+            local set, changes = {}, {}
+            for i = 8, #ARGV, 3 do
+              local field, mode, value = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+              local old = b[field]
+              if old == '' then old = nil end
+              local new = value
+              if mode == '+' then
+                if not old then return {'no_limit', field} end
+                new = num(old) + value
+              end
+              b[field] = int(new)
+              table.insert(set, field)
+              table.insert(set, int(new))
+              changes[field] = {from=old and tonumber(old) or cjson.null, to=new}
+            end
+            local now = now_ms()
+            local over = reached(b, now)
+            if not over and b.max_handoffs and b.max_handoffs ~= '' and num(b.handoffs) > num(b.max_handoffs) then over = 'handoffs' end
+            if over then return {'still', over, cap_text(over, b)} end
+            if status == 'needs_review' then
+              local tkey, tl = tenant_limits(ARGV[6], ARGV[7], t[9], now)
+              if tkey then
+                local amount
+                over, amount = tenant_reached(tkey, tl, t[9])
+                if over then return {'still', 'tenant', over .. ' limit reached (' .. amount .. ')'} end
+              end
+            end
+            redis.call('HSET', KEYS[2], unpack(set))
+            local data = cjson.encode({actor=ARGV[2], reason=ARGV[3], limits=changes})
+            add_event(KEYS[3], ARGV[4], 'budget_raised', tonumber(t[2]), t[3], t[5], now, data)
+            if status ~= 'needs_review' then
+              redis.call('HSET', KEYS[1], 'updated_at', now)
+              return {'raised', status}
+            end
+            redis.call('HSET', KEYS[1], 'status', 'queued', 'updated_at', now, 'status_reason', '', 'review', '')
+            local task = {seq=t[2], branch=t[3], attempt=t[4], step=t[5], agent=t[6], queue=t[7]}
+            redis.call('HSET', KEYS[5], ARGV[5], step_message(ARGV[1], task))
+            redis.call('ZADD', KEYS[6], now, ARGV[1])
+            add_event(KEYS[3], ARGV[4], 'resumed', tonumber(t[2]), t[3], t[5], now,
+              cjson.encode({actor=ARGV[2], reason=ARGV[3], trigger='budget', kind=t[8]}))
+            move_index(KEYS[4], ARGV[1], status, 'queued', now)
+            return {'resumed', 'queued'}
+            """
+
     /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index, ckpt prefix.
-    /// ARGV: action (cancel, pause, resume, redrive, fork, stalled, dead), reason, actor, events maxlen, id, outbox id,
+    /// ARGV: action (cancel, pause, resume, redrive, fork, reject, stalled, dead), reason, actor, events maxlen, id, outbox id,
     /// lease grace ms (stalled) / error json (dead) / new input json (redrive, optional) / from seq (fork),
     /// expected seq (dead, optional) / step (fork, optional), event details json object (redrive, fork; optional).
     ///
@@ -833,6 +1022,16 @@ enum Scripts {
               data = cjson.encode(details)
               enqueue('queued', 'forked')
               return {'forked', task.branch, step}
+            elseif action == 'reject' then
+              -- A human ends a task parked at a cap: cancelled (an operator's decision, not the task's failure).
+              if status ~= 'needs_review' then return {'conflict', status} end
+              data = cjson.encode({reason=ARGV[2], actor=ARGV[3], action='reject'})
+              redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancel', data, 'finished_at', now, 'updated_at', now,
+                'status_reason', 'rejected in review: ' .. ARGV[2])
+              add_event(KEYS[2], ARGV[4], 'cancelled', task.seq, task.branch, task.step, now, data)
+              move_index(KEYS[3], id, status, 'cancelled', now)
+              child_done(t[11], id, 'cancelled', '', '', now, ARGV[4])
+              return {'cancelled', 'cancelled'}
             elseif action == 'stalled' then
               if status ~= 'running' or num(t[8]) + tonumber(ARGV[7]) > now then return {'live', status} end
               data = cjson.encode({reason='stalled: the lease expired without a commit; republished from the checkpoint', actor=ARGV[3]})

@@ -83,11 +83,8 @@ public struct TaskQueries: Sendable {
     /// applied to the task hashes, so a page is never cut short by other tenants' newer tasks.
     public func list(_ filter: Filter) async throws -> (items: [TaskView], nextCursor: String?) {
         // Running tasks live in the `queued` (active) index; the hash says which they are.
-        let allStatuses = [
-            "queued", "waiting", "sleeping", "retrying", "paused", "needs_review", "succeeded", "failed", "cancelled", "budget_exceeded",
-            "dead_lettered",
-        ]
-        let statuses = filter.statuses.isEmpty ? allStatuses : Array(Set(filter.statuses.map { $0 == "running" ? "queued" : $0 })).sorted()
+        let statuses =
+            filter.statuses.isEmpty ? Self.indexedStatuses : Array(Set(filter.statuses.map { $0 == "running" ? "queued" : $0 })).sorted()
         let limit = max(1, min(filter.limit, 1000))
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let minScore = filter.sinceMilliseconds.map { String(now - $0) } ?? "-inf"

@@ -83,11 +83,14 @@ public struct BudgetRequest: Codable, Sendable, Hashable {
     public var maxHandoffs: Int64?
     public var maxAttempts: Int64?
     public var deadline: Date?
+    /// What a reached cap does: stop the task (`budget_exceeded`, the default) or park it in `needs_review`.
+    public var onLimit: OnLimit?
 
     public init(
         maxCostUSD: Double? = nil, maxTokens: Int64? = nil, maxSteps: Int64? = nil, maxToolCalls: Int64? = nil, maxHandoffs: Int64? = nil,
-        maxAttempts: Int64? = nil, deadline: Date? = nil
+        maxAttempts: Int64? = nil, deadline: Date? = nil, onLimit: OnLimit? = nil
     ) {
+        self.onLimit = onLimit
         self.maxCostUSD = maxCostUSD
         self.maxTokens = maxTokens
         self.maxSteps = maxSteps
@@ -105,6 +108,7 @@ public struct BudgetRequest: Codable, Sendable, Hashable {
         case maxHandoffs = "max_handoffs"
         case maxAttempts = "max_attempts"
         case deadline
+        case onLimit = "on_limit"
     }
 
     func validate() throws(BatonError) {
@@ -180,4 +184,42 @@ public enum TaskID {
 
     /// Whether `name` can be an agent, step or queue name.
     public static func isValidName(_ name: String) -> Bool { (1...100).contains(name.utf8.count) && name.utf8.allSatisfy(isAllowed) }
+}
+
+/// What a reached cap (cost, tokens, steps, tool calls, handoffs, deadline, a tenant's daily limit) does to a task
+/// (`budget.on_limit` on the wire: `"stop"` or `"review"`).
+public struct OnLimit: Sendable, Hashable, Codable, CustomStringConvertible {
+    enum Base: String, Sendable { case stop, review }
+    let base: Base
+
+    /// Stop the task in `budget_exceeded` with its partial state saved (the default).
+    public static let stop = OnLimit(base: .stop)
+    /// Park the task in `needs_review` with its partial state saved, until `baton budget --raise` resumes it or
+    /// `baton reject`/`cancel` ends it.
+    public static let review = OnLimit(base: .review)
+
+    init(base: Base) { self.base = base }
+
+    /// `"stop"` or `"review"`; nil for anything else.
+    public init?(_ text: String) {
+        guard let base = Base(rawValue: text) else { return nil }
+        self.base = base
+    }
+
+    public var description: String { base.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = OnLimit(text) else {
+            throw DecodingError.dataCorrupted(
+                DecodingError.Context(
+                    codingPath: decoder.codingPath, debugDescription: "budget.on_limit must be \"stop\" or \"review\" (got \"\(text)\")"))
+        }
+        self = value
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(base.rawValue)
+    }
 }
