@@ -49,7 +49,7 @@ public struct ApprovalAgent: Agent {
                 result["signal_id"] = .string(id)
                 if let actor = wakeup.actor { result["actor"] = .string(actor) }
                 if let reason = wakeup.reason { result["reason"] = .string(reason) }
-            case .timeout, .time:
+            case .timeout, .time, .children:
                 result["decision"] = "timeout"
             }
             return .complete(.object(result))

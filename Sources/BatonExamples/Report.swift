@@ -135,7 +135,7 @@ public enum ScriptedModel {
 }
 
 extension AgentRegistry {
-    /// The example agents: `stepchain`, `flaky`, `spender`, `report`, `sleeper`, `approval`.
+    /// The example agents: `stepchain`, `flaky`, `spender`, `report`, `sleeper`, `approval`, `fanout`.
     public static var examples: AgentRegistry {
         var registry = AgentRegistry()
         registry.register(StepChainAgent())
@@ -144,6 +144,7 @@ extension AgentRegistry {
         registry.register(ReportAgent())
         registry.register(SleeperAgent())
         registry.register(ApprovalAgent())
+        registry.register(FanoutAgent())
         return registry
     }
 }

@@ -56,6 +56,7 @@ public struct SleeperAgent: Agent {
                 case .time: "time"
                 case .timeout: "timeout"
                 case .signal: "signal"
+                case .children: "children"
                 case nil: "none"
                 }
             return .complete(["lateness_ms": .int(milliseconds), "trigger": .string(trigger)])

@@ -300,7 +300,7 @@ struct APIRoutes: Sendable {
     }
 
     func taskAction(_ action: String, request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
-        let id = try context.parameters.require("id")
+        let id = try Self.taskID(context)
         let reason = try await body(request, required: false)?["reason"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? "no reason given"
         let outcome = try await client.act(action, task: id, reason: reason, actor: caller.actor)
         return try Self.report(ActionReport(id: id, action: action, outcome: outcome, reason: reason), noun: "task")
@@ -497,8 +497,14 @@ struct APIRoutes: Sendable {
 
     // MARK: - Helpers
 
+    /// The `{id}` of a task route: a child task's `/` travels percent-encoded (`GET /v1/tasks/abc%2F1`).
+    static func taskID(_ context: BasicRequestContext) throws -> String {
+        let raw = try context.parameters.require("id")
+        return raw.removingPercentEncoding ?? raw
+    }
+
     func task(_ context: BasicRequestContext) async throws -> TaskView {
-        let id = try context.parameters.require("id")
+        let id = try Self.taskID(context)
         guard let task = try await queries.task(id) else {
             throw Problem.notFound("no task '\(id)'", fix: "check the id (GET /v1/tasks lists tasks)")
         }

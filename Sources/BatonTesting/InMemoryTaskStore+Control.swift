@@ -42,6 +42,11 @@ extension InMemoryTaskStore {
                 r.updatedAt = now
                 r.statusReason = reason
                 addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                storage.tasks[id] = r
+                childDone(&storage, r, now: now)
+                // A parent's live children are cancelled with it (its join never runs).
+                cancelChildren(&storage, of: id, total: r.childrenTotal, data: data, now: now)
+                r = storage.tasks[id] ?? r
                 return ControlResult("cancelled", "cancelled")
             case "pause":
                 if Self.terminal.contains(status) { return ControlResult("terminal", status) }
@@ -91,6 +96,9 @@ extension InMemoryTaskStore {
                 r.updatedAt = now
                 r.statusReason = "rejected in review: " + reason
                 addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: data)
+                storage.tasks[id] = r
+                childDone(&storage, r, now: now)
+                r = storage.tasks[id] ?? r
                 return ControlResult("cancelled", "cancelled")
             case "stalled":
                 if status != "running" || r.leaseUntil + leaseGraceMilliseconds > now { return ControlResult("live", status) }
@@ -111,6 +119,9 @@ extension InMemoryTaskStore {
                 r.leaseUntil = 0
                 r.statusReason = reason
                 addEvent(&storage, &r, "dead_lettered", seq: r.seq, branch: r.branch, step: r.step, now: now, data: errorJSON)
+                storage.tasks[id] = r
+                childDone(&storage, r, now: now)
+                r = storage.tasks[id] ?? r
                 return ControlResult("dead_lettered", "dead_lettered")
             default:
                 return ControlResult("unknown_action", status)
@@ -247,7 +258,7 @@ extension InMemoryTaskStore {
                 if text.isEmpty { return JSONValue?.none }
                 return (try? JSONValue.parse(Array(text.utf8))) ?? .string(text)
             }
-            return TaskSnapshot(
+            var snapshot = TaskSnapshot(
                 id: r.id, agent: r.agent, status: r.status, step: r.step, seq: r.seq, branch: r.branch, attempt: r.attempt, fence: r.fence,
                 statusReason: r.statusReason, error: json(r.error), result: json(r.result), stateJSON: r.checkpoints[r.seq] ?? "",
                 limits: r.limits, usage: r.usage, leaseOwner: r.leaseOwner, leaseUntilMilliseconds: r.leaseUntil,
@@ -256,6 +267,10 @@ extension InMemoryTaskStore {
                 tenant: r.tenant, events: r.events, wakeupJSON: r.wakeup,
                 waitingForSignals: r.wait?.signals ?? [], waitDueMilliseconds: r.wait?.due,
                 pendingSignals: r.signals.values.sorted { $0.n < $1.n }.map(\.name))
+            snapshot.parentID = r.parent
+            snapshot.childrenTotal = r.childrenTotal
+            snapshot.childrenDone = r.childrenDone
+            return snapshot
         }
     }
 

@@ -126,6 +126,12 @@ public final class InMemoryTaskStore: TaskStore {
         /// Signal ids received, oldest first (deduplication; the last ``SignalLimits/seenIDsKept``).
         var seenSignals: [String] = []
         var signalCounter: Int64 = 0
+        /// Children started (`parallel`) and ended; the ended ones' outcomes by child id.
+        var childrenTotal: Int64 = 0
+        var childrenDone: Int64 = 0
+        var children: [String: String] = [:]
+        /// The ancestors whose budgets this child's charges count against (parent first).
+        var up: [String] = []
     }
 
     struct WaitRecord {
@@ -244,6 +250,11 @@ public final class InMemoryTaskStore: TaskStore {
             data: JSONValue.object(["kind": .string(over), "reason": .string(text)]).jsonString)
     }
 
+    /// `cost limit reached`, or for a child stopped by an ancestor's limit `cost limit of the parent task reached`.
+    static func stopReason(_ over: String, own: Bool) -> String {
+        own ? "\(over) limit reached" : "\(over) limit of the parent task reached"
+    }
+
     static func budgetError(_ over: String) -> String {
         JSONValue.object([
             "code": "budget_exceeded", "message": .string("the \(over) limit was reached"), "bucket": "budget", "retryable": false,
@@ -308,6 +319,8 @@ public final class InMemoryTaskStore: TaskStore {
                 r.leaseOwner = ""
                 r.leaseUntil = 0
                 addEvent(&storage, &r, "cancelled", seq: r.seq, branch: r.branch, step: r.step, now: now, data: r.cancel)
+                storage.tasks[message.task] = r
+                childDone(&storage, r, now: now)
                 return .stopped("cancelled")
             }
             if !r.pause.isEmpty {
@@ -336,23 +349,29 @@ public final class InMemoryTaskStore: TaskStore {
                 addEvent(
                     &storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now,
                     data: JSONValue.object(["kind": .string(kind)]).jsonString)
+                storage.tasks[message.task] = r
+                childDone(&storage, r, now: now)
                 return .stopped("budget_exceeded")
             }
             if let over = Self.reached(r, now: now), r.limits.reviewOnLimit {
                 park(&storage, &r, over: over, now: now, seq: r.seq)
                 return .stopped("needs_review")
             }
-            if let over = Self.reached(r, now: now) {
+            // A child stops when an ancestor's limit is reached too (the parent's limit is not the child's to review).
+            let ownOver = Self.reached(r, now: now)
+            if let over = ownOver ?? reachedUp(storage, r, now: now) {
                 r.status = "budget_exceeded"
                 r.finishedAt = now
                 r.updatedAt = now
                 r.error = Self.budgetError(over)
                 r.leaseOwner = ""
                 r.leaseUntil = 0
-                r.statusReason = "\(over) limit reached"
+                r.statusReason = ownOver != nil ? "\(over) limit reached" : "\(over) limit of the parent task reached"
                 addEvent(
                     &storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now,
                     data: JSONValue.object(["kind": .string(over)]).jsonString)
+                storage.tasks[message.task] = r
+                childDone(&storage, r, now: now)
                 return .stopped("budget_exceeded")
             }
             r.fence += 1
@@ -511,7 +530,19 @@ public final class InMemoryTaskStore: TaskStore {
                 return .fenced
             }
             try checkCrash(&storage, task: commit.task, token: commit.token, commit: true)
+            var commitKind = commit.kind
+            if case .parallel(let spec) = commit.kind, r.childrenTotal + Int64(spec.children.count) > Int64(spec.maxChildren) {
+                // Over the cap of children per task: the task fails, nothing is created.
+                let message =
+                    "step \(r.step) started \(spec.children.count) children after \(r.childrenTotal), over the cap of \(spec.maxChildren) children per task (limits.max_children)"
+                commitKind = .fail(
+                    errorJSON: JSONValue.object([
+                        "code": "max_children", "message": .string(message), "bucket": "max_children", "retryable": false,
+                    ]).jsonString)
+            }
+            var delta = Charge()
             if r.pending.token == commit.token {
+                delta = r.pending.charge
                 r.usage.costMicros += r.pending.charge.costMicros
                 r.usage.tokens += r.pending.charge.tokens
                 r.usage.toolCalls += r.pending.charge.toolCalls
@@ -519,8 +550,8 @@ public final class InMemoryTaskStore: TaskStore {
                 r.pending = Pending()
             }
             var newSeq = r.seq
-            switch commit.kind {
-            case .next, .handoff, .complete, .fail, .budget, .wait:
+            switch commitKind {
+            case .next, .handoff, .complete, .fail, .budget, .wait, .parallel:
                 newSeq += 1
                 r.wakeup = ""
                 r.checkpoints[newSeq] = commit.stateJSON
@@ -536,27 +567,31 @@ public final class InMemoryTaskStore: TaskStore {
             var outboxMessage: OutboxMessage?
             var waitRecord: WaitRecord?
             var eventData = commit.eventDataJSON
+            let overUp = chargeAncestors(&storage, r, charge: delta, steps: newSeq != r.seq ? 1 : 0, now: now)
+            var parallel: ParallelSpec?
             var reviewOver: String?
             r.seq = newSeq
             r.updatedAt = now
             r.leaseOwner = ""
             r.leaseUntil = 0
-            switch commit.kind {
+            switch commitKind {
             case .next, .handoff:
                 var handoffs: Int64 = 0
                 if case .handoff = commit.kind {
                     r.usage.handoffs += 1
                     handoffs = r.usage.handoffs
                 }
-                var over = Self.reached(r, now: now)
-                if over == nil, let max = r.limits.maxHandoffs, handoffs > max { over = "handoffs" }
+                var own = Self.reached(r, now: now)
+                if own == nil, let max = r.limits.maxHandoffs, handoffs > max { own = "handoffs" }
+                // An ancestor's limit stops a child (the parent's limit is not the child's to review).
+                let over = own ?? overUp
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
-                } else if let over, r.limits.reviewOnLimit {
+                } else if let own, r.limits.reviewOnLimit {
                     (status, eventType) = ("needs_review", "needs_review")
-                    reviewOver = over
+                    reviewOver = own
                 } else if let over {
-                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", Self.stopReason(over, own: own != nil))
                     r.error = Self.budgetError(over)
                 } else if !r.pause.isEmpty {
                     (status, eventType) = ("paused", "paused")
@@ -575,6 +610,7 @@ public final class InMemoryTaskStore: TaskStore {
             case .fail(let errorJSON):
                 (status, eventType) = ("failed", "failed")
                 r.error = errorJSON
+                if case .parallel = commit.kind { eventData = errorJSON }
             case .budget(let kind, _) where r.limits.reviewOnLimit && r.cancel.isEmpty:
                 // The step stopped at a charge: its partial state is committed and the same step runs again on resume.
                 (status, eventType) = ("needs_review", "needs_review")
@@ -593,12 +629,39 @@ public final class InMemoryTaskStore: TaskStore {
                 (status, eventType, reason) = ("dead_lettered", "dead_lettered", deadReason)
                 r.error = errorJSON
                 outboxMessage = deadLetter
+            case .parallel(let spec):
+                r.attempt = 1
+                if !r.cancel.isEmpty {
+                    (status, eventType) = ("cancelled", "cancelled")
+                } else if let over = Self.reached(r, now: now) ?? overUp {
+                    (status, eventType, reason) = (
+                        "budget_exceeded", "budget_exceeded", Self.stopReason(over, own: Self.reached(r, now: now) != nil)
+                    )
+                    r.error = Self.budgetError(over)
+                } else {
+                    var due: Int64?
+                    if let deadline = r.limits.deadlineMilliseconds { due = deadline }
+                    waitRecord = WaitRecord(
+                        kind: "children", signals: [], next: spec.join, onTimeout: nil, due: due, dueKind: due.map { _ in "deadline" })
+                    parallel = spec
+                    r.step = spec.join
+                    (status, eventType) = ("waiting", "waiting")
+                    reason = "waiting for \(spec.children.count) children" + (due.map { ", deadline \(WaitSpec.iso($0))" } ?? "")
+                    var data: [String: JSONValue] = ["next": .string(spec.join), "children": .int(Int64(spec.children.count))]
+                    if let due {
+                        data["deadline"] = .string(WaitSpec.iso(due))
+                        r.nextTimer = due
+                    }
+                    eventData = JSONValue.object(data).jsonString
+                }
             case .wait(let spec):
                 r.attempt = 1
                 if !r.cancel.isEmpty {
                     (status, eventType) = ("cancelled", "cancelled")
-                } else if let over = Self.reached(r, now: now), !r.limits.reviewOnLimit {
-                    (status, eventType, reason) = ("budget_exceeded", "budget_exceeded", "\(over) limit reached")
+                } else if let over = (r.limits.reviewOnLimit ? nil : Self.reached(r, now: now)) ?? overUp {
+                    (status, eventType, reason) = (
+                        "budget_exceeded", "budget_exceeded", Self.stopReason(over, own: Self.reached(r, now: now) != nil)
+                    )
                     r.error = Self.budgetError(over)
                 } else {
                     var due: Int64?
@@ -642,7 +705,22 @@ public final class InMemoryTaskStore: TaskStore {
                 if let outboxMessage { r.outbox[id] = outboxMessage }
                 outboxID = id
             }
-            if let wait = waitRecord {
+            if Self.terminal.contains(status) { childDone(&storage, r, now: now) }
+            if let parallel, let wait = waitRecord {
+                createChildren(&storage, &r, parallel, now: now)
+                if parallel.children.isEmpty {
+                    outboxID = wake(&storage, &r, wait: wait, trigger: ["trigger": "children", "total": 0], now: now)
+                    status = "queued"
+                } else {
+                    r.wait = wait
+                    r.waitTimer = ""
+                    if let due = wait.due {
+                        let member = JSONValue.object(["wake": .string(r.id), "seq": .int(newSeq), "branch": .int(r.branch)]).jsonString
+                        r.waitTimer = member
+                        storage.timers[member] = due
+                    }
+                }
+            } else if let wait = waitRecord {
                 // A signal that arrived before the wait began is consumed now; a time already passed fires now.
                 if let signal = Self.takeSignal(&r, names: wait.signals) {
                     outboxID = wake(&storage, &r, wait: wait, trigger: Self.signalTrigger(signal), now: now)
@@ -767,6 +845,9 @@ public final class InMemoryTaskStore: TaskStore {
             r.nextTimer = nil
             addEvent(&storage, &r, "budget_exceeded", seq: r.seq, branch: r.branch, step: r.step, now: now, data: #"{"kind":"deadline"}"#)
             storage.tasks[task] = r
+            childDone(&storage, r, now: now)
+            let data = JSONValue.object(["reason": "the parent task reached its deadline", "actor": "baton"]).jsonString
+            cancelChildren(&storage, of: task, total: r.childrenTotal, data: data, now: now)
             return false
         }
         _ = wake(&storage, &r, wait: wait, trigger: ["trigger": .string(wait.dueKind ?? "time")], now: now)

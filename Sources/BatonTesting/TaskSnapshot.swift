@@ -49,6 +49,11 @@ public struct TaskSnapshot: Sendable, Hashable {
     public var waitDueMilliseconds: Int64?
     /// Names of the signals in the mailbox (received, not yet consumed), oldest first.
     public var pendingSignals: [String]
+    /// The parent of a child task (``StepOutcome/parallel(_:then:)``), `""` for a root task.
+    public var parentID: String = ""
+    /// A parent's children: started and ended so far.
+    public var childrenTotal: Int64 = 0
+    public var childrenDone: Int64 = 0
 
     /// Whether the status is terminal (`succeeded, failed, cancelled, budget_exceeded, dead_lettered`).
     public var isTerminal: Bool { TaskView.terminalStatuses.contains(status) }

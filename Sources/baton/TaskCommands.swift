@@ -176,6 +176,8 @@ struct StatusCommand: AsyncParsableCommand {
                 + "  tokens \(u.tokens)\(of(l.maxTokens))  steps \(u.steps)\(of(l.maxSteps))"
                 + "  tool calls \(u.toolCalls)\(of(l.maxToolCalls))  handoffs \(u.handoffs)\(of(l.maxHandoffs))")
         if let tenant = v.tenant { lines.append("  tenant    \(tenant)") }
+        if let parent = v.parentID { lines.append("  parent    \(parent)") }
+        if let children = v.children { lines.append("  children  \(children.done)/\(children.total) ended") }
         if let lease = v.lease {
             lines.append("  lease     \(lease.owner), expires \(TextFormat.ago(lease.expiresAt, now: now))")
         }
@@ -190,8 +192,9 @@ struct StatusCommand: AsyncParsableCommand {
             lines.append("  \(label) \(TextFormat.ago(next, now: now)) (\(next))")
         }
         if let waits = v.waitingFor, !waits.isEmpty {
-            let names = waits.map { w in
-                w["signal"]?.stringValue.map { "signal \($0)" } ?? w["timeout_at"]?.stringValue.map { "timeout \($0)" }
+            let names = waits.map { (w: JSONValue) -> String in
+                if let children = w["children"]?.intValue { return "\(children) children" }
+                return w["signal"]?.stringValue.map { "signal \($0)" } ?? w["timeout_at"]?.stringValue.map { "timeout \($0)" }
                     ?? w["at"]?.stringValue.map { "time \($0)" } ?? w.jsonString
             }
             lines.append("  waits for \(names.joined(separator: ", "))")

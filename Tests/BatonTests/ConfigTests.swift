@@ -178,6 +178,7 @@ struct ConfigTests {
         ("worker:\n  concurrency: [1, 2]\n", "worker.concurrency"),
         ("worker:\n  queues: fast\n", "worker.queues"),
         ("limits:\n  signal_mailbox: 0\n", "limits.signal_mailbox"),
+        ("limits:\n  max_children: 10001\n", "limits.max_children"),
     ])
     func aBadValueIsAnErrorNamingItsKey(yaml: String, key: String) async throws {
         let error = await Self.error { try await Self.load(yaml) }
@@ -238,6 +239,7 @@ struct ConfigTests {
         #expect(a.protocolSettings.checkpointMaxBytes == b.protocolSettings.checkpointMaxBytes)
         #expect(a.protocolSettings.submitMaxBytes == b.protocolSettings.submitMaxBytes)
         #expect(a.protocolSettings.defaultLimits == b.protocolSettings.defaultLimits)
+        #expect(a.protocolSettings.maxChildren == b.protocolSettings.maxChildren)
         #expect(a.store.keys == b.store.keys && a.store.eventsMaxLength == b.store.eventsMaxLength)
         #expect(a.store.checkpointsKept == b.store.checkpointsKept && a.store.workerStaleMilliseconds == b.store.workerStaleMilliseconds)
         #expect(a.store.signalMailboxCap == b.store.signalMailboxCap)

@@ -26,6 +26,9 @@ public final class StepContext<A: Agent> {
     public let wakeup: Wakeup?
     /// A logger with `task.id`, `task.agent`, `step.name`, `step.attempt` metadata.
     public let logger: Logger
+    /// In the join step of ``StepOutcome/parallel(_:then:)`` (``wakeup`` `.children`): every child's outcome,
+    /// by child id (`<this id>/<n>`). Empty in other steps; keep what you need in the state.
+    public let childResults: [String: ChildResult]
 
     let environment: StepEnvironment
     /// The tenant has daily limits: charges are checked against its counters in the store (awaited).
@@ -52,6 +55,7 @@ public final class StepContext<A: Agent> {
         self.wakeup = Wakeup(json: claimed.wakeupJSON, claimedAt: claimed.claimedAtMilliseconds)
         self.logger = logger
         self.environment = environment
+        self.childResults = claimed.childResults.compactMapValues(ChildResult.init(json:))
     }
 
     /// True when the time slice is used up or the worker is shutting down: commit what you have and return
@@ -162,6 +166,28 @@ public final class StepContext<A: Agent> {
     }
 
     struct Box<V: Codable>: Codable { var v: V }
+}
+
+/// How one child of ``StepOutcome/parallel(_:then:)`` ended: ``StepContext/childResults`` of the join step.
+public struct ChildResult: Sendable, Hashable {
+    /// `succeeded`, `failed`, `cancelled`, `budget_exceeded` or `dead_lettered`.
+    public var status: String
+    /// The child's result (`null` unless it succeeded).
+    public var result: JSONValue
+    /// The child's error (`{"code", "message", "bucket", "retryable"}`), nil when it succeeded.
+    public var error: JSONValue?
+    /// True when result and error were over ``ChildLimits/resultMaxBytes`` and were not kept.
+    public var truncated: Bool
+
+    public var succeeded: Bool { status == "succeeded" }
+
+    init?(json: String) {
+        guard let value = try? JSONValue.parse(Array(json.utf8)), let status = value["status"]?.stringValue else { return nil }
+        self.status = status
+        result = value["result"] ?? .null
+        error = value["error"].flatMap { $0 == .null ? nil : $0 }
+        truncated = value["truncated"] == .bool(true)
+    }
 }
 
 /// Thrown when this worker no longer holds the task's lease: its work is dropped (another worker owns it).

@@ -9,6 +9,7 @@ public struct StepOutcome: Sendable {
         case fail(StepError)
         case sleep(until: Date, then: String)
         case wait(triggers: [WaitTrigger], then: String, onTimeout: String?)
+        case parallel(children: [ChildTask], join: String)
     }
     let kind: Kind
 
@@ -39,8 +40,39 @@ public struct StepOutcome: Sendable {
     public static func wait(for triggers: [WaitTrigger], then step: String, onTimeout: String? = nil) -> StepOutcome {
         StepOutcome(kind: .wait(triggers: triggers, then: step, onTimeout: onTimeout))
     }
+    /// Commit the state and start `children` as tasks of their own (ids `<this id>/<n>`), created in this step's
+    /// commit; this task waits (`waiting_for: [{"children": N}]`) until every child has ended (succeeded, failed,
+    /// cancelled, budget_exceeded or dead_lettered), then runs `join` once, with ``StepContext/wakeup``
+    /// `.children` and ``StepContext/childResults`` holding each child's status, result and error.
+    /// Children share this task's budget (their charges count against its limits too); cancelling this task
+    /// cancels its live children. More than `limits.max_children` children per task (default 100) fail the task.
+    public static func parallel(_ children: [ChildTask], then join: String) -> StepOutcome {
+        StepOutcome(kind: .parallel(children: children, join: join))
+    }
     /// The task failed for good (no retry), with its state committed.
     public static func fail(_ error: StepError) -> StepOutcome { StepOutcome(kind: .fail(error)) }
+}
+
+/// One child of ``StepOutcome/parallel(_:then:)``: a task of agent `agent` with `input`, its own optional
+/// limits (the agent's default budget otherwise; the parent's limits bind it too), and an optional queue.
+public struct ChildTask: Sendable {
+    public var agent: String
+    public var input: JSONValue
+    public var budget: BudgetRequest?
+    /// The step queue; nil: the agent's own queue.
+    public var queue: String?
+
+    public init(agent: String, input: JSONValue = .object([:]), budget: BudgetRequest? = nil, queue: String? = nil) {
+        self.agent = agent
+        self.input = input
+        self.budget = budget
+        self.queue = queue
+    }
+
+    /// A child whose input is an encodable value.
+    public init(agent: String, encoding input: some Encodable, budget: BudgetRequest? = nil, queue: String? = nil) throws {
+        self.init(agent: agent, input: try JSONValue.parse(try JSONCoding.encode(input)), budget: budget, queue: queue)
+    }
 }
 
 /// A step failure: retryable or permanent, with a failure bucket for policy and metrics.

@@ -32,6 +32,13 @@ public struct Wakeup: Sendable, Hashable {
         case timeout
         /// A sleep's time, or the wait's `.at(…)`, came.
         case time
+        /// Every child of ``StepOutcome/parallel(_:then:)`` ended (``StepContext/childResults`` has them).
+        case children
+
+        var isSignal: Bool {
+            if case .signal = self { return true }
+            return false
+        }
     }
 
     public var trigger: Trigger
@@ -59,11 +66,12 @@ public struct Wakeup: Sendable, Hashable {
             reason = value["reason"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
         case "timeout": trigger = .timeout
         case "time": trigger = .time
+        case "children": trigger = .children
         default: return nil
         }
         let fired = ms("woke_at") ?? claimedAt
         firedAt = Date(timeIntervalSince1970: Double(fired) / 1000)
-        if case .signal = trigger {
+        if trigger == .children || trigger.isSignal {
             dueAt = nil
             lateness = nil
         } else if let due = ms("due_at") {

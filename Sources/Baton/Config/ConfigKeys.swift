@@ -41,6 +41,7 @@ public enum ConfigKeys {
     public static let limitsEventsMaxLength = "limits.events_max_length"
     public static let limitsCheckpointsKept = "limits.checkpoints_kept"
     public static let limitsSignalMailbox = "limits.signal_mailbox"
+    public static let limitsMaxChildren = "limits.max_children"
     public static let budgetDefaultMaxCostUSD = "budget.default_max_cost_usd"
     public static let budgetDefaultMaxTokens = "budget.default_max_tokens"
     public static let budgetDefaultMaxSteps = "budget.default_max_steps"
@@ -78,6 +79,7 @@ public enum ConfigKeys {
         Key(name: limitsEventsMaxLength, defaultValue: "1000", summary: "events kept per task"),
         Key(name: limitsCheckpointsKept, defaultValue: "5", summary: "checkpoint versions kept per task"),
         Key(name: limitsSignalMailbox, defaultValue: "100", summary: "signals a task keeps unconsumed; one more is refused"),
+        Key(name: limitsMaxChildren, defaultValue: "100", summary: "children a task starts over its life (parallel); more fail it"),
         Key(name: budgetDefaultMaxCostUSD, defaultValue: "~", summary: "cost limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxTokens, defaultValue: "~", summary: "token limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxSteps, defaultValue: "10000", summary: "step limit of a task whose submit sets none"),

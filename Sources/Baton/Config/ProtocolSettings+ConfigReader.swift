@@ -9,6 +9,7 @@ extension ProtocolSettings {
     /// | `worker.time_slice` | 60s |
     /// | `limits.checkpoint_max_bytes` | 1048576 |
     /// | `limits.submit_max_bytes` | 1048576 |
+    /// | `limits.max_children` | 100 (0…10000) |
     /// | `budget.default_max_cost_usd` | ~ (none) |
     /// | `budget.default_max_tokens` | ~ (none) |
     /// | `budget.default_max_steps` | 10000 |
@@ -23,6 +24,7 @@ extension ProtocolSettings {
         timeSlice = try reader.batonDuration(ConfigKeys.workerTimeSlice, default: timeSlice)
         checkpointMaxBytes = try reader.batonInt(ConfigKeys.limitsCheckpointMaxBytes, default: checkpointMaxBytes, range: 1...(512 << 20))
         submitMaxBytes = try reader.batonInt(ConfigKeys.limitsSubmitMaxBytes, default: submitMaxBytes, range: 1...(512 << 20))
+        maxChildren = try reader.batonInt(ConfigKeys.limitsMaxChildren, default: maxChildren, range: 0...10_000)
         var limits = defaultLimits
         limits.maxCostMicros = try reader.batonDollars(
             ConfigKeys.budgetDefaultMaxCostUSD, default: limits.maxCostMicros.map { Double($0) / 1_000_000 }

@@ -143,6 +143,10 @@ public final class BatonClient: Sendable {
         if let bus, action == "resume" || action == "redrive" {
             await Outbox.flush(task: task, store: store, bus: bus, logger: logger)
         }
+        if let bus, action == "cancel", let parent = TaskID.parent(of: task) {
+            // The last child to end wakes its parent: publish the join step now rather than at the outbox sweep.
+            await Outbox.flush(task: parent, store: store, bus: bus, logger: logger)
+        }
         if audit { try await queries.audit(actor: actor, action: action, target: task, reason: reason) }
         return result
     }

@@ -11,6 +11,8 @@ public struct ProtocolSettings: Sendable {
     public var checkpointMaxBytes = 1 << 20
     /// The largest submit body accepted.
     public var submitMaxBytes = 1 << 20
+    /// Children a task may start over its life (`parallel`); one more fails the task naming this cap.
+    public var maxChildren = ChildLimits.maxChildren
     /// Limits applied when neither the submit nor the agent states them.
     public var defaultLimits = BudgetLimits(maxSteps: 10_000, maxToolCalls: 10_000, maxHandoffs: 1_000, maxAttempts: 5)
 
@@ -230,6 +232,7 @@ public struct StepExecutor: Sendable {
             return .ack
         case .stopped:
             await flushOutbox(task: message.task)  // a poison step's dead letter
+            if let parent = TaskID.parent(of: message.task) { await flushOutbox(task: parent) }  // a woken join step
             return .ack
         case .terminal, .inactive, .leased:
             return .ack
@@ -396,6 +399,15 @@ public struct StepExecutor: Sendable {
                     logger: logger, settlement: nil))
         }
 
+        var claimed = claimed
+        if claimed.wakeupJSON.contains("\"trigger\":\"children\"") {
+            // A join step: its children's recorded outcomes (one read, join steps only).
+            do {
+                claimed.childResults = try await store.childResults(task: claimed.id)
+            } catch {
+                return .done(.requeue("Redis: \(error)"))
+            }
+        }
         let signals = StepSignals()
         if drain.draining { signals.markDraining() }
         let environment = StepEnvironment(store: store, token: claimed.token, signals: signals)
@@ -454,6 +466,13 @@ public struct StepExecutor: Sendable {
                     break
                 }
                 kind = .wait(Self.waitSpec(triggers, then: step, onTimeout: onTimeout))
+            case .parallel(let children, let join):
+                switch parallelSpec(children, join: join, steps: runner.steps, claimed: claimed) {
+                case .success(let spec): kind = .parallel(spec)
+                case .failure(let problem):
+                    kind = dead("permanent_error", problem)
+                    state = previousState
+                }
             }
         case .failure(let error as BudgetExceeded):
             let stepError = StepError.permanent("the \(error.kind) limit was reached", bucket: "budget")
@@ -481,6 +500,58 @@ public struct StepExecutor: Sendable {
             }
         }
         return .commit(PendingCommit(claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement))
+    }
+
+    /// The committed form of a `parallel` outcome: each child's agent, initial state, first step, queue and
+    /// limits (its own, else its agent's defaults); or the permanent error naming what to fix.
+    func parallelSpec(_ children: [ChildTask], join: String, steps: [String], claimed: ClaimedTask) -> Result<ParallelSpec, StepError> {
+        guard steps.contains(join) else {
+            return .failure(
+                .permanent(
+                    "step '\(claimed.step)' returned .parallel(then: \"\(join)\"), which agent '\(claimed.agent)' does not declare (steps: \(steps.joined(separator: ", ")))",
+                    bucket: "unknown_step"))
+        }
+        if claimed.id.utf8.count(where: { $0 == UInt8(ascii: "/") }) >= TaskID.maxChildDepth, !children.isEmpty {
+            return .failure(
+                .permanent(
+                    "step '\(claimed.step)' of task \(claimed.id) starts children \(TaskID.maxChildDepth + 1) levels deep: children nest at most \(TaskID.maxChildDepth) levels",
+                    bucket: "invalid_usage"))
+        }
+        if children.count > settings.maxChildren {
+            return .failure(
+                .permanent(
+                    "step '\(claimed.step)' started \(children.count) children, over the cap of \(settings.maxChildren) children per task (limits.max_children)",
+                    bucket: "max_children"))
+        }
+        var out: [NewChild] = []
+        for (index, child) in children.enumerated() {
+            guard let runner = registry[child.agent] else {
+                return .failure(
+                    .permanent(
+                        "child \(index + 1) of step '\(claimed.step)' names agent '\(child.agent)', which no worker here serves (known: \(registry.names.joined(separator: ", ")))",
+                        bucket: "unknown_agent"))
+            }
+            let queue = child.queue ?? runner.options.queue
+            guard TaskID.isValidName(queue) else {
+                return .failure(
+                    .permanent(
+                        "child \(index + 1) of step '\(claimed.step)' names queue '\(queue)': a queue name is 1–100 letters, digits, '-', '_' or '.'",
+                        bucket: "invalid_usage"))
+            }
+            do {
+                let input = try JSONCoding.encode(child.input)
+                let state = try runner.initialState(input)
+                let defaults = BudgetLimits(runner.options.defaultBudget, defaults: settings.defaultLimits)
+                out.append(
+                    NewChild(
+                        agent: child.agent, inputJSON: String(decoding: input, as: UTF8.self), stateJSON: state,
+                        firstStep: runner.steps.first ?? "start", queue: queue, limits: BudgetLimits(child.budget, defaults: defaults)))
+            } catch {
+                return .failure(
+                    .permanent("child \(index + 1) of step '\(claimed.step)' (agent '\(child.agent)'): \(error)", bucket: "invalid_input"))
+            }
+        }
+        return .success(ParallelSpec(join: join, children: out, maxChildren: settings.maxChildren))
     }
 
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
@@ -609,8 +680,17 @@ public struct StepExecutor: Sendable {
         case .fenced:
             logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
             return (.ack, nil)
-        case .committed(_, _, let outboxID):
+        case .committed(let status, _, let outboxID):
             CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
+            if TaskView.terminalStatuses.contains(status), let parent = TaskID.parent(of: claimed.id) {
+                // A child's end may have woken its parent: publish the join step now, not at the next outbox sweep.
+                await flushOutbox(task: parent)
+            }
+            if case .parallel = kind {
+                // The children's first step messages (or, with no children, the join step's).
+                await flushOutbox(task: claimed.id)
+                return (.ack, nil)
+            }
             if case .wait = kind {
                 // Woken at once (an early signal, a time already passed): the wake wrote the resumed step.
                 if outboxID != nil { await flushOutbox(task: claimed.id) }

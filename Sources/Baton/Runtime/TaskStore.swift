@@ -33,6 +33,8 @@ public protocol TaskStore: Sendable {
     /// still waits on that very timer (the resumed step's message goes to its outbox); otherwise nothing.
     /// Returns whether it woke the task.
     func fireWaitTimer(task: String, timer: String) async throws -> Bool
+    /// The recorded outcomes of a task's ended children: child id → `{"status", "result", "error"}` JSON.
+    func childResults(task: String) async throws -> [String: String]
 }
 
 /// A signal for one task: from the CLI (`baton signal`, `approve`, `reject`), the `baton.signals`
@@ -270,6 +272,68 @@ public struct NewTask: Sendable {
     public var firstMessage: StepMessage { StepMessage(task: id, agent: agent, step: firstStep, seq: 0, branch: 0, attempt: 1) }
 }
 
+/// The children of a `parallel` step, as committed.
+public struct ParallelSpec: Sendable {
+    /// The step that runs once every child has ended.
+    public var join: String
+    public var children: [NewChild]
+    /// Children per task (over a task's life): `limits.max_children`.
+    public var maxChildren: Int
+
+    public init(join: String, children: [NewChild], maxChildren: Int) {
+        self.join = join
+        self.children = children
+        self.maxChildren = maxChildren
+    }
+
+    /// The JSON the commit script reads (limit values as strings: Lua numbers lose digits).
+    public var json: String {
+        let list: [JSONValue] = children.map { child in
+            var limits: [JSONValue] = []
+            for (name, value) in child.limits.fields {
+                limits.append(.string(name))
+                limits.append(.string(String(value)))
+            }
+            return [
+                "agent": .string(child.agent), "input": .string(child.inputJSON), "state": .string(child.stateJSON),
+                "step": .string(child.firstStep), "queue": .string(child.queue), "limits": .array(limits),
+            ]
+        }
+        return JSONValue.object([
+            "join": .string(join), "cap": .int(Int64(maxChildren)), "children": .array(list),
+            "max_result": .int(Int64(ChildLimits.resultMaxBytes)),
+        ]).jsonString
+    }
+}
+
+/// One child to create in a `parallel` commit (its id is assigned by the store: `<parent>/<n>`).
+public struct NewChild: Sendable {
+    public var agent: String
+    public var inputJSON: String
+    public var stateJSON: String
+    public var firstStep: String
+    public var queue: String
+    public var limits: BudgetLimits
+
+    public init(agent: String, inputJSON: String, stateJSON: String, firstStep: String, queue: String, limits: BudgetLimits) {
+        self.agent = agent
+        self.inputJSON = inputJSON
+        self.stateJSON = stateJSON
+        self.firstStep = firstStep
+        self.queue = queue
+        self.limits = limits
+    }
+}
+
+/// Limits of fan-out (documented defaults).
+public enum ChildLimits {
+    /// Children per task over its life (`limits.max_children`); one more fails the task (`max_children`).
+    public static let maxChildren = 100
+    /// The largest child result + error (JSON bytes) kept for the join; a larger one is kept as
+    /// `{"status", "truncated": true}`.
+    public static let resultMaxBytes = 64 * 1024
+}
+
 /// Budget limits as stored (integers; cost in micro-dollars, deadline in Unix milliseconds). nil = no limit.
 public struct BudgetLimits: Sendable, Hashable, Codable {
     public var maxCostMicros: Int64?
@@ -380,6 +444,8 @@ public struct ClaimedTask: Sendable {
     public var wakeupJSON: String
     /// When the claim happened (Unix ms, the store's clock): the lateness of a wake-up is measured to it.
     public var claimedAtMilliseconds: Int64
+    /// For a join step (woken by its children): child id → `{"status", "result", "error"}` JSON.
+    public var childResults: [String: String] = [:]
 
     public init(
         id: String, agent: String, step: String, seq: Int64, branch: Int64, attempt: Int64, token: Int64, stateJSON: [UInt8],
@@ -432,6 +498,9 @@ public struct Commit: Sendable {
         /// Commit the state, then wait or sleep: no step message, only the wait and a timer (or an
         /// immediate wake when a matching signal is already in the mailbox or the time has passed).
         case wait(WaitSpec)
+        /// Commit the state, create the children (their first step messages go to this task's outbox) and
+        /// wait for all of them to end, then run the join step.
+        case parallel(ParallelSpec)
     }
 
     public var task: String

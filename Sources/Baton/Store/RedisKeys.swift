@@ -36,6 +36,8 @@ public struct RedisKeys: Sendable, Hashable {
         /// Signal ids already received (deduplication), scored by arrival.
         public var signalsSeen: String { base + ":signals_seen" }
         public var checkpointPrefix: String { base + ":ckpt:" }
+        /// The outcomes of a parent's ended children: child id → `{"status", "result", "error"}` JSON.
+        public var children: String { base + ":children" }
     }
 
     public func of(_ id: String) -> TaskKeys { TaskKeys(base: base(id)) }
@@ -51,10 +53,12 @@ public struct RedisKeys: Sendable, Hashable {
     public func checkpointPrefix(_ id: String) -> String { of(id).checkpointPrefix }
     public func checkpoint(_ id: String, seq: Int64) -> String { checkpointPrefix(id) + String(seq) }
 
-    /// The bucket of a task id (FNV-1a of its bytes).
+    /// The bucket of a task id (FNV-1a of its root's bytes: a child `<root>/<n>` shares its root's bucket, so
+    /// the script that creates or stops children reaches their index and timer keys).
     public func bucket(of id: String) -> Int {
         var hash: UInt32 = 2_166_136_261
         for byte in id.utf8 {
+            if byte == UInt8(ascii: "/") { break }
             hash ^= UInt32(byte)
             hash = hash &* 16_777_619
         }

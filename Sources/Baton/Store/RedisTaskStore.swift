@@ -250,6 +250,9 @@ public struct RedisTaskStore: TaskStore {
         case .wait(let spec):
             kind = "wait"
             waitJSON = spec.json
+        case .parallel(let spec):
+            kind = "parallel"
+            waitJSON = spec.json
         case .next(let step):
             kind = "next"
             nextStep = step
@@ -323,6 +326,17 @@ public struct RedisTaskStore: TaskStore {
     public func outboxDoneWithoutWaiting(task: String, ids: [String]) {
         guard !ids.isEmpty else { return }
         redis.sendDetached([RedisCommand("HDEL", arguments: [keys.outbox(task)] + ids.map { $0 as any RedisArgumentConvertible })])
+    }
+
+    public func childResults(task: String) async throws -> [String: String] {
+        let flat = try await redis.send("HGETALL", keys.of(task).children).array ?? []
+        var out: [String: String] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            out[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+            index += 2
+        }
+        return out
     }
 
     public func pendingOutbox(task: String) async throws -> [String: OutboxMessage] {

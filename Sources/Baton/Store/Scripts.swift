@@ -128,6 +128,7 @@ enum Scripts {
               if w.k == 'sleep' and w.due_kind == 'deadline' then return 'sleeping until the deadline ' .. iso(w.due) end
               if w.k == 'sleep' then return 'sleeping until ' .. iso(w.due or 0) end
               local names = table.concat(w.signals or {}, ' or ')
+              if w.k == 'children' then names = (w.n or 0) .. ' children' end
               if names == '' then names = 'a timer' end
               local text = 'waiting for ' .. names
               if w.due then
@@ -172,6 +173,59 @@ enum Scripts {
               add_event(k.events, maxlen, 'woke', tonumber(t[1]), t[2], step, now, cjson.encode(data))
               move_index(k.index, id, t[5], 'queued', now)
             end
+            -- Records a child's end in its parent's keys, once per child (a second call is a no-op); the last
+            -- child to end wakes the parent's join step. pk: the parent's keys as the parallel commit wrote them.
+            local function child_done(pk, id, status, result, err, now, maxlen)
+              if not pk or pk == '' then return end
+              local k = cjson.decode(pk)
+              if redis.call('HEXISTS', k.children, id) == 1 then return end
+              if not result or result == '' then result = 'null' end
+              if not err or err == '' then err = 'null' end
+              local rec
+              if #result + #err > tonumber(k.max or 65536) then
+                rec = '{"status":' .. cjson.encode(status) .. ',"result":null,"error":null,"truncated":true}'
+              else
+                rec = '{"status":' .. cjson.encode(status) .. ',"result":' .. result .. ',"error":' .. err .. '}'
+              end
+              redis.call('HSET', k.children, id, rec)
+              local done = redis.call('HINCRBY', k.task, 'children_done', 1)
+              local p = redis.call('HMGET', k.task, 'status', 'wait', 'children_total', 'seq')
+              if p[1] == 'waiting' and p[2] and p[2] ~= '' and done >= num(p[3]) then
+                local w = cjson.decode(p[2])
+                if w.k == 'children' then
+                  wake(k, k.id, w, {trigger='children', total=num(p[3])}, now, maxlen, 'join-' .. p[4])
+                end
+              end
+            end
+            -- Cancels the live children (and their children) of the task whose keys start with `base`: a queued,
+            -- waiting or retrying child ends now; a running one gets the cancel flag (its step's commit ends it).
+            local function cancel_children(base, id, total, index, data, now, maxlen, depth)
+              for i = 1, total do
+                local cb, cid = base .. '/' .. i, id .. '/' .. i
+                local c = redis.call('HMGET', cb .. ':task', 'status', 'seq', 'branch', 'step', 'children_total', 'pk')
+                if c[1] and not TERMINAL[c[1]] then
+                  if c[1] == 'running' then
+                    redis.call('HSET', cb .. ':task', 'cancel', data)
+                  else
+                    redis.call('HSET', cb .. ':task', 'status', 'cancelled', 'cancel', data, 'finished_at', now, 'updated_at', now,
+                      'status_reason', 'the parent task was cancelled', 'wait', '', 'wait_timer', '', 'next_timer', '')
+                    add_event(cb .. ':events', maxlen, 'cancelled', tonumber(c[2]), c[3], c[4], now, data)
+                    move_index(index, cid, c[1], 'cancelled', now)
+                    child_done(c[6], cid, 'cancelled', '', '', now, maxlen)
+                    if depth < 8 and num(c[5]) > 0 then cancel_children(cb, cid, num(c[5]), index, data, now, maxlen, depth + 1) end
+                  end
+                end
+              end
+            end
+            -- The limit that an ancestor's budget (`up`: their budget keys, one a line) has reached, or nil.
+            local function reached_up(up, now)
+              if not up or up == '' then return nil end
+              for key in string.gmatch(up, '[^\\n]+') do
+                local over = reached(hash(redis.call('HGETALL', key)), now)
+                if over then return over end
+              end
+              return nil
+            end
 
             """
 
@@ -205,9 +259,9 @@ enum Scripts {
     /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims,
     /// tenant limits json (`""`: no tenant has limits), tenant key prefix.
     static let claim =
-        common + """
+        waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
-              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue', 'wakeup')
+              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue', 'wakeup', 'pk')
             local status = t[1]
             if not status then return {'missing'} end
             if TERMINAL[status] then return {'terminal', status} end
@@ -231,6 +285,7 @@ enum Scripts {
               redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now, 'updated_at', now, 'lease_owner', '', 'lease_until', 0)
               add_event(KEYS[4], ARGV[7], 'cancelled', seq, branch, t[7], now, t[8])
               move_index(KEYS[5], ARGV[6], status, 'cancelled', now)
+              child_done(t[17], ARGV[6], 'cancelled', '', '', now, ARGV[7])
               return {'stopped', 'cancelled'}
             end
             if t[9] and t[9] ~= '' then
@@ -262,12 +317,19 @@ enum Scripts {
               park({task=KEYS[1], events=KEYS[4], index=KEYS[5]}, ARGV[6], status, over, text, seq, branch, t[7], now, ARGV[7])
               return {'stopped', 'needs_review', over}
             end
+            -- A child stops when an ancestor's limit is reached too (their charges are shared; the parent's limit is
+            -- not the child's to review).
+            if not over and b.up then
+              over = reached_up(b.up, now)
+              if over then stop_text = over .. ' limit of the parent task reached' end
+            end
             if over then
               local err = cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false})
               redis.call('HSET', KEYS[1], 'status', 'budget_exceeded', 'finished_at', now, 'updated_at', now, 'error', err,
                 'lease_owner', '', 'lease_until', 0, 'status_reason', stop_text)
               add_event(KEYS[4], ARGV[7], 'budget_exceeded', seq, branch, t[7], now, cjson.encode({kind=over}))
               move_index(KEYS[5], ARGV[6], status, 'budget_exceeded', now)
+              child_done(t[17], ARGV[6], 'budget_exceeded', '', err, now, ARGV[7])
               return {'stopped', 'budget_exceeded', over}
             end
             if num(t[14]) >= tonumber(ARGV[9]) then
@@ -279,6 +341,7 @@ enum Scripts {
                 'lease_owner', '', 'lease_until', 0, 'status_reason', 'delivery_limit')
               add_event(KEYS[4], ARGV[7], 'dead_lettered', seq, branch, t[7], now, err)
               move_index(KEYS[5], ARGV[6], status, 'dead_lettered', now)
+              child_done(t[17], ARGV[6], 'dead_lettered', '', err, now, ARGV[7])
               redis.call('HSET', KEYS[7], 'poison-' .. seq .. '-' .. attempt, cjson.encode({x='baton.dlx', k=t[15] or 'default', b=body,
                 h={['x-baton-reason']='delivery_limit', ['x-baton-error']=msg, ['x-baton-task']=ARGV[6], ['x-baton-agent']=t[10],
                    ['x-baton-step']=t[7], ['x-baton-seq']=tostring(seq), ['x-baton-branch']=tostring(branch),
@@ -399,13 +462,30 @@ enum Scripts {
     /// signals (mailbox).
     /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
-    /// wait spec json (kind `wait`).
+    /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children).
+    ///
+    /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
+    /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
     static let commit =
         waits + """
-            local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause')
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk')
             if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then return {'fenced'} end
             local now = now_ms()
             local id, kind = ARGV[13], ARGV[3]
+            local detail_json = ARGV[6]
+            local spec, children_before = nil, 0
+            if kind == 'parallel' then
+              spec = cjson.decode(ARGV[16])
+              children_before = num(redis.call('HGET', KEYS[1], 'children_total'))
+              if children_before + #spec.children > tonumber(spec.cap) then
+                -- Over the cap of children per task: the task fails (its state is committed), nothing is created.
+                kind = 'fail'
+                local msg = 'step ' .. t[6] .. ' started ' .. #spec.children .. ' children after ' .. children_before ..
+                  ', over the cap of ' .. spec.cap .. ' children per task (limits.max_children)'
+                detail_json = cjson.encode({code='max_children', message=msg, bucket='max_children', retryable=false})
+                spec = nil
+              end
+            end
             local seq, branch, attempt, step = tonumber(t[2]), t[4], tonumber(t[5]), t[6]
             local flat = redis.call('HGETALL', KEYS[2])
             local b = hash(flat)
@@ -425,7 +505,7 @@ enum Scripts {
             end
             if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
             local newseq = seq
-            if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' or kind == 'wait' then
+            if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' or kind == 'wait' or kind == 'parallel' then
               newseq = seq + 1
               redis.call('SET', KEYS[3] .. newseq, ARGV[4])
               local old = newseq - tonumber(ARGV[11])
@@ -435,6 +515,19 @@ enum Scripts {
             if kind == 'handoff' then b.handoffs = num(b.handoffs) + 1 end
             redis.call('HSET', KEYS[2], 'cost', int(num(b.cost)), 'tokens', int(num(b.tokens)), 'tool_calls', int(num(b.tool_calls)),
               'steps', int(num(b.steps)), 'handoffs', int(num(b.handoffs)))
+            local over_up = nil
+            if b.up and b.up ~= '' then
+              -- A child: its charges and steps count against every ancestor's budget too.
+              local dc, dt, dk, ds = num(b[pre .. 'cost']), num(b[pre .. 'tokens']), num(b[pre .. 'tool_calls']), 0
+              if newseq ~= seq then ds = 1 end
+              for key in string.gmatch(b.up, '[^\\n]+') do
+                if dc ~= 0 then redis.call('HINCRBY', key, 'cost', dc) end
+                if dt ~= 0 then redis.call('HINCRBY', key, 'tokens', dt) end
+                if dk ~= 0 then redis.call('HINCRBY', key, 'tool_calls', dk) end
+                if ds ~= 0 then redis.call('HINCRBY', key, 'steps', ds) end
+              end
+              over_up = reached_up(b.up, now)
+            end
             local status, etype, reason = nil, nil, ''
             local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'claims', 0}
             -- What woke the task is for the step it resumed only.
@@ -445,19 +538,26 @@ enum Scripts {
             local w = nil
             local event_data = ARGV[15]
             local review_over = nil
-            if kind == 'wait' then
+            if kind == 'wait' or kind == 'parallel' then
               local over = reached(b, now)
               -- A task that asked for review waits anyway: waiting spends nothing, and the claim of the resumed step
               -- (or the deadline's timer) parks it.
               if over and reviews(b) then over = nil end
+              local own = over
+              over = over or over_up
               if t[7] and t[7] ~= '' then
                 status, etype = 'cancelled', 'cancelled'
               elseif over then
                 status, etype, reason = 'budget_exceeded', 'budget_exceeded', over .. ' limit reached'
+                if not own then reason = over .. ' limit of the parent task reached' end
                 table.insert(fields, 'error')
                 table.insert(fields, cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false}))
               else
-                w = cjson.decode(ARGV[16])
+                if spec then
+                  w = {k='children', next=spec.join, n=#spec.children}
+                else
+                  w = cjson.decode(ARGV[16])
+                end
                 step = w.next
                 local due, due_kind = nil, nil
                 if w.delay_ms then due, due_kind = now + tonumber(w.delay_ms), 'timeout' end
@@ -468,7 +568,7 @@ enum Scripts {
                 w.delay_ms, w.at_ms, w.due, w.due_kind, w.since = nil, nil, due, due_kind, now
                 if w.k == 'sleep' then status, etype = 'sleeping', 'sleeping' else status, etype = 'waiting', 'waiting' end
                 reason = wait_reason(w)
-                local data = {next=w.next, on_timeout=w.on_timeout}
+                local data = {next=w.next, on_timeout=w.on_timeout, children=w.n}
                 if #(w.signals or {}) > 0 then data.signals = w.signals end
                 if due then
                   if due_kind == 'time' then
@@ -487,12 +587,16 @@ enum Scripts {
             elseif kind == 'next' or kind == 'handoff' then
               local over = reached(b, now)
               if not over and b.max_handoffs and b.max_handoffs ~= '' and num(b.handoffs) > num(b.max_handoffs) then over = 'handoffs' end
+              -- An ancestor's limit stops a child (the parent's limit is not the child's to review).
+              local own = over
+              over = over or over_up
               if t[7] and t[7] ~= '' then
                 status, etype = 'cancelled', 'cancelled'
-              elseif over and reviews(b) then
-                review_over = over
+              elseif own and reviews(b) then
+                review_over = own
               elseif over then
                 status, etype, reason = 'budget_exceeded', 'budget_exceeded', over .. ' limit reached'
+                if not own then reason = over .. ' limit of the parent task reached' end
                 table.insert(fields, 'error')
                 table.insert(fields, cjson.encode({code='budget_exceeded', message='the ' .. over .. ' limit was reached', bucket='budget', retryable=false}))
               elseif t[8] and t[8] ~= '' then
@@ -512,7 +616,8 @@ enum Scripts {
             elseif kind == 'fail' then
               status, etype = 'failed', 'failed'
               table.insert(fields, 'error')
-              table.insert(fields, ARGV[6])
+              table.insert(fields, detail_json)
+              if detail_json ~= ARGV[6] then event_data = detail_json end
             elseif kind == 'budget' and reviews(b) and not (t[7] and t[7] ~= '') then
               -- The step stopped at a charge: its partial state is committed and the same step runs again on resume.
               review_over = ARGV[14]
@@ -533,7 +638,7 @@ enum Scripts {
               status, etype, reason = 'dead_lettered', 'dead_lettered', ARGV[14]
               table.insert(fields, 'error')
               table.insert(fields, ARGV[6])
-            elseif kind ~= 'wait' then
+            elseif kind ~= 'wait' and kind ~= 'parallel' then
               return redis.error_reply('unknown commit kind ' .. kind)
             end
             if review_over then
@@ -561,10 +666,52 @@ enum Scripts {
               redis.call('ZADD', KEYS[7], now, id)
             end
             move_index(KEYS[6], id, t[3], status, now)
+            if TERMINAL[status] and t[9] and t[9] ~= '' then
+              local res, err = '', ''
+              if status == 'succeeded' then res = ARGV[6] else err = redis.call('HGET', KEYS[1], 'error') or '' end
+              child_done(t[9], id, status, res, err, now, ARGV[12])
+            end
+            if w and w.k == 'children' then
+              -- The children: tasks of their own under this task's hash tag and bucket, created here with their
+              -- budgets and index entries; their first step messages go to this task's outbox.
+              local pbase = string.sub(KEYS[1], 1, -6)
+              local p = redis.call('HMGET', KEYS[1], 'tenant', 'root')
+              local up = KEYS[2]
+              if b.up and b.up ~= '' then up = up .. '\\n' .. b.up end
+              local pk = cjson.encode({id=id, task=KEYS[1], events=KEYS[4], outbox=KEYS[5], outbox_index=KEYS[7], index=KEYS[6],
+                timers=KEYS[8], children=pbase .. ':children', max=spec.max_result})
+              for i, c in ipairs(spec.children) do
+                local n = children_before + i
+                local cid, cb = id .. '/' .. n, pbase .. '/' .. n
+                redis.call('HSET', cb .. ':task', 'id', cid, 'agent', c.agent, 'input', c.input, 'status', 'queued', 'step', c.step,
+                  'seq', 0, 'attempt', 1, 'branch', 0, 'fence', 0, 'created_at', now, 'updated_at', now, 'tenant', p[1] or '',
+                  'labels', '{}', 'notify', '{}', 'queue', c.queue, 'root', p[2] or id, 'parent', id, 'pk', pk)
+                local bargs = {'cost', 0, 'tokens', 0, 'steps', 0, 'tool_calls', 0, 'handoffs', 0, 'up', up}
+                for j = 1, #c.limits, 2 do
+                  table.insert(bargs, c.limits[j])
+                  table.insert(bargs, c.limits[j + 1])
+                end
+                redis.call('HSET', cb .. ':budget', unpack(bargs))
+                redis.call('SET', cb .. ':ckpt:0', c.state)
+                add_event(cb .. ':events', ARGV[12], 'submitted', 0, 0, c.step, now, cjson.encode({parent=id}))
+                redis.call('HSET', KEYS[5], 'child-' .. cid, step_message(cid, {agent=c.agent, step=c.step, seq=0, branch=0, attempt=1, queue=c.queue}))
+                move_index(KEYS[6], cid, nil, 'queued', now)
+              end
+              redis.call('HSET', KEYS[1], 'children_total', children_before + #spec.children)
+              redis.call('ZADD', KEYS[7], now, id)
+              if #spec.children == 0 then
+                local k = {task=KEYS[1], events=KEYS[4], outbox=KEYS[5], outbox_index=KEYS[7], index=KEYS[6], timers=KEYS[8]}
+                redis.call('HSET', KEYS[1], 'wait', cjson.encode(w))
+                wake(k, id, w, {trigger='children', total=0}, now, ARGV[12], ARGV[7])
+                return {'ok', 'queued', tostring(newseq)}
+              end
+              w.signals = {}
+            end
             if w then
               -- A signal that arrived before the wait began is consumed now; a time already passed fires now.
               local k = {task=KEYS[1], events=KEYS[4], outbox=KEYS[5], outbox_index=KEYS[7], index=KEYS[6], timers=KEYS[8]}
-              local sig = take_signal(KEYS[10], w.signals)
+              local sig = nil
+              if w.k ~= 'children' then sig = take_signal(KEYS[10], w.signals) end
               if sig then
                 wake(k, id, w, {trigger='signal', name=sig.name, id=sig.id, p=sig.p, actor=sig.actor, reason=sig.reason, at=sig.at},
                   now, ARGV[12], ARGV[7])
@@ -625,7 +772,7 @@ enum Scripts {
     /// ARGV: id, timer member, events maxlen, outbox id. Returns `{'woke', 'queued', outbox id, message}`.
     static let fireWaitTimer =
         waits + """
-            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step')
+            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step', 'pk', 'children_total')
             if not t[1] or (t[1] ~= 'waiting' and t[1] ~= 'sleeping') or t[3] ~= ARGV[2] then return {'ignored', t[1] or ''} end
             local w = cjson.decode(t[2])
             if w.due_kind == 'deadline' then
@@ -647,6 +794,11 @@ enum Scripts {
                 'status_reason', 'deadline limit reached', 'wait', '', 'wait_timer', '', 'next_timer', '')
               add_event(KEYS[2], ARGV[3], 'budget_exceeded', tonumber(t[4]), t[5], t[6], now, cjson.encode({kind='deadline'}))
               move_index(KEYS[5], ARGV[1], t[1], 'budget_exceeded', now)
+              child_done(t[7], ARGV[1], 'budget_exceeded', '', err, now, ARGV[3])
+              if num(t[8]) > 0 then
+                local data = cjson.encode({reason='the parent task reached its deadline', actor='baton'})
+                cancel_children(string.sub(KEYS[1], 1, -6), ARGV[1], num(t[8]), KEYS[5], data, now, ARGV[3], 0)
+              end
               return {'stopped', 'budget_exceeded'}
             end
             local k = {task=KEYS[1], events=KEYS[2], outbox=KEYS[3], outbox_index=KEYS[4], index=KEYS[5], timers=KEYS[6]}
@@ -769,8 +921,9 @@ enum Scripts {
     /// names (not `succeeded`, `failed`, `budget_exceeded`: those name the step that ran before), else `{'no_step'}`.
     /// Answers `{'forked', new branch, step}`.
     static let control =
-        common + """
-            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'lease_until', 'cancel', 'pause')
+        waits + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'lease_until', 'cancel', 'pause',
+              'pk', 'children_total')
             local status = t[1]
             if not status then return {'missing'} end
             local action, id = ARGV[1], ARGV[5]
@@ -793,6 +946,9 @@ enum Scripts {
               redis.call('HSET', KEYS[1], 'status', 'cancelled', 'cancel', data, 'finished_at', now, 'updated_at', now, 'status_reason', ARGV[2])
               add_event(KEYS[2], ARGV[4], 'cancelled', task.seq, task.branch, task.step, now, data)
               move_index(KEYS[3], id, status, 'cancelled', now)
+              child_done(t[11], id, 'cancelled', '', '', now, ARGV[4])
+              -- A parent's live children are cancelled with it (its join never runs).
+              if num(t[12]) > 0 then cancel_children(string.sub(KEYS[1], 1, -6), id, num(t[12]), KEYS[3], data, now, ARGV[4], 0) end
               return {'cancelled', 'cancelled'}
             elseif action == 'pause' then
               if TERMINAL[status] then return {'terminal', status} end
@@ -874,6 +1030,7 @@ enum Scripts {
                 'status_reason', 'rejected in review: ' .. ARGV[2])
               add_event(KEYS[2], ARGV[4], 'cancelled', task.seq, task.branch, task.step, now, data)
               move_index(KEYS[3], id, status, 'cancelled', now)
+              child_done(t[11], id, 'cancelled', '', '', now, ARGV[4])
               return {'cancelled', 'cancelled'}
             elseif action == 'stalled' then
               if status ~= 'running' or num(t[8]) + tonumber(ARGV[7]) > now then return {'live', status} end
@@ -887,6 +1044,7 @@ enum Scripts {
                 'lease_owner', '', 'lease_until', 0, 'status_reason', ARGV[2])
               add_event(KEYS[2], ARGV[4], 'dead_lettered', task.seq, task.branch, task.step, now, ARGV[7])
               move_index(KEYS[3], id, status, 'dead_lettered', now)
+              child_done(t[11], id, 'dead_lettered', '', ARGV[7], now, ARGV[4])
               return {'dead_lettered', 'dead_lettered'}
             end
             return redis.error_reply('unknown action ' .. action)

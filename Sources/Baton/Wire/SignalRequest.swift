@@ -46,7 +46,7 @@ public struct SignalRequest: Codable, Sendable, Hashable {
     /// Checks values the JSON types cannot express.
     public func validate() throws(BatonError) {
         guard v == 1 else { throw BatonError(.invalidMessage, "the signal has \"v\": \(v); this worker speaks version 1", field: "v") }
-        guard TaskID.isValid(taskID) else {
+        guard TaskID.isValidPath(taskID) else {
             throw BatonError(
                 .invalidMessage, "the signal's 'task_id' must be 1–128 characters of letters, digits, '-', '_' or '.'", field: "task_id")
         }

@@ -25,7 +25,7 @@ public struct StepMessage: Codable, Sendable, Hashable {
             message = try JSONCoding.decode(StepMessage.self, from: body, what: "the step message")
         }
         guard message.v == 1 else { throw BatonError(.invalidMessage, "the step message has \"v\": \(message.v); expected 1", field: "v") }
-        guard TaskID.isValid(message.task) else {
+        guard TaskID.isValidPath(message.task) else {
             throw BatonError(.invalidMessage, "the step message's 'task' is not a valid task id", field: "task")
         }
         guard message.seq >= 0, message.branch >= 0, message.attempt >= 1 else {

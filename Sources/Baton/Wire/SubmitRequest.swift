@@ -159,6 +159,29 @@ public enum TaskID {
     /// Whether `id` can be a task id (no braces, colons or slashes: they have meaning in Redis keys).
     public static func isValid(_ id: String) -> Bool { (1...128).contains(id.utf8.count) && id.utf8.allSatisfy(isAllowed) }
 
+    /// Whether `id` names a task or a child task: `<root>/<n>/<n>…` — a valid root id, then up to
+    /// ``maxChildDepth`` `/`-separated decimal child numbers. Submitted ids stay ``isValid(_:)`` (no `/`):
+    /// only a `parallel` outcome creates child ids.
+    public static func isValidPath(_ id: String) -> Bool {
+        guard id.utf8.contains(UInt8(ascii: "/")) else { return isValid(id) }
+        let parts = id.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard parts.count <= maxChildDepth + 1, id.utf8.count <= 256, let root = parts.first, (1...128).contains(root.count),
+            root.allSatisfy(isAllowed)
+        else { return false }
+        return parts.dropFirst().allSatisfy { part in
+            (1...9).contains(part.count) && part.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        }
+    }
+
+    /// How deep children may nest (a child's child's …).
+    public static let maxChildDepth = 8
+
+    /// The parent of a child id (`a/3/1` → `a/3`), nil for a root id.
+    public static func parent(of id: String) -> String? {
+        guard let slash = id.utf8.lastIndex(of: UInt8(ascii: "/")) else { return nil }
+        return String(id[..<slash])
+    }
+
     /// Whether `name` can be an agent, step or queue name.
     public static func isValidName(_ name: String) -> Bool { (1...100).contains(name.utf8.count) && name.utf8.allSatisfy(isAllowed) }
 }

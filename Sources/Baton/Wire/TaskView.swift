@@ -24,11 +24,23 @@ public struct TaskView: Codable, Sendable, Hashable {
     public var error: JSONValue?
     public var result: JSONValue?
     public var parentID: String?
+    /// A parent's children (``StepOutcome/parallel(_:then:)``): how many it started and how many have ended.
+    public var children: Children?
     public var lease: Lease?
     public var nextTimerAt: String?
     public var createdAt: String?
     public var updatedAt: String?
     public var finishedAt: String?
+
+    public struct Children: Codable, Sendable, Hashable {
+        public var total: Int64
+        public var done: Int64
+
+        public init(total: Int64, done: Int64) {
+            self.total = total
+            self.done = done
+        }
+    }
 
     public struct Progress: Codable, Sendable, Hashable {
         public var fraction: Double
@@ -102,6 +114,7 @@ public struct TaskView: Codable, Sendable, Hashable {
         case signalsPending = "signals_pending"
         case error, result
         case parentID = "parent_id"
+        case children
         case lease
         case nextTimerAt = "next_timer_at"
         case createdAt = "created_at"
@@ -166,12 +179,18 @@ public struct TaskView: Codable, Sendable, Hashable {
         if let error = nonEmpty("error") { self.error = try? JSONValue.parse(Array(error.utf8)) }
         if let result = nonEmpty("result") { self.result = try? JSONValue.parse(Array(result.utf8)) }
         parentID = nonEmpty("parent")
+        if let total = nonEmpty("children_total").flatMap({ Int64($0) }), total > 0 {
+            children = Children(total: total, done: nonEmpty("children_done").flatMap { Int64($0) } ?? 0)
+        }
         if status == "running", let owner = nonEmpty("lease_owner") {
             lease = Lease(owner: owner, expiresAt: Self.iso(t["lease_until"]) ?? "")
         }
         if status == "retrying" || status == "waiting" || status == "sleeping" { nextTimerAt = Self.iso(t["next_timer"]) }
         if status == "waiting" || status == "sleeping", let wait = nonEmpty("wait"), let spec = try? JSONValue.parse(Array(wait.utf8)) {
             waitingFor = Self.waitingFor(spec)
+            if spec["k"]?.stringValue == "children", let children {
+                waitingFor?.insert(["children": .int(max(0, children.total - children.done))], at: 0)
+            }
         }
         let pending = signals.values.compactMap { try? JSONValue.parse(Array($0.utf8)) }.sorted {
             ($0["n"]?.intValue ?? 0) < ($1["n"]?.intValue ?? 0)
