@@ -41,6 +41,14 @@ final class Sweeps: Sendable {
             group.addTask { await self.loop(every: self.configuration.outboxSweepInterval) { try await self.sweepOutbox() } }
             group.addTask { await self.loop(every: self.configuration.stalledSweepInterval) { try await self.sweepStalled() } }
             group.addTask {
+                let relay = EventRelay(store: self.store, bus: self.executor.bus, logger: self.logger)
+                await self.busyLoop(every: self.configuration.timerInterval) { try await relay.relay() > 0 }
+            }
+            group.addTask {
+                let sender = WebhookSender(store: self.store, settings: self.configuration.webhooks, logger: self.logger)
+                await self.busyLoop(every: self.configuration.timerInterval * 5) { try await sender.deliver() > 0 }
+            }
+            group.addTask {
                 await self.loop(every: self.configuration.heartbeatInterval) { try await self.heartbeat(inFlight: inFlight()) }
             }
         }
@@ -54,6 +62,20 @@ final class Sweeps: Sendable {
                 logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Like ``loop(every:_:)``, but runs the next round at once while a round finds work (the event relay and
+    /// the webhook sender catch up in batches, then poll).
+    private func busyLoop(every interval: Duration, _ body: @Sendable () async throws -> Bool) async {
+        while !isStopped && !Task.isCancelled {
+            var busy = false
+            do {
+                busy = try await body()
+            } catch {
+                logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
+            }
+            if !busy { try? await Task.sleep(for: interval) }
         }
     }
 

@@ -31,6 +31,8 @@ public final class Worker: Service, Sendable {
         public var heartbeatInterval: Duration = .seconds(2)
         /// Whether this worker consumes `baton.dead` into Redis.
         public var deadLetterIntake = true
+        /// Webhook delivery (signing secret, retry schedule, allowed private hosts).
+        public var webhooks = WebhookSettings()
 
         public init(amqpURL: String, redisURL: String, workerID: String = Worker.defaultID()) {
             self.amqpURL = amqpURL

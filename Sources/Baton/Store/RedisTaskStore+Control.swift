@@ -13,7 +13,7 @@ extension RedisTaskStore {
             Self.controlScript,
             keys: [
                 keys.task(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id), keys.outboxIndex(bucket: bucket),
-                keys.checkpointPrefix(id),
+                keys.checkpointPrefix(id), keys.eventsPending(bucket: bucket),
             ],
             args: [action, reason, actor, settings.eventsMaxLength, id, Self.outboxID(), extra, expectedSeq, details])
         return (reply.array ?? []).map { $0.string ?? "" }
