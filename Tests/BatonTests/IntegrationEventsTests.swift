@@ -1,10 +1,12 @@
 import AMQPClient
-import Baton
 import BatonExamples
 import Foundation
+import RedisClient
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import Baton
 
 #if canImport(Glibc)
 import Glibc
@@ -231,6 +233,28 @@ struct IntegrationEventsTests {
         }
     }
 
+    /// HTTP 410 Gone disables the task's webhook after one request; the task view says so.
+    @Test(.timeLimit(.minutes(2))) func aGoneEndpointIsDisabledForTheTask() async throws {
+        try await WaitServers.with { servers, client in
+            let receiver = try WebhookReceiver { _, _ in 410 }
+            defer { receiver.stop() }
+            let worker = try await Self.startWorker(servers, "webhooks-gone", client: client)
+            defer { worker.process.sigkill() }
+            var request = Harness.stepchain(id: TestServers.uniqueName("whgone"), steps: 2)
+            request.notify = .init(webhook: "http://127.0.0.1:\(receiver.port)/gone")
+            let id = try await Harness.submit(client, request)
+            try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            var view: TaskView?
+            let disabled = try await eventually(timeout: .seconds(20)) {
+                view = try await client.queries.task(id)
+                return view?.webhook?.disabled != nil
+            }
+            #expect(disabled, "the webhook was not disabled: \(String(describing: view?.webhook))")
+            #expect(view?.webhook?.failing == false)
+            #expect(receiver.received.count == 1)
+        }
+    }
+
     /// 7c: a receiver that is down for 10 s still gets every event afterwards; meanwhile the task has finished
     /// and its view shows the webhook failing.
     @Test(.timeLimit(.minutes(2))) func aReceiverDownForTenSecondsGetsEveryEventAfterwards() async throws {
@@ -268,5 +292,67 @@ struct IntegrationEventsTests {
             let healed = try await eventually(timeout: .seconds(10)) { try await client.queries.task(id)?.webhook?.failing == false }
             #expect(healed)
         }
+    }
+}
+
+/// The event relay on the real Redis, in-process with a bus that keeps what it is given: marking, cursor,
+/// compare-and-set, and the count of events trimmed before they were published.
+@Suite("Redis: event relay", .enabled(if: TestServers.available))
+struct EventRelayTests {
+    @Test func theRelayPublishesInOrderAdvancesItsCursorAndCountsTrimmedEvents() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        defer { Task { await redis.close() } }
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-relay") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        let id = TestServers.uniqueName("relay")
+        let bucket = keys.bucket(of: id)
+        _ = try await store.submit(
+            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
+        )
+        _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
+        _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")
+        // Each script that appended an event marked the task.
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string != nil)
+
+        let bus = CapturingBus()
+        let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+        #expect(try await relay.relay() == 3)
+        let first = bus.messages.withLock { $0 }
+        #expect(first.map(\.routingKey) == ["report.\(id).submitted", "report.\(id).paused", "report.\(id).resumed"])
+        #expect(first.allSatisfy { $0.exchange == Topology.eventsExchange })
+        let history = try await TaskQueries(store: store).history(id)
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == history.last?.id)
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string == nil)
+        #expect(try await relay.relay() == 0)
+
+        // A relay that fell behind past the cap: 5 more events, the stream cut to 2 (3 never published).
+        for n in 0..<5 {
+            try await redis.send(
+                RedisCommand(
+                    "XADD",
+                    arguments: [
+                        keys.events(id), "MAXLEN", "=", 2, "*", "type", "progress", "seq", 0, "branch", 0, "step", "s", "at", n,
+                        "data", "{}",
+                    ]))
+        }
+        try await redis.send("ZADD", keys.eventsPending(bucket: bucket), 0, id)
+        #expect(try await relay.relay() == 2)
+        #expect(try await redis.send("HGET", keys.task(id), "events_published").string == "8")
+        #expect(bus.messages.withLock { $0.count } == 5)
+
+        // The cursor is a compare-and-set: an advance from a cursor another relay moved writes nothing.
+        let cursor = try await redis.send("HGET", keys.task(id), "events_cursor").string ?? ""
+        let moved = try await redis.evalSHA(
+            EventRelay.advanceScript,
+            keys: [keys.task(id), keys.events(id), keys.eventsPending(bucket: bucket), keys.webhooksDue(bucket: bucket)],
+            args: [id, "0-1", "9-9", 1, "0"])
+        #expect(moved.string == "moved")
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == cursor)
+        let taskKeys = [keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0)]
+        _ = try await redis.send(RedisCommand("DEL", arguments: taskKeys))
+        _ = try await redis.send(RedisCommand("DEL", arguments: [keys.eventsPending(bucket: bucket), keys.outboxIndex(bucket: bucket)]))
     }
 }

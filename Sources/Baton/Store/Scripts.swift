@@ -714,7 +714,7 @@ enum Scripts {
     /// Reads what the event relay publishes next for one task. KEYS: task, events, budget. ARGV: max entries.
     /// Answers `{cursor, agent, status, notify, progress fraction, progress message, cost, tokens, entries, trimmed}`:
     /// `trimmed` is the number of events the stream cap (`MAXLEN ~`) removed before the relay published them
-    /// (XINFO's `entries-added` minus those published or skipped and those still to publish), else 0.
+    /// (XINFO's `entries-added` minus those published or counted as trimmed and those still to publish), else 0.
     static let eventsRead = """
         local t = redis.call('HMGET', KEYS[1], 'events_cursor', 'agent', 'status', 'notify', 'progress_fraction', 'progress_message',
           'events_published')
@@ -723,24 +723,23 @@ enum Scripts {
         local start = '-'
         if cursor ~= '' then start = '(' .. cursor end
         local entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', tonumber(ARGV[1]))
+        -- Trimming removes from the head: only when the oldest entry left is past the cursor can events the relay
+        -- never published be gone, and then every entry left is unpublished.
         local trimmed = 0
-        if redis.call('EXISTS', KEYS[2]) == 1 then
+        local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+        local function parts(id)
+          local ms, n = string.match(id, '^(%d+)-(%d+)$')
+          return tonumber(ms or '0'), tonumber(n or '0')
+        end
+        local fms, fn = parts(first and first[1] or '0-0')
+        local cms, cn = parts(cursor ~= '' and cursor or '0-0')
+        if first and (fms > cms or (fms == cms and fn > cn)) then
           local info = redis.call('XINFO', 'STREAM', KEYS[2])
-          local added, deleted = 0, '0-0'
+          local added = 0
           for i = 1, #info, 2 do
             if info[i] == 'entries-added' then added = tonumber(info[i + 1]) end
-            if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
           end
-          local function parts(id)
-            local ms, n = string.match(id, '^(%d+)-(%d+)$')
-            return tonumber(ms or '0'), tonumber(n or '0')
-          end
-          local dms, dn = parts(deleted)
-          local cms, cn = parts(cursor ~= '' and cursor or '0-0')
-          if dms > cms or (dms == cms and dn > cn) then
-            local left = #redis.call('XRANGE', KEYS[2], start, '+')
-            trimmed = math.max(0, added - tonumber(t[7] or '0') - left)
-          end
+          trimmed = math.max(0, added - tonumber(t[7] or '0') - redis.call('XLEN', KEYS[2]))
         end
         return {cursor, t[2] or '', t[3] or '', t[4] or '', t[5] or '', t[6] or '', b[1] or '', b[2] or '', entries, trimmed}
         """
