@@ -1,3 +1,5 @@
+import BatonExamples
+import BatonTesting
 import Foundation
 import Testing
 
@@ -104,6 +106,23 @@ struct WebhookTests {
             #expect(error.field == "notify.events")
             #expect(error.message.contains("statuz"))
         }
+    }
+
+    /// The in-memory backend takes the same submit checks (its executor validates the request the same way).
+    @Test func inMemorySubmitRefusesABadWebhookFilterAndKeepsAGoodOne() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        var request = SubmitRequest(
+            agent: "stepchain", input: ["steps": 1], notify: .init(webhook: "https://example.com/h", events: ["nope"]))
+        do {
+            _ = try await harness.executor.submit(request)
+            Issue.record("a bad notify.events was accepted")
+        } catch let error as BatonError {
+            #expect(error.field == "notify.events")
+        }
+        request.notify = .init(webhook: "https://example.com/h", events: ["status"])
+        request.id = "hooked"
+        let (hooked, _) = try await harness.executor.submit(request)
+        #expect(harness.task(hooked)?.status == "queued")
     }
 
     @Test func theEventFilterTakesTypesAndCategories() {
