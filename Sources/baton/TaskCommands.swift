@@ -198,7 +198,6 @@ struct StatusCommand: AsyncParsableCommand {
                 let next = hook.nextAttemptAt.map { ", next try \(TextFormat.ago($0, now: now))" } ?? ""
                 text += ", " + printer.paint("failing (\(hook.attempts) attempts): \(hook.lastError ?? "")", "31") + next
             }
-            if let skipped = hook.skipped, skipped > 0 { text += ", \(skipped) skipped" }
             lines.append("  webhook   \(text)")
         }
         lines.append(

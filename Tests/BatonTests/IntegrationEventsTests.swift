@@ -353,6 +353,59 @@ struct EventRelayTests {
         #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == cursor)
         let taskKeys = [keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0)]
         _ = try await redis.send(RedisCommand("DEL", arguments: taskKeys))
-        _ = try await redis.send(RedisCommand("DEL", arguments: [keys.eventsPending(bucket: bucket), keys.outboxIndex(bucket: bucket)]))
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.eventsPending(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                    keys.webhooksDue(bucket: bucket),
+                ]))
+    }
+
+    /// A webhook that fails for its whole retry schedule is disabled for the task (nothing retried for ever); the
+    /// view says why, and every attempt of the event carried the same `webhook-id`.
+    @Test(.timeLimit(.minutes(1))) func aWebhookFailingPastItsScheduleIsDisabled() async throws {
+        let receiver = try WebhookReceiver { _, _ in 500 }
+        defer { receiver.stop() }
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        defer { Task { await redis.close() } }
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-hook") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let id = TestServers.uniqueName("hook")
+        let notify = #"{"webhook":"http://127.0.0.1:\#(receiver.port)/h"}"#
+        _ = try await store.submit(
+            NewTask(
+                id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits(),
+                notifyJSON: notify))
+        #expect(try await EventRelay(store: store, bus: CapturingBus(), logger: Harness.logger).relay() == 1)
+        var webhooks = WebhookSettings()
+        webhooks.secret = "s3cret"
+        webhooks.allowHosts = ["127.0.0.1"]
+        webhooks.retrySchedule = [.milliseconds(10), .milliseconds(10)]
+        let sender = WebhookSender(store: store, settings: webhooks, logger: Harness.logger)
+        var view: TaskView?
+        let disabled = try await eventually(timeout: .seconds(20)) {
+            try await sender.deliver()
+            view = try await TaskQueries(store: store).task(id)
+            return view?.webhook?.disabled != nil
+        }
+        #expect(disabled, "not disabled: \(String(describing: view?.webhook))")
+        #expect(view?.webhook?.disabled?.contains("HTTP 500") == true)
+        #expect(receiver.received.count == 3)
+        #expect(Set(receiver.received.compactMap { $0.headers["webhook-id"] }).count == 1)
+        try await sender.deliver()
+        #expect(receiver.received.count == 3)
+        let keys = settings.keys
+        let bucket = keys.bucket(of: id)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0),
+                    keys.eventsPending(bucket: bucket),
+                    keys.webhooksDue(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                ]))
     }
 }

@@ -112,9 +112,10 @@ final class EventRelay: Sendable {
     let store: RedisTaskStore
     let bus: any MessageBus
     let logger: Logger
-    /// Tasks claimed per bucket per round, and events read per task per round.
-    let tasksPerBucket = 100
-    let eventsPerTask = 500
+    /// Tasks claimed per bucket per round, and events read per task per round: a round's reads share the worker's
+    /// Redis connection with the steps, so a backlog is taken in bounded bites.
+    let tasksPerBucket = 32
+    let eventsPerTask = 200
     let leaseMilliseconds: Int64 = 30_000
 
     static let readScript = RedisScript(Scripts.eventsRead)

@@ -16,8 +16,8 @@ public struct WebhookSettings: Sendable {
     public var previousSecret: String?
     /// Hosts (names or IP literals, as the URL writes them) allowed even though they are loopback or private.
     public var allowHosts: [String] = []
-    /// Delays between the attempts of one event, jittered by ±10 %: about three days in all. After the last,
-    /// the event is skipped (counted in the task view) and the next one is delivered.
+    /// Delays between the attempts of one event, jittered by ±10 %: about three days in all. After the last, the
+    /// task's webhook is disabled (like a 410), which the task view shows.
     public var retrySchedule: [Duration] = WebhookSettings.defaultSchedule
     /// One request's time limit.
     public var timeout: Duration = .seconds(10)
@@ -235,11 +235,12 @@ final class WebhookSender: Sendable {
             case .failed(let why, let retryAfter):
                 attempts += 1
                 if attempts > settings.retrySchedule.count {
+                    // The endpoint failed for the whole schedule (about three days): disabled for this task, like a 410.
+                    let text = "disabled after \(attempts) failed attempts (webhooks.retry_schedule): \(why)"
                     logger.warning(
-                        "webhook_failed: giving up on one event after \(attempts) attempts",
+                        "webhook_failed: endpoint disabled for the task",
                         metadata: ["task.id": "\(id)", "event.id": "\(EventMessage.id(task: id, event))", "error": "\(why)"])
-                    attempts = 0
-                    try await advance(event.streamID, "skipped", error: "gave up after the last retry: " + why, delivered: delivered)
+                    try await advance(cursor, "gone", error: text, delivered: delivered)
                     return
                 }
                 let delay = retryAfter ?? Self.jittered(settings.retrySchedule[attempts - 1])

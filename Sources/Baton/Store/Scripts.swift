@@ -747,7 +747,7 @@ enum Scripts {
     /// Advances the relay's cursor after a confirmed publish: a compare-and-set (another relay that moved it first
     /// wins; nothing is written then). Marks the task for webhook delivery, and keeps it in `events_pending` while
     /// newer events wait (else removes it). KEYS: task, events, events pending, webhooks due.
-    /// ARGV: id, expected cursor, new cursor, events published or skipped, webhook (`1`: mark it).
+    /// ARGV: id, expected cursor, new cursor, events published or counted as trimmed, webhook (`1`: mark it).
     static let eventsAdvance = """
         local t = redis.call('HMGET', KEYS[1], 'events_cursor', 'status')
         if (t[1] or '') ~= ARGV[2] then return 'moved' end
@@ -788,7 +788,7 @@ enum Scripts {
 
     /// Records the outcome of a webhook round for one task: a compare-and-set on its webhook cursor (nothing is
     /// written when another worker moved it). KEYS: task, events, webhooks due. ARGV: id, expected cursor, new
-    /// cursor, outcome (`ok`, `retry`, `gone`, `skipped`), error text, retry delay ms, attempts, delivered count.
+    /// cursor, outcome (`ok`, `retry`, `gone`: disabled), error text, retry delay ms, attempts, delivered count.
     static let webhookAdvance = """
         local t = redis.call('HMGET', KEYS[1], 'wh_cursor', 'status')
         if (t[1] or '') ~= ARGV[2] then return 'moved' end
@@ -810,10 +810,6 @@ enum Scripts {
           redis.call('HSET', KEYS[1], 'wh_disabled', ARGV[5], 'wh_error', ARGV[5], 'wh_failing', '', 'wh_next', '')
           redis.call('ZREM', KEYS[3], ARGV[1])
           return 'gone'
-        end
-        if outcome == 'skipped' then
-          redis.call('HINCRBY', KEYS[1], 'wh_skipped', 1)
-          redis.call('HSET', KEYS[1], 'wh_error', ARGV[5])
         end
         redis.call('HSET', KEYS[1], 'wh_attempts', 0, 'wh_next', '', 'wh_failing', '')
         local start = '-'

@@ -38,12 +38,11 @@ public struct TaskView: Codable, Sendable, Hashable {
         public var failing: Bool
         public var attempts: Int64
         public var delivered: Int64
-        public var skipped: Int64?
         public var lastError: String?
         public var nextAttemptAt: String?
         public var disabled: String?
         enum CodingKeys: String, CodingKey {
-            case url, failing, attempts, delivered, skipped
+            case url, failing, attempts, delivered
             case lastError = "last_error"
             case nextAttemptAt = "next_attempt_at"
             case disabled
@@ -215,7 +214,7 @@ public struct TaskView: Codable, Sendable, Hashable {
         {
             webhook = Webhook(
                 url: url, failing: t["wh_failing"] == "1", attempts: Int64(t["wh_attempts"] ?? "") ?? 0,
-                delivered: Int64(t["wh_delivered"] ?? "") ?? 0, skipped: Int64(t["wh_skipped"] ?? ""), lastError: nonEmpty("wh_error"),
+                delivered: Int64(t["wh_delivered"] ?? "") ?? 0, lastError: nonEmpty("wh_error"),
                 nextAttemptAt: Self.iso(t["wh_next"]), disabled: nonEmpty("wh_disabled"))
         }
     }
