@@ -142,8 +142,9 @@ final class WebhookSender: Sendable {
         self.settings = settings
         self.logger = logger
         let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = Double(settings.timeout.components.seconds) + 0.001
-        configuration.timeoutIntervalForResource = Double(settings.timeout.components.seconds) * 2
+        let seconds = Double(Self.milliseconds(settings.timeout)) / 1000
+        configuration.timeoutIntervalForRequest = seconds
+        configuration.timeoutIntervalForResource = seconds * 2
         configuration.httpMaximumConnectionsPerHost = 4
         self.session = URLSession(configuration: configuration, delegate: NoRedirects(), delegateQueue: nil)
     }
@@ -159,7 +160,7 @@ final class WebhookSender: Sendable {
     }
 
     var keys: RedisKeys { store.settings.keys }
-    var leaseMilliseconds: Int64 { Int64(settings.timeout.components.seconds) * 1000 * Int64(eventsPerRound) + 30_000 }
+    var leaseMilliseconds: Int64 { Self.milliseconds(settings.timeout) * Int64(eventsPerRound) + 30_000 }
 
     /// One round: claims the due tasks of every bucket and delivers to each (up to ``WebhookSettings/concurrency``
     /// at once). Returns the number of tasks handled.
