@@ -362,6 +362,44 @@ struct EventRelayTests {
                 ]))
     }
 
+    /// An unconfirmed publish: only the confirmed prefix advances the cursor, and the next round re-publishes the
+    /// rest, so the consumer sees every event in order (with at most the unconfirmed tail twice).
+    @Test func anUnconfirmedTailIsPublishedAgainInOrder() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        defer { Task { await redis.close() } }
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-relay-nack") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        let id = TestServers.uniqueName("nack")
+        _ = try await store.submit(
+            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
+        )
+        for _ in 0..<3 {
+            _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
+            _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")
+        }
+        let bus = FlakyBus(confirmFirst: 3)
+        let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+        #expect(try await relay.relay() == 3)
+        #expect(try await relay.relay() == 4)
+        #expect(try await relay.relay() == 0)
+        let history = try await TaskQueries(store: store).history(id)
+        let confirmed = bus.confirmed.withLock { $0 }
+        #expect(confirmed.map(\.routingKey) == history.map { "report.\(id).\($0.type)" })
+        #expect(bus.attempts.withLock { $0 } == 7 + 4)
+        let bucket = keys.bucket(of: id)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0),
+                    keys.eventsPending(bucket: bucket),
+                    keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                ]))
+    }
+
     /// A webhook that fails for its whole retry schedule is disabled for the task (nothing retried for ever); the
     /// view says why, and every attempt of the event carried the same `webhook-id`.
     @Test(.timeLimit(.minutes(1))) func aWebhookFailingPastItsScheduleIsDisabled() async throws {
@@ -407,5 +445,29 @@ struct EventRelayTests {
                     keys.eventsPending(bucket: bucket),
                     keys.webhooksDue(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
                 ]))
+    }
+}
+
+/// A bus that confirms the first `confirmFirst` messages it is ever given and refuses the rest of that first
+/// publish; later publishes are confirmed.
+final class FlakyBus: MessageBus {
+    let confirmFirst: Int
+    let confirmed = Mutex<[OutboxMessage]>([])
+    let attempts = Mutex(0)
+    private let calls = Mutex(0)
+
+    init(confirmFirst: Int) { self.confirmFirst = confirmFirst }
+
+    func publish(_ messages: [OutboxMessage]) async -> [(any Error)?] {
+        let call = calls.withLock {
+            $0 += 1
+            return $0
+        }
+        attempts.withLock { $0 += messages.count }
+        return messages.enumerated().map { index, message in
+            if call == 1 && index >= confirmFirst { return BatonError(.internalError, "not confirmed (test)") }
+            confirmed.withLock { $0.append(message) }
+            return nil
+        }
     }
 }
