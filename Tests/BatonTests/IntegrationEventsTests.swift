@@ -276,6 +276,13 @@ struct IntegrationEventsTests {
             #expect(failing?.status == "succeeded")
             #expect(failing?.webhook?.lastError?.isEmpty == false)
             #expect(failing?.webhook?.nextAttemptAt != nil)
+            // The same through the CLI: `baton status --json` shows the webhook failing on a finished task.
+            let status = try await servers.cli(["status", id, "--json"])
+            let shown = try JSONValue.parse(Array(status.output.utf8))
+            #expect(status.status == 0)
+            #expect(shown["status"]?.stringValue == "succeeded")
+            #expect(shown["webhook"]?["failing"] == .bool(true))
+            #expect((shown["webhook"]?["attempts"]?.intValue ?? 0) >= 1)
             // The receiver comes up 10 s after the task started.
             let wait = down + .seconds(10) - ContinuousClock.now
             if wait > .zero { try await Task.sleep(for: wait) }
