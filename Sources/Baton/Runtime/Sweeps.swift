@@ -54,7 +54,7 @@ final class Sweeps: Sendable {
             }
             group.addTask {
                 let sender = WebhookSender(store: self.store, settings: self.configuration.webhooks, logger: self.logger)
-                await self.busyLoop(every: self.configuration.timerInterval * 5) { try await sender.deliver() > 0 }
+                await sender.run(every: self.configuration.timerInterval * 5) { self.isStopped }
             }
             group.addTask {
                 await self.loop(every: self.configuration.heartbeatInterval) { try await self.heartbeat(inFlight: inFlight()) }
@@ -73,8 +73,8 @@ final class Sweeps: Sendable {
         }
     }
 
-    /// Like ``loop(every:_:)``, but runs the next round at once while a round finds work (the event relay and
-    /// the webhook sender catch up in batches, then poll).
+    /// Like ``loop(every:_:)``, but runs the next round at once while a round finds work (the event relay catches
+    /// up in batches, then polls).
     private func busyLoop(every interval: Duration, _ body: @Sendable () async throws -> Bool) async {
         while !isStopped && !Task.isCancelled {
             var busy = false

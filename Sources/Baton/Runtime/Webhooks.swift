@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RedisClient
+import Synchronization
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -133,6 +134,8 @@ final class WebhookSender: Sendable {
     let logger: Logger
     let session: URLSession
     let eventsPerRound = 50
+    /// Tasks being delivered to now (``run(every:isStopped:)``).
+    private let inFlight = Atomic<Int>(0)
 
     static let readScript = RedisScript(Scripts.webhookRead)
     static let advanceScript = RedisScript(Scripts.webhookAdvance)
@@ -162,26 +165,51 @@ final class WebhookSender: Sendable {
     var keys: RedisKeys { store.settings.keys }
     var leaseMilliseconds: Int64 { Self.milliseconds(settings.timeout) * Int64(eventsPerRound) + 30_000 }
 
-    /// One round: claims the due tasks of every bucket and delivers to each (up to ``WebhookSettings/concurrency``
-    /// at once). Returns the number of tasks handled.
+    static let claimScript = RedisScript(Scripts.claimDue)
+
+    /// Delivers until `isStopped`: keeps up to ``WebhookSettings/concurrency`` tasks in flight, claiming only as
+    /// many due tasks as there are free slots (so a slow receiver holds one slot, never the others' deliveries),
+    /// and polls every `interval` while nothing is due or every slot is busy.
+    func run(every interval: Duration, isStopped: @escaping @Sendable () -> Bool) async {
+        await withDiscardingTaskGroup { group in
+            while !isStopped() && !Task.isCancelled {
+                let free = settings.concurrency - inFlight.load(ordering: .relaxed)
+                var ids: [String] = []
+                if free > 0 {
+                    do { ids = try await claim(limit: free) } catch {
+                        logger.debug("webhook claim failed; retrying next round", metadata: ["error": "\(error)"])
+                    }
+                }
+                for id in ids {
+                    inFlight.add(1, ordering: .relaxed)
+                    group.addTask {
+                        defer { self.inFlight.subtract(1, ordering: .relaxed) }
+                        do { try await self.deliver(task: id) } catch {
+                            self.logger.warning("webhook round failed", metadata: ["task.id": "\(id)", "error": "\(error)"])
+                        }
+                    }
+                }
+                if ids.isEmpty { try? await Task.sleep(for: interval) }
+            }
+        }
+    }
+
+    /// Claims up to `limit` due tasks over all buckets (starting at a random bucket).
+    func claim(limit: Int) async throws -> [String] {
+        let reply = try await store.redis.evalSHA(
+            Self.claimScript, keys: (0..<keys.bucketCount).map { keys.webhooksDue(bucket: $0) },
+            args: [limit, leaseMilliseconds, Int.random(in: 0..<keys.bucketCount)])
+        return (reply.array ?? []).compactMap(\.string)
+    }
+
+    /// One round (tests): claims up to ``WebhookSettings/concurrency`` due tasks and delivers to each; returns how
+    /// many.
     @discardableResult
     func deliver() async throws -> Int {
-        let claimed = try await store.redis.evalSHA(
-            RedisTaskStore.claimTimersScript, keys: (0..<keys.bucketCount).map { keys.webhooksDue(bucket: $0) },
-            args: [settings.concurrency, leaseMilliseconds])
-        let flat = (claimed.array ?? []).compactMap(\.string)
-        var ids: [String] = []
-        var index = 1
-        while index < flat.count {
-            ids.append(flat[index])
-            index += 2
-        }
-        let limiter = AsyncLimiter(limit: max(1, settings.concurrency))
+        let ids = try await claim(limit: settings.concurrency)
         await withDiscardingTaskGroup { group in
             for id in ids {
-                await limiter.acquire()
                 group.addTask {
-                    defer { limiter.release() }
                     do { try await self.deliver(task: id) } catch {
                         self.logger.warning("webhook round failed", metadata: ["task.id": "\(id)", "error": "\(error)"])
                     }

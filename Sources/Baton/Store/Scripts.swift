@@ -772,6 +772,25 @@ enum Scripts {
         return 'more'
         """
 
+    /// Claims at most ARGV[1] due members over all the buckets in KEYS (from bucket ARGV[3], wrapping, so no
+    /// bucket starves), re-scored ARGV[2] ms ahead (a crash hands them back); returns the members.
+    static let claimDue = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local left, lease, first = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+        local out = {}
+        for n = 0, #KEYS - 1 do
+          if left <= 0 then break end
+          local key = KEYS[(first + n) % #KEYS + 1]
+          for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, left)) do
+            redis.call('ZADD', key, now + lease, member)
+            table.insert(out, member)
+            left = left - 1
+          end
+        end
+        return out
+        """
+
     /// Reads the next events a task's webhook gets. KEYS: task, events, budget. ARGV: max entries.
     /// Answers `{cursor, agent, status, notify, progress fraction, progress message, cost, tokens, entries,
     /// attempts, disabled}`.
