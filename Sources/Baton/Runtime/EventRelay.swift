@@ -168,15 +168,15 @@ final class EventRelay: Sendable {
         var offset = 0
         var advances: [RedisCommand] = []
         var published = 0
+        var unconfirmed: (tasks: Int, error: (any Error)?) = (0, nil)
         for batch in batches {
             let outcome = results[offset..<(offset + batch.events.count)]
             offset += batch.events.count
             // Only the confirmed prefix counts: a later event is never ahead of an unconfirmed earlier one.
             let confirmed = outcome.prefix { $0 == nil }.count
-            if confirmed < batch.events.count, let error = outcome.dropFirst(confirmed).first ?? nil {
-                logger.warning(
-                    "event relay: publish not confirmed; retried after the claim lease",
-                    metadata: ["task.id": "\(batch.info.id)", "error": "\(error)"])
+            if confirmed < batch.events.count {
+                unconfirmed.tasks += 1
+                unconfirmed.error = unconfirmed.error ?? (outcome.dropFirst(confirmed).first ?? nil)
             }
             published += confirmed
             let cursor = confirmed > 0 ? batch.events[confirmed - 1].streamID : batch.cursor
@@ -191,6 +191,13 @@ final class EventRelay: Sendable {
                     ]))
         }
         if !advances.isEmpty { _ = try await store.redis.pipeline(advances) }
+        if unconfirmed.tasks > 0 {
+            // One line per round; a broker that confirms nothing (down, blocked) is retried once a second.
+            logger.warning(
+                "event relay: publishes not confirmed; their events are published again next round",
+                metadata: ["tasks": "\(unconfirmed.tasks)", "error": "\(String(describing: unconfirmed.error))"])
+            if published == 0 { try await Task.sleep(for: .seconds(1)) }
+        }
         return published
     }
 }
