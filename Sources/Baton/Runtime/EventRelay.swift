@@ -67,8 +67,9 @@ enum EventMessage {
         "forked": "queued", "succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled",
     ]
 
-    /// What `notify.events` may name: an event type, `status` (every type but `progress`) or `*`.
-    static let filterNames: Set<String> = Set(statusOfType.keys).union(["signal_received", "resumed", "status", "*"])
+    /// What `notify.events` may name: an event type (`budget_raised` is main's, from the review branch), `status`
+    /// (every type but `progress`) or `*`.
+    static let filterNames: Set<String> = Set(statusOfType.keys).union(["signal_received", "resumed", "budget_raised", "status", "*"])
 
     /// `evt_<task>_<seq>_<stream id>`: unique per event, the same on every re-publish and webhook retry, so
     /// consumers dedupe by it.
