@@ -207,6 +207,16 @@ struct StatusCommand: AsyncParsableCommand {
             lines.append("  error     " + printer.paint(bucket + (error["message"]?.stringValue ?? error.jsonString), "31"))
         }
         if let result = v.result { lines.append("  result    \(TextFormat.clip(result.jsonString, 200))") }
+        if let hook = v.webhook {
+            var text = "\(hook.delivered) delivered"
+            if let disabled = hook.disabled {
+                text += ", " + printer.paint("disabled: \(disabled)", "31")
+            } else if hook.failing {
+                let next = hook.nextAttemptAt.map { ", next try \(TextFormat.ago($0, now: now))" } ?? ""
+                text += ", " + printer.paint("failing (\(hook.attempts) attempts): \(hook.lastError ?? "")", "31") + next
+            }
+            lines.append("  webhook   \(text)")
+        }
         lines.append(
             "  created   \(TextFormat.ago(v.createdAt, now: now))  updated \(TextFormat.ago(v.updatedAt, now: now))"
                 + (v.finishedAt.map { "  finished \(TextFormat.ago($0, now: now))" } ?? ""))

@@ -54,6 +54,12 @@ public enum ConfigKeys {
     public static let httpReadOnly = "http.read_only"
     public static let httpTokenHashes = "http.token_hashes"
     public static let httpMetricsTokenHash = "http.metrics_token_hash"
+    public static let webhooksSecret = "webhooks.secret"
+    public static let webhooksPreviousSecret = "webhooks.previous_secret"
+    public static let webhooksAllowHosts = "webhooks.allow_hosts"
+    public static let webhooksRetrySchedule = "webhooks.retry_schedule"
+    public static let webhooksTimeout = "webhooks.timeout"
+    public static let webhooksConcurrency = "webhooks.concurrency"
 
     /// Every key, in the order of `Config/baton.yaml`.
     public static let all: [Key] = [
@@ -92,6 +98,14 @@ public enum ConfigKeys {
         Key(name: httpReadOnly, defaultValue: "false", summary: "`baton serve` refuses every mutating route with 405"),
         Key(name: httpTokenHashes, defaultValue: "[]", summary: "API tokens as role:name:sha256-hex (roles viewer, operator, admin)"),
         Key(name: httpMetricsTokenHash, defaultValue: "~", summary: "sha256 hex of the token /metrics requires (~: /metrics is open)"),
+        Key(name: webhooksSecret, defaultValue: "~", summary: "signing secret of webhooks (whsec_<base64> or text); none: deliveries fail"),
+        Key(name: webhooksPreviousSecret, defaultValue: "~", summary: "the secret being rotated out: both signatures are sent"),
+        Key(name: webhooksAllowHosts, defaultValue: "[]", summary: "loopback/private webhook hosts allowed anyway"),
+        Key(
+            name: webhooksRetrySchedule, defaultValue: "[5s, 5m, 30m, 2h, 5h, 10h, 10h, 10h, 10h, 12h, 12h]",
+            summary: "delays between attempts of one webhook event (±10 % jitter)"),
+        Key(name: webhooksTimeout, defaultValue: "10s", summary: "time limit of one webhook request"),
+        Key(name: webhooksConcurrency, defaultValue: "16", summary: "tasks whose webhooks one worker delivers at once"),
     ]
 
     /// The names of ``all``.

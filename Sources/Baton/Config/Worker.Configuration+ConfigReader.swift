@@ -47,5 +47,6 @@ extension Worker.Configuration {
         protocolSettings = try ProtocolSettings(reader: reader)
         queueSettings = try Topology.QueueSettings(reader: reader)
         store = try RedisTaskStore.Settings(reader: reader)
+        webhooks = try WebhookSettings(reader: reader)
     }
 }

@@ -3,8 +3,9 @@ import Logging
 import RedisClient
 import Synchronization
 
-/// The leaderless sweeps every worker runs: due timers, outbox entries left by a crash, stalled tasks, and
-/// the worker heartbeat. Each claims its work atomically in Redis, so any number of workers may run them.
+/// The leaderless sweeps every worker runs: due timers, outbox entries left by a crash, stalled tasks, the event
+/// relay (``EventRelay``), webhook delivery (``WebhookSender``), and the worker heartbeat. Each claims its work
+/// atomically in Redis, so any number of workers may run them.
 final class Sweeps: Sendable {
     let store: RedisTaskStore
     let executor: StepExecutor
@@ -22,7 +23,14 @@ final class Sweeps: Sendable {
         return now
         """)
 
-    init(store: RedisTaskStore, executor: StepExecutor, configuration: Worker.Configuration, logger: Logger) {
+    /// Where the event relay publishes (the executor's bus unless given).
+    let eventsBus: any MessageBus
+
+    init(
+        store: RedisTaskStore, executor: StepExecutor, configuration: Worker.Configuration, logger: Logger,
+        eventsBus: (any MessageBus)? = nil
+    ) {
+        self.eventsBus = eventsBus ?? executor.bus
         self.store = store
         self.executor = executor
         self.configuration = configuration
@@ -41,6 +49,14 @@ final class Sweeps: Sendable {
             group.addTask { await self.loop(every: self.configuration.outboxSweepInterval) { try await self.sweepOutbox() } }
             group.addTask { await self.loop(every: self.configuration.stalledSweepInterval) { try await self.sweepStalled() } }
             group.addTask {
+                let relay = EventRelay(store: self.store, bus: self.eventsBus, logger: self.logger)
+                await self.busyLoop(every: self.configuration.timerInterval) { try await relay.relay() > 0 }
+            }
+            group.addTask {
+                let sender = WebhookSender(store: self.store, settings: self.configuration.webhooks, logger: self.logger)
+                await sender.run(every: self.configuration.timerInterval * 5) { self.isStopped }
+            }
+            group.addTask {
                 await self.loop(every: self.configuration.heartbeatInterval) { try await self.heartbeat(inFlight: inFlight()) }
             }
         }
@@ -54,6 +70,20 @@ final class Sweeps: Sendable {
                 logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
             }
             try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Like ``loop(every:_:)``, but runs the next round at once while a round finds work (the event relay catches
+    /// up in batches, then polls).
+    private func busyLoop(every interval: Duration, _ body: @Sendable () async throws -> Bool) async {
+        while !isStopped && !Task.isCancelled {
+            var busy = false
+            do {
+                busy = try await body()
+            } catch {
+                logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
+            }
+            if !busy { try? await Task.sleep(for: interval) }
         }
     }
 

@@ -31,6 +31,8 @@ public final class Worker: Service, Sendable {
         public var heartbeatInterval: Duration = .seconds(2)
         /// Whether this worker consumes `baton.dead` into Redis.
         public var deadLetterIntake = true
+        /// Webhook delivery (signing secret, retry schedule, allowed private hosts).
+        public var webhooks = WebhookSettings()
 
         public init(amqpURL: String, redisURL: String, workerID: String = Worker.defaultID()) {
             self.amqpURL = amqpURL
@@ -86,7 +88,10 @@ public final class Worker: Service, Sendable {
             registry: registry, store: store, bus: bus, workerID: configuration.workerID, settings: configuration.protocolSettings,
             logger: logger)
         let limiter = AsyncLimiter(limit: configuration.concurrency)
-        let sweeps = Sweeps(store: store, executor: executor, configuration: configuration, logger: logger)
+        // Events go on a confirm channel of their own: a relay batch never queues ahead of a step's publish.
+        let eventsChannel = try await publishConnection.openChannel(confirms: true)
+        let sweeps = Sweeps(
+            store: store, executor: executor, configuration: configuration, logger: logger, eventsBus: AMQPBus(channel: eventsChannel))
         try await sweeps.heartbeat(inFlight: 0)
         logger.info(
             "worker started",

@@ -69,6 +69,11 @@ public struct RedisKeys: Sendable, Hashable {
     public func index(bucket: Int, status: String) -> String { indexPrefix(bucket: bucket) + status }
     public func outboxIndex(bucket: Int) -> String { "\(prefix)outbox:{\(bucket)}" }
     public func timers(bucket: Int) -> String { "\(prefix)timers:{\(bucket)}" }
+    /// Tasks with events in their stream not yet published to `baton.events` (the event relay's work), scored by
+    /// when they are due (a claim re-scores them a lease ahead). The scripts find it as their last key.
+    public func eventsPending(bucket: Int) -> String { "\(prefix)events_pending:{\(bucket)}" }
+    /// Tasks whose webhook has events to deliver, scored by the next attempt's time.
+    public func webhooksDue(bucket: Int) -> String { "\(prefix)webhooks:{\(bucket)}" }
     public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
     public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
     /// The fingerprint groups of a dead-letter bucket: a set of fingerprints, and per fingerprint a hash with

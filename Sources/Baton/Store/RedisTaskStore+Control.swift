@@ -13,7 +13,7 @@ extension RedisTaskStore {
             Self.controlScript,
             keys: [
                 keys.task(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id), keys.outboxIndex(bucket: bucket),
-                keys.checkpointPrefix(id),
+                keys.checkpointPrefix(id), keys.eventsPending(bucket: bucket),
             ],
             args: [action, reason, actor, settings.eventsMaxLength, id, Self.outboxID(), extra, expectedSeq, details])
         return (reply.array ?? []).map { $0.string ?? "" }
@@ -37,7 +37,7 @@ extension RedisTaskStore {
             Self.raiseScript,
             keys: [
                 keys.task(id), keys.budget(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id),
-                keys.outboxIndex(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.eventsPending(bucket: bucket),
             ],
             args: args)
         if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the raise script: \(error)") }

@@ -9,7 +9,7 @@ extension RedisTaskStore {
             Self.signalScript,
             keys: [
                 keys.task(id), keys.signals(id), keys.signalsSeen(id), keys.events(id), keys.outbox(id), keys.outboxIndex(bucket: bucket),
-                keys.indexPrefix(bucket: bucket), keys.timers(bucket: bucket),
+                keys.indexPrefix(bucket: bucket), keys.timers(bucket: bucket), keys.eventsPending(bucket: bucket),
             ],
             args: [
                 id, signal.name, signal.payloadJSON, signal.id, signal.actor, signal.reason, settings.eventsMaxLength, Self.outboxID(),
@@ -48,7 +48,7 @@ extension RedisTaskStore {
                 Self.fireWaitTimerScript,
                 keys: [
                     keys.task(id), keys.events(id), keys.outbox(id), keys.outboxIndex(bucket: bucket), keys.indexPrefix(bucket: bucket),
-                    keys.timers(bucket: bucket),
+                    keys.timers(bucket: bucket), keys.eventsPending(bucket: bucket),
                 ],
                 args: [id, timer, settings.eventsMaxLength, Self.outboxID()])
         }

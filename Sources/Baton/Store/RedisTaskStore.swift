@@ -67,7 +67,7 @@ public struct RedisTaskStore: TaskStore {
             Self.submitScript,
             keys: [
                 keys.task(task.id), keys.budget(task.id), keys.checkpointPrefix(task.id), keys.events(task.id), keys.outbox(task.id),
-                keys.indexPrefix(bucket: bucket), keys.outboxIndex(bucket: bucket),
+                keys.indexPrefix(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.eventsPending(bucket: bucket),
             ], args: args)
         let parts = reply.array ?? []
         if parts.first?.string == "exists" { return .exists(status: parts.dropFirst().first?.string ?? "") }
@@ -97,7 +97,7 @@ public struct RedisTaskStore: TaskStore {
             Self.claimScript,
             keys: [
                 task.task, task.budget, task.checkpointPrefix, task.events, keys.indexPrefix(bucket: bucket), keys.workers, task.outbox,
-                keys.outboxIndex(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.eventsPending(bucket: bucket),
             ],
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
@@ -196,7 +196,7 @@ public struct RedisTaskStore: TaskStore {
     public func progress(task: String, token: Int64, fraction: Double, message: String) async throws {
         let data = try JSONCoding.string(["fraction": JSONValue.double(fraction), "message": .string(message)])
         try await redis.evalSHA(
-            Self.progressScript, keys: [keys.task(task), keys.events(task)],
+            Self.progressScript, keys: [keys.task(task), keys.events(task), keys.eventsPending(bucket: keys.bucket(of: task))],
             args: [token, String(fraction), message, settings.eventsMaxLength, data])
     }
 
@@ -286,6 +286,7 @@ public struct RedisTaskStore: TaskStore {
             keys: [
                 task.task, task.budget, task.checkpointPrefix, task.events, task.outbox, keys.indexPrefix(bucket: bucket),
                 keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), task.chargedEffects, task.signals,
+                keys.eventsPending(bucket: bucket),
             ],
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,

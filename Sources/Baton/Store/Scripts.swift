@@ -28,9 +28,17 @@ enum Scripts {
           for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
           return h
         end
+        -- The task's stream is its event outbox (EventRelay): a script that appends events passes its bucket's
+        -- `events_pending` zset as its LAST key, and add_event marks the task there (ZADD NX: the one extra write).
+        local EVENTS_PENDING = KEYS[#KEYS]
+        if EVENTS_PENDING and not string.find(EVENTS_PENDING, 'events_pending:{', 1, true) then EVENTS_PENDING = nil end
         local function add_event(key, maxlen, etype, seq, branch, step, now, data)
           redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
             'step', step or '', 'at', now, 'data', data or '{}')
+          if EVENTS_PENDING then
+            local root, rest = string.match(key, '{([^}]*)}(.*):events$')
+            if root then redis.call('ZADD', EVENTS_PENDING, 'NX', now, root .. rest) end
+          end
         end
         local function num(v) return tonumber(v or '0') or 0 end
         local function step_message(id, t)
@@ -1049,4 +1057,133 @@ enum Scripts {
             end
             return redis.error_reply('unknown action ' .. action)
             """
+    /// Reads what the event relay publishes next for one task. KEYS: task, events, budget. ARGV: max entries.
+    /// Answers `{cursor, agent, status, notify, progress fraction, progress message, cost, tokens, entries, trimmed}`:
+    /// `trimmed` is the number of events the stream cap (`MAXLEN ~`) removed before the relay published them
+    /// (XINFO's `entries-added` minus those published or counted as trimmed and those still to publish), else 0.
+    static let eventsRead = """
+        local t = redis.call('HMGET', KEYS[1], 'events_cursor', 'agent', 'status', 'notify', 'progress_fraction', 'progress_message',
+          'events_published')
+        local b = redis.call('HMGET', KEYS[3], 'cost', 'tokens')
+        local cursor = t[1] or ''
+        local start = '-'
+        if cursor ~= '' then start = '(' .. cursor end
+        local entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', tonumber(ARGV[1]))
+        -- Trimming removes from the head: only when the oldest entry left is past the cursor can events the relay
+        -- never published be gone, and then every entry left is unpublished.
+        local trimmed = 0
+        local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+        local function parts(id)
+          local ms, n = string.match(id, '^(%d+)-(%d+)$')
+          return tonumber(ms or '0'), tonumber(n or '0')
+        end
+        local fms, fn = parts(first and first[1] or '0-0')
+        local cms, cn = parts(cursor ~= '' and cursor or '0-0')
+        if first and (fms > cms or (fms == cms and fn > cn)) then
+          local info = redis.call('XINFO', 'STREAM', KEYS[2])
+          local added = 0
+          for i = 1, #info, 2 do
+            if info[i] == 'entries-added' then added = tonumber(info[i + 1]) end
+          end
+          trimmed = math.max(0, added - tonumber(t[7] or '0') - redis.call('XLEN', KEYS[2]))
+        end
+        return {cursor, t[2] or '', t[3] or '', t[4] or '', t[5] or '', t[6] or '', b[1] or '', b[2] or '', entries, trimmed}
+        """
+
+    /// Advances the relay's cursor after a confirmed publish: a compare-and-set (another relay that moved it first
+    /// wins; nothing is written then). Marks the task for webhook delivery, and keeps it in `events_pending` while
+    /// newer events wait (else removes it). KEYS: task, events, events pending, webhooks due.
+    /// ARGV: id, expected cursor, new cursor, events published or counted as trimmed, webhook (`1`: mark it).
+    static let eventsAdvance = """
+        local t = redis.call('HMGET', KEYS[1], 'events_cursor', 'status')
+        if (t[1] or '') ~= ARGV[2] then return 'moved' end
+        local time = redis.call('TIME')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        if not t[2] then
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          return 'missing'
+        end
+        if ARGV[3] ~= ARGV[2] then
+          redis.call('HSET', KEYS[1], 'events_cursor', ARGV[3])
+          redis.call('HINCRBY', KEYS[1], 'events_published', tonumber(ARGV[4]))
+        end
+        if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], 'NX', now, ARGV[1]) end
+        local start = '-'
+        if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
+        if #redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 1) == 0 then
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          return 'done'
+        end
+        redis.call('ZADD', KEYS[3], now, ARGV[1])
+        return 'more'
+        """
+
+    /// Claims at most ARGV[1] due members over all the buckets in KEYS (from bucket ARGV[3], wrapping, so no
+    /// bucket starves), re-scored ARGV[2] ms ahead (a crash hands them back); returns the members.
+    static let claimDue = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local left, lease, first = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+        local out = {}
+        for n = 0, #KEYS - 1 do
+          if left <= 0 then break end
+          local key = KEYS[(first + n) % #KEYS + 1]
+          for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, left)) do
+            redis.call('ZADD', key, now + lease, member)
+            table.insert(out, member)
+            left = left - 1
+          end
+        end
+        return out
+        """
+
+    /// Reads the next events a task's webhook gets. KEYS: task, events, budget. ARGV: max entries.
+    /// Answers `{cursor, agent, status, notify, progress fraction, progress message, cost, tokens, entries,
+    /// attempts, disabled}`.
+    static let webhookRead = """
+        local t = redis.call('HMGET', KEYS[1], 'wh_cursor', 'agent', 'status', 'notify', 'progress_fraction', 'progress_message',
+          'wh_attempts', 'wh_disabled')
+        local b = redis.call('HMGET', KEYS[3], 'cost', 'tokens')
+        local start = '-'
+        if t[1] and t[1] ~= '' then start = '(' .. t[1] end
+        local entries = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', tonumber(ARGV[1]))
+        return {t[1] or '', t[2] or '', t[3] or '', t[4] or '', t[5] or '', t[6] or '', b[1] or '', b[2] or '', entries,
+          t[7] or '0', t[8] or ''}
+        """
+
+    /// Records the outcome of a webhook round for one task: a compare-and-set on its webhook cursor (nothing is
+    /// written when another worker moved it). KEYS: task, events, webhooks due. ARGV: id, expected cursor, new
+    /// cursor, outcome (`ok`, `retry`, `gone`: disabled), error text, retry delay ms, attempts, delivered count.
+    static let webhookAdvance = """
+        local t = redis.call('HMGET', KEYS[1], 'wh_cursor', 'status')
+        if (t[1] or '') ~= ARGV[2] then return 'moved' end
+        if not t[2] then
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          return 'missing'
+        end
+        local time = redis.call('TIME')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        local outcome = ARGV[4]
+        if ARGV[3] ~= ARGV[2] then redis.call('HSET', KEYS[1], 'wh_cursor', ARGV[3]) end
+        if tonumber(ARGV[8]) > 0 then redis.call('HINCRBY', KEYS[1], 'wh_delivered', tonumber(ARGV[8])) end
+        if outcome == 'retry' then
+          redis.call('HSET', KEYS[1], 'wh_attempts', ARGV[7], 'wh_error', ARGV[5], 'wh_next', now + tonumber(ARGV[6]), 'wh_failing', '1')
+          redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[1])
+          return 'retry'
+        end
+        if outcome == 'gone' then
+          redis.call('HSET', KEYS[1], 'wh_disabled', ARGV[5], 'wh_error', ARGV[5], 'wh_failing', '', 'wh_next', '')
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          return 'gone'
+        end
+        redis.call('HSET', KEYS[1], 'wh_attempts', 0, 'wh_next', '', 'wh_failing', '')
+        local start = '-'
+        if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
+        if #redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 1) == 0 then
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          return 'done'
+        end
+        redis.call('ZADD', KEYS[3], now, ARGV[1])
+        return 'more'
+        """
 }

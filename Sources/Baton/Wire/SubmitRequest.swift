@@ -71,6 +71,13 @@ public struct SubmitRequest: Codable, Sendable, Hashable {
             throw BatonError(.invalidMessage, "the submit's 'id' must be 1–128 characters of letters, digits, '-', '_' or '.'", field: "id")
         }
         try budget?.validate()
+        if let webhook = notify?.webhook { try WebhookTarget.validate(webhook) }
+        for name in notify?.events ?? [] where !EventMessage.filterNames.contains(name) {
+            throw BatonError(
+                .invalidMessage,
+                "notify.events names '\(name)', not an event type (or 'status', 'progress', '*'); see README \"Events and webhooks\"",
+                field: "notify.events")
+        }
     }
 }
 

@@ -31,6 +31,25 @@ public struct TaskView: Codable, Sendable, Hashable {
     public var createdAt: String?
     public var updatedAt: String?
     public var finishedAt: String?
+    /// The delivery state of the task's `notify.webhook` (absent without one).
+    public var webhook: Webhook?
+
+    /// How the task's webhook deliveries go: `failing` while the oldest undelivered event waits for a retry.
+    public struct Webhook: Codable, Sendable, Hashable {
+        public var url: String
+        public var failing: Bool
+        public var attempts: Int64
+        public var delivered: Int64
+        public var lastError: String?
+        public var nextAttemptAt: String?
+        public var disabled: String?
+        enum CodingKeys: String, CodingKey {
+            case url, failing, attempts, delivered
+            case lastError = "last_error"
+            case nextAttemptAt = "next_attempt_at"
+            case disabled
+        }
+    }
 
     public struct Children: Codable, Sendable, Hashable {
         public var total: Int64
@@ -120,6 +139,7 @@ public struct TaskView: Codable, Sendable, Hashable {
         case createdAt = "created_at"
         case updatedAt = "updated_at"
         case finishedAt = "finished_at"
+        case webhook
     }
 
     public static let terminalStatuses: Set<String> = ["succeeded", "failed", "cancelled", "budget_exceeded", "dead_lettered"]
@@ -208,6 +228,14 @@ public struct TaskView: Codable, Sendable, Hashable {
         createdAt = Self.iso(t["created_at"])
         updatedAt = Self.iso(t["updated_at"])
         finishedAt = Self.iso(t["finished_at"])
+        if let notify = nonEmpty("notify"), let value = try? JSONValue.parse(Array(notify.utf8)), let url = value["webhook"]?.stringValue,
+            !url.isEmpty
+        {
+            webhook = Webhook(
+                url: url, failing: t["wh_failing"] == "1", attempts: Int64(t["wh_attempts"] ?? "") ?? 0,
+                delivered: Int64(t["wh_delivered"] ?? "") ?? 0, lastError: nonEmpty("wh_error"),
+                nextAttemptAt: Self.iso(t["wh_next"]), disabled: nonEmpty("wh_disabled"))
+        }
     }
 }
 

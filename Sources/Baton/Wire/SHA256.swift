@@ -1,6 +1,7 @@
-/// SHA-256 (FIPS 180-4), for API token hashes: tokens are compared by their digest, so the configuration holds no
-/// secret. Small and dependency-free: a token is hashed once per request, so speed does not matter here.
-enum SHA256 {
+/// SHA-256 (FIPS 180-4), for API token hashes (tokens are compared by their digest, so the configuration holds no
+/// secret) and the HMAC of signed webhooks. Small and dependency-free: a token is hashed once per request and a
+/// webhook once per delivery, so speed does not matter here.
+public enum SHA256 {
     static let k: [UInt32] = [
         0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
         0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
@@ -13,7 +14,7 @@ enum SHA256 {
     ]
 
     /// The digest of `message`.
-    static func hash(_ message: some Collection<UInt8>) -> [UInt8] {
+    public static func hash(_ message: some Collection<UInt8>) -> [UInt8] {
         var h: [UInt32] = [
             0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19,
         ]
@@ -56,8 +57,16 @@ enum SHA256 {
     }
 
     /// The digest of `text`'s UTF-8 as lower-case hex.
-    static func hex(_ text: String) -> String {
+    public static func hex(_ text: String) -> String {
         hash(Array(text.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    /// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+    public static func hmac(key: some Collection<UInt8>, message: some Collection<UInt8>) -> [UInt8] {
+        var block = key.count > 64 ? hash(key) : Array(key)
+        block += [UInt8](repeating: 0, count: 64 - block.count)
+        let inner = hash(block.map { $0 ^ 0x36 } + Array(message))
+        return hash(block.map { $0 ^ 0x5c } + inner)
     }
 
     static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }

@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+import RedisClient
+
+/// One entry of a task's event stream, as the relay and the webhook sender read it.
+struct StreamEvent: Sendable, Hashable {
+    var streamID: String
+    var type: String
+    var seq: Int64
+    var branch: Int64
+    var step: String
+    var atMilliseconds: Int64
+    var dataJSON: String
+
+    /// The entries of an `XRANGE` reply.
+    static func entries(_ reply: RedisReply?) -> [StreamEvent] {
+        (reply?.array ?? []).compactMap { entry in
+            guard let parts = entry.array, parts.count == 2, let id = parts[0].string else { return nil }
+            var fields: [String: String] = [:]
+            let flat = parts[1].array ?? []
+            var index = 0
+            while index + 1 < flat.count {
+                fields[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+                index += 2
+            }
+            return StreamEvent(
+                streamID: id, type: fields["type"] ?? "", seq: Int64(fields["seq"] ?? "") ?? 0, branch: Int64(fields["branch"] ?? "") ?? 0,
+                step: fields["step"] ?? "", atMilliseconds: Int64(fields["at"] ?? "") ?? 0, dataJSON: fields["data"] ?? "{}")
+        }
+    }
+}
+
+/// What the relay and the webhook sender know of a task when they publish its events (read in the same script
+/// as the events).
+struct EventTaskInfo: Sendable {
+    var id: String
+    var agent: String
+    var status: String
+    var notify: SubmitRequest.Notify?
+    var progress: (fraction: Double, message: String)?
+    var costMicros: Int64
+    var tokens: Int64
+
+    /// Parses the first eight fields of the `eventsRead` / `webhookRead` answers.
+    init(id: String, parts: [RedisReply]) {
+        func part(_ i: Int) -> String { i < parts.count ? (parts[i].string ?? "") : "" }
+        self.id = id
+        agent = part(1)
+        status = part(2)
+        notify = part(3).isEmpty ? nil : try? JSONCoding.decoder.decode(SubmitRequest.Notify.self, from: Data(part(3).utf8))
+        if let fraction = Double(part(4)) { progress = (fraction, part(5)) }
+        costMicros = Int64(part(6)) ?? 0
+        tokens = Int64(part(7)) ?? 0
+    }
+
+    var webhookURL: String? { notify?.webhook.flatMap { $0.isEmpty ? nil : $0 } }
+}
+
+/// The public event JSON (DESIGN.md §6) of one stream entry, its routing key and its stable id.
+enum EventMessage {
+    /// The task status an event type implies; types that do not imply one (`signal_received`, `resumed` of a
+    /// task that was not paused) take the task's status when the event is published.
+    static let statusOfType: [String: String] = [
+        "submitted": "queued", "started": "running", "step_committed": "queued", "progress": "running", "waiting": "waiting",
+        "sleeping": "sleeping", "woke": "queued", "retrying": "retrying", "handoff": "queued", "paused": "paused",
+        "needs_review": "needs_review", "budget_exceeded": "budget_exceeded", "dead_lettered": "dead_lettered", "redriven": "queued",
+        "forked": "queued", "succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled",
+    ]
+
+    /// What `notify.events` may name: an event type (`budget_raised` is main's, from the review branch), `status`
+    /// (every type but `progress`) or `*`.
+    static let filterNames: Set<String> = Set(statusOfType.keys).union(["signal_received", "resumed", "budget_raised", "status", "*"])
+
+    /// `evt_<task>_<seq>_<stream id>`: unique per event, the same on every re-publish and webhook retry, so
+    /// consumers dedupe by it.
+    static func id(task: String, _ event: StreamEvent) -> String { "evt_\(task)_\(event.seq)_\(event.streamID)" }
+
+    static func routingKey(task: EventTaskInfo, _ event: StreamEvent) -> String { "\(task.agent).\(task.id).\(event.type)" }
+
+    static func body(task: EventTaskInfo, _ event: StreamEvent) -> String {
+        let data = (try? JSONValue.parse(Array(event.dataJSON.utf8))) ?? .object([:])
+        var object: [String: JSONValue] = [
+            "v": .int(1), "id": .string(id(task: task.id, event)), "task_id": .string(task.id), "agent": .string(task.agent),
+            "seq": .int(event.seq), "branch": .int(event.branch), "type": .string(event.type),
+            "status": .string(statusOfType[event.type] ?? task.status),
+            "budget": .object(["cost_usd": .double(Double(task.costMicros) / 1_000_000), "tokens": .int(task.tokens)]),
+            "at": .string(TaskView.iso(String(event.atMilliseconds)) ?? ""), "stream_id": .string(event.streamID),
+        ]
+        if !event.step.isEmpty { object["step"] = .string(event.step) }
+        if event.type == "progress", let fraction = data["fraction"]?.doubleValue {
+            object["progress"] = .object(["fraction": .double(fraction), "message": data["message"] ?? .string("")])
+        } else if let progress = task.progress {
+            object["progress"] = .object(["fraction": .double(progress.fraction), "message": .string(progress.message)])
+        }
+        if case .object(let fields) = data, !fields.isEmpty { object["data"] = data }
+        return JSONValue.object(object).jsonString
+    }
+
+    static func outbox(task: EventTaskInfo, _ event: StreamEvent) -> OutboxMessage {
+        OutboxMessage(
+            exchange: Topology.eventsExchange, routingKey: routingKey(task: task, event), body: body(task: task, event),
+            headers: ["x-baton-task": task.id, "x-baton-event-id": id(task: task.id, event)])
+    }
+}
+
+/// Publishes every task's events to the `baton.events` topic exchange, in stream order per task, with
+/// confirms. Leaderless: the task's stream is its event outbox, the scripts mark a task in its bucket's
+/// `events_pending` zset when they append an event, and any worker claims marked tasks (re-scored a lease
+/// ahead, so a crashed relay's tasks come back), publishes from the task's cursor, then advances the cursor
+/// with a compare-and-set. At least once: a crash between the confirm and the cursor re-publishes that tail;
+/// consumers dedupe by the event's `id`.
+final class EventRelay: Sendable {
+    let store: RedisTaskStore
+    let bus: any MessageBus
+    let logger: Logger
+    /// Tasks claimed per bucket per round, and events read per task per round: a round's reads share the worker's
+    /// Redis connection with the steps, so a backlog is taken in bounded bites.
+    let tasksPerBucket = 32
+    let eventsPerTask = 200
+    let leaseMilliseconds: Int64 = 30_000
+
+    static let readScript = RedisScript(Scripts.eventsRead)
+    static let advanceScript = RedisScript(Scripts.eventsAdvance)
+
+    init(store: RedisTaskStore, bus: any MessageBus, logger: Logger) {
+        self.store = store
+        self.bus = bus
+        self.logger = logger
+    }
+
+    var keys: RedisKeys { store.settings.keys }
+
+    /// One round over every bucket; returns the number of events published (0: nothing was due).
+    @discardableResult
+    func relay() async throws -> Int {
+        let claimed = try await store.redis.evalSHA(
+            RedisTaskStore.claimTimersScript, keys: (0..<keys.bucketCount).map { keys.eventsPending(bucket: $0) },
+            args: [tasksPerBucket, leaseMilliseconds])
+        let flat = (claimed.array ?? []).compactMap(\.string)
+        var ids: [String] = []
+        var index = 1
+        while index < flat.count {
+            ids.append(flat[index])
+            index += 2
+        }
+        guard !ids.isEmpty else { return 0 }
+        let replies = try await store.redis.pipeline(
+            ids.map { id in
+                let task = keys.of(id)
+                return .evalSHA(Self.readScript, keys: [task.task, task.events, task.budget], args: [eventsPerTask])
+            })
+        var batches: [(info: EventTaskInfo, cursor: String, events: [StreamEvent], trimmed: Int64)] = []
+        for (id, reply) in zip(ids, replies) {
+            let parts = reply.array ?? []
+            guard parts.count >= 10 else {
+                logger.warning("event relay: unexpected answer", metadata: ["task.id": "\(id)", "reply": "\(reply)"])
+                continue
+            }
+            let trimmed = Int64(parts[9].int ?? 0)
+            if trimmed > 0 {
+                logger.warning(
+                    "event relay: events were trimmed from the task's stream (limits.events_max_length) before they were published",
+                    metadata: ["task.id": "\(id)", "events.dropped": "\(trimmed)"])
+            }
+            batches.append((EventTaskInfo(id: id, parts: parts), parts[0].string ?? "", StreamEvent.entries(parts[8]), trimmed))
+        }
+        let messages = batches.flatMap { batch in batch.events.map { EventMessage.outbox(task: batch.info, $0) } }
+        let results = messages.isEmpty ? [] : await bus.publish(messages)
+        var offset = 0
+        var advances: [RedisCommand] = []
+        var published = 0
+        var unconfirmed: (tasks: Int, error: (any Error)?) = (0, nil)
+        for batch in batches {
+            let outcome = results[offset..<(offset + batch.events.count)]
+            offset += batch.events.count
+            // Only the confirmed prefix counts: a later event is never ahead of an unconfirmed earlier one.
+            let confirmed = outcome.prefix { $0 == nil }.count
+            if confirmed < batch.events.count {
+                unconfirmed.tasks += 1
+                unconfirmed.error = unconfirmed.error ?? (outcome.dropFirst(confirmed).first ?? nil)
+            }
+            published += confirmed
+            let cursor = confirmed > 0 ? batch.events[confirmed - 1].streamID : batch.cursor
+            let task = keys.of(batch.info.id)
+            let bucket = keys.bucket(of: batch.info.id)
+            advances.append(
+                .evalSHA(
+                    Self.advanceScript,
+                    keys: [task.task, task.events, keys.eventsPending(bucket: bucket), keys.webhooksDue(bucket: bucket)],
+                    args: [
+                        batch.info.id, batch.cursor, cursor, Int64(confirmed) + batch.trimmed, batch.info.webhookURL == nil ? "0" : "1",
+                    ]))
+        }
+        if !advances.isEmpty { _ = try await store.redis.pipeline(advances) }
+        if unconfirmed.tasks > 0 {
+            // One line per round; a broker that confirms nothing (down, blocked) is retried once a second.
+            logger.warning(
+                "event relay: publishes not confirmed; their events are published again next round",
+                metadata: ["tasks": "\(unconfirmed.tasks)", "error": "\(String(describing: unconfirmed.error))"])
+            if published == 0 { try await Task.sleep(for: .seconds(1)) }
+        }
+        return published
+    }
+}

@@ -1,0 +1,480 @@
+import AMQPClient
+import BatonExamples
+import Foundation
+import RedisClient
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import Baton
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A minimal HTTP/1.1 receiver on 127.0.0.1 for webhook tests: a blocking accept loop on a thread of its own
+/// (one request per connection, `Connection: close`). `answer` picks the status of each request.
+final class WebhookReceiver: Sendable {
+    struct Request: Sendable {
+        var headers: [String: String]
+        var body: String
+    }
+
+    let port: UInt16
+    private let fd: Int32
+    private let requests = Mutex<[Request]>([])
+    private let answer: @Sendable (Request, Int) -> Int
+
+    /// Listens on `port` (0: any free port).
+    init(port: UInt16 = 0, answer: @escaping @Sendable (Request, Int) -> Int = { _, _ in 200 }) throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 16) == 0 else {
+            close(fd)
+            throw SpawnError(message: "cannot listen on 127.0.0.1:\(port): errno \(errno)")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        self.port = UInt16(bigEndian: address.sin_port)
+        self.answer = answer
+        let thread = Thread { [self] in self.serve() }
+        thread.start()
+    }
+
+    /// A port nothing listens on right now (bound, then closed).
+    static func freePort() throws -> UInt16 {
+        let receiver = try WebhookReceiver()
+        let port = receiver.port
+        receiver.stop()
+        return port
+    }
+
+    var received: [Request] { requests.withLock { $0 } }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+
+    private func serve() {
+        while true {
+            let client = accept(fd, nil, nil)
+            guard client >= 0 else { return }
+            handle(client)
+            close(client)
+        }
+    }
+
+    private func handle(_ client: Int32) {
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var headerEnd: Int?
+        var contentLength = 0
+        while true {
+            let n = read(client, &buffer, buffer.count)
+            guard n > 0 else { return }
+            data += buffer[0..<n]
+            if headerEnd == nil, let range = findHeaderEnd(data) {
+                headerEnd = range
+                let head = String(decoding: data[0..<range], as: UTF8.self).lowercased()
+                for line in head.split(separator: "\r\n") where line.hasPrefix("content-length:") {
+                    contentLength = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) ?? 0
+                }
+            }
+            if let end = headerEnd, data.count >= end + 4 + contentLength { break }
+        }
+        guard let end = headerEnd else { return }
+        let lines = String(decoding: data[0..<end], as: UTF8.self).split(separator: "\r\n").dropFirst()
+        var headers: [String: String] = [:]
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let request = Request(headers: headers, body: String(decoding: data[(end + 4)..<(end + 4 + contentLength)], as: UTF8.self))
+        let index = requests.withLock {
+            $0.append(request)
+            return $0.count - 1
+        }
+        let status = answer(request, index)
+        let response = "HTTP/1.1 \(status) X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        _ = response.utf8CString.withUnsafeBufferPointer { write(client, $0.baseAddress, $0.count - 1) }
+    }
+
+    private func findHeaderEnd(_ data: [UInt8]) -> Int? {
+        guard data.count >= 4 else { return nil }
+        for i in 0...(data.count - 4) where data[i] == 13 && data[i + 1] == 10 && data[i + 2] == 13 && data[i + 3] == 10 { return i }
+        return nil
+    }
+}
+
+/// Events on `baton.events` and signed webhooks, with a real `baton worker` child on a vhost and key prefix of
+/// the test's own (acceptance 7 of issue 5).
+@Suite("Integration: events and webhooks", .serialized, .enabled(if: TestServers.available))
+struct IntegrationEventsTests {
+    static let secret = "whsec_" + Data("baton-test-secret-0123456789".utf8).base64EncodedString()
+
+    static func startWorker(_ servers: WaitServers, _ name: String, client: BatonClient) async throws -> Harness.Worker {
+        let id = TestServers.uniqueName("it-\(name)")
+        var environment = servers.environment()
+        environment["BATON_WEBHOOKS_SECRET"] = secret
+        environment["BATON_WEBHOOKS_ALLOW_HOSTS"] = "127.0.0.1"
+        environment["BATON_WEBHOOKS_RETRY_SCHEDULE"] =
+            "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"
+        let process = try WorkerProcess.start(
+            executable: try Harness.baton(), arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", "3"],
+            environment: environment, outputFile: try TestFiles.path("worker-\(name)") + ".log")
+        return try await Harness.registered(process, id: id, client: client, timeout: .seconds(20))
+    }
+
+    /// Whether `request` carries a valid Standard Webhooks signature under the test secret.
+    static func verifies(_ request: WebhookReceiver.Request) -> Bool {
+        guard let id = request.headers["webhook-id"], let timestamp = request.headers["webhook-timestamp"],
+            let signatures = request.headers["webhook-signature"], let key = Data(base64Encoded: String(secret.dropFirst(6)))
+        else { return false }
+        let expected =
+            "v1," + Data(SHA256.hmac(key: Array(key), message: Array("\(id).\(timestamp).\(request.body)".utf8))).base64EncodedString()
+        return signatures.split(separator: " ").contains { $0 == expected }
+    }
+
+    /// 7a: a consumer bound with `#` sees every event of each task, in stream order, matching its history.
+    @Test(.timeLimit(.minutes(2))) func aConsumerSeesEveryEventOfEachTaskInOrder() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await Self.startWorker(servers, "events", client: client)
+            defer { worker.process.sigkill() }
+            let connection = try await AMQPConnection.connect(
+                try AMQPConfiguration(url: servers.amqpURL, connectionName: "baton-events-test"), logger: Harness.logger)
+            let channel = try await connection.openChannel(prefetch: 500)
+            let queue = TestServers.uniqueName("events-consumer")
+            try await channel.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
+            try await channel.bindQueue(queue, exchange: Topology.eventsExchange, routingKey: "#")
+            let consumer = try await channel.consume(queue: queue, exclusive: true)
+            let seen = Mutex<[(routingKey: String, body: JSONValue)]>([])
+            let collector = Task {
+                for try await delivery in consumer.deliveries {
+                    let body = (try? JSONValue.parse(delivery.body)) ?? .null
+                    seen.withLock { $0.append((delivery.routingKey, body)) }
+                    try await channel.ack(delivery)
+                }
+            }
+            defer { collector.cancel() }
+            var ids: [String] = []
+            for n in 0..<3 {
+                let id = TestServers.uniqueName("ev\(n)")
+                ids.append(try await Harness.submit(client, Harness.stepchain(id: id, steps: 4 + n)))
+            }
+            for id in ids { try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker]) }
+            for id in ids {
+                let history = try await client.queries.history(id)
+                #expect(history.last?.type == "succeeded")
+                let complete = await eventually(timeout: .seconds(20)) {
+                    seen.withLock { all in
+                        Set(all.filter { $0.body["task_id"]?.stringValue == id }.compactMap { $0.body["id"]?.stringValue }).count
+                    }
+                        >= history.count
+                }
+                #expect(complete, "the consumer did not get all \(history.count) events of \(id)")
+                // At least once: duplicates are possible after a crash; consumers dedupe by `id`. In order per task.
+                var unique: [JSONValue] = []
+                var seenIDs: Set<String> = []
+                for entry in seen.withLock({ $0 }) where entry.body["task_id"]?.stringValue == id {
+                    let eventID = entry.body["id"]?.stringValue ?? ""
+                    if seenIDs.insert(eventID).inserted { unique.append(entry.body) }
+                    #expect(entry.routingKey == "stepchain.\(id).\(entry.body["type"]?.stringValue ?? "")")
+                }
+                #expect(unique.map { $0["type"]?.stringValue ?? "" } == history.map(\.type))
+                #expect(unique.map { $0["seq"]?.intValue ?? -1 } == history.map(\.seq))
+                #expect(unique.map { $0["stream_id"]?.stringValue ?? "" } == history.map(\.id))
+                #expect(unique.allSatisfy { $0["agent"]?.stringValue == "stepchain" && $0["v"]?.intValue == 1 && $0["at"] != nil })
+                #expect(unique.last?["status"]?.stringValue == "succeeded")
+            }
+            collector.cancel()
+            await connection.close()
+        }
+    }
+
+    /// 7b: a receiver gets signed webhooks that verify; a retried event keeps its `webhook-id`.
+    @Test(.timeLimit(.minutes(2))) func aReceiverGetsSignedWebhooksWithStableIDs() async throws {
+        try await WaitServers.with { servers, client in
+            // The first request fails (HTTP 503): its event is retried with the same id.
+            let receiver = try WebhookReceiver { _, index in index == 0 ? 503 : 200 }
+            defer { receiver.stop() }
+            let worker = try await Self.startWorker(servers, "webhooks", client: client)
+            defer { worker.process.sigkill() }
+            var request = Harness.stepchain(id: TestServers.uniqueName("wh"), steps: 3)
+            request.notify = .init(webhook: "http://127.0.0.1:\(receiver.port)/hooks/baton")
+            let id = try await Harness.submit(client, request)
+            try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            let history = try await client.queries.history(id)
+            let all = await eventually(timeout: .seconds(30)) {
+                Set(receiver.received.compactMap { $0.headers["webhook-id"] }).count >= history.count
+            }
+            #expect(all, "the receiver got \(receiver.received.count) requests for \(history.count) events")
+            let received = receiver.received
+            #expect(received.allSatisfy(Self.verifies), "a webhook signature did not verify")
+            #expect(received.count >= 2 && received[0].headers["webhook-id"] == received[1].headers["webhook-id"])
+            let delivered = received.dropFirst().map { (try? JSONValue.parse(Array($0.body.utf8))) ?? .null }
+            #expect(delivered.map { $0["type"]?.stringValue ?? "" } == history.map(\.type))
+            #expect(delivered.map { $0["seq"]?.intValue ?? -1 } == history.map(\.seq))
+            #expect(received.allSatisfy { $0.headers["webhook-id"]?.hasPrefix("evt_\(id)_") == true })
+            let view = try #require(try await client.queries.task(id))
+            #expect(view.webhook?.delivered == Int64(history.count))
+            #expect(view.webhook?.failing == false)
+        }
+    }
+
+    /// HTTP 410 Gone disables the task's webhook after one request; the task view says so.
+    @Test(.timeLimit(.minutes(2))) func aGoneEndpointIsDisabledForTheTask() async throws {
+        try await WaitServers.with { servers, client in
+            let receiver = try WebhookReceiver { _, _ in 410 }
+            defer { receiver.stop() }
+            let worker = try await Self.startWorker(servers, "webhooks-gone", client: client)
+            defer { worker.process.sigkill() }
+            var request = Harness.stepchain(id: TestServers.uniqueName("whgone"), steps: 2)
+            request.notify = .init(webhook: "http://127.0.0.1:\(receiver.port)/gone")
+            let id = try await Harness.submit(client, request)
+            try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            var view: TaskView?
+            let disabled = try await eventually(timeout: .seconds(20)) {
+                view = try await client.queries.task(id)
+                return view?.webhook?.disabled != nil
+            }
+            #expect(disabled, "the webhook was not disabled: \(String(describing: view?.webhook))")
+            #expect(view?.webhook?.failing == false)
+            #expect(receiver.received.count == 1)
+        }
+    }
+
+    /// 7c: a receiver that is down for 10 s still gets every event afterwards; meanwhile the task has finished
+    /// and its view shows the webhook failing.
+    @Test(.timeLimit(.minutes(2))) func aReceiverDownForTenSecondsGetsEveryEventAfterwards() async throws {
+        try await WaitServers.with { servers, client in
+            let port = try WebhookReceiver.freePort()
+            let worker = try await Self.startWorker(servers, "webhooks-down", client: client)
+            defer { worker.process.sigkill() }
+            var request = Harness.stepchain(id: TestServers.uniqueName("whdown"), steps: 3)
+            request.notify = .init(webhook: "http://127.0.0.1:\(port)/hooks/baton")
+            let id = try await Harness.submit(client, request)
+            let down = ContinuousClock.now
+            try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            var failing: TaskView?
+            let sawFailing = try await eventually(timeout: .seconds(9)) {
+                failing = try await client.queries.task(id)
+                return failing?.webhook?.failing == true && (failing?.webhook?.attempts ?? 0) >= 1
+            }
+            #expect(sawFailing, "the task view never showed the webhook failing: \(String(describing: failing?.webhook))")
+            #expect(failing?.status == "succeeded")
+            #expect(failing?.webhook?.lastError?.isEmpty == false)
+            #expect(failing?.webhook?.nextAttemptAt != nil)
+            // The same through the CLI: `baton status --json` shows the webhook failing on a finished task.
+            let status = try await servers.cli(["status", id, "--json"])
+            let shown = try JSONValue.parse(Array(status.output.utf8))
+            #expect(status.status == 0)
+            #expect(shown["status"]?.stringValue == "succeeded")
+            #expect(shown["webhook"]?["failing"] == .bool(true))
+            #expect((shown["webhook"]?["attempts"]?.intValue ?? 0) >= 1)
+            // The receiver comes up 10 s after the task started.
+            let wait = down + .seconds(10) - ContinuousClock.now
+            if wait > .zero { try await Task.sleep(for: wait) }
+            let receiver = try WebhookReceiver(port: port)
+            defer { receiver.stop() }
+            let history = try await client.queries.history(id)
+            let all = await eventually(timeout: .seconds(30)) {
+                Set(receiver.received.compactMap { $0.headers["webhook-id"] }).count >= history.count
+            }
+            #expect(all, "the receiver got \(receiver.received.count) requests for \(history.count) events")
+            #expect(receiver.received.allSatisfy(Self.verifies))
+            let delivered = receiver.received.map { (try? JSONValue.parse(Array($0.body.utf8))) ?? .null }
+            #expect(delivered.map { $0["type"]?.stringValue ?? "" } == history.map(\.type))
+            let healed = try await eventually(timeout: .seconds(10)) { try await client.queries.task(id)?.webhook?.failing == false }
+            #expect(healed)
+        }
+    }
+}
+
+/// The event relay on the real Redis, in-process with a bus that keeps what it is given: marking, cursor,
+/// compare-and-set, and the count of events trimmed before they were published.
+@Suite("Redis: event relay", .enabled(if: TestServers.available))
+struct EventRelayTests {
+    @Test func theRelayPublishesInOrderAdvancesItsCursorAndCountsTrimmedEvents() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        defer { Task { await redis.close() } }
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-relay") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        let id = TestServers.uniqueName("relay")
+        let bucket = keys.bucket(of: id)
+        _ = try await store.submit(
+            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
+        )
+        _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
+        _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")
+        // Each script that appended an event marked the task.
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string != nil)
+
+        let bus = CapturingBus()
+        let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+        #expect(try await relay.relay() == 3)
+        let first = bus.messages.withLock { $0 }
+        #expect(first.map(\.routingKey) == ["report.\(id).submitted", "report.\(id).paused", "report.\(id).resumed"])
+        #expect(first.allSatisfy { $0.exchange == Topology.eventsExchange })
+        let history = try await TaskQueries(store: store).history(id)
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == history.last?.id)
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string == nil)
+        #expect(try await relay.relay() == 0)
+
+        // A relay that fell behind past the cap: 5 more events, the stream cut to 2 (3 never published).
+        for n in 0..<5 {
+            try await redis.send(
+                RedisCommand(
+                    "XADD",
+                    arguments: [
+                        keys.events(id), "MAXLEN", "=", 2, "*", "type", "progress", "seq", 0, "branch", 0, "step", "s", "at", n,
+                        "data", "{}",
+                    ]))
+        }
+        try await redis.send("ZADD", keys.eventsPending(bucket: bucket), 0, id)
+        #expect(try await relay.relay() == 2)
+        #expect(try await redis.send("HGET", keys.task(id), "events_published").string == "8")
+        #expect(bus.messages.withLock { $0.count } == 5)
+
+        // The cursor is a compare-and-set: an advance from a cursor another relay moved writes nothing.
+        let cursor = try await redis.send("HGET", keys.task(id), "events_cursor").string ?? ""
+        let moved = try await redis.evalSHA(
+            EventRelay.advanceScript,
+            keys: [keys.task(id), keys.events(id), keys.eventsPending(bucket: bucket), keys.webhooksDue(bucket: bucket)],
+            args: [id, "0-1", "9-9", 1, "0"])
+        #expect(moved.string == "moved")
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == cursor)
+        let taskKeys = [keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0)]
+        _ = try await redis.send(RedisCommand("DEL", arguments: taskKeys))
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.eventsPending(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                    keys.webhooksDue(bucket: bucket),
+                ]))
+    }
+
+    /// An unconfirmed publish: only the confirmed prefix advances the cursor, and the next round re-publishes the
+    /// rest, so the consumer sees every event in order (with at most the unconfirmed tail twice).
+    @Test func anUnconfirmedTailIsPublishedAgainInOrder() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        defer { Task { await redis.close() } }
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-relay-nack") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        let id = TestServers.uniqueName("nack")
+        _ = try await store.submit(
+            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
+        )
+        for _ in 0..<3 {
+            _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
+            _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")
+        }
+        let bus = FlakyBus(confirmFirst: 3)
+        let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+        #expect(try await relay.relay() == 3)
+        #expect(try await relay.relay() == 4)
+        #expect(try await relay.relay() == 0)
+        let history = try await TaskQueries(store: store).history(id)
+        let confirmed = bus.confirmed.withLock { $0 }
+        #expect(confirmed.map(\.routingKey) == history.map { "report.\(id).\($0.type)" })
+        #expect(bus.attempts.withLock { $0 } == 7 + 4)
+        let bucket = keys.bucket(of: id)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0),
+                    keys.eventsPending(bucket: bucket),
+                    keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                ]))
+    }
+
+    /// A webhook that fails for its whole retry schedule is disabled for the task (nothing retried for ever); the
+    /// view says why, and every attempt of the event carried the same `webhook-id`.
+    @Test(.timeLimit(.minutes(1))) func aWebhookFailingPastItsScheduleIsDisabled() async throws {
+        let receiver = try WebhookReceiver { _, _ in 500 }
+        defer { receiver.stop() }
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        defer { Task { await redis.close() } }
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-hook") + ":")
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let id = TestServers.uniqueName("hook")
+        let notify = #"{"webhook":"http://127.0.0.1:\#(receiver.port)/h"}"#
+        _ = try await store.submit(
+            NewTask(
+                id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits(),
+                notifyJSON: notify))
+        #expect(try await EventRelay(store: store, bus: CapturingBus(), logger: Harness.logger).relay() == 1)
+        var webhooks = WebhookSettings()
+        webhooks.secret = "s3cret"
+        webhooks.allowHosts = ["127.0.0.1"]
+        webhooks.retrySchedule = [.milliseconds(10), .milliseconds(10)]
+        let sender = WebhookSender(store: store, settings: webhooks, logger: Harness.logger)
+        var view: TaskView?
+        let disabled = try await eventually(timeout: .seconds(20)) {
+            try await sender.deliver()
+            view = try await TaskQueries(store: store).task(id)
+            return view?.webhook?.disabled != nil
+        }
+        #expect(disabled, "not disabled: \(String(describing: view?.webhook))")
+        #expect(view?.webhook?.disabled?.contains("HTTP 500") == true)
+        #expect(receiver.received.count == 3)
+        #expect(Set(receiver.received.compactMap { $0.headers["webhook-id"] }).count == 1)
+        try await sender.deliver()
+        #expect(receiver.received.count == 3)
+        let keys = settings.keys
+        let bucket = keys.bucket(of: id)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0),
+                    keys.eventsPending(bucket: bucket),
+                    keys.webhooksDue(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                ]))
+    }
+}
+
+/// A bus that confirms the first `confirmFirst` messages it is ever given and refuses the rest of that first
+/// publish; later publishes are confirmed.
+final class FlakyBus: MessageBus {
+    let confirmFirst: Int
+    let confirmed = Mutex<[OutboxMessage]>([])
+    let attempts = Mutex(0)
+    private let calls = Mutex(0)
+
+    init(confirmFirst: Int) { self.confirmFirst = confirmFirst }
+
+    func publish(_ messages: [OutboxMessage]) async -> [(any Error)?] {
+        let call = calls.withLock {
+            $0 += 1
+            return $0
+        }
+        attempts.withLock { $0 += messages.count }
+        return messages.enumerated().map { index, message in
+            if call == 1 && index >= confirmFirst { return BatonError(.internalError, "not confirmed (test)") }
+            confirmed.withLock { $0.append(message) }
+            return nil
+        }
+    }
+}
