@@ -76,7 +76,8 @@ struct RedisRecoveryTests {
             #expect(!"\(error)".contains("secret"))
             #expect(!String(reflecting: error).contains("secret"))
         }
-        #expect(start.duration(to: .now) < .seconds(2))
+        // It fails instead of hanging; not a timing assertion (a loaded CI box took 3.5 s), so the bound is loose.
+        #expect(start.duration(to: .now) < .seconds(30))
     }
 
     @Test func unroutableHostFailsWithinTheConnectTimeout() async throws {
@@ -90,7 +91,9 @@ struct RedisRecoveryTests {
             #expect(error.code == .connectionFailed)
             #expect(error.message.contains("redis://10.255.255.1:6379/0"))
         }
-        #expect(start.duration(to: .now) < .seconds(2))
+        // Bounded by the connect timeout rather than TCP's minutes-long default; the bound is loose on purpose (a
+        // loaded CI box took 3.5 s for the 500 ms timeout): it catches a hang, it does not measure speed.
+        #expect(start.duration(to: .now) < .seconds(30))
     }
 }
 
