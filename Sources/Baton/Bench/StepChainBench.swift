@@ -173,7 +173,7 @@ public struct StepChainBench: Sendable {
                 let times = commits.compactMap { ISO8601DateFormatter.fractional.date(from: $0.at)?.timeIntervalSince1970 }
                 for (a, b) in zip(times, times.dropFirst()) { transitions.append((b - a) * 1000) }
             }
-            try await cleanup(taskIDs, client: client)
+            try await cleanup(taskIDs, maxSeq: options.steps, client: client)
             await client.close()
             let hops = options.tasks * options.steps
             let summary = LatencySummary(transitions)
@@ -191,7 +191,7 @@ public struct StepChainBench: Sendable {
     }
 
     /// Deletes the bench's tasks from Redis (keys and index entries).
-    func cleanup(_ ids: [String], client: BatonClient) async throws {
+    func cleanup(_ ids: [String], maxSeq: Int, client: BatonClient) async throws {
         let keys = client.store.settings.keys
         var commands: [RedisCommand] = []
         for id in ids {
@@ -200,15 +200,11 @@ public struct StepChainBench: Sendable {
             commands.append(RedisCommand("ZREM", keys.index(bucket: bucket, status: "succeeded"), id))
             commands.append(RedisCommand("ZREM", keys.outboxIndex(bucket: bucket), id))
         }
-        _ = try await client.store.redis.pipeline(commands)
-        let checkpoints = try await client.store.redis.pipeline(ids.map { RedisCommand("KEYS", keys.checkpointPrefix($0) + "*") })
-        let doomed = checkpoints.flatMap { ($0.array ?? []).compactMap(\.string) }
-        if !doomed.isEmpty {
-            _ = try await client.store.redis.pipeline(
-                stride(from: 0, to: doomed.count, by: 500).map {
-                    RedisCommand("DEL", arguments: Array(doomed[$0..<min(doomed.count, $0 + 500)]))
-                })
+        // The checkpoints by their seqs (no `KEYS`: it scans the whole keyspace and blocks Redis meanwhile).
+        for id in ids {
+            commands.append(RedisCommand("DEL", arguments: (0...max(0, maxSeq)).map { keys.checkpoint(id, seq: Int64($0)) }))
         }
+        _ = try await client.store.redis.pipeline(commands)
     }
 }
 

@@ -215,7 +215,7 @@ public struct TimerBench: Sendable {
                 lateness.append(Double(ms))
             }
             try await StepChainBench(amqpURL: amqpURL, redisURL: redisURL, registry: registry, logger: logger).cleanup(
-                taskIDs, client: client)
+                taskIDs, maxSeq: 2, client: client)
             _ = try await client.store.redis.pipeline(
                 [RedisCommand("DEL", keys.workers)] + workers.map { RedisCommand("DEL", keys.worker($0.configuration.workerID)) })
             await client.close()

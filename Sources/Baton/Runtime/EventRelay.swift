@@ -132,7 +132,11 @@ final class EventRelay: Sendable {
 
     /// One round over every bucket; returns the number of events published (0: nothing was due).
     @discardableResult
-    func relay() async throws -> Int {
+    func relay() async throws -> Int { try await round().published }
+
+    /// One round over every bucket: the events published, and whether the round was full (a bucket gave
+    /// `tasksPerBucket` tasks or a task `eventsPerTask` events), i.e. a backlog is left for the next round at once.
+    func round() async throws -> (published: Int, full: Bool) {
         let claimed = try await store.redis.evalSHA(
             RedisTaskStore.claimTimersScript, keys: (0..<keys.bucketCount).map { keys.eventsPending(bucket: $0) },
             args: [tasksPerBucket, leaseMilliseconds])
@@ -143,7 +147,10 @@ final class EventRelay: Sendable {
             ids.append(flat[index])
             index += 2
         }
-        guard !ids.isEmpty else { return 0 }
+        guard !ids.isEmpty else { return (0, false) }
+        var perBucket: [Int: Int] = [:]
+        for id in ids { perBucket[keys.bucket(of: id), default: 0] += 1 }
+        var full = perBucket.values.contains { $0 >= tasksPerBucket }
         let replies = try await store.redis.pipeline(
             ids.map { id in
                 let task = keys.of(id)
@@ -162,7 +169,9 @@ final class EventRelay: Sendable {
                     "event relay: events were trimmed from the task's stream (limits.events_max_length) before they were published",
                     metadata: ["task.id": "\(id)", "events.dropped": "\(trimmed)"])
             }
-            batches.append((EventTaskInfo(id: id, parts: parts), parts[0].string ?? "", StreamEvent.entries(parts[8]), trimmed))
+            let events = StreamEvent.entries(parts[8])
+            if events.count >= eventsPerTask { full = true }
+            batches.append((EventTaskInfo(id: id, parts: parts), parts[0].string ?? "", events, trimmed))
         }
         let messages = batches.flatMap { batch in batch.events.map { EventMessage.outbox(task: batch.info, $0) } }
         let results = messages.isEmpty ? [] : await bus.publish(messages)
@@ -199,6 +208,6 @@ final class EventRelay: Sendable {
                 metadata: ["tasks": "\(unconfirmed.tasks)", "error": "\(String(describing: unconfirmed.error))"])
             if published == 0 { try await Task.sleep(for: .seconds(1)) }
         }
-        return published
+        return (published, full)
     }
 }

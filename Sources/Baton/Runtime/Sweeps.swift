@@ -50,7 +50,9 @@ final class Sweeps: Sendable {
             group.addTask { await self.loop(every: self.configuration.stalledSweepInterval) { try await self.sweepStalled() } }
             group.addTask {
                 let relay = EventRelay(store: self.store, bus: self.eventsBus, logger: self.logger)
-                await self.busyLoop(every: self.configuration.timerInterval) { try await relay.relay() > 0 }
+                // A round every timer interval (so a busy task's events go out several per round, not one round
+                // per event); at once again only while a backlog is left (a full round).
+                await self.busyLoop(every: self.configuration.timerInterval) { try await relay.round().full }
             }
             group.addTask {
                 let sender = WebhookSender(store: self.store, settings: self.configuration.webhooks, logger: self.logger)
