@@ -86,7 +86,7 @@ function showError(error) {
 function table(columns, rows, rowAttrs) {
   if (!rows.length) return `<p class="muted empty">Nothing here.</p>`;
   const head = columns.map(c => `<th class="${c.cls || ""}">${esc(c.title)}</th>`).join("");
-  const body = rows.map(r => `<tr ${rowAttrs ? rowAttrs(r) : ""}>${columns.map(c => `<td class="${c.cls || ""}">${c.render(r)}</td>`).join("")}</tr>`).join("");
+  const body = rows.map(r => `<tr ${rowAttrs ? rowAttrs(r) : ""}>${columns.map(c => `<td class="${c.cls || ""}" data-label="${esc(c.title)}">${c.render(r)}</td>`).join("")}</tr>`).join("");
   return `<div class="table-wrap"><table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 const col = (title, render, cls) => ({ title, render: r => { const v = render(r); return v && v.__html !== undefined ? v.__html : esc(v); }, cls });
