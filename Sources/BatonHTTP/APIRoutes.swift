@@ -77,6 +77,7 @@ struct APIRoutes: Sendable {
                 JSONValue.object([
                     "role": .string(caller.role.description), "actor": .string(caller.actor),
                     "tokens_required": .bool(!configuration.tokens.isEmpty), "read_only": .bool(configuration.readOnly),
+                    "worker_stale_after_s": .double(Double(client.store.settings.workerStaleMilliseconds) / 1000),
                 ]))
         }
         act(router, "/v1/tasks", submit)

@@ -3,7 +3,7 @@
 // live event stream (EventSource, which cannot send headers) passes it as ?access_token=.
 "use strict";
 
-const state = { token: localStorage.getItem("baton.token") || "", role: null, readOnly: false, timers: [], stream: null, route: 0 };
+const state = { token: localStorage.getItem("baton.token") || "", role: null, readOnly: false, timers: [], stream: null, route: 0, staleAfter: 30 };
 const main = document.getElementById("main");
 
 // ---------- helpers ----------
@@ -98,6 +98,7 @@ async function whoami() {
     const me = await api("/v1/whoami");
     state.role = me.role;
     state.readOnly = me.read_only;
+    if (me.worker_stale_after_s) state.staleAfter = me.worker_stale_after_s;
     document.getElementById("whoami").textContent = me.tokens_required ? `${me.actor}${me.read_only ? " · read-only" : ""}` : `no token needed${me.read_only ? " · read-only" : ""}`;
   } catch (error) {
     state.role = null;
@@ -123,16 +124,17 @@ async function overview(gen) {
   if (stale(gen)) return;
   const counts = Object.entries(stats.counts || {}).sort((a, b) => b[1] - a[1]);
   const deadTotal = groups.items.reduce((n, g) => n + g.count, 0);
+  const live = workers.items.filter(w => w.heartbeat_age_s <= state.staleAfter);
   main.innerHTML = h`<h1>Overview</h1>
   <div class="grid" id="overview-cards">
     <a class="stat" href="#/inbox"><b id="overview-inbox">${inbox.items.length}</b><span>waiting for a person</span></a>
-    <a class="stat" href="#/workers"><b>${workers.items.length}</b><span>live workers</span></a>
+    <a class="stat" href="#/workers"><b>${live.length}</b><span>live workers${workers.items.length > live.length ? ` (${workers.items.length - live.length} stale)` : ""}</span></a>
     <a class="stat" href="#/tasks?status=running"><b>${stats.running ?? 0}</b><span>running</span></a>
     <a class="stat" href="#/dead"><b>${deadTotal}</b><span>dead letters in ${groups.items.length} groups</span></a>
   </div>
   <h2>Tasks by status <span class="muted">(since ${stats.since || "1h"}, ${stats.sampled_tasks ?? "?"} sampled)</span></h2>
   <div class="grid">${raw(counts.map(([s, n]) => `<a class="stat" href="#/tasks?status=${esc(s)}"><b>${n}</b><span>${esc(s)}</span></a>`).join("") || `<p class="muted">No tasks.</p>`)}</div>
-  <h2>Workers</h2>${raw(workerTable(workers.items))}
+  <h2>Live workers</h2>${raw(workerTable(live))}
   <h2>Largest dead-letter groups</h2>${raw(groupTable(groups.items.slice().sort((a, b) => b.count - a.count).slice(0, 5), false))}`;
 }
 
@@ -414,12 +416,14 @@ async function confirmBulk(row) {
 }
 
 function workerTable(workers) {
+  const sorted = workers.slice().sort((a, b) => a.heartbeat_age_s - b.heartbeat_age_s);
   return table([
     col("Worker", w => w.id),
+    col("State", w => w.heartbeat_age_s <= state.staleAfter ? statusBadge("live") : statusBadge("stale")),
     col("In flight", w => w.in_flight),
     col("Heartbeat", w => `${Number(w.heartbeat_age_s).toFixed(1)} s ago`),
     col("Info", w => w.info ? Object.entries(w.info).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ") : "", "wrap hide-sm"),
-  ], workers, w => `data-worker="${esc(w.id)}"`);
+  ], sorted, w => `data-worker="${esc(w.id)}"`);
 }
 
 async function workersPage(gen) {
