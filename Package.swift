@@ -61,7 +61,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            resources: [.copy("Dashboard")]
         ),
         .target(name: "BatonTesting", dependencies: ["Baton", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(

@@ -1,20 +1,23 @@
 import Baton
 
 /// `flaky`: fails its step `fail_times` times with a retryable `provider_5xx` error (or once with a
-/// permanent error when `permanent`), then succeeds. A redriven task (branch ≥ 1) stands for "the provider
+/// permanent error when `permanent`, in the failure bucket `bucket`, default `invalid_request`), then succeeds. A redriven task (branch ≥ 1) stands for "the provider
 /// recovered" and succeeds at once.
 public struct FlakyAgent: Agent {
     public struct Input: Codable, Sendable {
         public var failTimes: Int64 = 2
         public var permanent: Bool = false
+        /// The failure bucket of the permanent failure (a dead-letter group of its own, e.g. for one test's letters).
+        public var bucket: String = "invalid_request"
         enum CodingKeys: String, CodingKey {
             case failTimes = "fail_times"
-            case permanent
+            case permanent, bucket
         }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             failTimes = try c.decodeIfPresent(Int64.self, forKey: .failTimes) ?? 2
             permanent = try c.decodeIfPresent(Bool.self, forKey: .permanent) ?? false
+            bucket = try c.decodeIfPresent(String.self, forKey: .bucket) ?? "invalid_request"
         }
         public init(failTimes: Int64, permanent: Bool = false) {
             self.failTimes = failTimes
@@ -37,7 +40,7 @@ public struct FlakyAgent: Agent {
     public func run(step: String, context: StepContext<FlakyAgent>) async throws -> StepOutcome {
         if context.branch == 0 {
             if context.input.permanent {
-                throw StepError.permanent("the provider rejected the request (scripted permanent failure)", bucket: "invalid_request")
+                throw StepError.permanent("the provider rejected the request (scripted permanent failure)", bucket: context.input.bucket)
             }
             if context.attempt <= context.input.failTimes {
                 throw StepError.retryable(

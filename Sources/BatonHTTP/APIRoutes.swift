@@ -60,7 +60,10 @@ struct APIRoutes: Sendable {
         read(router, "/v1/tasks", listTasks)
         read(router, "/v1/tasks/:id", showTask)
         read(router, "/v1/tasks/:id/history", history)
-        read(router, "/v1/tasks/:id/events", events)
+        // EventSource cannot send headers: the stream alone also takes the token as `?access_token=`.
+        router.get("/v1/tasks/:id/events") { request, context in
+            try await events(request, context, try authenticate(request, minimum: .viewer, queryToken: true))
+        }
         read(router, "/v1/tasks/:id/checkpoint", checkpoint)
         read(router, "/v1/tasks/:id/checkpoints/:seq", checkpoint)
         read(router, "/v1/dead", listDead)
@@ -69,6 +72,14 @@ struct APIRoutes: Sendable {
         read(router, "/v1/audit", audit)
         read(router, "/v1/inbox", inbox)
         read(router, "/v1/stats", stats)
+        read(router, "/v1/whoami") { _, _, caller in
+            try Self.json(
+                JSONValue.object([
+                    "role": .string(caller.role.description), "actor": .string(caller.actor),
+                    "tokens_required": .bool(!configuration.tokens.isEmpty), "read_only": .bool(configuration.readOnly),
+                    "worker_stale_after_s": .double(Double(client.store.settings.workerStaleMilliseconds) / 1000),
+                ]))
+        }
         act(router, "/v1/tasks", submit)
         for action in ["cancel", "pause", "resume"] {
             act(router, RouterPath("/v1/tasks/:id/\(action)")) { request, context, caller in
@@ -119,14 +130,19 @@ struct APIRoutes: Sendable {
         }
     }
 
-    /// The caller of `request`, or 401 (no or unknown token) / 403 (role too low).
-    func authenticate(_ request: Request, minimum: Role) throws -> Caller {
+    /// The caller of `request`, or 401 (no or unknown token) / 403 (role too low). With `queryToken` (the event
+    /// stream only), a request without an `Authorization` header may give its token as `?access_token=`.
+    func authenticate(_ request: Request, minimum: Role, queryToken: Bool = false) throws -> Caller {
         guard !configuration.tokens.isEmpty else { return Caller(role: .admin, actor: "http:anonymous") }
         var unauthorized = Problem(
             .unauthorized, code: "unauthorized", title: "Unauthorized", detail: "this request has no bearer token",
             fix: "send `Authorization: Bearer <token>` with a token of BATON_HTTP_TOKENS or http.token_hashes")
         unauthorized.headers[.wwwAuthenticate] = "Bearer realm=\"baton\""
-        guard let header = request.headers[.authorization] else { throw unauthorized }
+        var authorization = request.headers[.authorization]
+        if authorization == nil, queryToken, let token = Self.nonEmpty(request.uri.queryParameters["access_token"]) {
+            authorization = "Bearer " + token
+        }
+        guard let header = authorization else { throw unauthorized }
         guard header.lowercased().hasPrefix("bearer ") else {
             unauthorized.detail = "the Authorization header is not a bearer token"
             throw unauthorized

@@ -95,6 +95,11 @@ public struct BatonHTTPServer: Service {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(ProblemMiddleware())
         APIRoutes(configuration: configuration, client: client, logger: logger).register(on: router)
+        let dashboard = Dashboard.load()
+        if dashboard.files.isEmpty {
+            logger.warning("the dashboard's files (Baton_BatonHTTP.resources/Dashboard) are missing: `/` will answer 404")
+        }
+        dashboard.register(on: router)
         let onListening = self.onListening
         let application = Application(
             router: router,
