@@ -16,12 +16,38 @@ extension StepExecutor {
         }
     }
 
+    /// A claim that stopped the task instead of running its step (a limit reached before the step, a cancel,
+    /// a pause, a poison step).
+    func recordStopped(_ message: StepMessage, status: String) {
+        if TaskView.terminalStatuses.contains(status) { BatonMetrics.tasksFinished(message.agent, status).increment() }
+        guard status == "budget_exceeded" || status == "needs_review" else { return }
+        countBudgetStop(task: message.task, agent: message.agent)
+    }
+
+    /// A limit stopped the task (or parked it for review) in a Lua script, not in the step: the limit's kind is the
+    /// start of the task's `status_reason` ("cost limit reached (…)"), read once, off the delivery's path.
+    func countBudgetStop(task: String, agent: String) {
+        guard let redis = store as? RedisTaskStore else {
+            BatonMetrics.budgetExceeded(agent, "unknown").increment()
+            return
+        }
+        let key = redis.settings.keys.task(task)
+        Task {
+            let reason = (try? await redis.redis.send(RedisCommand("HGET", key, "status_reason")))?.string ?? ""
+            let kind = reason.range(of: " limit").map { String(reason[..<$0.lowerBound]) } ?? "unknown"
+            BatonMetrics.budgetExceeded(agent, kind.isEmpty || kind.count > 40 ? "unknown" : kind).increment()
+        }
+    }
+
     /// After a commit: the step's outcome and what it means for the task.
     func recordCommit(_ claimed: ClaimedTask, kind: Commit.Kind, status: String) {
         BatonMetrics.steps(claimed.agent, claimed.step, BatonMetrics.outcome(kind)).increment()
         switch kind {
         case .handoff: BatonMetrics.handoffs(claimed.agent).increment()
         case .budget(let limit, _): BatonMetrics.budgetExceeded(claimed.agent, limit).increment()
+        case _ where status == "budget_exceeded" || status == "needs_review":
+            // The commit found the committed usage over a limit.
+            countBudgetStop(task: claimed.id, agent: claimed.agent)
         case .retry(_, _, let bucket, _): BatonMetrics.retries(claimed.agent, claimed.step, bucket).increment()
         case .dead(let reason, _, _): BatonMetrics.deadLettered(claimed.agent, reason).increment()
         default: break

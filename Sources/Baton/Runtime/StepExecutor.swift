@@ -232,7 +232,8 @@ public struct StepExecutor: Sendable {
             BatonMetrics.duplicateDeliveries(routingKey).increment()
             await flushOutbox(task: message.task)
             return .ack
-        case .stopped:
+        case .stopped(let status):
+            recordStopped(message, status: status)
             await flushOutbox(task: message.task)  // a poison step's dead letter
             if let parent = TaskID.parent(of: message.task) { await flushOutbox(task: parent) }  // a woken join step
             return .ack
