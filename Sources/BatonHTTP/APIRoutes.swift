@@ -69,6 +69,7 @@ struct APIRoutes: Sendable {
         read(router, "/v1/inbox", inbox)
         read(router, "/v1/stats", stats)
         read(router, "/v1/queues", queues)
+        registerBulk(on: router)
         act(router, "/v1/tasks", submit)
         for action in ["cancel", "pause", "resume"] {
             act(router, RouterPath("/v1/tasks/:id/\(action)")) { request, context, caller in

@@ -153,6 +153,27 @@ struct IntegrationMetricsTests {
             #expect(names.contains(Topology.stepsQueue("default")) || names.contains { $0.hasPrefix("baton.steps.") }, "\(names)")
             #expect(names.contains(Topology.deadQueue), "\(names)")
 
+            // POST /v1/bulk: a tracked bulk redrive of the dead letter, its progress read back by id; the redrive is
+            // counted by the server that made it.
+            let invalid = try await serveHTTP.request("POST", "/v1/bulk", body: #"{"action": "explode", "all": true, "reason": "x"}"#)
+            #expect(invalid.status == 422 && invalid.body.contains("invalid-action"), "\(invalid.body)")
+            let started = try await serveHTTP.request(
+                "POST", "/v1/bulk", body: #"{"action": "redrive", "filter": {"agent": "flaky"}, "reason": "metrics test"}"#)
+            #expect(started.status == 202, "\(started.body)")
+            let bulkID = try #require(started.json["id"] as? String, "\(started.body)")
+            #expect(started.json["total"] as? Int == 1, "\(started.body)")
+            var operation: [String: Any] = [:]
+            for _ in 0..<100 {
+                operation = try await serveHTTP.request("GET", "/v1/bulk/\(bulkID)").json
+                if operation["status"] as? String == "done" { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(operation["status"] as? String == "done" && operation["done"] as? Int == 1, "\(operation)")
+            #expect(try await serveHTTP.request("GET", "/v1/bulk/bulk-nope").status == 404)
+            let afterRedrive = try await Self.scrape(serveHTTP)
+            #expect(afterRedrive.sum("baton_redrives_total", where: ["agent": "flaky"]) >= 1)
+            #expect(afterRedrive.types["baton_redrives_total"] == "counter")
+
             _ = try await client.act("cancel", task: waiting, reason: "metrics test done", actor: "metrics-test")
             _ = await serve.stop()
             _ = await worker.process.stop()
