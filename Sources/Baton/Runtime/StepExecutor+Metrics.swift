@@ -20,6 +20,8 @@ extension StepExecutor {
     /// a pause, a poison step).
     func recordStopped(_ message: StepMessage, status: String) {
         if TaskView.terminalStatuses.contains(status) { BatonMetrics.tasksFinished(message.agent, status).increment() }
+        // A poison step (claimed too often without a commit): the claim dead-letters it.
+        if status == "dead_lettered" { BatonMetrics.deadLettered(message.agent, "delivery_limit").increment() }
         guard status == "budget_exceeded" || status == "needs_review" else { return }
         countBudgetStop(task: message.task, agent: message.agent)
     }
