@@ -52,10 +52,9 @@ struct APIRoutes: Sendable {
                     throw problem
                 }
             }
-            var headers = HTTPFields()
-            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-            let body = try await FleetMetrics(store: client.store, queries: queries).scrape()
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+            // The fleet's gauges (Redis, broker) and this process's own counters (redrives made here, …).
+            let fleet = try await FleetMetrics(store: client.store, queries: queries, amqpURL: configuration.amqpURL).scrape()
+            return ProcessMetrics.response(fleet + ProcessMetrics.scrape())
         }
         read(router, "/v1/tasks", listTasks)
         read(router, "/v1/tasks/:id", showTask)
@@ -80,6 +79,8 @@ struct APIRoutes: Sendable {
                     "worker_stale_after_s": .double(Double(client.store.settings.workerStaleMilliseconds) / 1000),
                 ]))
         }
+        read(router, "/v1/queues", queues)
+        registerBulk(on: router)
         act(router, "/v1/tasks", submit)
         for action in ["cancel", "pause", "resume"] {
             act(router, RouterPath("/v1/tasks/:id/\(action)")) { request, context, caller in
@@ -437,6 +438,18 @@ struct APIRoutes: Sendable {
         let items = try await queries.inbox(
             agent: Self.nonEmpty(query["agent"]), olderThan: olderThan, limit: try Self.limit(query["limit"], default: 100, maximum: 1000))
         return try Self.json(Items(items: items))
+    }
+
+    /// `GET /v1/queues`: what `baton queues -o json` prints (``QueueReport``).
+    func queues(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {
+        guard let amqpURL = configuration.amqpURL else {
+            throw Problem(
+                .serviceUnavailable, code: "no-broker", title: "No broker", detail: "this server was started without a RabbitMQ URL",
+                fix: "start baton serve with amqp.url set (BATON_AMQP_URL)")
+        }
+        let rows = try await QueueReport.collect(
+            amqpURL: amqpURL, workers: try await queries.workers(), configuredQueues: [], extra: [])
+        return try Self.json(Items(items: rows))
     }
 
     /// `GET /v1/stats?since=1h&sample=2000`: what `baton stats --json` shows.

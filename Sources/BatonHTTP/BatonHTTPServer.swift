@@ -34,6 +34,8 @@ public struct BatonHTTPServer: Service {
         public var eventKeepAlive: Duration = .seconds(15)
         /// The largest request body accepted.
         public var maxBodyBytes = 1 << 20
+        /// The broker's URL, for `GET /v1/queues` and the queue gauges of `/metrics` (nil: not shown).
+        public var amqpURL: String?
 
         public init(host: String = "127.0.0.1", port: Int = 8080, readOnly: Bool = false, tokens: [AccessToken] = []) {
             self.host = host
@@ -92,6 +94,7 @@ public struct BatonHTTPServer: Service {
 
     public func run() async throws {
         try configuration.validate()
+        ProcessMetrics.bootstrap()
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(ProblemMiddleware())
         APIRoutes(configuration: configuration, client: client, logger: logger).register(on: router)

@@ -50,6 +50,7 @@ struct ServeCommand: AsyncParsableCommand {
             if let plain = ProcessInfo.processInfo.environment["BATON_HTTP_TOKENS"] { tokens += try AccessToken.parse(plain: plain) }
             var settings = BatonHTTPServer.Configuration(
                 host: address.host, port: address.port, readOnly: loaded.http.readOnly, tokens: tokens)
+            settings.amqpURL = loaded.amqpURL
             settings.metricsTokenDigest = try loaded.http.metricsTokenHash.map(AccessToken.parse(metricsHash:))
             configuration = settings
             try configuration.validate()

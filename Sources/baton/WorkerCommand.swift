@@ -1,6 +1,7 @@
 import ArgumentParser
 import Baton
 import BatonExamples
+import BatonHTTP
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -40,7 +41,26 @@ struct WorkerCommand: AsyncParsableCommand {
         help: ArgumentHelp("After this a step's shouldYield turns true, e.g. 60s (worker.time_slice).", valueName: "duration"))
     var timeSlice: String?
 
+    @Option(
+        name: .customLong("http"),
+        help: ArgumentHelp(
+            "Serve /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9090 (port 0: any free port, printed at start). Loopback only unless --http-public.",
+            valueName: "host:port"))
+    var http: String?
+
+    @Flag(name: .customLong("http-public"), help: "Allow --http on a non-loopback address (the endpoints have no authentication).")
+    var httpPublic = false
+
     func validate() throws {
+        if let http {
+            guard let (host, _) = try? BatonHTTPServer.Configuration.parseBind(http) else {
+                throw ValidationError("--http must be host:port, e.g. 127.0.0.1:9090 or [::1]:9090; got \"\(http)\"")
+            }
+            if !httpPublic && !BatonHTTPServer.Configuration.isLoopback(host) {
+                throw ValidationError(
+                    "--http \(http) is not a loopback address: /metrics has no authentication. Bind 127.0.0.1 or add --http-public")
+            }
+        }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
         if let prefetch, !(1...65535).contains(prefetch) { throw ValidationError("--prefetch must be between 1 and 65535") }
         for (flag, value) in [("--drain-timeout", drainTimeout), ("--lease", lease), ("--time-slice", timeSlice)] {
@@ -67,9 +87,22 @@ struct WorkerCommand: AsyncParsableCommand {
         var configuration = try await global.connection.load(overrides: overrides).worker
         if let id, !id.isEmpty { configuration.workerID = id }
         let logger = Logger(label: "baton.worker")
-        let worker = Worker(configuration: configuration, registry: .examples, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let http, let (host, port) = try? BatonHTTPServer.Configuration.parseBind(http) {
+            // Before the worker creates its first metric: swift-metrics is bootstrapped once per process.
+            ProcessMetrics.bootstrap()
+            let worker = Worker(configuration: configuration, registry: .examples, logger: logger)
+            services.append(.init(service: worker))
+            services.append(
+                .init(
+                    service: WorkerHTTPServer(host: host, port: port, ready: { worker.isReady }, logger: logger) { bound in
+                        Terminal.note("baton worker: metrics on http://\(host):\(bound)/metrics")
+                    }))
+        } else {
+            services.append(.init(service: Worker(configuration: configuration, registry: .examples, logger: logger)))
+        }
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: worker)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {

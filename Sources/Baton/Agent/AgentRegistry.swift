@@ -24,6 +24,8 @@ struct AgentRunner: Sendable {
         var outcome: Result<StepOutcome, any Error>
         /// The state after the step, encoded; nil when it could not be encoded (then `outcome` is a failure).
         var stateJSON: String?
+        /// What the step charged (for the worker's metrics).
+        var charged = Charge()
     }
 
     let name: String
@@ -79,10 +81,11 @@ struct AgentRunner: Sendable {
                 outcome = .failure(error)
             }
             do {
-                return StepResult(outcome: outcome, stateJSON: try JSONCoding.string(context.state))
+                return StepResult(outcome: outcome, stateJSON: try JSONCoding.string(context.state), charged: context.charged)
             } catch {
                 return StepResult(
-                    outcome: .failure(StepError.permanent("the state does not encode: \(error)", bucket: "invalid_state")), stateJSON: nil)
+                    outcome: .failure(StepError.permanent("the state does not encode: \(error)", bucket: "invalid_state")), stateJSON: nil,
+                    charged: context.charged)
             }
         }
     }

@@ -1,4 +1,5 @@
 import AMQPClient
+import Foundation
 
 /// The ``MessageBus`` on RabbitMQ: persistent JSON messages on a confirm channel.
 public struct AMQPBus: MessageBus {
@@ -8,6 +9,8 @@ public struct AMQPBus: MessageBus {
 
     static func amqpMessage(_ message: OutboxMessage) -> AMQPMessage {
         var properties = AMQPProperties.persistentJSON
+        // Whole seconds (AMQP's unit): the consumer's queue wait and rabbitmqctl's head_message_timestamp.
+        properties.timestamp = UInt64(Date().timeIntervalSince1970)
         if !message.headers.isEmpty { properties.headers = message.headers.mapValues { AMQPFieldValue.string($0) } }
         return AMQPMessage(
             exchange: message.exchange, routingKey: message.routingKey, body: Array(message.body.utf8), properties: properties,

@@ -312,6 +312,7 @@ public final class BatonClient: Sendable {
                 details: JSONValue.object(details).jsonString)
             switch result {
             case .done, .requested:
+                BatonMetrics.redriven(agent: letter.agent ?? "")
                 try await queries.removeDeadLetter(id, action: "dead.redrive", reason: reason, actor: actor, audit: audit)
             case .conflict(let status) where status != "dead_lettered":
                 // The task moved on (e.g. a poison copy of an older seq): the dead letter is settled.

@@ -163,6 +163,7 @@ public struct StepExecutor: Sendable {
             tenant: request.tenant ?? "", labelsJSON: labels, notifyJSON: notify)
         switch try await store.submit(task) {
         case .created:
+            BatonMetrics.tasksSubmitted(request.agent).increment()
             await flushOutbox(task: id)
             return (id, "queued")
         case .exists(let status):
@@ -228,13 +229,16 @@ public struct StepExecutor: Sendable {
         case .future(let why):
             return .deadLetter(deadLetter(message, reason: "stale_seq", error: why, body: body, routingKey: routingKey))
         case .stale:
+            BatonMetrics.duplicateDeliveries(routingKey).increment()
             await flushOutbox(task: message.task)
             return .ack
-        case .stopped:
+        case .stopped(let status):
+            recordStopped(message, status: status)
             await flushOutbox(task: message.task)  // a poison step's dead letter
             if let parent = TaskID.parent(of: message.task) { await flushOutbox(task: parent) }  // a woken join step
             return .ack
         case .terminal, .inactive, .leased:
+            BatonMetrics.duplicateDeliveries(routingKey).increment()
             return .ack
         }
     }
@@ -287,6 +291,11 @@ public struct StepExecutor: Sendable {
                     await settle(index, .requeue("Redis: \(error)"))
                 case .success(.run(var claimed)):
                     claimed.queue = delivery.routingKey
+                    if let published = delivery.publishedAtSeconds {
+                        // Publish (the broker's timestamp, whole seconds) → claim (Redis's clock).
+                        BatonMetrics.queueWait(delivery.routingKey).record(
+                            BatonMetrics.seconds(milliseconds: claimed.claimedAtMilliseconds - Int64(published) * 1000))
+                    }
                     running += 1
                     group.addTask {
                         .prepared(
@@ -413,8 +422,10 @@ public struct StepExecutor: Sendable {
         let environment = StepEnvironment(store: store, token: claimed.token, signals: signals)
         let deadline = ContinuousClock.now + settings.timeSlice
         let lease = leases.hold(task: claimed.id, token: claimed.token, signals: signals)
+        let started = ContinuousClock.now
         let result = await runner.run(claimed, environment, deadline, logger)
         leases.release(lease)
+        Self.recordStep(claimed, result: result, took: ContinuousClock.now - started)
 
         let previousState = String(decoding: claimed.stateJSON, as: UTF8.self)
         let kind: Commit.Kind
@@ -475,13 +486,17 @@ public struct StepExecutor: Sendable {
                 }
             }
         case .failure(let error as BudgetExceeded):
+            BatonMetrics.failures(claimed.agent, claimed.step, "budget").increment()
             let stepError = StepError.permanent("the \(error.kind) limit was reached", bucket: "budget")
             kind = .budget(kind: error.kind, errorJSON: Self.errorJSON(stepError, code: "budget_exceeded"))
         case .failure(is LeaseLost):
+            BatonMetrics.leaseLost(claimed.agent).increment()
+            BatonMetrics.steps(claimed.agent, claimed.step, "lease_lost").increment()
             logger.warning("lease lost during the step; its work is dropped")
             return .done(.ack)
         case .failure(let error):
             let stepError = StepError.classify(error)
+            BatonMetrics.failures(claimed.agent, claimed.step, stepError.bucket).increment()
             let maxAttempts = claimed.limits.maxAttempts ?? settings.defaultLimits.maxAttempts ?? 5
             state = previousState
             if stepError.retryable && claimed.attempt < maxAttempts {
@@ -678,10 +693,13 @@ public struct StepExecutor: Sendable {
         let settlement = p.settlement
         switch outcome {
         case .fenced:
+            BatonMetrics.leaseLost(claimed.agent).increment()
+            BatonMetrics.steps(claimed.agent, claimed.step, "fenced").increment()
             logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
             return (.ack, nil)
         case .committed(let status, _, let outboxID):
             CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
+            recordCommit(claimed, kind: kind, status: status)
             if TaskView.terminalStatuses.contains(status), let parent = TaskID.parent(of: claimed.id) {
                 // A child's end may have woken its parent: publish the join step now, not at the next outbox sweep.
                 await flushOutbox(task: parent)
@@ -750,11 +768,16 @@ public struct StepDelivery: Sendable {
     public var routingKey: String
     public var redelivered: Bool
     public var settlement: (any DeliverySettlement)?
+    /// When the message was published (its AMQP `timestamp`, Unix seconds), for `baton_step_queue_wait_seconds`.
+    public var publishedAtSeconds: UInt64?
 
-    public init(body: [UInt8], routingKey: String, redelivered: Bool, settlement: (any DeliverySettlement)?) {
+    public init(
+        body: [UInt8], routingKey: String, redelivered: Bool, settlement: (any DeliverySettlement)?, publishedAtSeconds: UInt64? = nil
+    ) {
         self.body = body
         self.routingKey = routingKey
         self.redelivered = redelivered
         self.settlement = settlement
+        self.publishedAtSeconds = publishedAtSeconds
     }
 }

@@ -90,6 +90,7 @@ final class Sweeps: Sendable {
     }
 
     func heartbeat(inFlight: Int) async throws {
+        BatonMetrics.setInFlight(worker: configuration.workerID, inFlight)
         let info = JSONValue.object([
             "queues": .array(configuration.queues.map { $0.map(JSONValue.string) } ?? executor.registry.queues.map(JSONValue.string)),
             "agents": .array(executor.registry.names.map(JSONValue.string)), "concurrency": .int(Int64(configuration.concurrency)),
@@ -185,6 +186,8 @@ final class Sweeps: Sendable {
                 let result = try await store.control(
                     task: id, action: "stalled", reason: "lease expired", actor: "sweep:\(configuration.workerID)", extra: "0")
                 if result.first == "republished" {
+                    let agent = (try? await redis.send(RedisCommand("HGET", keys.task(id), "agent")))?.string ?? ""
+                    BatonMetrics.stalledRepublished(agent).increment()
                     logger.warning("stalled task republished from its checkpoint", metadata: ["task.id": "\(id)"])
                     await executor.flushOutbox(task: id)
                 }

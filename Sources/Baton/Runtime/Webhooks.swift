@@ -255,9 +255,11 @@ final class WebhookSender: Sendable {
             }
             switch await post(target, task: info, event: event) {
             case .delivered:
+                BatonMetrics.webhook("delivered")
                 cursor = event.streamID
                 delivered += 1
             case .gone(let why):
+                BatonMetrics.webhook("gone")
                 logger.warning("webhook_failed: the endpoint answered 410 Gone; disabled for this task", metadata: ["task.id": "\(id)"])
                 try await advance(cursor, "gone", error: why, delivered: delivered)
                 return
@@ -265,6 +267,7 @@ final class WebhookSender: Sendable {
                 attempts += 1
                 if attempts > settings.retrySchedule.count {
                     // The endpoint failed for the whole schedule (about three days): disabled for this task, like a 410.
+                    BatonMetrics.webhook("gave_up")
                     let text = "disabled after \(attempts) failed attempts (webhooks.retry_schedule): \(why)"
                     logger.warning(
                         "webhook_failed: endpoint disabled for the task",
@@ -272,6 +275,7 @@ final class WebhookSender: Sendable {
                     try await advance(cursor, "gone", error: text, delivered: delivered)
                     return
                 }
+                BatonMetrics.webhook("failed")
                 let delay = retryAfter ?? Self.jittered(settings.retrySchedule[attempts - 1])
                 logger.warning(
                     "webhook_failed", metadata: ["task.id": "\(id)", "attempt": "\(attempts)", "error": "\(why)", "retry_in": "\(delay)"])

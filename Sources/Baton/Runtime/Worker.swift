@@ -45,6 +45,10 @@ public final class Worker: Service, Sendable {
     public let registry: AgentRegistry
     let logger: Logger
     let inFlightCount = Atomic<Int>(0)
+    let consuming = Atomic<Bool>(false)
+
+    /// Whether the worker consumes (its consumers started and it does not drain): `/readyz` of `baton worker --http`.
+    public var isReady: Bool { consuming.load(ordering: .relaxed) }
 
     public init(configuration: Configuration, registry: AgentRegistry, logger: Logger) {
         self.configuration = configuration
@@ -93,6 +97,7 @@ public final class Worker: Service, Sendable {
         let sweeps = Sweeps(
             store: store, executor: executor, configuration: configuration, logger: logger, eventsBus: AMQPBus(channel: eventsChannel))
         try await sweeps.heartbeat(inFlight: 0)
+        BatonMetrics.prime(agents: registry.names, queues: stepQueues.map(Topology.stepsQueue), worker: configuration.workerID)
         logger.info(
             "worker started",
             metadata: [
@@ -120,6 +125,7 @@ public final class Worker: Service, Sendable {
         let signalConsumer = try await signalChannel.consume(queue: Topology.signalsQueue)
         let allConsumers = consumers + submitConsumers + [signalConsumer] + (deadConsumer.map { [$0] } ?? [])
 
+        consuming.store(true, ordering: .relaxed)
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for consumer in consumers {
@@ -135,6 +141,7 @@ public final class Worker: Service, Sendable {
                 group.addTask { await sweeps.run(inFlight: { limiter.inFlight }) }
             }
         } onGracefulShutdown: {
+            self.consuming.store(false, ordering: .relaxed)
             self.logger.info(
                 "draining: no new deliveries; running steps may finish or yield",
                 metadata: ["drain.timeout": "\(self.configuration.drainTimeout)"])
@@ -171,7 +178,8 @@ public final class Worker: Service, Sendable {
                             deliveries.map {
                                 StepDelivery(
                                     body: $0.body, routingKey: $0.routingKey, redelivered: $0.redelivered,
-                                    settlement: AMQPSettlement(channel: publish, delivery: $0))
+                                    settlement: AMQPSettlement(channel: publish, delivery: $0),
+                                    publishedAtSeconds: $0.properties.timestamp)
                             },
                             claimed: claimed,
                             settle: { index, disposition in
@@ -215,6 +223,7 @@ public final class Worker: Service, Sendable {
         case .deadLetter(let letter):
             let results = await AMQPBus(channel: publish).publish([letter.message])
             if results.first.map({ $0 == nil }) ?? false {
+                BatonMetrics.deadLettered(letter.agent ?? "", letter.reason).increment()
                 logger.warning("dead-lettered a message", metadata: ["reason": "\(letter.reason)", "error": "\(letter.error)"])
                 try? await channel.ack(delivery)
             } else {
@@ -265,6 +274,7 @@ public final class Worker: Service, Sendable {
                     try? await consumer.channel.nack(delivery, requeue: true)
                     continue
                 }
+                BatonMetrics.deadLettered("", letter.reason).increment()
                 logger.warning("dead-lettered a signal", metadata: ["reason": "\(letter.reason)", "error": "\(letter.error)"])
             }
             try? await consumer.channel.ack(delivery)
@@ -337,6 +347,7 @@ public final class Worker: Service, Sendable {
                 try? await consumer.channel.nack(delivery, requeue: true)
                 return
             }
+            if let letter { BatonMetrics.deadLettered("", letter.reason).increment() }
         }
         try? await consumer.channel.ack(delivery)
     }

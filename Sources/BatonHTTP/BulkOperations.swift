@@ -1,0 +1,132 @@
+import Baton
+import Foundation
+import HTTPTypes
+import Hummingbird
+import RedisClient
+
+/// `POST /v1/bulk` and `GET /v1/bulk/{id}`: a tracked bulk dead-letter redrive or discard. The POST selects the
+/// dead letters (the filter of `POST /v1/dead/redrive|discard`), answers 202 with the operation's id at once, and
+/// acts on them in the background; the operation's status and progress live in Redis (`<prefix>bulk:<id>`, kept
+/// ``BulkOperations/keepSeconds`` after its last change), so any `baton serve` can answer the GET.
+///
+/// The operation runs in the server that accepted it: if that server stops, the status stays `running` with an
+/// old `updated_at`; what was done stays done, and a new POST with the same filter picks up the rest.
+enum BulkOperations {
+    /// How long an operation's status is kept after its last change (7 days).
+    static let keepSeconds = 7 * 86_400
+    static let actions = ["redrive", "discard"]
+
+    static func key(_ store: RedisTaskStore, _ id: String) -> String { store.settings.keys.prefix + "bulk:" + id }
+}
+
+extension APIRoutes {
+    func registerBulk(on router: Router<BasicRequestContext>) {
+        act(router, "/v1/bulk", startBulk)
+        read(router, "/v1/bulk/:id", showBulk)
+    }
+
+    /// `POST /v1/bulk` `{"action": "redrive"|"discard", "filter": {…}|"all": true, "reason", "patch"?}` → 202
+    /// `{"id", "status": "running", "action", "filter", "total"}`.
+    func startBulk(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {
+        let body = try await body(request, required: true)
+        guard let action = body?["action"]?.stringValue, BulkOperations.actions.contains(action) else {
+            throw Problem(
+                .unprocessableContent, code: "invalid-action", title: "Unknown bulk action",
+                detail: "'action' must be \"redrive\" or \"discard\"", fix: #"send "action": "redrive" or "action": "discard""#)
+        }
+        let reason = try Self.reason(body)
+        let filterJSON = body?["filter"] ?? .object([:])
+        guard case .object = filterJSON else {
+            throw Problem.badRequest("'filter' must be an object", fix: #"send "filter": {"agent": "…", "bucket": "…"}"#)
+        }
+        let filter = try Self.deadFilter(
+            agent: filterJSON["agent"]?.stringValue, step: filterJSON["step"]?.stringValue, bucket: filterJSON["bucket"]?.stringValue,
+            reason: filterJSON["reason"]?.stringValue, fingerprint: filterJSON["fingerprint"]?.stringValue,
+            since: filterJSON["since"]?.stringValue)
+        let all = body?["all"] == .bool(true)
+        guard !filter.isEmpty || all else {
+            throw Problem(
+                .unprocessableContent, code: "no-selection", title: "Nothing selected",
+                detail: "a bulk \(action) needs a filter, or \"all\": true to act on every dead letter",
+                fix: #"send "filter": {"agent", "step", "bucket", "reason", "fingerprint", "since"} or "all": true"#)
+        }
+        if all && !filter.isEmpty {
+            throw Problem.badRequest("\"all\": true selects every dead letter, and a filter was given too", fix: "drop 'all' or 'filter'")
+        }
+        let selected = try await queries.deadLetters(matching: filter, withBody: false).items.map(\.id)
+        let id = "bulk-" + TaskID.generate()
+        let store = client.store
+        let key = BulkOperations.key(store, id)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        _ = try await store.redis.pipeline([
+            RedisCommand(
+                "HSET", key, "id", id, "action", action, "filter", filter.description, "reason", reason, "actor", caller.actor,
+                "status", "running", "total", selected.count, "done", 0, "failed", 0, "started_at", now, "updated_at", now),
+            RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
+        ])
+        let patch = body?["patch"]
+        let client = self.client
+        let queries = self.queries
+        Task {
+            var done: [String] = []
+            for letter in selected {
+                var outcome = "failed"
+                do {
+                    let result =
+                        action == "redrive"
+                        ? try await client.redrive(deadLetter: letter, reason: reason, actor: caller.actor, patch: patch, audit: false)
+                        : try await client.discard(deadLetter: letter, reason: reason, actor: caller.actor, audit: false)
+                    if case .done = result { outcome = "done" } else if case .requested = result { outcome = "done" }
+                } catch {
+                    _ = try? await store.redis.send("HSET", key, "last_error", "\(letter): \(error)")
+                }
+                if outcome == "done" { done.append(letter) }
+                _ = try? await store.redis.pipeline([
+                    RedisCommand("HINCRBY", key, outcome, 1),
+                    RedisCommand("HSET", key, "updated_at", Int64(Date().timeIntervalSince1970 * 1000)),
+                ])
+            }
+            let shown = done.prefix(50).joined(separator: ",") + (done.count > 50 ? ",…" : "")
+            try? await queries.audit(
+                actor: caller.actor, action: "dead.\(action)", target: shown, filter: filter.description, count: done.count,
+                reason: reason + " (bulk \(id))")
+            let end = Int64(Date().timeIntervalSince1970 * 1000)
+            _ = try? await store.redis.pipeline([
+                RedisCommand("HSET", key, "status", "done", "finished_at", end, "updated_at", end),
+                RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
+            ])
+        }
+        let answer: JSONValue = [
+            "id": .string(id), "status": "running", "action": .string(action), "filter": .string(filter.description),
+            "total": .int(Int64(selected.count)),
+        ]
+        var headers = HTTPFields()
+        headers[.location] = "/v1/bulk/\(id)"
+        return try Self.json(answer, status: .accepted, headers: headers)
+    }
+
+    /// `GET /v1/bulk/{id}`: `{"id", "action", "filter", "reason", "actor", "status": "running"|"done", "total",
+    /// "done", "failed", "started_at", "updated_at", "finished_at"?, "last_error"?}` (times in Unix ms).
+    func showBulk(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let store = client.store
+        let reply = try await store.redis.send("HGETALL", BulkOperations.key(store, id)).array ?? []
+        guard !reply.isEmpty else {
+            throw Problem.notFound(
+                "no bulk operation '\(id)' (kept \(BulkOperations.keepSeconds / 86_400) days after its last change)",
+                fix: "use the id POST /v1/bulk answered")
+        }
+        var object: [String: JSONValue] = [:]
+        var index = 0
+        while index + 1 < reply.count {
+            let field = reply[index].string ?? ""
+            let value = reply[index + 1].string ?? ""
+            switch field {
+            case "total", "done", "failed", "started_at", "updated_at", "finished_at": object[field] = .int(Int64(value) ?? 0)
+            default: object[field] = .string(value)
+            }
+            index += 2
+        }
+        return try Self.json(JSONValue.object(object))
+    }
+}
