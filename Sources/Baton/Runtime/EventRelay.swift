@@ -77,23 +77,34 @@ enum EventMessage {
 
     static func routingKey(task: EventTaskInfo, _ event: StreamEvent) -> String { "\(task.agent).\(task.id).\(event.type)" }
 
+    /// The event's JSON, written by hand (keys sorted, as `JSONCoding` writes them): the relay writes one per
+    /// event, and the generic encoder cost more than the publish. `data` is the stream entry's JSON as the
+    /// scripts wrote it, embedded as is when it is a non-empty object.
     static func body(task: EventTaskInfo, _ event: StreamEvent) -> String {
-        let data = (try? JSONValue.parse(Array(event.dataJSON.utf8))) ?? .object([:])
-        var object: [String: JSONValue] = [
-            "v": .int(1), "id": .string(id(task: task.id, event)), "task_id": .string(task.id), "agent": .string(task.agent),
-            "seq": .int(event.seq), "branch": .int(event.branch), "type": .string(event.type),
-            "status": .string(statusOfType[event.type] ?? task.status),
-            "budget": .object(["cost_usd": .double(Double(task.costMicros) / 1_000_000), "tokens": .int(task.tokens)]),
-            "at": .string(TaskView.iso(String(event.atMilliseconds)) ?? ""), "stream_id": .string(event.streamID),
-        ]
-        if !event.step.isEmpty { object["step"] = .string(event.step) }
-        if event.type == "progress", let fraction = data["fraction"]?.doubleValue {
-            object["progress"] = .object(["fraction": .double(fraction), "message": data["message"] ?? .string("")])
-        } else if let progress = task.progress {
-            object["progress"] = .object(["fraction": .double(progress.fraction), "message": .string(progress.message)])
+        var progress = task.progress
+        if event.type == "progress", let data = try? JSONValue.parse(Array(event.dataJSON.utf8)),
+            let fraction = data["fraction"]?.doubleValue
+        {
+            progress = (fraction, data["message"]?.stringValue ?? "")
         }
-        if case .object(let fields) = data, !fields.isEmpty { object["data"] = data }
-        return JSONValue.object(object).jsonString
+        let data = event.dataJSON.trimmingCharacters(in: .whitespaces)
+        var out = "{\"agent\":" + JSONText.quoted(task.agent)
+        out += ",\"at\":\"" + JSONText.iso(milliseconds: event.atMilliseconds) + "\""
+        out += ",\"branch\":\(event.branch)"
+        out += ",\"budget\":{\"cost_usd\":\(Double(task.costMicros) / 1_000_000),\"tokens\":\(task.tokens)}"
+        if data.hasPrefix("{") && data.hasSuffix("}") && data.utf8.count > 2 { out += ",\"data\":" + data }
+        out += ",\"id\":" + JSONText.quoted(id(task: task.id, event))
+        if let progress {
+            let fraction = progress.fraction.isFinite ? progress.fraction : 0
+            out += ",\"progress\":{\"fraction\":\(fraction),\"message\":" + JSONText.quoted(progress.message) + "}"
+        }
+        out += ",\"seq\":\(event.seq)"
+        out += ",\"status\":" + JSONText.quoted(statusOfType[event.type] ?? task.status)
+        if !event.step.isEmpty { out += ",\"step\":" + JSONText.quoted(event.step) }
+        out += ",\"stream_id\":" + JSONText.quoted(event.streamID)
+        out += ",\"task_id\":" + JSONText.quoted(task.id)
+        out += ",\"type\":" + JSONText.quoted(event.type)
+        return out + ",\"v\":1}"
     }
 
     static func outbox(task: EventTaskInfo, _ event: StreamEvent) -> OutboxMessage {
