@@ -113,7 +113,7 @@ struct BenchCommand: AsyncParsableCommand {
                             result.idleCPUMillisecondsPerSecond))
                 } else {
                     print(
-                        "  only \(result.asleepTasks) of \(result.tasks) were asleep 3.5 s before the due time: raise --lead to measure them asleep"
+                        "  only \(result.asleepTasks) of \(result.tasks) were asleep 6.5 s before the due time: raise --lead to measure them asleep"
                     )
                 }
                 if result.lateSleepers > 0 {
