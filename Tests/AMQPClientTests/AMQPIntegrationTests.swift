@@ -259,9 +259,15 @@ struct AMQPIntegrationTests {
                 try await channel.publish(AMQPMessage(exchange: "", routingKey: queue, body: [7]))
                 let consumer = try await channel.consume(queue: queue)
                 let delivery = try await Self.first(consumer)
-                // The handler blocks its thread for 3.5 heartbeat intervals; heartbeats are the connection
+                // The handler holds the delivery for 3.5 heartbeat intervals (busy on a thread of its own, so the
+                // cooperative pool that parallel tests share is not blocked); heartbeats are the connection
                 // thread's job, so the broker must not drop us.
-                usleep(3_500_000)
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    Thread.detachNewThread {
+                        usleep(3_500_000)
+                        continuation.resume()
+                    }
+                }
                 try await channel.ack(delivery)
                 try await channel.publish(AMQPMessage(exchange: "", routingKey: queue, body: [8]))
                 #expect(connection.reconnectCount == 0)

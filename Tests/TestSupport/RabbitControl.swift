@@ -19,8 +19,17 @@ public enum RabbitControl {
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let data = await Task.detached { pipe.fileHandleForReading.readDataToEndOfFile() }.value
-        await Task.detached { process.waitUntilExit() }.value
+        // Read and wait on a thread of its own: blocking a cooperative-pool thread (two on this box) for the whole
+        // rabbitmqctl run stalled unrelated tests running in parallel.
+        let running = process
+        let output = pipe
+        let data: Data = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let data = output.fileHandleForReading.readDataToEndOfFile()
+                running.waitUntilExit()
+                continuation.resume(returning: data)
+            }
+        }
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
