@@ -3,7 +3,9 @@ import Foundation
 
 /// `sleeper`: sleeps once for `seconds` (holding no worker, no message: only Redis keys and a timer), or until
 /// `until_ms` (Unix milliseconds) when given, then completes with how late its wake-up was:
-/// `{"lateness_ms": …, "trigger": "time"}`.
+/// `{"lateness_ms": …, "fired_lateness_ms": …, "trigger": "time"}` — `fired_lateness_ms` when its timer fired
+/// (the wake was committed) after the due time, `lateness_ms` when this resumed step was claimed after it (the
+/// fired lateness plus the wait for a free worker).
 public struct SleeperAgent: Agent {
     public struct Input: Codable, Sendable {
         public var seconds: Double
@@ -59,7 +61,11 @@ public struct SleeperAgent: Agent {
                 case .children: "children"
                 case nil: "none"
                 }
-            return .complete(["lateness_ms": .int(milliseconds), "trigger": .string(trigger)])
+            var result: [String: JSONValue] = ["lateness_ms": .int(milliseconds), "trigger": .string(trigger)]
+            if let wakeup = context.wakeup, let due = wakeup.dueAt {
+                result["fired_lateness_ms"] = .int(max(0, Int64((wakeup.firedAt.timeIntervalSince(due) * 1000).rounded())))
+            }
+            return .complete(.object(result))
         }
     }
 }

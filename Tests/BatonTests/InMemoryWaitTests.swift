@@ -243,6 +243,8 @@ struct InMemoryWaitTests {
         #expect(done.status == "succeeded")
         #expect(done.result?["trigger"] == "time")
         #expect((done.result?["lateness_ms"]?.intValue ?? -1) >= 0)
+        #expect((done.result?["fired_lateness_ms"]?.intValue ?? -1) >= 0)
+        #expect((done.result?["fired_lateness_ms"]?.intValue ?? .max) <= (done.result?["lateness_ms"]?.intValue ?? -1) + 1)
         #expect(done.eventTypes.contains("sleeping"))
         #expect(done.events(ofType: "woke").first?.data["trigger"] == "time")
     }

@@ -282,6 +282,8 @@ struct IntegrationWaitTests {
             let done = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
             #expect(done.result?["trigger"] == "time")
             #expect((done.result?["lateness_ms"]?.intValue ?? -1) >= 0)
+            #expect((done.result?["fired_lateness_ms"]?.intValue ?? -1) >= 0)
+            #expect((done.result?["fired_lateness_ms"]?.intValue ?? .max) <= (done.result?["lateness_ms"]?.intValue ?? -1) + 1)
             let history = try await client.queries.history(id)
             #expect(history.map(\.type).filter { ["sleeping", "woke", "succeeded"].contains($0) } == ["sleeping", "woke", "succeeded"])
             await worker.process.stop()
