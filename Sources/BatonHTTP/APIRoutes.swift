@@ -478,24 +478,7 @@ struct APIRoutes: Sendable {
     func bulkDeadAction(_ action: String, request: Request, caller: Caller) async throws -> Response {
         let body = try await body(request, required: true)
         let reason = try Self.reason(body)
-        let filterJSON = body?["filter"] ?? .object([:])
-        guard case .object = filterJSON else {
-            throw Problem.badRequest("'filter' must be an object", fix: #"send "filter": {"agent": "…", "bucket": "…"}"#)
-        }
-        let filter = try Self.deadFilter(
-            agent: filterJSON["agent"]?.stringValue, step: filterJSON["step"]?.stringValue, bucket: filterJSON["bucket"]?.stringValue,
-            reason: filterJSON["reason"]?.stringValue, fingerprint: filterJSON["fingerprint"]?.stringValue,
-            since: filterJSON["since"]?.stringValue)
-        let all = body?["all"] == .bool(true)
-        guard !filter.isEmpty || all else {
-            throw Problem(
-                .unprocessableContent, code: "no-selection", title: "Nothing selected",
-                detail: "a bulk \(action) needs a filter, or \"all\": true to act on every dead letter",
-                fix: #"send "filter": {"agent", "step", "bucket", "reason", "fingerprint", "since"} or "all": true"#)
-        }
-        if all && !filter.isEmpty {
-            throw Problem.badRequest("\"all\": true selects every dead letter, and a filter was given too", fix: "drop 'all' or 'filter'")
-        }
+        let filter = try Self.bulkSelection(body, action: action)
         let dryRun = body?["dry_run"] == .bool(true)
         let selected = try await queries.deadLetters(matching: filter, withBody: false).items
         if dryRun {
@@ -564,6 +547,29 @@ struct APIRoutes: Sendable {
                 fix: #"add "reason": "…" to the body (it is recorded in the audit stream)"#)
         }
         return reason
+    }
+
+    /// The dead letters a bulk body selects: its `filter` object, or `"all": true` (exactly one of them).
+    static func bulkSelection(_ body: JSONValue?, action: String) throws -> DeadLetterFilter {
+        let filterJSON = body?["filter"] ?? .object([:])
+        guard case .object = filterJSON else {
+            throw Problem.badRequest("'filter' must be an object", fix: #"send "filter": {"agent": "…", "bucket": "…"}"#)
+        }
+        let filter = try Self.deadFilter(
+            agent: filterJSON["agent"]?.stringValue, step: filterJSON["step"]?.stringValue, bucket: filterJSON["bucket"]?.stringValue,
+            reason: filterJSON["reason"]?.stringValue, fingerprint: filterJSON["fingerprint"]?.stringValue,
+            since: filterJSON["since"]?.stringValue)
+        let all = body?["all"] == .bool(true)
+        guard !filter.isEmpty || all else {
+            throw Problem(
+                .unprocessableContent, code: "no-selection", title: "Nothing selected",
+                detail: "a bulk \(action) needs a filter, or \"all\": true to act on every dead letter",
+                fix: #"send "filter": {"agent", "step", "bucket", "reason", "fingerprint", "since"} or "all": true"#)
+        }
+        if all && !filter.isEmpty {
+            throw Problem.badRequest("\"all\": true selects every dead letter, and a filter was given too", fix: "drop 'all' or 'filter'")
+        }
+        return filter
     }
 
     static func deadFilter(

@@ -35,24 +35,7 @@ extension APIRoutes {
                 detail: "'action' must be \"redrive\" or \"discard\"", fix: #"send "action": "redrive" or "action": "discard""#)
         }
         let reason = try Self.reason(body)
-        let filterJSON = body?["filter"] ?? .object([:])
-        guard case .object = filterJSON else {
-            throw Problem.badRequest("'filter' must be an object", fix: #"send "filter": {"agent": "…", "bucket": "…"}"#)
-        }
-        let filter = try Self.deadFilter(
-            agent: filterJSON["agent"]?.stringValue, step: filterJSON["step"]?.stringValue, bucket: filterJSON["bucket"]?.stringValue,
-            reason: filterJSON["reason"]?.stringValue, fingerprint: filterJSON["fingerprint"]?.stringValue,
-            since: filterJSON["since"]?.stringValue)
-        let all = body?["all"] == .bool(true)
-        guard !filter.isEmpty || all else {
-            throw Problem(
-                .unprocessableContent, code: "no-selection", title: "Nothing selected",
-                detail: "a bulk \(action) needs a filter, or \"all\": true to act on every dead letter",
-                fix: #"send "filter": {"agent", "step", "bucket", "reason", "fingerprint", "since"} or "all": true"#)
-        }
-        if all && !filter.isEmpty {
-            throw Problem.badRequest("\"all\": true selects every dead letter, and a filter was given too", fix: "drop 'all' or 'filter'")
-        }
+        let filter = try Self.bulkSelection(body, action: action)
         let selected = try await queries.deadLetters(matching: filter, withBody: false).items.map(\.id)
         let id = "bulk-" + TaskID.generate()
         let store = client.store

@@ -712,13 +712,7 @@ public final class InMemoryTaskStore: TaskStore {
                     outboxID = wake(&storage, &r, wait: wait, trigger: ["trigger": "children", "total": 0], now: now)
                     status = "queued"
                 } else {
-                    r.wait = wait
-                    r.waitTimer = ""
-                    if let due = wait.due {
-                        let member = JSONValue.object(["wake": .string(r.id), "seq": .int(newSeq), "branch": .int(r.branch)]).jsonString
-                        r.waitTimer = member
-                        storage.timers[member] = due
-                    }
+                    Self.registerWait(&storage, &r, wait, seq: newSeq)
                 }
             } else if let wait = waitRecord {
                 // A signal that arrived before the wait began is consumed now; a time already passed fires now.
@@ -729,13 +723,7 @@ public final class InMemoryTaskStore: TaskStore {
                     outboxID = wake(&storage, &r, wait: wait, trigger: ["trigger": .string(wait.dueKind ?? "time")], now: now)
                     status = "queued"
                 } else {
-                    r.wait = wait
-                    r.waitTimer = ""
-                    if let due = wait.due {
-                        let member = JSONValue.object(["wake": .string(r.id), "seq": .int(newSeq), "branch": .int(r.branch)]).jsonString
-                        r.waitTimer = member
-                        storage.timers[member] = due
-                    }
+                    Self.registerWait(&storage, &r, wait, seq: newSeq)
                 }
             }
             storage.tasks[commit.task] = r
@@ -750,6 +738,17 @@ public final class InMemoryTaskStore: TaskStore {
         guard let best = r.signals.values.filter({ names.contains($0.name) }).min(by: { $0.n < $1.n }) else { return nil }
         r.signals[best.id] = nil
         return best
+    }
+
+    /// Records a wait that did not fire at once: the task keeps it, with its timer when it has a due time.
+    static func registerWait(_ storage: inout Storage, _ r: inout Record, _ wait: WaitRecord, seq: Int64) {
+        r.wait = wait
+        r.waitTimer = ""
+        if let due = wait.due {
+            let member = JSONValue.object(["wake": .string(r.id), "seq": .int(seq), "branch": .int(r.branch)]).jsonString
+            r.waitTimer = member
+            storage.timers[member] = due
+        }
     }
 
     static func signalTrigger(_ signal: StoredSignal) -> [String: JSONValue] {

@@ -306,14 +306,20 @@ struct IntegrationEventsTests {
 /// compare-and-set, and the count of events trimmed before they were published.
 @Suite("Redis: event relay", .enabled(if: TestServers.available))
 struct EventRelayTests {
-    @Test func theRelayPublishesInOrderAdvancesItsCursorAndCountsTrimmedEvents() async throws {
+    /// A store on its own connection and key prefix (close its `redis` when done).
+    static func store(prefix: String) async throws -> RedisTaskStore {
         let redis = try await RedisConnection.connect(
             configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
-        defer { Task { await redis.close() } }
         var settings = RedisTaskStore.Settings()
-        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-relay") + ":")
-        let store = RedisTaskStore(redis: redis, settings: settings)
-        let keys = settings.keys
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName(prefix) + ":")
+        return RedisTaskStore(redis: redis, settings: settings)
+    }
+
+    @Test func theRelayPublishesInOrderAdvancesItsCursorAndCountsTrimmedEvents() async throws {
+        let store = try await Self.store(prefix: "bt-relay")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let keys = store.settings.keys
         let id = TestServers.uniqueName("relay")
         let bucket = keys.bucket(of: id)
         _ = try await store.submit(
@@ -372,13 +378,10 @@ struct EventRelayTests {
     /// An unconfirmed publish: only the confirmed prefix advances the cursor, and the next round re-publishes the
     /// rest, so the consumer sees every event in order (with at most the unconfirmed tail twice).
     @Test func anUnconfirmedTailIsPublishedAgainInOrder() async throws {
-        let redis = try await RedisConnection.connect(
-            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        let store = try await Self.store(prefix: "bt-relay-nack")
+        let redis = store.redis
         defer { Task { await redis.close() } }
-        var settings = RedisTaskStore.Settings()
-        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-relay-nack") + ":")
-        let store = RedisTaskStore(redis: redis, settings: settings)
-        let keys = settings.keys
+        let keys = store.settings.keys
         let id = TestServers.uniqueName("nack")
         _ = try await store.submit(
             NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
@@ -412,12 +415,9 @@ struct EventRelayTests {
     @Test(.timeLimit(.minutes(1))) func aWebhookFailingPastItsScheduleIsDisabled() async throws {
         let receiver = try WebhookReceiver { _, _ in 500 }
         defer { receiver.stop() }
-        let redis = try await RedisConnection.connect(
-            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        let store = try await Self.store(prefix: "bt-hook")
+        let redis = store.redis
         defer { Task { await redis.close() } }
-        var settings = RedisTaskStore.Settings()
-        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-hook") + ":")
-        let store = RedisTaskStore(redis: redis, settings: settings)
         let id = TestServers.uniqueName("hook")
         let notify = #"{"webhook":"http://127.0.0.1:\#(receiver.port)/h"}"#
         _ = try await store.submit(
@@ -442,7 +442,7 @@ struct EventRelayTests {
         #expect(Set(receiver.received.compactMap { $0.headers["webhook-id"] }).count == 1)
         try await sender.deliver()
         #expect(receiver.received.count == 3)
-        let keys = settings.keys
+        let keys = store.settings.keys
         let bucket = keys.bucket(of: id)
         _ = try await redis.send(
             RedisCommand(

@@ -330,14 +330,7 @@ public struct RedisTaskStore: TaskStore {
     }
 
     public func childResults(task: String) async throws -> [String: String] {
-        let flat = try await redis.send("HGETALL", keys.of(task).children).array ?? []
-        var out: [String: String] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            out[flat[index].string ?? ""] = flat[index + 1].string ?? ""
-            index += 2
-        }
-        return out
+        TaskQueries.hash(try await redis.send("HGETALL", keys.of(task).children))
     }
 
     public func pendingOutbox(task: String) async throws -> [String: OutboxMessage] {

@@ -79,11 +79,8 @@ enum Scripts {
         end
         -- The tenant's day counter key (UTC day of Redis time) and its limits, or nil when the tenant has none.
         -- `limits_json` maps tenant → {cost=micros, tokens=n} (the workers' configuration).
-        local function tenant_limits(limits_json, prefix, tenant, now)
-          if not limits_json or limits_json == '' or not tenant or tenant == '' then return nil end
-          local l = cjson.decode(limits_json)[tenant]
-          if not l then return nil end
-          local days = math.floor(now / 86400000)
+        -- Year, month, day of `days` since 1970-01-01 (Howard Hinnant's civil_from_days).
+        local function civil(days)
           local z = days + 719468
           local era = math.floor(z / 146097)
           local doe = z - era * 146097
@@ -95,6 +92,13 @@ enum Scripts {
           local m = mp + 3
           if mp >= 10 then m = mp - 9 end
           if m <= 2 then y = y + 1 end
+          return y, m, d
+        end
+        local function tenant_limits(limits_json, prefix, tenant, now)
+          if not limits_json or limits_json == '' or not tenant or tenant == '' then return nil end
+          local l = cjson.decode(limits_json)[tenant]
+          if not l then return nil end
+          local y, m, d = civil(math.floor(now / 86400000))
           return prefix .. '{' .. tenant .. '}:' .. string.format('%04d-%02d-%02d', y, m, d), l
         end
         -- Which daily tenant limit the counters at `key` reached (>=), as words naming tenant and limit, or nil.
@@ -119,17 +123,7 @@ enum Scripts {
               local s = math.floor(ms / 1000)
               local days = math.floor(s / 86400)
               local rem = s - days * 86400
-              local z = days + 719468
-              local era = math.floor(z / 146097)
-              local doe = z - era * 146097
-              local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-              local y = yoe + era * 400
-              local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-              local mp = math.floor((5 * doy + 2) / 153)
-              local d = doy - math.floor((153 * mp + 2) / 5) + 1
-              local m = mp + 3
-              if mp >= 10 then m = mp - 9 end
-              if m <= 2 then y = y + 1 end
+              local y, m, d = civil(days)
               return string.format('%04d-%02d-%02dT%02d:%02d:%02dZ', y, m, d, math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60)
             end
             local function wait_reason(w)
@@ -1090,6 +1084,19 @@ enum Scripts {
         return {cursor, t[2] or '', t[3] or '', t[4] or '', t[5] or '', t[6] or '', b[1] or '', b[2] or '', entries, trimmed}
         """
 
+    /// The end of the cursor scripts (relay and webhook): keeps task ARGV[1] in the zset KEYS[3], scored `now`,
+    /// while the stream KEYS[2] has entries after the new cursor ARGV[3] (`more`), else removes it (`done`).
+    static let cursorTail = """
+        local start = '-'
+        if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
+        if #redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 1) == 0 then
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          return 'done'
+        end
+        redis.call('ZADD', KEYS[3], now, ARGV[1])
+        return 'more'
+        """
+
     /// Advances the relay's cursor after a confirmed publish: a compare-and-set (another relay that moved it first
     /// wins; nothing is written then). Marks the task for webhook delivery, and keeps it in `events_pending` while
     /// newer events wait (else removes it). KEYS: task, events, events pending, webhooks due.
@@ -1108,15 +1115,7 @@ enum Scripts {
           redis.call('HINCRBY', KEYS[1], 'events_published', tonumber(ARGV[4]))
         end
         if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], 'NX', now, ARGV[1]) end
-        local start = '-'
-        if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
-        if #redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 1) == 0 then
-          redis.call('ZREM', KEYS[3], ARGV[1])
-          return 'done'
-        end
-        redis.call('ZADD', KEYS[3], now, ARGV[1])
-        return 'more'
-        """
+        """ + "\n" + cursorTail
 
     /// Claims at most ARGV[1] due members over all the buckets in KEYS (from bucket ARGV[3], wrapping, so no
     /// bucket starves), re-scored ARGV[2] ms ahead (a crash hands them back); returns the members.
@@ -1177,13 +1176,5 @@ enum Scripts {
           return 'gone'
         end
         redis.call('HSET', KEYS[1], 'wh_attempts', 0, 'wh_next', '', 'wh_failing', '')
-        local start = '-'
-        if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
-        if #redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', 1) == 0 then
-          redis.call('ZREM', KEYS[3], ARGV[1])
-          return 'done'
-        end
-        redis.call('ZADD', KEYS[3], now, ARGV[1])
-        return 'more'
-        """
+        """ + "\n" + cursorTail
 }
