@@ -431,12 +431,13 @@ struct APIRoutes: Sendable {
         return try await signal("reject", body: body, id: id, caller: caller)
     }
 
-    /// `GET /v1/inbox?agent=&older_than=&limit=`: tasks waiting for a person, oldest first.
+    /// `GET /v1/inbox?agent=&tenant=&older_than=&limit=`: tasks waiting for a person, oldest first.
     func inbox(_ request: Request, _ context: BasicRequestContext, _ caller: Caller) async throws -> Response {
         let query = request.uri.queryParameters
         let olderThan = try Self.since(query["older_than"]).map { Duration.milliseconds($0) }
         let items = try await queries.inbox(
-            agent: Self.nonEmpty(query["agent"]), olderThan: olderThan, limit: try Self.limit(query["limit"], default: 100, maximum: 1000))
+            agent: Self.nonEmpty(query["agent"]), tenant: Self.nonEmpty(query["tenant"]), olderThan: olderThan,
+            limit: try Self.limit(query["limit"], default: 100, maximum: 1000))
         return try Self.json(Items(items: items))
     }
 

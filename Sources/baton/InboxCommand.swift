@@ -17,6 +17,9 @@ struct InboxCommand: AsyncParsableCommand {
     @Option(help: "Only this agent.")
     var agent: String?
 
+    @Option(help: "Only this tenant.")
+    var tenant: String?
+
     @Option(help: ArgumentHelp("Only what has waited at least this long (e.g. 30m, 1h, 2d).", valueName: "duration"))
     var olderThan: String?
 
@@ -34,7 +37,7 @@ struct InboxCommand: AsyncParsableCommand {
         let printer = global.output.printer
         let minimum = olderThan.flatMap(DurationText.parse)
         try await withClient(global.connection) { client in
-            let items = try await client.queries.inbox(agent: agent, olderThan: minimum, limit: limit)
+            let items = try await client.queries.inbox(agent: agent, tenant: tenant, olderThan: minimum, limit: limit)
             try printer.list(items, id: \.task.id) {
                 let rows: [[TextFormat.Cell]] = items.map { item in
                     let answer = item.kind == "approval" ? "approve | reject" : "budget --raise | reject"

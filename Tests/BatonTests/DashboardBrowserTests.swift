@@ -51,8 +51,13 @@ struct DashboardBrowserTests {
             let listening = await eventually { server.output.contains("listening on http://127.0.0.1:\(port)") }
             try #require(listening, "baton serve did not start: \(server.output)")
 
+            // A tenant of its own: the Inbox lists the oldest 100 first, and the shared test servers keep other runs'
+            // unanswered approvals.
+            let tenant = TestServers.uniqueName("dash").replacingOccurrences(of: ".", with: "-")
             let approval = try await Harness.submit(
-                client, SubmitRequest(id: TestServers.uniqueName("dash-approval"), agent: "approval", input: ["timeout_seconds": 600]))
+                client,
+                SubmitRequest(
+                    id: TestServers.uniqueName("dash-approval"), agent: "approval", input: ["timeout_seconds": 600], tenant: tenant))
             // A bucket of this run's own: its dead letters form a fingerprint group no other test shares.
             let bucket = "dash_" + TestServers.uniqueName("x").split(separator: ".").last!
             var dead: [String] = []
@@ -70,7 +75,8 @@ struct DashboardBrowserTests {
             let shots = try TestFiles.path("dashboard-screenshots")
             var arguments = [
                 Self.script, "--url", "http://127.0.0.1:\(port)", "--token", Self.operatorToken, "--viewer-token", Self.viewerToken,
-                "--approval", approval, "--dead", dead.joined(separator: ","), "--bucket", bucket, "--screenshots", shots,
+                "--approval", approval, "--tenant", tenant, "--dead", dead.joined(separator: ","), "--bucket", bucket, "--screenshots",
+                shots,
             ]
             // The README's two screenshots: written when missing, refreshed with BATON_UPDATE_SCREENSHOTS=1.
             let docs = BatonBinary.packageRoot + "/docs/screenshots"

@@ -104,6 +104,7 @@ def main():
     parser.add_argument("--token", required=True, help="an operator token")
     parser.add_argument("--viewer-token", required=True)
     parser.add_argument("--approval", required=True, help="a task of agent `approval` waiting for approve")
+    parser.add_argument("--tenant", required=True, help="the approval task's tenant (its own)")
     parser.add_argument("--dead", required=True, help="comma-separated dead-lettered tasks of agent `flaky` (permanent)")
     parser.add_argument("--bucket", required=True, help="the failure bucket of the dead letters (theirs alone)")
     parser.add_argument("--screenshots", required=True)
@@ -136,7 +137,7 @@ def main():
         page.task_status(args.approval, ["waiting"])
         if page.css("button[data-action]"):
             fail("a viewer sees action buttons on a task page")
-        page.open("#/inbox?agent=approval", "inbox")
+        page.open(f"#/inbox?agent=approval&tenant={args.tenant}", "inbox")
         page.wait(lambda d: page.css(f'tr[data-task="{args.approval}"]'), "the approval in the viewer's Inbox")
         if page.css("button[data-action]"):
             fail("a viewer sees action buttons in the Inbox")
@@ -145,7 +146,7 @@ def main():
         page.use_token(args.token)
         page.open("#/", "overview")
         page.screenshot("overview")
-        page.open("#/inbox?agent=approval", "inbox")
+        page.open(f"#/inbox?agent=approval&tenant={args.tenant}", "inbox")
         row = page.wait(lambda d: page.css(f'tr[data-task="{args.approval}"]'), "the approval task in the Inbox")[0]
         page.screenshot("inbox", docs=True)
         row.find_element(By.CSS_SELECTOR, ".comment").send_keys("looks good (browser test)")

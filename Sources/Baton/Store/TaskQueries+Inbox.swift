@@ -19,12 +19,13 @@ public struct InboxItem: Codable, Sendable, Hashable {
 extension TaskQueries {
     /// Tasks waiting for a person, oldest first: waiting for an `approve` signal, or parked in `needs_review`.
     /// At most `scan` tasks of those two statuses are read (newest first) before the oldest-first sort.
-    public func inbox(agent: String? = nil, olderThan: Duration? = nil, limit: Int = 100, scan: Int = 10_000, now: Date = Date())
-        async throws -> [InboxItem]
-    {
+    public func inbox(
+        agent: String? = nil, tenant: String? = nil, olderThan: Duration? = nil, limit: Int = 100, scan: Int = 10_000, now: Date = Date()
+    ) async throws -> [InboxItem] {
         var filter = Filter()
         filter.statuses = ["waiting", "needs_review"]
         filter.agent = agent
+        filter.tenant = tenant
         filter.limit = 1000
         var views: [TaskView] = []
         while views.count < scan {

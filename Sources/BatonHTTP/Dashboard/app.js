@@ -140,10 +140,12 @@ async function overview(gen) {
 
 async function inboxPage(params, gen) {
   const agent = params.get("agent") || "";
-  const data = await api(`/v1/inbox${query({ agent })}`);
+  const tenant = params.get("tenant") || "";
+  const data = await api(`/v1/inbox${query({ agent, tenant })}`);
   if (stale(gen)) return;
   const act = canAct();
   main.innerHTML = h`<h1>Inbox</h1><form class="filters" id="inbox-filters"><input name="agent" placeholder="agent" value="${agent}">
+    <input name="tenant" placeholder="tenant" value="${tenant}">
     <button type="submit">Filter</button><span class="muted">Tasks waiting for a person: approvals and budget reviews, oldest first.</span></form>` + table([
     col("Task", r => taskLink(r.task.id)),
     col("Agent", r => r.task.agent),
@@ -156,9 +158,10 @@ async function inboxPage(params, gen) {
   ], data.items, r => `data-task="${esc(r.task.id)}"`);
   document.getElementById("inbox-filters").addEventListener("submit", e => {
     e.preventDefault();
-    location.hash = `#/inbox${query({ agent: new FormData(e.target).get("agent") })}`;
+    const form = new FormData(e.target);
+    location.hash = `#/inbox${query({ agent: form.get("agent"), tenant: form.get("tenant") })}`;
   });
-  if (!agent) updateInboxCount(data.items.length);
+  if (!agent && !tenant) updateInboxCount(data.items.length);
 }
 
 function inboxActions(item) {
@@ -483,7 +486,7 @@ async function route() {
       default: main.innerHTML = h`<h1>Not found</h1><p>No page '${page}'. <a href="#/">Overview</a></p>`;
     }
     if (stale(gen)) return;
-    if (page !== "inbox" || params.get("agent")) updateInboxCount();
+    if (page !== "inbox" || params.get("agent") || params.get("tenant")) updateInboxCount();
     document.body.dataset.ready = page;
   } catch (error) {
     if (stale(gen)) return;
