@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -56,7 +56,11 @@ class Page:
 
     def wait(self, condition, what, timeout=30):
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda d: condition(d))
+            # The pages re-render as events arrive: an element found a moment ago may be replaced before it is read,
+            # so a stale element means "look again", not a failure.
+            return WebDriverWait(
+                self.driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+            ).until(lambda d: condition(d))
         except TimeoutException:
             self.screenshot("failure")
             fail(f"timed out waiting for {what} (page {self.driver.current_url}):\n"
