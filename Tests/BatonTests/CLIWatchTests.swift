@@ -79,7 +79,10 @@ extension IntegrationTests {
             var screen = ""
             let waitingShown = try await eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
                 screen = try await Self.tmux(["capture-pane", "-p", "-t", session])
-                return screen.contains("waiting for approve or reject") && screen.contains("1/2 ended")
+                // The report's line in status `waiting` (its progress message says "waiting for approve" a moment
+                // before the wait is committed, while it still runs).
+                let line = screen.split(separator: "\n").first { $0.hasPrefix(report) } ?? ""
+                return line.contains(" waiting ") && line.contains("waiting for approve or reject, timeout") && screen.contains("1/2 ended")
             }
             #expect(waitingShown, "the screen was:\n\(screen)")
             let reportLine = screen.split(separator: "\n").first { $0.hasPrefix(report) } ?? ""
