@@ -17,7 +17,7 @@ extension HTTPAPITests {
             let wait = StepExecutor.waitSpec([.signal("approve"), .signal("reject")], then: "decide", onTimeout: nil)
             let outcome = try await store.commit(
                 Commit(task: id, token: claimed.token, seq: 0, kind: .wait(wait), stateJSON: "{}", next: nil))
-            guard case .committed(status: "waiting", _, _) = outcome else {
+            guard case .committed(status: "waiting", _, _, _) = outcome else {
                 throw HTTPTestClient.TestError(description: "not waiting: \(outcome)")
             }
             return id
