@@ -203,10 +203,11 @@ function inboxActions(item) {
 }
 
 main.addEventListener("click", async event => {
-  const button = event.target.closest("button[data-action]");
+  // data-action: a change (operators only); data-view: a read any viewer may do (diff, export).
+  const button = event.target.closest("button[data-action], button[data-view]");
   if (!button) return;
   const row = button.closest("[data-task], [data-group], [data-letter], [data-worker], #approve-all-box, #inbox-filters");
-  const action = button.dataset.action;
+  const action = button.dataset.action || button.dataset.view;
   button.disabled = true;
   try {
     await handle(action, button, row);
@@ -427,7 +428,7 @@ function checkpointViewer(events) {
   const before = seqs.length > 1 ? seqs[seqs.length - 2] : last;
   return h`<div class="card"><h2 style="margin-top:0">Checkpoints</h2><div class="actions">
     seq <input class="seq-a" type="number" min="0" value="${before}" size="5"> → seq <input class="seq-b" type="number" min="0" value="${last}" size="5">
-    <button data-action="diff">Show diff</button></div><div class="diff"></div></div>`;
+    <button data-view="diff">Show diff</button></div><div class="diff"></div></div>`;
 }
 
 // A small structural JSON diff: one row per changed path (added, removed, changed).
@@ -523,7 +524,7 @@ async function deadPage(gen) {
   if (stale(gen)) return;
   main.innerHTML = h`<h1>Dead letters</h1>
   <form class="filters" id="dead-filters">${raw(deadFilterKeys.map(k => h`<input name="${k}" placeholder="${k}${k === "since" ? " (e.g. 24h)" : ""}" value="${filter[k] || ""}" size="10">`).join(""))}
-    <button type="submit">Filter</button><button type="button" data-action="export-dead" id="export-dead">Export JSONL</button></form>
+    <button type="submit">Filter</button><button type="button" data-view="export-dead" id="export-dead">Export JSONL</button></form>
   <p class="muted">Grouped by fingerprint (agent, step, bucket and the error with ids and numbers blanked). A redrive shows a dry run first.</p>
   ${raw(groupTable(groups.items, true))}`;
   document.getElementById("dead-filters").addEventListener("submit", e => {
