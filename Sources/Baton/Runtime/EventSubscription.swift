@@ -17,6 +17,8 @@ public final class EventSubscription: Sendable {
     public static let maxQueued = 10_000
     /// Deliveries buffered in this process per client (the channel's prefetch).
     public static let prefetch: UInt16 = 256
+    /// The tail queues' names begin with this (`baton queues` and the queue metrics leave them out).
+    public static let queuePrefix = "baton.tail."
 
     let channel: AMQPChannel
     let consumer: AMQPConsumer
@@ -83,7 +85,7 @@ extension BatonClient {
         }
         do {
             let channel = try await connection.openChannel(prefetch: EventSubscription.prefetch)
-            let queue = "baton.tail." + TaskID.generate()
+            let queue = EventSubscription.queuePrefix + TaskID.generate()
             try await channel.declareQueue(
                 queue, durable: false, exclusive: true, autoDelete: true,
                 arguments: AMQPQueueArguments(overflow: .dropHead, maxLength: EventSubscription.maxQueued))
