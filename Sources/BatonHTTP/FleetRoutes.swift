@@ -60,18 +60,22 @@ extension APIRoutes {
                     pump.cancel()
                     timer.cancel()
                 }
-                for await item in ticks {
-                    if Task.isShuttingDownGracefully { break }
-                    guard let batch = item else {
-                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                        continue
+                // A graceful shutdown ends the stream at once (not at the next event or keep-alive).
+                try await withGracefulShutdownHandler {
+                    for await item in ticks {
+                        guard let batch = item else {
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                            continue
+                        }
+                        var text = ""
+                        for event in batch {
+                            let type = event.routingKey.split(separator: ".").last.map(String.init) ?? "event"
+                            text += "event: \(type)\ndata: \(String(decoding: event.body, as: UTF8.self))\n\n"
+                        }
+                        try await writer.write(ByteBuffer(string: text))
                     }
-                    var text = ""
-                    for event in batch {
-                        let type = event.routingKey.split(separator: ".").last.map(String.init) ?? "event"
-                        text += "event: \(type)\ndata: \(String(decoding: event.body, as: UTF8.self))\n\n"
-                    }
-                    try await writer.write(ByteBuffer(string: text))
+                } onGracefulShutdown: {
+                    tick.finish()
                 }
                 try await writer.finish(nil)
             })

@@ -498,6 +498,11 @@ struct HTTPAPITests {
         #expect(try await http.request("GET", "/healthz").status == 200)
         #expect(try await http.request("GET", "/v1/workers", token: Self.viewer).status == 200)
         Self.expectProblem(try await http.request("POST", "/v1/tasks", token: Self.viewer, body: "{}"), 405, "read-only")
+        // The fleet's event stream works on a read-only server too (on a broker connection of its own), and an
+        // open stream does not hold up the shutdown.
+        let stream = try await http.events("/v1/events?access_token=\(Self.viewer)", token: nil)
+        defer { stream.close() }
+        #expect(stream.status == 200 && stream.headers["content-type"] == "text/event-stream", "\(server.output)")
         #expect(server.sigterm())
         #expect(await server.waitForExit(timeout: .seconds(15)) == 0, "\(server.output)")
     }

@@ -368,6 +368,8 @@ async function taskPage(id, gen) {
   const refresh = async () => {
     const task = await api(taskPath(id));
     const box = document.getElementById("task-detail");
+    // Not while the operator types (an open edit, a focused field): the re-render would wipe it.
+    if (box && (box.querySelector(".edit-box") || box.contains(document.activeElement) && document.activeElement.matches("input, textarea"))) return;
     if (box && !stale(gen)) box.innerHTML = taskDetail(task);
   };
   await refresh();
@@ -475,6 +477,7 @@ function taskDetail(t) {
       <input class="comment" placeholder="reason / comment" size="18">
       ${waitsForSignal || t.status === "needs_review" ? `<button class="primary" data-action="${t.status === "needs_review" ? "raise" : "approve"}">${t.status === "needs_review" ? "Raise budget" : "Approve"}</button>
         ${t.status === "needs_review" ? `<input class="raise" value="max_cost_usd=+1,max_steps=+50" size="22">` : ""}
+        ${t.status === "needs_review" ? "" : `<button data-action="edit-approve">Edit &amp; approve…</button>`}
         <button class="danger" data-action="reject">Reject</button>` : ""}
       ${t.status === "paused" ? `<button data-action="resume">Resume</button>` : `<button data-action="pause">Pause</button>`}
       <button class="danger" data-action="cancel">Cancel</button></div>`;
