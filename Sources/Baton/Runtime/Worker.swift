@@ -7,6 +7,9 @@ import Synchronization
 
 /// `baton worker`: consumes submits and steps, runs them by the step protocol, and runs the leaderless
 /// sweeps (timers, outbox, stalled tasks, dead-letter intake). Stateless: run any number.
+///
+/// An operator's drain request (`baton workers --drain ID`) drains it as SIGTERM does, then ``run()`` returns by
+/// itself: in a `ServiceGroup`, give it `successTerminationBehavior: .gracefullyShutdownGroup` (as `baton worker` does).
 public final class Worker: Service, Sendable {
     public struct Configuration: Sendable {
         public var amqpURL: String
