@@ -156,7 +156,8 @@ struct IntegrationMetricsTests {
                 outputFile: try TestFiles.path("serve-metrics") + ".log")
             defer { serve.sigkill() }
             let servePort = try await Self.port(in: serve, marker: "listening on http://127.0.0.1:")
-            let serveHTTP = HTTPTestClient(port: servePort)
+            // Its queue numbers come from `rabbitmqctl` (an Erlang VM per call): slow on a loaded machine.
+            let serveHTTP = HTTPTestClient(port: servePort, receiveTimeoutSeconds: 120)
             let fleet = try await Self.scrape(serveHTTP)
             Self.check(fleet, Self.serveFamilies, who: "serve")
             #expect(fleet.sum("baton_workers", where: ["state": "live"]) >= 1)
