@@ -55,6 +55,10 @@ public struct TaskSignal: Sendable, Hashable {
     public var id: String
     public var actor: String
     public var reason: String
+    /// An approver's edit (`baton approve --edit`): the RFC 7396 merge patch that made ``payloadJSON`` from the
+    /// document it was applied to (see ``TaskSignal/approval(task:base:edit:id:actor:reason:)``); recorded in the
+    /// `signal_received` event as `edit` with `edited_by`.
+    public var edit: JSONValue?
 
     public init(task: String, name: String, payloadJSON: String = "", id: String? = nil, actor: String, reason: String = "") {
         self.task = task
@@ -69,7 +73,24 @@ public struct TaskSignal: Sendable, Hashable {
     public var eventDataJSON: String {
         var object: [String: JSONValue] = ["name": .string(name), "id": .string(id), "actor": .string(actor), "reason": .string(reason)]
         if !payloadJSON.isEmpty { object["payload"] = (try? JSONValue.parse(Array(payloadJSON.utf8))) ?? .string(payloadJSON) }
+        if let edit {
+            object["edit"] = edit
+            object["edited_by"] = .string(actor)
+        }
         return JSONValue.object(object).jsonString
+    }
+
+    /// The signal `approve`. With `edit` (an RFC 7396 JSON merge patch), its payload is `base` with the patch
+    /// applied, so the waiting step's `context.wakeup` payload carries the edited document, and the history's
+    /// `signal_received` event keeps the patch and who made it. Without `edit` the payload is `base` (none when nil).
+    public static func approval(task: String, base: JSONValue?, edit: JSONValue?, id: String? = nil, actor: String, reason: String)
+        -> TaskSignal
+    {
+        var payload = base
+        if let edit { payload = (base ?? .object([:])).applyingMergePatch(edit) }
+        var signal = TaskSignal(task: task, name: "approve", payloadJSON: payload?.jsonString ?? "", id: id, actor: actor, reason: reason)
+        signal.edit = edit
+        return signal
     }
 }
 
