@@ -47,7 +47,11 @@ struct EventTaskInfo: Sendable {
         self.id = id
         agent = part(1)
         status = part(2)
-        notify = part(3).isEmpty ? nil : try? JSONCoding.decoder.decode(SubmitRequest.Notify.self, from: Data(part(3).utf8))
+        // Most tasks have no webhook (`{}`): only a notify that names one is decoded (on the hot path per event).
+        let notifyJSON = part(3)
+        notify =
+            notifyJSON.utf8.count <= 2 || !notifyJSON.contains("webhook")
+            ? nil : try? JSONCoding.decoder.decode(SubmitRequest.Notify.self, from: Data(notifyJSON.utf8))
         if let fraction = Double(part(4)) { progress = (fraction, part(5)) }
         costMicros = Int64(part(6)) ?? 0
         tokens = Int64(part(7)) ?? 0
