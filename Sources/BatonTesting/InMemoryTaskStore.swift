@@ -540,15 +540,15 @@ public final class InMemoryTaskStore: TaskStore {
                         "code": "max_children", "message": .string(message), "bucket": "max_children", "retryable": false,
                     ]).jsonString)
             }
-            var delta = Charge()
+            var delta = commit.charge
             if r.pending.token == commit.token {
-                delta = r.pending.charge
-                r.usage.costMicros += r.pending.charge.costMicros
-                r.usage.tokens += r.pending.charge.tokens
-                r.usage.toolCalls += r.pending.charge.toolCalls
+                delta = delta + r.pending.charge
                 r.chargedEffects.formUnion(r.pending.effects)
                 r.pending = Pending()
             }
+            r.usage.costMicros += delta.costMicros
+            r.usage.tokens += delta.tokens
+            r.usage.toolCalls += delta.toolCalls
             var newSeq = r.seq
             switch commitKind {
             case .next, .handoff, .complete, .fail, .budget, .wait, .parallel:

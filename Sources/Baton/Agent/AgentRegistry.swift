@@ -26,6 +26,8 @@ struct AgentRunner: Sendable {
         var stateJSON: String?
         /// What the step charged (for the worker's metrics).
         var charged = Charge()
+        /// What the step charged that no store holds yet: its commit carries it.
+        var uncommitted = Charge()
         /// The decoded input and the state the step left (a ``StickyState``), for the worker's ``StateCache``.
         var sticky: (any Sendable)? = nil
     }
@@ -97,11 +99,11 @@ struct AgentRunner: Sendable {
             do {
                 return StepResult(
                     outcome: outcome, stateJSON: try JSONCoding.string(context.state), charged: context.charged,
-                    sticky: StickyState(input: input, state: context.state))
+                    uncommitted: context.uncommitted, sticky: StickyState(input: input, state: context.state))
             } catch {
                 return StepResult(
                     outcome: .failure(StepError.permanent("the state does not encode: \(error)", bucket: "invalid_state")), stateJSON: nil,
-                    charged: context.charged)
+                    charged: context.charged, uncommitted: context.uncommitted)
             }
         }
     }

@@ -36,6 +36,8 @@ public final class StepContext<A: Agent> {
     private var effectCharges: Charge?
     /// What the step charged (committed with the step unless it crashes).
     public private(set) var charged = Charge()
+    /// The part of ``charged`` that is in no store yet: the commit carries it.
+    var uncommitted = Charge()
 
     init(
         state: A.State, input: A.Input, claimed: ClaimedTask, deadline: ContinuousClock.Instant, logger: Logger,
@@ -94,9 +96,9 @@ public final class StepContext<A: Agent> {
             return
         }
         charged = charged + amount
-        // Only the lease holder charges this task, so the limit check is exact here; the counters in Redis
-        // are updated in the same pipeline, ahead of this step's commit.
-        await environment.store.chargeWithoutWaiting(task: taskID, token: environment.token, amount)
+        // Only the lease holder charges this task, so the limit check is exact here, and only this attempt's commit
+        // counts the charge: it travels with the commit (``Commit/charge``), no store call now.
+        uncommitted = uncommitted + amount
         if let exceeded = exceededLimit() { throw BudgetExceeded(kind: exceeded) }
     }
 

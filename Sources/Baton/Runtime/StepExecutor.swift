@@ -445,7 +445,9 @@ public struct StepExecutor: Sendable {
                 bucket: "oversized_state")
             logger.warning("checkpoint over the cap", metadata: ["error": "\(error.message)"])
             return .commit(
-                PendingCommit(claimed: claimed, kind: dead("oversized", error), state: previousState, logger: logger, settlement: nil))
+                PendingCommit(
+                    claimed: claimed, kind: dead("oversized", error), state: previousState, logger: logger, settlement: nil,
+                    charge: result.uncommitted))
         }
         switch result.outcome {
         case .success(let outcome):
@@ -528,7 +530,10 @@ public struct StepExecutor: Sendable {
         case .next, .handoff: sticky = result.sticky  // the state committed is the step's (`result.stateJSON`)
         default: break
         }
-        return .commit(PendingCommit(claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky))
+        return .commit(
+            PendingCommit(
+                claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky,
+                charge: result.uncommitted))
     }
 
     /// The committed form of a `parallel` outcome: each child's agent, initial state, first step, queue and
@@ -661,8 +666,9 @@ public struct StepExecutor: Sendable {
         default: break
         }
         let request = Commit(
-            task: claimed.id, token: claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next, eventDataJSON: eventData
-        )
+            task: claimed.id, token: claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next,
+            eventDataJSON: eventData,
+            charge: p.charge)
         return (request, next)
     }
 
@@ -796,6 +802,8 @@ struct PendingCommit: Sendable {
     var settlement: (any DeliverySettlement)?
     /// The decoded input and state to keep in the worker's ``StateCache`` once the commit queued the next step.
     var sticky: (any Sendable)? = nil
+    /// The step's charges that only its commit records (``Commit/charge``).
+    var charge = Charge()
 }
 
 /// One delivery of a step message, for ``StepExecutor/handleSteps(_:settle:)``.

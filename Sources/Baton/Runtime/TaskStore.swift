@@ -17,9 +17,6 @@ public protocol TaskStore: Sendable {
     func outboxDone(task: String, ids: [String]) async throws
     /// The outbox entries of a task that are not yet confirmed as published.
     func pendingOutbox(task: String) async throws -> [String: OutboxMessage]
-    /// Adds charges without waiting for the answer; a later awaited call of the same attempt (the commit)
-    /// must see them. The step checks its limits locally (only the lease holder charges a task).
-    func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async
     /// Removes published outbox entries without waiting (the outbox sweep repeats what is lost).
     func outboxDoneWithoutWaiting(task: String, ids: [String])
     /// Records that these commits' events were published and confirmed (moves each task's relay cursor past
@@ -120,10 +117,6 @@ public enum SignalLimits {
 }
 
 extension TaskStore {
-    public func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async {
-        _ = try? await self.charge(task: task, token: token, charge)
-    }
-
     public func outboxDoneWithoutWaiting(task: String, ids: [String]) {
         Task { try? await outboxDone(task: task, ids: ids) }
     }
@@ -547,8 +540,16 @@ public struct Commit: Sendable {
     /// The step message for the next step (written only when the task stays queued).
     public var next: OutboxMessage?
     public var eventDataJSON: String
+    /// Charges of this attempt that are in no store yet (plain charges: only the lease holder charges, and only
+    /// this commit counts them); added to the attempt's pending charges. A crashed attempt's are lost with it, as
+    /// its pending charges are dropped.
+    public var charge = Charge()
 
-    public init(task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}") {
+    public init(
+        task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}",
+        charge: Charge = Charge()
+    ) {
+        self.charge = charge
         self.task = task
         self.token = token
         self.seq = seq

@@ -299,6 +299,7 @@ public struct RedisTaskStore: TaskStore {
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
                 settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON, waitJSON,
+                commit.charge.costMicros, commit.charge.tokens, commit.charge.toolCalls,
             ])
         return (command, outboxID)
     }
@@ -350,18 +351,6 @@ public struct RedisTaskStore: TaskStore {
     public func outboxDone(task: String, ids: [String]) async throws {
         guard !ids.isEmpty else { return }
         try await redis.send(RedisCommand("HDEL", arguments: [keys.outbox(task)] + ids.map { $0 as any RedisArgumentConvertible }))
-    }
-
-    /// `HINCRBY` on this attempt's pending fields (no script: the commit of the same fencing token is the only
-    /// reader that counts them, so a fenced-off writer's charges never land in the counters).
-    public func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async {
-        let key = keys.budget(task)
-        let prefix = "p:\(token):"
-        var commands: [RedisCommand] = []
-        if charge.costMicros != 0 { commands.append(RedisCommand("HINCRBY", key, prefix + "cost", charge.costMicros)) }
-        if charge.tokens != 0 { commands.append(RedisCommand("HINCRBY", key, prefix + "tokens", charge.tokens)) }
-        if charge.toolCalls != 0 { commands.append(RedisCommand("HINCRBY", key, prefix + "tool_calls", charge.toolCalls)) }
-        redis.sendDetached(commands)
     }
 
     public func outboxDoneWithoutWaiting(task: String, ids: [String]) {

@@ -393,9 +393,9 @@ enum Scripts {
 
     /// KEYS: task, budget, effects, charged effects. ARGV: token, cost, tokens, tool calls, effect key, effect record,
     /// mode (`charge`, `effect_get`, `effect_put`), tenant limits json (`""`: none), tenant key prefix. Charges are
-    /// pending for this attempt (fields `p:<token>:…` of the budget hash) until the commit folds them in; a plain charge on the hot path is `HINCRBY` on the same
-    /// fields (``RedisTaskStore/chargeWithoutWaiting(task:token:_:)``), which needs no script: only the
-    /// commit of the same token ever counts them.
+    /// pending for this attempt (fields `p:<token>:…` of the budget hash) until the commit folds them in. A plain
+    /// charge on the hot path writes nothing: the commit carries it (``Commit/charge``), as only the commit of the
+    /// same token ever counts it.
     static let charge =
         common + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'status', 'tenant')
@@ -477,7 +477,8 @@ enum Scripts {
     /// signals (mailbox).
     /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
-    /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children).
+    /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
+    /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
     /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
@@ -507,9 +508,13 @@ enum Scripts {
             -- Fold this attempt's pending charges in; drop every attempt's pending fields (a fenced-off
             -- attempt's charges never count).
             local pre = 'p:' .. ARGV[1] .. ':'
-            b.cost = num(b.cost) + num(b[pre .. 'cost'])
-            b.tokens = num(b.tokens) + num(b[pre .. 'tokens'])
-            b.tool_calls = num(b.tool_calls) + num(b[pre .. 'tool_calls'])
+            -- This attempt's charges: those recorded by the charge script (effects, tenants) plus those it carries.
+            local dcost = num(b[pre .. 'cost']) + num(ARGV[17])
+            local dtokens = num(b[pre .. 'tokens']) + num(ARGV[18])
+            local dcalls = num(b[pre .. 'tool_calls']) + num(ARGV[19])
+            b.cost = num(b.cost) + dcost
+            b.tokens = num(b.tokens) + dtokens
+            b.tool_calls = num(b.tool_calls) + dcalls
             -- The effects whose charges are now counted are never charged again.
             for key in string.gmatch(b[pre .. 'effects'] or '', '([^\\n]+)') do
               redis.call('SADD', KEYS[9], key)
@@ -533,7 +538,7 @@ enum Scripts {
             local over_up = nil
             if b.up and b.up ~= '' then
               -- A child: its charges and steps count against every ancestor's budget too.
-              local dc, dt, dk, ds = num(b[pre .. 'cost']), num(b[pre .. 'tokens']), num(b[pre .. 'tool_calls']), 0
+              local dc, dt, dk, ds = dcost, dtokens, dcalls, 0
               if newseq ~= seq then ds = 1 end
               for key in string.gmatch(b.up, '[^\\n]+') do
                 if dc ~= 0 then redis.call('HINCRBY', key, 'cost', dc) end
