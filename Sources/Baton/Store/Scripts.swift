@@ -662,6 +662,14 @@ enum Scripts {
               table.insert(fields, now)
             end
             redis.call('HSET', KEYS[1], unpack(fields))
+            -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
+            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int(num(b[pre .. 'cost'])) .. ',"tokens":' ..
+              int(num(b[pre .. 'tokens'])) .. ',"tool_calls":' .. int(num(b[pre .. 'tool_calls'])) .. ',"steps":' .. (newseq - seq) .. '}'
+            if event_data == '' or event_data == '{}' then
+              event_data = '{' .. counted .. '}'
+            elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
+              event_data = string.sub(event_data, 1, -2) .. ',' .. counted .. '}'
+            end
             add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
             if status == 'queued' or status == 'dead_lettered' then
               redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])

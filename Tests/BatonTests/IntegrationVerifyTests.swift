@@ -1,0 +1,159 @@
+import Baton
+import BatonExamples
+import Foundation
+import RedisClient
+import TestSupport
+import Testing
+
+extension IntegrationTests {
+    // MARK: baton verify (issue 7, acceptance 3)
+
+    /// Creates a task of run `run` on `queue` only (so workers of other test runs on the shared servers never see its
+    /// steps), labelled `run=<run>`, and publishes its first step.
+    static func startRunTask(
+        _ client: BatonClient, run: String, queue: String, id: String, agent: String, firstStep: String, state: String,
+        input: [String: JSONValue], budget: BudgetRequest? = nil
+    ) async throws {
+        let task = NewTask(
+            id: id, agent: agent, inputJSON: JSONValue.object(input).jsonString, stateJSON: state, firstStep: firstStep, queue: queue,
+            limits: BudgetLimits(budget, defaults: ProtocolSettings().defaultLimits),
+            labelsJSON: JSONValue.object(["run": .string(run)]).jsonString)
+        #expect(try await client.store.submit(task) == .created)
+        let outbox = try await client.store.pendingOutbox(task: id)
+        try await Harness.publish(outbox.values.map(Harness.message))
+        try await client.store.outboxDone(task: id, ids: Array(outbox.keys))
+    }
+
+    /// Runs `baton verify --run <run> --effects <sink> -o json`: its exit status and report.
+    static func verifyCLI(run: String, sink: String) async throws -> (status: Int32, report: RunReport?, output: String) {
+        let result = try await WorkerProcess.run(
+            executable: try Harness.baton(), arguments: ["verify", "--run", run, "--effects", sink, "-o", "json"],
+            environment: Harness.environment(), timeout: .seconds(60))
+        let report = try? JSONDecoder().decode(RunReport.self, from: Data(result.output.utf8))
+        return (result.status, report, result.output + result.error)
+    }
+
+    @Test(
+        "baton verify: a real mixed run passes with zeros; an effect applied twice, a lost task, a budget counter off by one and a stale-token commit each fail it, named",
+        .timeLimit(.minutes(3)))
+    func verifyRunAndCorruptions() async throws {
+        try await Harness.withClient { client in
+            let queue = TestServers.uniqueName("it-verify")
+            let run = TestServers.uniqueName("run")
+            let directory = try TestFiles.directory()
+            let sink = EffectsSink.path(directory: directory, run: run)
+            let worker = try await Harness.startWorker("verify", client: client, arguments: ["--queues", queue])
+            defer { worker.process.sigkill() }
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
+            let effects: [String: JSONValue] = ["run": .string(run), "effects_dir": .string(directory)]
+            func with(_ input: [String: JSONValue]) -> [String: JSONValue] { input.merging(effects) { $1 } }
+            let chainA = TestServers.uniqueName("verify-chain")
+            let chainB = TestServers.uniqueName("verify-chain")
+            let flaky = TestServers.uniqueName("verify-flaky")
+            let broken = TestServers.uniqueName("verify-permanent")
+            let sleeper = TestServers.uniqueName("verify-sleeper")
+            let approval = TestServers.uniqueName("verify-approval")
+            let fanout = TestServers.uniqueName("verify-fanout")
+            let spender = TestServers.uniqueName("verify-spender")
+            let records = #"{"records":[]}"#
+            for id in [chainA, chainB] {
+                try await Self.startRunTask(
+                    client, run: run, queue: queue, id: id, agent: "stepchain", firstStep: "append", state: records,
+                    input: with(["steps": 4, "record_bytes": 16, "tokens_per_step": 9, "cost_usd_per_step": 0.125]))
+            }
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: flaky, agent: "flaky", firstStep: "call", state: "{}", input: with(["fail_times": 1]))
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: broken, agent: "flaky", firstStep: "call", state: "{}",
+                input: with(["permanent": true, "bucket": .string(TestServers.uniqueName("verify-bucket"))]))
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: sleeper, agent: "sleeper", firstStep: "sleep", state: "{}",
+                input: with(["seconds": 0.3]))
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: approval, agent: "approval", firstStep: "request", state: #"{"requested":false}"#,
+                input: with(["timeout_seconds": 600]))
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: fanout, agent: "fanout", firstStep: "fan", state: #"{"started":0}"#,
+                input: with(["children": 2, "steps": 2, "child_queue": .string(queue)]))
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: spender, agent: "spender", firstStep: "spend", state: #"{"steps":0,"spentMicros":0}"#,
+                input: with(["cost_usd_per_step": 1.0]), budget: BudgetRequest(maxCostUSD: 2.5))
+
+            try await Harness.waitForStatus(client, approval, ["waiting"], workers: [worker])
+            _ = try await client.signal(TaskSignal(task: approval, name: "approve", payloadJSON: #"{"by":"test"}"#, actor: "test"))
+            let ids = [chainA, chainB, flaky, broken, sleeper, approval, fanout, spender]
+            for id in ids {
+                try await Harness.waitForStatus(
+                    client, id, ["succeeded", "dead_lettered", "budget_exceeded", "failed", "cancelled"], timeout: .seconds(60),
+                    workers: [worker])
+            }
+            // The permanent failure's dead letter is taken into Redis by the worker's intake.
+            let letter = try await Harness.waitForDeadLetter(client) { $0.taskID == broken }
+            #expect(letter?.reason == "permanent_error")
+            // The outboxes empty once the broker confirms (a moment after the status).
+            _ = try await eventually(timeout: .seconds(10)) {
+                for id in ids where try await client.store.pendingOutbox(task: id).isEmpty == false { return false }
+                return true
+            }
+
+            // The clean run: zeros.
+            var report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            #expect(report.violations == [], "\(report.violations)")
+            #expect(report.submitted == 10)
+            #expect(report.children == 2)
+            #expect(report.succeeded == 8)
+            #expect(report.deadLettered == 1)
+            #expect(report.budgetExceeded == 1)
+            #expect(report.lost == 0 && report.duplicateEffects == 0 && report.staleWrites == 0 && report.budgetMismatch == 0)
+            // One effect per committed step: 4 + 4 (chains) + 1 (flaky) + 1 (permanent, not committed) + 2 + 2 + 2 + 2×2
+            // (fanout and children) + 3 (spender: two steps and the one that crossed the limit).
+            #expect(report.effectsApplied == 4 + 4 + 1 + 1 + 2 + 2 + 2 + 4 + 3)
+            let clean = try await Self.verifyCLI(run: run, sink: sink)
+            #expect(clean.status == 0, "\(clean.output)")
+            #expect(clean.report?.passed == true)
+
+            // Corruption 1: the sink applies one of chain A's effects a second time.
+            let entries = try EffectsSink.read(path: sink).entries
+            let applied = try #require(entries.first { $0.task == chainA && $0.outcome == .applied && $0.seq == 2 })
+            let handle = try #require(FileHandle(forWritingAtPath: sink))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: try JSONEncoder().encode(applied) + Data("\n".utf8))
+            try handle.close()
+            // Corruption 2: chain B left running under a lease that expired, with no message anywhere.
+            let redis = client.store.redis
+            let keys = client.store.settings.keys
+            _ = try await redis.send("HSET", keys.task(chainB), "status", "running", "lease_owner", "ghost-worker", "lease_until", 1)
+            // Corruption 3: the spender's cost counter off by one micro-dollar.
+            _ = try await redis.send("HINCRBY", keys.budget(spender), "cost", 1)
+            // Corruption 4: a commit accepted from a writer with an old fencing token (forged into the sleeper's history).
+            _ = try await redis.send(
+                "XADD", keys.events(sleeper), "*", "type", "step_committed", "seq", 2, "branch", 0, "step", "wake", "at", 1, "data",
+                #"{"worker":"zombie","fence":1,"charged":{"cost":0,"tokens":0,"tool_calls":0,"steps":0}}"#)
+
+            report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            #expect(!report.passed)
+            #expect(report.duplicateEffects == 1)
+            #expect(report.lost == 1)
+            #expect(report.budgetMismatch == 1)
+            #expect(report.staleWrites == 1)
+            let named = Set(report.violations.map { "\($0.task) \($0.kind)" })
+            #expect(named.contains("\(chainA) duplicate_effect"))
+            #expect(named.contains("\(chainB) lost"))
+            #expect(named.contains("\(chainB) lease_expired"))
+            #expect(named.contains("\(spender) budget_mismatch"))
+            #expect(named.contains("\(sleeper) stale_write"))
+            #expect(report.violations.allSatisfy { [chainA, chainB, spender, sleeper].contains($0.task) }, "\(report.violations)")
+
+            let failing = try await Self.verifyCLI(run: run, sink: sink)
+            #expect(failing.status == 1, "\(failing.output)")
+            #expect(failing.report?.violations.count == report.violations.count)
+            let text = try await WorkerProcess.run(
+                executable: try Harness.baton(), arguments: ["verify", "--run", run, "--effects", sink], environment: Harness.environment(),
+                timeout: .seconds(60))
+            #expect(text.status == 1)
+            #expect(text.output.contains("lost 1 / duplicate-effects 1 / stale-writes 1 / budget-mismatch 1"), "\(text.output)")
+            #expect(text.output.contains("\(chainA): duplicate_effect: effect '\(chainA)#2' applied 2 times"), "\(text.output)")
+            await worker.process.stop()
+        }
+    }
+}
