@@ -157,3 +157,23 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    @Test("baton verify: a run with no tasks exits 4 naming the label; no run named exits 64; a bad --label exits 64")
+    func verifyUsageErrors() async throws {
+        let baton = try Harness.baton()
+        var environment = Harness.environment()
+        environment["BATON_RUN"] = nil
+        let empty = try await WorkerProcess.run(
+            executable: baton, arguments: ["verify", "--run", TestServers.uniqueName("empty-run")], environment: environment)
+        #expect(empty.status == 4, "\(empty.output)\(empty.error)")
+        #expect(empty.error.contains("--label run="), "\(empty.error)")
+        let unnamed = try await WorkerProcess.run(executable: baton, arguments: ["verify"], environment: environment)
+        #expect(unnamed.status == 64)
+        #expect(unnamed.error.contains("--run ID"), "\(unnamed.error)")
+        let badLabel = try await WorkerProcess.run(
+            executable: baton, arguments: ["submit", "stepchain", "--label", "no-equals-sign"], environment: environment)
+        #expect(badLabel.status == 64)
+        #expect(badLabel.error.contains("--label looks like key=value"), "\(badLabel.error)")
+    }
+}
