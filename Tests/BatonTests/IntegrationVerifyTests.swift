@@ -12,11 +12,11 @@ extension IntegrationTests {
     /// steps), labelled `run=<run>`, and publishes its first step.
     static func startRunTask(
         _ client: BatonClient, run: String, queue: String, id: String, agent: String, firstStep: String, state: String,
-        input: [String: JSONValue], budget: BudgetRequest? = nil
+        input: [String: JSONValue], budget: BudgetRequest? = nil, tenant: String = ""
     ) async throws {
         let task = NewTask(
             id: id, agent: agent, inputJSON: JSONValue.object(input).jsonString, stateJSON: state, firstStep: firstStep, queue: queue,
-            limits: BudgetLimits(budget, defaults: ProtocolSettings().defaultLimits),
+            limits: BudgetLimits(budget, defaults: ProtocolSettings().defaultLimits), tenant: tenant,
             labelsJSON: JSONValue.object(["run": .string(run)]).jsonString)
         #expect(try await client.store.submit(task) == .created)
         let outbox = try await client.store.pendingOutbox(task: id)
@@ -25,10 +25,12 @@ extension IntegrationTests {
     }
 
     /// Runs `baton verify --run <run> --effects <sink> -o json`: its exit status and report.
-    static func verifyCLI(run: String, sink: String) async throws -> (status: Int32, report: RunReport?, output: String) {
+    static func verifyCLI(run: String, sink: String, environment: [String: String]) async throws -> (
+        status: Int32, report: RunReport?, output: String
+    ) {
         let result = try await WorkerProcess.run(
             executable: try Harness.baton(), arguments: ["verify", "--run", run, "--effects", sink, "-o", "json"],
-            environment: Harness.environment(), timeout: .seconds(60))
+            environment: Harness.environment(environment), timeout: .seconds(60))
         let report = try? JSONDecoder().decode(RunReport.self, from: Data(result.output.utf8))
         return (result.status, report, result.output + result.error)
     }
@@ -42,7 +44,11 @@ extension IntegrationTests {
             let run = TestServers.uniqueName("run")
             let directory = try TestFiles.directory()
             let sink = EffectsSink.path(directory: directory, run: run)
-            let worker = try await Harness.startWorker("verify", client: client, arguments: ["--queues", queue])
+            // Two spenders share a tenant whose daily cost limit ($2.50) stops them both (the chaos run's shared budgets).
+            let tenant = String(TestServers.uniqueName("vt").lowercased().filter { $0.isLetter || $0.isNumber })
+            let tenantEnvironment = ["BATON_TENANTS_\(tenant.uppercased())_MAX_COST_USD_PER_DAY": "2.5"]
+            let worker = try await Harness.startWorker(
+                "verify", client: client, arguments: ["--queues", queue], environment: tenantEnvironment)
             defer { worker.process.sigkill() }
             defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
             let effects: [String: JSONValue] = ["run": .string(run), "effects_dir": .string(directory)]
@@ -79,9 +85,16 @@ extension IntegrationTests {
                 client, run: run, queue: queue, id: spender, agent: "spender", firstStep: "spend", state: #"{"steps":0,"spentMicros":0}"#,
                 input: with(["cost_usd_per_step": 1.0]), budget: BudgetRequest(maxCostUSD: 2.5))
 
+            let shared = [TestServers.uniqueName("verify-tenant"), TestServers.uniqueName("verify-tenant")]
+            for id in shared {
+                try await Self.startRunTask(
+                    client, run: run, queue: queue, id: id, agent: "spender", firstStep: "spend", state: #"{"steps":0,"spentMicros":0}"#,
+                    input: with(["cost_usd_per_step": 1.0]), budget: BudgetRequest(maxCostUSD: 100), tenant: tenant)
+            }
+
             try await Harness.waitForStatus(client, approval, ["waiting"], workers: [worker])
             _ = try await client.signal(TaskSignal(task: approval, name: "approve", payloadJSON: #"{"by":"test"}"#, actor: "test"))
-            let ids = [chainA, chainB, flaky, broken, sleeper, approval, fanout, spender]
+            let ids = [chainA, chainB, flaky, broken, sleeper, approval, fanout, spender] + shared
             for id in ids {
                 try await Harness.waitForStatus(
                     client, id, ["succeeded", "dead_lettered", "budget_exceeded", "failed", "cancelled"], timeout: .seconds(60),
@@ -96,19 +109,27 @@ extension IntegrationTests {
                 return true
             }
 
-            // The clean run: zeros.
-            var report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            // The clean run: zeros. Verify reads the tenant's limits from the configuration, as the worker does.
+            var settings = client.store.settings
+            settings.tenantBudgets = TenantBudgets([tenant: .init(maxCostMicrosPerDay: 2_500_000)])
+            let queries = TaskQueries(store: RedisTaskStore(redis: client.store.redis, settings: settings))
+            let snapshot = try await queries.runSnapshot(run: run, effectsPath: sink)
+            #expect(snapshot.tenantDays.map(\.tenant) == [tenant])
+            #expect(snapshot.tenantDays.first?.costMicros == 3_000_000)
+            var report = RunVerifier.verify(snapshot)
             #expect(report.violations == [], "\(report.violations)")
-            #expect(report.submitted == 10)
+            #expect(report.submitted == 12)
             #expect(report.children == 2)
             #expect(report.succeeded == 8)
             #expect(report.deadLettered == 1)
-            #expect(report.budgetExceeded == 1)
+            #expect(report.budgetExceeded == 3)
             #expect(report.lost == 0 && report.duplicateEffects == 0 && report.staleWrites == 0 && report.budgetMismatch == 0)
             // One effect per committed step: 4 + 4 (chains) + 1 (flaky) + 1 (permanent, not committed) + 2 + 2 + 2 + 2×2
-            // (fanout and children) + 3 (spender: two steps and the one that crossed the limit).
-            #expect(report.effectsApplied == 4 + 4 + 1 + 1 + 2 + 2 + 2 + 4 + 3)
-            let clean = try await Self.verifyCLI(run: run, sink: sink)
+            // (fanout and children) + 3 (spender: two steps and the one that crossed the limit) = 23, and one per committed
+            // step of the tenant's spenders (a claim that finds the tenant at its limit stops the task before its step runs).
+            let sharedSteps = shared.map { snapshot.tasks[$0].flatMap { Int($0.fields["seq"] ?? "") } ?? 0 }.reduce(0, +)
+            #expect(report.effectsApplied == 23 + sharedSteps)
+            let clean = try await Self.verifyCLI(run: run, sink: sink, environment: tenantEnvironment)
             #expect(clean.status == 0, "\(clean.output)")
             #expect(clean.report?.passed == true)
 
@@ -130,7 +151,7 @@ extension IntegrationTests {
                 "XADD", keys.events(sleeper), "*", "type", "step_committed", "seq", 2, "branch", 0, "step", "wake", "at", 1, "data",
                 #"{"worker":"zombie","fence":1,"charged":{"cost":0,"tokens":0,"tool_calls":0,"steps":0}}"#)
 
-            report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            report = RunVerifier.verify(try await queries.runSnapshot(run: run, effectsPath: sink))
             #expect(!report.passed)
             #expect(report.duplicateEffects == 1)
             #expect(report.lost == 1)
@@ -144,11 +165,12 @@ extension IntegrationTests {
             #expect(named.contains("\(sleeper) stale_write"))
             #expect(report.violations.allSatisfy { [chainA, chainB, spender, sleeper].contains($0.task) }, "\(report.violations)")
 
-            let failing = try await Self.verifyCLI(run: run, sink: sink)
+            let failing = try await Self.verifyCLI(run: run, sink: sink, environment: tenantEnvironment)
             #expect(failing.status == 1, "\(failing.output)")
             #expect(failing.report?.violations.count == report.violations.count)
             let text = try await WorkerProcess.run(
-                executable: try Harness.baton(), arguments: ["verify", "--run", run, "--effects", sink], environment: Harness.environment(),
+                executable: try Harness.baton(), arguments: ["verify", "--run", run, "--effects", sink],
+                environment: Harness.environment(tenantEnvironment),
                 timeout: .seconds(60))
             #expect(text.status == 1)
             #expect(text.output.contains("lost 1 / duplicate-effects 1 / stale-writes 1 / budget-mismatch 1"), "\(text.output)")

@@ -265,3 +265,18 @@ struct RunVerifierTests {
         #expect(decoded.submitted == 1)
     }
 }
+
+extension RunVerifierTests {
+    @Test("a tenant's day counter over its limit by more than one charge is named; one charge over is the rule")
+    func tenantCap() {
+        var snapshot = Self.cleanRun()
+        snapshot.tasks["task-a"]?.fields["tenant"] = "acme"
+        let limits = TenantBudgets.Limits(maxCostMicrosPerDay: 600, maxTokensPerDay: 100)
+        snapshot.tenantDays = [.init(tenant: "acme", day: "2026-11-23", costMicros: 750, tokens: 21, limits: limits)]
+        #expect(RunVerifier.verify(snapshot).passed)
+        snapshot.tenantDays[0].costMicros = 851
+        let report = RunVerifier.verify(snapshot)
+        #expect(report.violations.map(\.task) == ["tenant:acme"])
+        #expect(report.violations.first?.message.contains("cost on 2026-11-23 is 851") == true)
+    }
+}

@@ -16,6 +16,8 @@ public struct RunSnapshot: Sendable {
     public var malformedEffectLines: [Int]
     /// The dead letters (taken into Redis) that name a task of the run.
     public var deadLetters: [DeadLetterRef]
+    /// The daily counters of the run's tenants that have limits (the days its tasks were active).
+    public var tenantDays: [TenantDay] = []
 
     public init(
         run: String, nowMilliseconds: Int64, roots: [String], tasks: [String: TaskRecord], effects: [EffectEntry] = [],
@@ -56,6 +58,22 @@ public struct RunSnapshot: Sendable {
             self.checkpoint = checkpoint
             self.outbox = outbox
             self.children = children
+        }
+    }
+
+    /// One tenant's counters of one UTC day, with its daily limits.
+    public struct TenantDay: Sendable, Hashable {
+        public var tenant: String
+        public var day: String
+        public var costMicros: Int64
+        public var tokens: Int64
+        public var limits: TenantBudgets.Limits
+        public init(tenant: String, day: String, costMicros: Int64, tokens: Int64, limits: TenantBudgets.Limits) {
+            self.tenant = tenant
+            self.day = day
+            self.costMicros = costMicros
+            self.tokens = tokens
+            self.limits = limits
         }
     }
 
@@ -434,6 +452,24 @@ public enum RunVerifier {
                 for problem in agentProblems(record, input: input, status: status, seq: seq, letters: letters, snapshot: snapshot) {
                     violation(id, problem.kind, problem.message)
                 }
+            }
+        }
+        // Tenants' daily counters: at most one charge over the limit (a charge is admitted below it). A charge is at
+        // most one commit's charges, so the largest commit of the tenant's tasks bounds it.
+        for day in snapshot.tenantDays {
+            let tenantTasks = ids.filter { snapshot.tasks[$0]?.fields["tenant"] == day.tenant }
+            let maxCost = tenantTasks.map { maxCharge[$0]?[0] ?? 0 }.max() ?? 0
+            let maxTokens = tenantTasks.map { maxCharge[$0]?[1] ?? 0 }.max() ?? 0
+            if let limit = day.limits.maxCostMicrosPerDay, day.costMicros > limit + maxCost {
+                violation(
+                    "tenant:\(day.tenant)", "over_cap",
+                    "cost on \(day.day) is \(day.costMicros) micro-dollars, over the daily limit \(limit) by more than one charge (\(maxCost))"
+                )
+            }
+            if let limit = day.limits.maxTokensPerDay, day.tokens > limit + maxTokens {
+                violation(
+                    "tenant:\(day.tenant)", "over_cap",
+                    "tokens on \(day.day) are \(day.tokens), over the daily limit \(limit) by more than one charge (\(maxTokens))")
             }
         }
         return report

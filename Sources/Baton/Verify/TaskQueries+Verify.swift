@@ -66,9 +66,45 @@ extension TaskQueries {
             }
         }
         let (effects, malformed) = try effectsPath.map { try EffectsSink.read(path: $0) } ?? ([], [])
-        return RunSnapshot(
+        var snapshot = RunSnapshot(
             run: run, nowMilliseconds: now, roots: roots, tasks: tasks, effects: effects, malformedEffectLines: malformed,
             deadLetters: try await deadLetterRefs(naming: Set(tasks.keys).union(roots)))
+        snapshot.tenantDays = try await tenantDays(tasks.values, now: now)
+        return snapshot
+    }
+
+    /// The daily counters of the tenants (with limits in this configuration) of `tasks`, for every UTC day from the
+    /// first task's creation to the last update.
+    func tenantDays(_ tasks: some Sequence<RunSnapshot.TaskRecord>, now: Int64) async throws -> [RunSnapshot.TenantDay] {
+        let budgets = store.settings.tenantBudgets
+        var spans: [String: (first: Int64, last: Int64)] = [:]
+        for task in tasks {
+            guard let tenant = task.fields["tenant"], budgets.hasLimits(tenant) else { continue }
+            let created = Int64(task.fields["created_at"] ?? "") ?? now
+            let updated = Int64(task.fields["updated_at"] ?? "") ?? now
+            let span = spans[tenant] ?? (created, updated)
+            spans[tenant] = (min(span.first, created), max(span.last, updated))
+        }
+        var days: [(tenant: String, day: String)] = []
+        for (tenant, span) in spans.sorted(by: { $0.key < $1.key }) {
+            func day(_ ms: Int64) -> String { TenantBudgets.day(Date(timeIntervalSince1970: Double(ms) / 1000)) }
+            var names: [String] = []
+            var ms = span.first
+            while ms < span.last, names.count < 31 {
+                if names.last != day(ms) { names.append(day(ms)) }
+                ms += 86_400_000
+            }
+            if names.last != day(span.last) { names.append(day(span.last)) }
+            days.append(contentsOf: names.map { (tenant, $0) })
+        }
+        let replies = try await redis.pipeline(
+            days.map { RedisCommand("HMGET", store.tenantKeyPrefix + "{\($0.tenant)}:" + $0.day, "cost", "tokens") })
+        return zip(days, replies).compactMap { day, reply in
+            guard let limits = budgets.limits[day.tenant] else { return nil }
+            let values = (reply.array ?? []).map { $0.string.flatMap { Int64($0) } ?? 0 }
+            return RunSnapshot.TenantDay(
+                tenant: day.tenant, day: day.day, costMicros: values.first ?? 0, tokens: values.count > 1 ? values[1] : 0, limits: limits)
+        }
     }
 
     /// The dead letters in Redis whose task is one of `ids` (reads every letter's task id and reason, pipelined).
