@@ -14,6 +14,8 @@ enum RunEffect {
         try await context.sideEffect(key) {
             let outcome = try await sink.apply(
                 task: context.taskID, step: context.step, seq: seq, key: key, token: context.fencingToken, attempt: context.attempt)
+            // Crash tests: killed after the external call, before Redis recorded it (the re-run is a replay).
+            CrashPoint.hit("in_effect", task: context.taskID, seq: context.seq)
             if outcome == .fenced {
                 throw StepError.retryable(
                     "the effects sink refused fencing token \(context.fencingToken) of task \(context.taskID): a newer lease exists",

@@ -199,3 +199,44 @@ extension IntegrationTests {
         #expect(badLabel.error.contains("--label looks like key=value"), "\(badLabel.error)")
     }
 }
+
+extension IntegrationTests {
+    @Test(
+        "baton verify: a worker SIGKILLed after the external effect and before Redis recorded it: the re-run is a replay, and the run passes",
+        .timeLimit(.minutes(2)))
+    func verifyAfterCrashInEffect() async throws {
+        try await Harness.withClient { client in
+            let queue = TestServers.uniqueName("it-verify-crash")
+            let run = TestServers.uniqueName("run")
+            let directory = try TestFiles.directory()
+            let sink = EffectsSink.path(directory: directory, run: run)
+            let crashing = try await Harness.startWorker(
+                "verify-crash", client: client, crashPoint: "in_effect@1", arguments: ["--queues", queue])
+            defer { crashing.process.sigkill() }
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
+            let id = TestServers.uniqueName("verify-crash")
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: id, agent: "stepchain", firstStep: "append", state: #"{"records":[]}"#,
+                input: ["steps": 3, "record_bytes": 16, "run": .string(run), "effects_dir": .string(directory)])
+            let status = await crashing.process.waitForExit(timeout: .seconds(30))
+            #expect(status == 128 + SIGKILL, "the worker did not kill itself:\n\(crashing.log.suffix(2000))")
+            let rescuer = try await Harness.startWorker("verify-rescue", client: client, arguments: ["--queues", queue])
+            defer { rescuer.process.sigkill() }
+            try await Harness.waitForStatus(client, id, ["succeeded"], timeout: .seconds(45), workers: [crashing, rescuer])
+            _ = try await eventually(timeout: .seconds(10)) { try await client.store.pendingOutbox(task: id).isEmpty }
+
+            let entries = try EffectsSink.read(path: sink).entries
+            #expect(entries.map(\.key) == ["\(id)#1", "\(id)#2", "\(id)#2", "\(id)#3"])
+            #expect(entries.map(\.outcome) == [.applied, .applied, .replayed, .applied])
+            // The replay came from the rescuing process with a newer lease.
+            #expect(entries[1].pid != entries[2].pid)
+            #expect(entries[2].token > entries[1].token)
+            let report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            #expect(report.violations == [], "\(report.violations)")
+            #expect(report.effectsApplied == 3)
+            #expect(report.effectsReplayed == 1)
+            #expect(report.succeeded == 1)
+            await rescuer.process.stop()
+        }
+    }
+}
