@@ -22,6 +22,13 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The run's effects sink (default $BATON_EFFECTS_DIR/<run>.effects.jsonl).", valueName: "path"))
     var effects: String?
 
+    @Option(
+        name: .customLong("queue"),
+        help: ArgumentHelp(
+            "A step queue the run used on its own (repeatable): it must be empty afterwards (no orphaned step message).",
+            valueName: "name"))
+    var queues: [String] = []
+
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         guard let run = run ?? environment["BATON_RUN"].flatMap({ $0.isEmpty ? nil : $0 }) else {
@@ -38,13 +45,19 @@ struct VerifyCommand: AsyncParsableCommand {
             throw ExitCode(CLIExit.notFound)
         }
         let printer = global.output.printer
+        let configuration = try await global.connection.load()
         let report = try await withClient(global.connection) { client in
             let snapshot = try await client.queries.runSnapshot(run: run, effectsPath: path)
             guard !snapshot.roots.isEmpty else {
                 Terminal.error("run '\(run)' has no tasks: submit them with the label run=\(run) (--label run=\(run))")
                 throw ExitCode(CLIExit.notFound)
             }
-            return RunVerifier.verify(snapshot)
+            var report = RunVerifier.verify(snapshot)
+            if !queues.isEmpty {
+                let rows = try await RunVerifier.inspectQueues(Array(Set(queues)).sorted(), amqpURL: configuration.amqpURL)
+                RunVerifier.checkQueues(rows, into: &report)
+            }
+            return report
         }
         try printer.one(report, id: run) { Self.text(report, sink: path) }
         if !report.passed { throw ExitCode(CLIExit.failed) }

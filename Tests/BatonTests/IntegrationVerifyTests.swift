@@ -25,11 +25,12 @@ extension IntegrationTests {
     }
 
     /// Runs `baton verify --run <run> --effects <sink> -o json`: its exit status and report.
-    static func verifyCLI(run: String, sink: String, environment: [String: String]) async throws -> (
+    static func verifyCLI(run: String, sink: String, environment: [String: String], queue: String? = nil) async throws -> (
         status: Int32, report: RunReport?, output: String
     ) {
         let result = try await WorkerProcess.run(
-            executable: try Harness.baton(), arguments: ["verify", "--run", run, "--effects", sink, "-o", "json"],
+            executable: try Harness.baton(),
+            arguments: ["verify", "--run", run, "--effects", sink, "-o", "json"] + (queue.map { ["--queue", $0] } ?? []),
             environment: Harness.environment(environment), timeout: .seconds(60))
         let report = try? JSONDecoder().decode(RunReport.self, from: Data(result.output.utf8))
         return (result.status, report, result.output + result.error)
@@ -129,7 +130,11 @@ extension IntegrationTests {
             // step of the tenant's spenders (a claim that finds the tenant at its limit stops the task before its step runs).
             let sharedSteps = shared.map { snapshot.tasks[$0].flatMap { Int($0.fields["seq"] ?? "") } ?? 0 }.reduce(0, +)
             #expect(report.effectsApplied == 23 + sharedSteps)
-            let clean = try await Self.verifyCLI(run: run, sink: sink, environment: tenantEnvironment)
+            // The run's own step queue drains (the last acks follow the statuses by a moment).
+            _ = try await eventually(timeout: .seconds(10)) {
+                try await RunVerifier.inspectQueues([queue], amqpURL: TestServers.amqpURL).first?.ready == 0
+            }
+            let clean = try await Self.verifyCLI(run: run, sink: sink, environment: tenantEnvironment, queue: queue)
             #expect(clean.status == 0, "\(clean.output)")
             #expect(clean.report?.passed == true)
 
@@ -175,7 +180,20 @@ extension IntegrationTests {
             #expect(text.status == 1)
             #expect(text.output.contains("lost 1 / duplicate-effects 1 / stale-writes 1 / budget-mismatch 1"), "\(text.output)")
             #expect(text.output.contains("\(chainA): duplicate_effect: effect '\(chainA)#2' applied 2 times"), "\(text.output)")
+
+            // An orphaned step message: a step of a finished task left in the run's queue with no worker to take it.
             await worker.process.stop()
+            try await Harness.publish([
+                Harness.message(
+                    OutboxMessage.step(
+                        StepMessage(task: chainA, agent: "stepchain", step: "append", seq: 4, branch: 0, attempt: 1), queue: queue))
+            ])
+            let orphaned = try await Self.verifyCLI(run: run, sink: sink, environment: tenantEnvironment, queue: queue)
+            #expect(orphaned.status == 1)
+            #expect(
+                orphaned.report?.violations.contains {
+                    $0.kind == "orphaned_message" && $0.message.contains(Topology.stepsQueue(queue)) && $0.message.contains("1 ready")
+                } == true, "\(orphaned.output)")
         }
     }
 }

@@ -475,6 +475,31 @@ public enum RunVerifier {
         return report
     }
 
+    /// After the run, its step queues (`baton.steps.<name>`, given by the caller: only a run on queues of its own can
+    /// tell) hold nothing: a message left there once every task ended is an orphaned step message.
+    public static func checkQueues(_ rows: [QueueReport.Row], into report: inout RunReport) {
+        for row in rows {
+            if !row.exists {
+                report.violations.append(.init(task: "-", kind: "queue", message: "queue \(row.queue) does not exist"))
+                continue
+            }
+            let ready = row.ready ?? 0
+            let unacked = row.unacked ?? 0
+            if ready + unacked > 0 {
+                report.violations.append(
+                    .init(
+                        task: "-", kind: "orphaned_message",
+                        message: "queue \(row.queue) still holds \(ready) ready and \(unacked) unacked step message(s) after the run"))
+            }
+        }
+    }
+
+    /// The step queues `baton.steps.<name>` by passive `queue.declare` (exact ready counts; `rabbitmqctl`'s figures
+    /// for quorum queues lag by seconds).
+    public static func inspectQueues(_ queues: [String], amqpURL: String) async throws -> [QueueReport.Row] {
+        try await QueueReport.inspect(queues.map { (Topology.stepsQueue($0), "steps") }, amqpURL: amqpURL)
+    }
+
     /// Checks of a terminal task against what its agent and input promise.
     static func agentProblems(
         _ record: RunSnapshot.TaskRecord, input: JSONValue, status: String, seq: Int64, letters: [RunSnapshot.DeadLetterRef],
