@@ -280,3 +280,19 @@ extension RunVerifierTests {
         #expect(report.violations.first?.message.contains("cost on 2026-11-23 is 851") == true)
     }
 }
+
+extension RunVerifierTests {
+    @Test("in memory as on Redis: commit events carry the lease's token and what the commit counted")
+    func inMemoryCommitCounts() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(agent: "stepchain", input: ["steps": 2, "record_bytes": 8, "tokens_per_step": 5])
+        await harness.runUntilIdle()
+        let task = try #require(harness.task(id))
+        let commits = task.events.filter { $0.data["fence"] != nil }
+        #expect(commits.map(\.type) == ["step_committed", "succeeded"])
+        #expect(commits.map { $0.data["fence"]?.intValue } == [1, 2])
+        #expect(commits.map { $0.data["charged"]?["tokens"]?.intValue } == [5, 5])
+        #expect(commits.map { $0.data["charged"]?["steps"]?.intValue } == [1, 1])
+        #expect(commits.first?.data["worker"] != nil)
+    }
+}
