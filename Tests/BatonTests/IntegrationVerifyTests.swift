@@ -258,3 +258,38 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    @Test(
+        "baton verify: a run whose task was forked from an earlier checkpoint (a second branch re-commits seqs) passes",
+        .timeLimit(.minutes(2)))
+    func verifyAfterFork() async throws {
+        try await Harness.withClient { client in
+            let queue = TestServers.uniqueName("it-verify-fork")
+            let run = TestServers.uniqueName("run")
+            let directory = try TestFiles.directory()
+            let sink = EffectsSink.path(directory: directory, run: run)
+            let worker = try await Harness.startWorker("verify-fork", client: client, arguments: ["--queues", queue])
+            defer { worker.process.sigkill() }
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
+            let id = TestServers.uniqueName("verify-fork")
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: id, agent: "stepchain", firstStep: "append", state: #"{"records":[]}"#,
+                input: ["steps": 3, "record_bytes": 16, "tokens_per_step": 4, "run": .string(run), "effects_dir": .string(directory)])
+            try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
+            let fork = try await client.fork(task: id, fromSeq: 1, reason: "verify a second branch", actor: "test")
+            #expect(fork.result == "done", "\(fork)")
+            _ = try await eventually(timeout: .seconds(30)) {
+                let view = try await client.queries.task(id)
+                return view?.branch == 1 && view?.status == "succeeded"
+            }
+            _ = try await eventually(timeout: .seconds(10)) { try await client.store.pendingOutbox(task: id).isEmpty }
+            let report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            #expect(report.violations == [], "\(report.violations)")
+            #expect(report.effectsApplied == 3)
+            // Branch 0 committed 3 steps and branch 1 two more; the counters kept them all.
+            #expect(try await client.queries.task(id)?.budget.used.tokens == 5 * 4)
+            await worker.process.stop()
+        }
+    }
+}

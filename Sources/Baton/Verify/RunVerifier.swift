@@ -391,8 +391,9 @@ public enum RunVerifier {
             var appliedKeys: [String: Int] = [:]
             var maxToken: Int64 = 0
             var commitFence: [Int64: Int64] = [:]
-            let branch = Int64(f["branch"] ?? "") ?? 0
-            for commit in commits where commit.steps > 0 && commit.branch == branch { commitFence[commit.seq] = commit.fence }
+            // The first commit of each seq (a fork commits a seq again on a later branch, after the effects of the
+            // first path were applied): an effect of seq n must come from a lease newer than the first commit of n-1.
+            for commit in commits where commit.steps > 0 { commitFence[commit.seq] = min(commitFence[commit.seq] ?? .max, commit.fence) }
             for entry in entries {
                 switch entry.outcome {
                 case .applied:
