@@ -293,3 +293,42 @@ extension IntegrationTests {
         }
     }
 }
+
+extension IntegrationTests {
+    @Test("baton verify: a run whose dead-lettered task was redriven (and then succeeded on branch 1) passes", .timeLimit(.minutes(2)))
+    func verifyAfterRedrive() async throws {
+        try await Harness.withClient { client in
+            let queue = TestServers.uniqueName("it-verify-redrive")
+            let run = TestServers.uniqueName("run")
+            let directory = try TestFiles.directory()
+            let sink = EffectsSink.path(directory: directory, run: run)
+            let worker = try await Harness.startWorker("verify-redrive", client: client, arguments: ["--queues", queue])
+            defer { worker.process.sigkill() }
+            defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
+            let id = TestServers.uniqueName("verify-redrive")
+            try await Self.startRunTask(
+                client, run: run, queue: queue, id: id, agent: "flaky", firstStep: "call", state: "{}",
+                input: [
+                    "permanent": true, "bucket": .string(TestServers.uniqueName("verify-redrive")), "run": .string(run),
+                    "effects_dir": .string(directory),
+                ])
+            try await Harness.waitForStatus(client, id, ["dead_lettered"], workers: [worker])
+            let letter = try #require(try await Harness.waitForDeadLetter(client) { $0.taskID == id })
+            var report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            #expect(report.violations == [], "\(report.violations)")
+            #expect(report.deadLettered == 1)
+
+            _ = try await client.redrive(deadLetter: letter.id, reason: "the provider recovered", actor: "test")
+            _ = try await eventually(timeout: .seconds(30)) {
+                let view = try await client.queries.task(id)
+                return view?.branch == 1 && view?.status == "succeeded"
+            }
+            _ = try await eventually(timeout: .seconds(10)) { try await client.store.pendingOutbox(task: id).isEmpty }
+            report = RunVerifier.verify(try await client.queries.runSnapshot(run: run, effectsPath: sink))
+            #expect(report.violations == [], "\(report.violations)")
+            #expect(report.succeeded == 1)
+            #expect(report.effectsApplied == 1)
+            await worker.process.stop()
+        }
+    }
+}
