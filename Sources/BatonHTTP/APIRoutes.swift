@@ -81,6 +81,7 @@ struct APIRoutes: Sendable {
         }
         read(router, "/v1/queues", queues)
         registerBulk(on: router)
+        registerFleet(on: router)
         act(router, "/v1/tasks", submit)
         for action in ["cancel", "pause", "resume"] {
             act(router, RouterPath("/v1/tasks/:id/\(action)")) { request, context, caller in
@@ -92,9 +93,7 @@ struct APIRoutes: Sendable {
         act(router, "/v1/tasks/:id/signals/:name") { request, context, caller in
             try await signal(try context.parameters.require("name"), request: request, context: context, caller: caller)
         }
-        act(router, "/v1/tasks/:id/approve") { request, context, caller in
-            try await signal("approve", request: request, context: context, caller: caller)
-        }
+        act(router, "/v1/tasks/:id/approve", approve)
         act(router, "/v1/tasks/:id/reject", reject)
         for action in ["redrive", "discard"] {
             act(router, RouterPath("/v1/dead/:id/\(action)")) { request, context, caller in
@@ -249,6 +248,7 @@ struct APIRoutes: Sendable {
         let filter = try Self.deadFilter(
             agent: query["agent"], step: query["step"], bucket: query["bucket"], reason: query["reason"], fingerprint: query["fingerprint"],
             since: query["since"])
+        if Self.nonEmpty(query["format"]) == "jsonl" { return try await exportDead(filter, limit: query["limit"]) }
         if let groupBy = Self.nonEmpty(query["group_by"]) {
             guard let grouping = DeadLetterGrouping(rawValue: groupBy) else {
                 throw Problem.badRequest(
@@ -405,7 +405,40 @@ struct APIRoutes: Sendable {
                 .unprocessableContent, code: "invalid-signal", title: "Invalid signal", detail: error.message,
                 fix: "a signal name and id are letters, digits, '-', '_' or '.'; the payload is JSON under the size limit")
         }
-        let signal = request.taskSignal(fallbackActor: caller.actor)
+        return try await deliver(request.taskSignal(fallbackActor: caller.actor))
+    }
+
+    /// `POST /v1/tasks/{id}/approve` `{"payload"?, "edit"?, "id"?, "comment"? | "reason"?}`: the signal `approve`;
+    /// `edit`, an RFC 7396 JSON merge patch, is applied to `payload`, else to the task's input, and the woken step
+    /// receives the edited document (the history records the patch and `edited_by`).
+    func approve(request: Request, context: BasicRequestContext, caller: Caller) async throws -> Response {
+        let id = try Self.taskID(context)
+        let body = try await body(request, required: false)
+        guard let edit = body?["edit"] else { return try await signal("approve", body: body, id: id, caller: caller) }
+        let reason = body?["comment"]?.stringValue ?? body?["reason"]?.stringValue ?? ""
+        let check = SignalRequest(
+            taskID: id, name: "approve", payload: body?["payload"], id: body?["id"]?.stringValue, actor: caller.actor, reason: reason)
+        do {
+            try check.validate()
+        } catch {
+            throw Problem(
+                .unprocessableContent, code: "invalid-signal", title: "Invalid signal", detail: error.message,
+                fix: "a signal id is letters, digits, '-', '_' or '.'; the payload is JSON under the size limit")
+        }
+        let signal = try await client.approval(
+            task: id, payload: body?["payload"], edit: edit, id: body?["id"]?.stringValue, actor: caller.actor, reason: reason)
+        if signal.payloadJSON.utf8.count > SignalLimits.payloadMaxBytes {
+            throw Problem(
+                .unprocessableContent, code: "invalid-signal", title: "Invalid signal",
+                detail: "the edited payload is over the \(SignalLimits.payloadMaxBytes)-byte limit",
+                fix: "send a smaller edit, or store large data elsewhere and pass a reference")
+        }
+        return try await deliver(signal)
+    }
+
+    /// Delivers `signal` and answers its ``SignalReport``, or 404 (no task) / 409 (ended, mailbox full).
+    func deliver(_ signal: TaskSignal) async throws -> Response {
+        let id = signal.task
         let outcome = try await client.signal(signal)
         switch outcome {
         case .notFound: throw Problem.notFound("no task '\(id)'", fix: "check the id (GET /v1/tasks lists tasks)")

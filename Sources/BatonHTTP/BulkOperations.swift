@@ -14,7 +14,7 @@ import RedisClient
 enum BulkOperations {
     /// How long an operation's status is kept after its last change (7 days).
     static let keepSeconds = 7 * 86_400
-    static let actions = ["redrive", "discard"]
+    static let actions = ["redrive", "discard", "approve"]
 
     static func key(_ store: RedisTaskStore, _ id: String) -> String { store.settings.keys.prefix + "bulk:" + id }
 }
@@ -32,8 +32,10 @@ extension APIRoutes {
         guard let action = body?["action"]?.stringValue, BulkOperations.actions.contains(action) else {
             throw Problem(
                 .unprocessableContent, code: "invalid-action", title: "Unknown bulk action",
-                detail: "'action' must be \"redrive\" or \"discard\"", fix: #"send "action": "redrive" or "action": "discard""#)
+                detail: "'action' must be \"redrive\", \"discard\" or \"approve\"",
+                fix: #"send "action": "redrive", "discard" or "approve""#)
         }
+        if action == "approve" { return try await startBulkApprove(body, caller: caller) }
         let reason = try Self.reason(body)
         let filter = try Self.bulkSelection(body, action: action)
         let selected = try await queries.deadLetters(matching: filter, withBody: false).items.map(\.id)
@@ -82,6 +84,89 @@ extension APIRoutes {
         let answer: JSONValue = [
             "id": .string(id), "status": "running", "action": .string(action), "filter": .string(filter.description),
             "total": .int(Int64(selected.count)),
+        ]
+        var headers = HTTPFields()
+        headers[.location] = "/v1/bulk/\(id)"
+        return try Self.json(answer, status: .accepted, headers: headers)
+    }
+
+    /// `POST /v1/bulk` `{"action": "approve", "filter": {"agent"?, "tenant"?, "older_than"?} | "all": true, "reason",
+    /// "dry_run"?}`: approves the pending approvals the Inbox's filters select (never a task in needs_review). With
+    /// `"dry_run": true`: 200 `{"dry_run": true, "action", "filter", "count", "samples": [five Inbox items]}` and
+    /// nothing changes; else a tracked operation like a bulk redrive (202, then `GET /v1/bulk/{id}`), with one audit
+    /// entry `approve` (filter, count, reason).
+    func startBulkApprove(_ body: JSONValue?, caller: Caller) async throws -> Response {
+        let filterJSON = body?["filter"] ?? .object([:])
+        guard case .object(let fields) = filterJSON else {
+            throw Problem.badRequest(
+                "'filter' must be an object", fix: #"send "filter": {"agent": "…", "tenant": "…", "older_than": "1h"}"#)
+        }
+        if let unknown = fields.keys.sorted().first(where: { !["agent", "tenant", "older_than"].contains($0) }) {
+            throw Problem.badRequest(
+                "a bulk approve filters by agent, tenant and older_than; '\(unknown)' is not one of them", fix: "drop '\(unknown)'")
+        }
+        let selection: ApprovalSelection
+        do {
+            selection = try ApprovalSelection(
+                agent: filterJSON["agent"]?.stringValue, tenant: filterJSON["tenant"]?.stringValue,
+                olderThan: filterJSON["older_than"]?.stringValue)
+        } catch let error as BatonError {
+            throw Problem.badRequest(error.message, fix: #"pass "older_than": "30m", "1h" or "2d""#)
+        }
+        let all = body?["all"] == .bool(true)
+        guard !selection.isEmpty || all else {
+            throw Problem(
+                .unprocessableContent, code: "no-selection", title: "Nothing selected",
+                detail: "a bulk approve needs a filter, or \"all\": true to approve every pending approval",
+                fix: #"send "filter": {"agent", "tenant", "older_than"} or "all": true"#)
+        }
+        if all && !selection.isEmpty {
+            throw Problem.badRequest(
+                "\"all\": true selects every pending approval, and a filter was given too", fix: "drop 'all' or 'filter'")
+        }
+        let items = try await client.pendingApprovals(selection)
+        if body?["dry_run"] == .bool(true) {
+            return try Self.json(
+                JSONValue.object([
+                    "dry_run": true, "action": "approve", "filter": .string(selection.description), "count": .int(Int64(items.count)),
+                    "samples": try JSONValue.parse(JSONCoding.encode(Array(items.prefix(5)))),
+                ]))
+        }
+        let reason = try Self.reason(body)
+        let id = "bulk-" + TaskID.generate()
+        let store = client.store
+        let key = BulkOperations.key(store, id)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        _ = try await store.redis.pipeline([
+            RedisCommand(
+                "HSET", key, "id", id, "action", "approve", "filter", selection.description, "reason", reason, "actor", caller.actor,
+                "status", "running", "total", items.count, "done", 0, "failed", 0, "started_at", now, "updated_at", now),
+            RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
+        ])
+        let client = self.client
+        let tasks = items.map(\.task.id)
+        Task {
+            do {
+                let reports = try await client.approveAll(
+                    tasks, filter: selection.description, actor: caller.actor, reason: reason + " (bulk \(id))"
+                ) { processed in
+                    _ = try? await store.redis.send(
+                        "HSET", key, "done", processed, "updated_at", Int64(Date().timeIntervalSince1970 * 1000))
+                }
+                let woke = reports.filter { $0.result == "woke" }.count
+                _ = try? await store.redis.send("HSET", key, "done", woke, "failed", reports.count - woke)
+            } catch {
+                _ = try? await store.redis.send("HSET", key, "last_error", "\(error)")
+            }
+            let end = Int64(Date().timeIntervalSince1970 * 1000)
+            _ = try? await store.redis.pipeline([
+                RedisCommand("HSET", key, "status", "done", "finished_at", end, "updated_at", end),
+                RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
+            ])
+        }
+        let answer: JSONValue = [
+            "id": .string(id), "status": "running", "action": "approve", "filter": .string(selection.description),
+            "total": .int(Int64(items.count)),
         ]
         var headers = HTTPFields()
         headers[.location] = "/v1/bulk/\(id)"

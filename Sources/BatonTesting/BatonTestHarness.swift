@@ -199,6 +199,23 @@ public final class BatonTestHarness: Sendable {
         return outcome
     }
 
+    /// Approves a waiting task (the signal `approve`), as `baton approve` does: with `edit` (an RFC 7396 merge patch)
+    /// the payload the woken step receives is `payload` — or, without one, the task's input — with the patch applied,
+    /// and the `signal_received` event records the patch and `edited_by`.
+    @discardableResult
+    public func approve(
+        _ id: String, payload: JSONValue? = nil, edit: JSONValue? = nil, signalID: String? = nil, actor: String = "test",
+        reason: String = ""
+    ) async throws -> SignalOutcome {
+        var base = payload
+        if edit != nil, base == nil { base = store.inputJSON(of: id).flatMap { try? JSONValue.parse(Array($0.utf8)) } }
+        let outcome = try await store.signal(
+            TaskSignal.approval(task: id, base: base, edit: edit, id: signalID, actor: actor, reason: reason))
+        await executor.flushOutbox(task: id)
+        pump()
+        return outcome
+    }
+
     /// Raises a task's limits (`max_cost_usd=+2,max_steps=+50`); a task in `needs_review` resumes at once.
     @discardableResult
     public func raiseBudget(_ id: String, _ raise: String, reason: String = "test", actor: String = "test") async throws -> ControlResult {

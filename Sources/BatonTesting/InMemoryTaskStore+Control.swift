@@ -250,6 +250,11 @@ extension InMemoryTaskStore {
     // MARK: - Inspection
 
     /// The task as stored now, or nil.
+    /// The task's input as submitted (JSON text), nil when there is no such task.
+    public func inputJSON(of id: String) -> String? {
+        state.withLock { $0.tasks[id]?.input }
+    }
+
     public func snapshot(of id: String) -> TaskSnapshot? {
         state.withLock { storage in
             guard let r = storage.tasks[id] else { return nil }

@@ -6,7 +6,7 @@ import Foundation
 struct DeadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dead", abstract: "Inspect, redrive and discard dead letters.",
-        subcommands: [List.self, Show.self, Redrive.self, Discard.self])
+        subcommands: [List.self, Show.self, Export.self, Redrive.self, Discard.self])
 
     /// `baton dead list`.
     struct List: AsyncParsableCommand {
@@ -244,6 +244,37 @@ struct DeadCommand: AsyncParsableCommand {
     }
 }
 
+extension DeadCommand {
+    /// `baton dead export [filters]`: the selected dead letters, each with its body, one JSON object a line.
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the dead letters the filters select as JSONL (one dead-letter view a line, with its body), newest first.",
+            discussion: "Always JSONL on stdout, whatever -o says: redirect it to a file (`baton dead export --agent a > a.jsonl`).")
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var filters: DeadFilterOptions
+
+        @Option(name: [.customLong("reason"), .customLong("dead-reason")], help: "Only this reason (e.g. retries_exhausted).")
+        var reason: String?
+
+        @Option(help: "At most this many (default: all that match).")
+        var limit: Int?
+
+        func validate() throws {
+            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        }
+
+        func run() async throws {
+            let filter = try filters.filter(reason: reason)
+            try await withClient(global.connection) { client in
+                let letters = try await client.queries.deadLetters(matching: filter, limit: limit).items
+                for letter in letters { print(try JSONCoding.string(letter)) }
+                Terminal.note("exported \(letters.count) dead letter\(letters.count == 1 ? "" : "s") (\(filter.description))")
+            }
+        }
+    }
+}
+
 /// The filters of `dead list`, `redrive` and `discard` (the reason filter is added by each: `--reason` is the
 /// why of a redrive).
 struct DeadFilterOptions: ParsableArguments {
@@ -281,13 +312,13 @@ struct DeadFilterOptions: ParsableArguments {
     }
 }
 
-/// What a `--dry-run` prints (`-o json`): the action, the filter, how many letters it selects, five of them.
-struct DryRunReport: Encodable {
+/// What a `--dry-run` prints (`-o json`): the action, the filter, how many it selects (dead letters, approvals), five of them.
+struct DryRunReport<Sample: Encodable>: Encodable {
     var dryRun = true
     var action: String
     var filter: String
     var count: Int
-    var samples: [DeadLetterView]
+    var samples: [Sample]
 
     enum CodingKeys: String, CodingKey {
         case dryRun = "dry_run"

@@ -136,12 +136,44 @@ struct HistoryCommand: AsyncParsableCommand {
 
 /// `baton workers`: the workers that sent a heartbeat.
 struct WorkersCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "workers", abstract: "List the live workers (by heartbeat).")
+    static let configuration = CommandConfiguration(
+        commandName: "workers", abstract: "List the live workers (by heartbeat), or ask one to drain.",
+        discussion: """
+            --drain ID asks worker ID to drain: at its next heartbeat it stops taking steps, lets running ones finish or \
+            yield within its --drain-timeout (as at SIGTERM), deregisters and exits 0. The request is kept in Redis until \
+            the worker honours it, and audited (worker.drain). Exit 4 when no such worker is registered.
+            """)
 
     @OptionGroup var global: GlobalOptions
 
+    @Option(help: ArgumentHelp("Ask this worker to drain and exit (its id from `baton workers`).", valueName: "id"))
+    var drain: String?
+
+    @Option(help: "Why (recorded with the actor in the audit stream).")
+    var reason: String = ""
+
+    @Option(help: "Who is recorded as acting (default: $BATON_ACTOR, else cli:$USER@<short host name>).")
+    var actor: String?
+
     func run() async throws {
         let printer = global.output.printer
+        if let drain {
+            let who = actor.flatMap { $0.isEmpty ? nil : $0 } ?? CLIActor.current()
+            let why = reason.isEmpty ? "no reason given" : reason
+            try await withClient(global.connection) { client in
+                guard try await client.requestDrain(worker: drain, actor: who, reason: why) else {
+                    Terminal.error("no live worker '\(drain)' (list them with `baton workers`)")
+                    throw ExitCode(CLIExit.notFound)
+                }
+                let report = JSONValue.object([
+                    "worker": .string(drain), "result": "drain_requested", "actor": .string(who), "reason": .string(why),
+                ])
+                try printer.one(report, id: drain) {
+                    "\(drain): drain requested; it stops taking steps at its next heartbeat and exits once its running steps end"
+                }
+            }
+            return
+        }
         try await withClient(global.connection) { client in
             let workers = try await client.queries.workers()
             let staleAfter = Double(client.store.settings.workerStaleMilliseconds) / 1000
@@ -161,7 +193,8 @@ struct WorkersCommand: AsyncParsableCommand {
             let host = info?["host"]?.stringValue ?? "-"
             let pid = info?["pid"]?.intValue.map(String.init) ?? "-"
             let age = TextFormat.relative(seconds: worker.heartbeatAgeSeconds)
-            let state = worker.heartbeatAgeSeconds > staleAfter ? "stale" : "live"
+            let stale = worker.heartbeatAgeSeconds > staleAfter
+            let state = stale ? "stale" : worker.drain != nil ? "draining" : "live"
             let inFlight = concurrency == "-" ? "\(worker.inFlight)" : "\(worker.inFlight)/\(concurrency)"
             return [
                 TextFormat.Cell(worker.id), TextFormat.Cell(state, shown: printer.paint(state, state == "live" ? "32" : "33")),

@@ -37,11 +37,11 @@ func sendSignal(_ signal: TaskSignal, global: GlobalOptions) async throws {
 }
 
 /// Parses a `--payload` value: JSON, or `@file`.
-func parsePayload(_ text: String?) throws -> String {
+func parsePayload(_ text: String?, option: String = "--payload") throws -> String {
     guard var text else { return "" }
     if text.hasPrefix("@") {
         guard let data = FileManager.default.contents(atPath: String(text.dropFirst())) else {
-            throw ValidationError("cannot read the payload file \(text.dropFirst())")
+            throw ValidationError("cannot read the \(option) file \(text.dropFirst())")
         }
         text = String(decoding: data, as: UTF8.self)
     }
@@ -49,7 +49,7 @@ func parsePayload(_ text: String?) throws -> String {
         return try JSONValue.parse(Array(text.utf8)).jsonString
     } catch {
         throw ValidationError(
-            "--payload is not valid JSON (\(error)); quote strings, e.g. --payload '\"yes\"' or --payload '{\"ok\":true}'")
+            "\(option) is not valid JSON (\(error)); quote strings, e.g. \(option) '\"yes\"' or \(option) '{\"ok\":true}'")
     }
 }
 
@@ -81,22 +81,105 @@ struct SignalCommand: AsyncParsableCommand {
     }
 }
 
-/// `baton approve TASK`.
+/// `baton approve TASK [--edit @patch.json]`, or a bulk approve by the Inbox's filters.
 struct ApproveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "approve", abstract: "Approve a task waiting for a decision (the signal 'approve', with actor and reason).",
-        discussion: "Exit 4 when the task does not exist, 5 when it already ended.")
+        discussion: """
+            --edit applies an RFC 7396 JSON merge patch to the payload the woken step receives: to --payload when given,             else to the task's input (what the approver reviewed); the history records the patch and who edited.             Without a TASK, approves every pending approval the filters (--agent, --tenant, --older-than) or --all select:             --dry-run shows the count and five of them, else it asks (or --yes), needs --reason, and writes one audit             entry. Exit 4 when the task does not exist, 5 when it already ended.
+            """)
 
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The task id.") var task: String
+    @Argument(help: "The task id; omit it to approve every pending approval the filters select.") var task: String?
     @Option(help: "A payload for the resumed step: JSON or @file.") var payload: String?
+    @Option(help: "An RFC 7396 JSON merge patch (JSON or @file) applied to --payload, else to the task's input.") var edit: String?
     @Option(name: [.long, .customLong("comment")], help: "Why (recorded with the actor).") var reason: String = ""
     @Option(help: "A dedupe id (default: a new id).") var id: String?
+    @Option(help: "Bulk: only this agent's approvals.") var agent: String?
+    @Option(help: "Bulk: only this tenant's approvals.") var tenant: String?
+    @Option(help: ArgumentHelp("Bulk: only approvals waiting at least this long (e.g. 30m, 1h).", valueName: "duration"))
+    var olderThan: String?
+    @Flag(help: "Bulk: select every pending approval (required without a filter).") var all = false
+    @Flag(help: "Bulk: show the count and five samples; change nothing.") var dryRun = false
+    @Flag(help: "Bulk: do not ask for confirmation.") var yes = false
+    @Option(help: "Who is recorded as acting (default: $BATON_ACTOR, else cli:$USER@<short host name>).") var actor: String?
+
+    func validate() throws {
+        let selection = try selection()
+        if task != nil {
+            if !selection.isEmpty || all || dryRun || yes {
+                throw ValidationError(
+                    "name one TASK, or select approvals by --agent/--tenant/--older-than/--all (a bulk approve), not both")
+            }
+            return
+        }
+        if payload != nil || edit != nil || id != nil {
+            throw ValidationError("--payload, --edit and --id apply to one TASK: a bulk approve sends each task a plain approval")
+        }
+        if selection.isEmpty && !all {
+            throw ValidationError("name a TASK, or select approvals by --agent, --tenant, --older-than, or --all")
+        }
+        if all && !selection.isEmpty { throw ValidationError("--all selects every pending approval: drop it or drop the filters") }
+        if !dryRun && reason.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("a bulk approve must say why: add --reason R (recorded in the audit stream)")
+        }
+    }
+
+    func selection() throws -> ApprovalSelection {
+        do { return try ApprovalSelection(agent: agent, tenant: tenant, olderThan: olderThan) } catch let error as BatonError {
+            throw ValidationError("--" + error.message)
+        }
+    }
 
     func run() async throws {
-        let signal = TaskSignal(
-            task: task, name: "approve", payloadJSON: try parsePayload(payload), id: id, actor: CLIActor.current(), reason: reason)
+        let who = actor.flatMap { $0.isEmpty ? nil : $0 } ?? CLIActor.current()
+        guard let task else { return try await runBulk(actor: who) }
+        let editPatch = try edit.map { try JSONValue.parse(Array(try parsePayload($0, option: "--edit").utf8)) }
+        let payloadValue = try payload.map { try JSONValue.parse(Array(try parsePayload($0).utf8)) }
+        if editPatch == nil {
+            let signal = TaskSignal(
+                task: task, name: "approve", payloadJSON: payloadValue?.jsonString ?? "", id: id, actor: who, reason: reason)
+            return try await sendSignal(signal, global: global)
+        }
+        let signal = try await withClient(global.connection) { client in
+            try await client.approval(task: task, payload: payloadValue, edit: editPatch, id: id, actor: who, reason: reason)
+        }
         try await sendSignal(signal, global: global)
+    }
+
+    func runBulk(actor: String) async throws {
+        let printer = global.output.printer
+        let selection = try selection()
+        try await withClient(global.connection, publishing: !dryRun) { client in
+            let items = try await client.pendingApprovals(selection)
+            if dryRun {
+                let report = DryRunReport(
+                    action: "approve", filter: selection.description, count: items.count, samples: Array(items.prefix(5)))
+                try printer.one(report, id: "approve") {
+                    let head =
+                        "dry run: would approve \(items.count) pending approval\(items.count == 1 ? "" : "s") (\(selection.description)); nothing changed"
+                    let rows = report.samples.map { "  \($0.task.id)  \($0.task.agent)  waiting \(TextFormat.duration($0.ageSeconds))" }
+                    return ([head] + rows).joined(separator: "\n")
+                }
+                return
+            }
+            if items.isEmpty {
+                Terminal.note("no pending approvals match (\(selection.description)); nothing to approve")
+                try printer.list([SignalReport](), id: \.task) { "" }
+                return
+            }
+            try confirm("approve \(items.count) pending approval\(items.count == 1 ? "" : "s") (\(selection.description))?", yes: yes)
+            let total = items.count
+            let reports = try await client.approveAll(
+                items.map(\.task.id), filter: selection.description, actor: actor, reason: reason
+            ) { done in
+                if done % 100 == 0 || done == total { Terminal.note("approve: \(done)/\(total)") }
+            }
+            let woke = reports.filter { $0.result == "woke" }
+            try printer.list(printer.quiet ? woke : reports, id: \.task) {
+                (reports.map { "\($0.task): \($0.result)" } + ["approve: \(woke.count) of \(total) woke"]).joined(separator: "\n")
+            }
+        }
     }
 }
 

@@ -92,14 +92,18 @@ struct WorkerCommand: AsyncParsableCommand {
             // Before the worker creates its first metric: swift-metrics is bootstrapped once per process.
             ProcessMetrics.bootstrap()
             let worker = Worker(configuration: configuration, registry: .examples, logger: logger)
-            services.append(.init(service: worker))
+            // A drain request ends the worker by itself: the group then shuts down gracefully (exit 0).
+            services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
             services.append(
                 .init(
                     service: WorkerHTTPServer(host: host, port: port, ready: { worker.isReady }, logger: logger) { bound in
                         Terminal.note("baton worker: metrics on http://\(host):\(bound)/metrics")
                     }))
         } else {
-            services.append(.init(service: Worker(configuration: configuration, registry: .examples, logger: logger)))
+            services.append(
+                .init(
+                    service: Worker(configuration: configuration, registry: .examples, logger: logger),
+                    successTerminationBehavior: .gracefullyShutdownGroup))
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

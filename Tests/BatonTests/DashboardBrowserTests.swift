@@ -58,6 +58,11 @@ struct DashboardBrowserTests {
                 client,
                 SubmitRequest(
                     id: TestServers.uniqueName("dash-approval"), agent: "approval", input: ["timeout_seconds": 600], tenant: tenant))
+            // A second one of that tenant, approved with "Approve all matching" (after the first was edited & approved).
+            let bulkApproval = try await Harness.submit(
+                client,
+                SubmitRequest(
+                    id: TestServers.uniqueName("dash-bulk-approval"), agent: "approval", input: ["timeout_seconds": 600], tenant: tenant))
             // A bucket of this run's own: its dead letters form a fingerprint group no other test shares.
             let bucket = "dash_" + TestServers.uniqueName("x").split(separator: ".").last!
             var dead: [String] = []
@@ -70,12 +75,14 @@ struct DashboardBrowserTests {
                             input: ["permanent": true, "bucket": .string(bucket)])))
             }
             try await Harness.waitForStatus(client, approval, ["waiting"], workers: [worker])
+            try await Harness.waitForStatus(client, bulkApproval, ["waiting"], workers: [worker])
             for id in dead { try await Harness.waitForStatus(client, id, ["dead_lettered"], workers: [worker]) }
 
             let shots = try TestFiles.path("dashboard-screenshots")
             var arguments = [
                 Self.script, "--url", "http://127.0.0.1:\(port)", "--token", Self.operatorToken, "--viewer-token", Self.viewerToken,
-                "--approval", approval, "--tenant", tenant, "--dead", dead.joined(separator: ","), "--bucket", bucket, "--screenshots",
+                "--approval", approval, "--bulk-approval", bulkApproval, "--tenant", tenant, "--dead", dead.joined(separator: ","),
+                "--bucket", bucket, "--screenshots",
                 shots,
             ]
             // The README's two screenshots: written when missing, refreshed with BATON_UPDATE_SCREENSHOTS=1.
@@ -90,6 +97,9 @@ struct DashboardBrowserTests {
             let approved = try await Harness.waitForStatus(client, approval, ["succeeded"], workers: [worker])
             #expect(approved.result?["decision"]?.stringValue == "approve")
             #expect(approved.result?["actor"]?.stringValue == "http:ana (operator)")
+            #expect(approved.result?["payload"]?["note"] == "edited in the browser", "Edit & approve patched the input")
+            let bulkApproved = try await Harness.waitForStatus(client, bulkApproval, ["succeeded"], workers: [worker])
+            #expect(bulkApproved.result?["decision"]?.stringValue == "approve")
             for id in dead {
                 let view = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker])
                 #expect(view.branch >= 1, "task \(id) succeeded without a redrive")
@@ -97,6 +107,7 @@ struct DashboardBrowserTests {
             let audit = try await client.queries.auditEntries(limit: 500)
             #expect(
                 audit.contains { $0.action == "dead.redrive" && $0.actor == "http:ana (operator)" && $0.reason.contains("browser test") })
+            #expect(audit.contains { $0.action == "approve" && $0.filter == "agent=approval,tenant=\(tenant)" && $0.count == 1 })
             for page in ["overview", "inbox", "task-approved", "dead-letters", "task-redriven", "tasks", "workers", "audit"] {
                 #expect(FileManager.default.fileExists(atPath: "\(shots)/\(page).png"), "no screenshot of \(page)")
             }

@@ -23,7 +23,7 @@ struct HTTPAPITests {
 
     /// Runs `body` against a server started for it (stopped gracefully afterwards).
     static func withServer<T: Sendable>(
-        readOnly: Bool = false, tokens: [AccessToken] = tokens, metricsToken: String? = nil,
+        readOnly: Bool = false, tokens: [AccessToken] = tokens, metricsToken: String? = nil, broker: Bool = false,
         _ body: @Sendable (HTTPTestClient, BatonClient) async throws -> T
     ) async throws -> T {
         let client = try await BatonClient.connect(
@@ -31,6 +31,7 @@ struct HTTPAPITests {
         var configuration = BatonHTTPServer.Configuration(host: "127.0.0.1", port: 0, readOnly: readOnly, tokens: tokens)
         configuration.submitReplyTimeout = .seconds(20)
         configuration.eventPollInterval = .milliseconds(50)
+        if broker { configuration.amqpURL = TestServers.amqpURL }
         configuration.metricsTokenDigest = try metricsToken.map { try AccessToken.parse(metricsHash: AccessToken.hash($0)) }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let server = BatonHTTPServer(configuration: configuration, client: client, logger: logger) { continuation.yield($0) }
@@ -175,10 +176,11 @@ struct HTTPAPITests {
         let agent = TestServers.uniqueName("http-ro")
         let queued = try await CLIOperatorTests.withStore { try await Self.task(agent: agent, queue: agent, store: $0) }
         try await Self.withServer(readOnly: true) { http, _ in
-            let routes = [
-                "/v1/tasks", "/v1/tasks/\(queued)/cancel", "/v1/tasks/\(queued)/pause", "/v1/tasks/\(queued)/resume",
-                "/v1/dead/x/redrive", "/v1/dead/x/discard", "/v1/dead/redrive", "/v1/dead/discard",
-            ]
+            let routes =
+                [
+                    "/v1/tasks", "/v1/tasks/\(queued)/cancel", "/v1/tasks/\(queued)/pause", "/v1/tasks/\(queued)/resume",
+                    "/v1/dead/x/redrive", "/v1/dead/x/discard", "/v1/dead/redrive", "/v1/dead/discard",
+                ] + Self.otherMutatingRoutes(task: queued)
             for route in routes {
                 let reply = try await http.request("POST", route, token: Self.operatorToken, body: #"{"reason": "r", "all": true}"#)
                 Self.expectProblem(reply, 405, "read-only", detail: "--read-only")
@@ -496,6 +498,11 @@ struct HTTPAPITests {
         #expect(try await http.request("GET", "/healthz").status == 200)
         #expect(try await http.request("GET", "/v1/workers", token: Self.viewer).status == 200)
         Self.expectProblem(try await http.request("POST", "/v1/tasks", token: Self.viewer, body: "{}"), 405, "read-only")
+        // The fleet's event stream works on a read-only server too (on a broker connection of its own), and an
+        // open stream does not hold up the shutdown.
+        let stream = try await http.events("/v1/events?access_token=\(Self.viewer)", token: nil)
+        defer { stream.close() }
+        #expect(stream.status == 200 && stream.headers["content-type"] == "text/event-stream", "\(server.output)")
         #expect(server.sigterm())
         #expect(await server.waitForExit(timeout: .seconds(15)) == 0, "\(server.output)")
     }

@@ -17,7 +17,7 @@ extension HTTPAPITests {
             let wait = StepExecutor.waitSpec([.signal("approve"), .signal("reject")], then: "decide", onTimeout: nil)
             let outcome = try await store.commit(
                 Commit(task: id, token: claimed.token, seq: 0, kind: .wait(wait), stateJSON: "{}", next: nil))
-            guard case .committed(status: "waiting", _, _) = outcome else {
+            guard case .committed(status: "waiting", _, _, _) = outcome else {
                 throw HTTPTestClient.TestError(description: "not waiting: \(outcome)")
             }
             return id
@@ -70,6 +70,12 @@ extension HTTPAPITests {
             let rejected = try await http.request(
                 "POST", "/v1/tasks/\(other)/reject", token: Self.operatorToken, body: #"{"reason": "no"}"#)
             #expect(rejected.json["result"] as? String == "woke" && rejected.json["signal"] as? String == "reject")
+            // Each signal that was taken is in the audit stream with the token's actor and its reason.
+            let audited = try await client.queries.auditEntries(limit: 1000).filter { $0.target == id || $0.target == other }
+            #expect(audited.contains { $0.action == "signal.callback" && $0.target == id && $0.reason == "hook" })
+            #expect(audited.contains { $0.action == "signal.approve" && $0.target == id && $0.reason == "looks right" })
+            #expect(audited.contains { $0.action == "signal.reject" && $0.target == other && $0.reason == "no" })
+            #expect(audited.allSatisfy { $0.actor == "http:ana (operator)" })
             _ = try await client.act("cancel", task: other, reason: "done", actor: "test")
             Self.expectProblem(try await http.request("POST", "/v1/tasks/\(other)/reject", token: Self.operatorToken), 409, "conflict")
 

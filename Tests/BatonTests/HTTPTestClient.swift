@@ -5,6 +5,8 @@ import Foundation
 /// call runs on a thread of its own, never on Swift's cooperative pool.
 struct HTTPTestClient: Sendable {
     let port: Int
+    /// How long a read may wait for a byte (a server answering from `rabbitmqctl` on a loaded machine needs more).
+    var receiveTimeoutSeconds = 20
 
     struct Reply: Sendable {
         var status: Int
@@ -26,9 +28,9 @@ struct HTTPTestClient: Sendable {
     func request(
         _ method: String, _ path: String, token: String? = nil, headers: [String: String] = [:], body: String? = nil
     ) async throws -> Reply {
-        let port = self.port
+        let (port, timeout) = (self.port, receiveTimeoutSeconds)
         return try await Self.offPool {
-            let connection = try Connection(port: port)
+            let connection = try Connection(port: port, timeoutSeconds: timeout)
             defer { connection.close() }
             try connection.send(Self.head(method, path, token: token, headers: headers, body: body))
             var raw: [UInt8] = []
@@ -147,9 +149,9 @@ struct HTTPTestClient: Sendable {
 
     /// Opens `path` with `Accept: text/event-stream`.
     func events(_ path: String, token: String?, lastEventID: String? = nil) async throws -> EventStream {
-        let port = self.port
+        let (port, timeout) = (self.port, receiveTimeoutSeconds)
         return try await Self.offPool {
-            let connection = try Connection(port: port)
+            let connection = try Connection(port: port, timeoutSeconds: timeout)
             var headers = ["Accept": "text/event-stream"]
             if let lastEventID { headers["Last-Event-ID"] = lastEventID }
             try connection.send(Self.head("GET", path, token: token, headers: headers, body: nil))
@@ -169,10 +171,10 @@ struct HTTPTestClient: Sendable {
         // The descriptor is used by one thread at a time (see HTTPTestClient).
         let fd: Int32
 
-        init(port: Int) throws {
+        init(port: Int, timeoutSeconds: Int = 20) throws {
             fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw TestError(description: "socket() failed: \(errno)") }
-            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)

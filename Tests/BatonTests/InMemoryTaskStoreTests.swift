@@ -47,7 +47,7 @@ struct InMemoryTaskStoreTests {
         #expect(try await store.charge(task: "t1", token: second.token, Charge(tokens: 50)) == .ok)
         #expect(try await store.charge(task: "t1", token: second.token, Charge(tokens: 60)) == .exceeded("tokens"))
         let commit = Commit(task: "t1", token: second.token, seq: 0, kind: .next(step: "s"), stateJSON: "{\"n\":1}", next: nil)
-        guard case .committed("budget_exceeded", 1, nil) = try await store.commit(commit) else {
+        guard case .committed("budget_exceeded", 1, nil, _) = try await store.commit(commit) else {
             Issue.record("110 tokens ≥ 100 must stop the task at its commit")
             return
         }
@@ -101,7 +101,7 @@ struct InMemoryTaskStoreTests {
         }
         #expect(winner.result == "\"one\"")
         let commit = Commit(task: "t1", token: second.token, seq: 0, kind: .complete(resultJSON: "1"), stateJSON: "{}", next: nil)
-        guard case .committed("succeeded", 1, nil) = try await store.commit(commit) else {
+        guard case .committed("succeeded", 1, nil, _) = try await store.commit(commit) else {
             Issue.record("the commit must succeed")
             return
         }

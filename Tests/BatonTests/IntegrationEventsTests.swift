@@ -375,6 +375,89 @@ struct EventRelayTests {
                 ]))
     }
 
+    /// The hot path publishes its own event: a step commit of a task whose earlier events are all published returns
+    /// its event (marked a lease ahead, so the relay leaves it alone); the worker's `eventsPublished` moves the cursor.
+    /// While a task has unpublished events its commits return none, and the relay publishes everything in order.
+    @Test func aStepCommitReturnsItsEventForTheWorkerToPublish() async throws {
+        let store = try await Self.store(prefix: "bt-inline")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let keys = store.settings.keys
+        let id = TestServers.uniqueName("inline")
+        let bucket = keys.bucket(of: id)
+        _ = try await store.submit(
+            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
+        )
+        let bus = CapturingBus()
+        let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+        func step(_ seq: Int64) async throws -> CommitOutcome {
+            let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
+            guard case .run(let claimed) = try await store.claim(message, worker: "w-inline", leaseMilliseconds: 10_000) else {
+                Issue.record("seq \(seq) was not claimed")
+                return .fenced
+            }
+            var next = message
+            next.seq += 1
+            return try await store.commit(
+                Commit(
+                    task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
+                    next: .step(next, queue: "default")))
+        }
+        let first = try await step(0)
+        // `submitted` and `started` were still unpublished: the relay's.
+        guard case .committed("queued", 1, _, nil) = first else {
+            Issue.record("unexpected \(first)")
+            return
+        }
+        #expect(try await relay.relay() == 3)
+        let cursor = try await redis.send("HGET", keys.task(id), "events_cursor").string ?? ""
+
+        guard case .committed("queued", 2, _, let event?) = try await step(1) else {
+            Issue.record("the commit returned no event")
+            return
+        }
+        #expect(event.message.routingKey == "report.\(id).step_committed")
+        #expect(event.message.exchange == Topology.eventsExchange)
+        #expect(event.cursorBefore == cursor)
+        let body = try JSONValue.parse(Array(event.message.body.utf8))
+        #expect(body["seq"]?.intValue == 2)
+        #expect(body["id"]?.stringValue == "evt_\(id)_2_\(event.streamID)")
+        #expect(body["status"]?.stringValue == "queued")
+        // Marked a lease ahead: the relay does not take it while its worker publishes.
+        let score = Int64(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string ?? "") ?? 0
+        #expect(score > Int64(Date().timeIntervalSince1970 * 1000) + 5_000)
+        #expect(try await relay.relay() == 0)
+        await store.eventsPublished([event])
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == event.streamID)
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string == nil)
+
+        // A worker that dies before `eventsPublished`: the next commit returns no event; when the mark comes due the
+        // relay publishes both, in order.
+        guard case .committed("queued", 3, _, let unpublished?) = try await step(2) else {
+            Issue.record("the commit returned no event")
+            return
+        }
+        guard case .committed("queued", 4, _, nil) = try await step(3) else {
+            Issue.record("a commit behind an unpublished event returned one")
+            return
+        }
+        _ = try await redis.send("ZADD", keys.eventsPending(bucket: bucket), 0, id)
+        #expect(try await relay.relay() == 2)
+        let history = try await TaskQueries(store: store).history(id)
+        let relayed = bus.messages.withLock { $0 }
+        #expect(
+            relayed.map(\.routingKey) == history.filter { $0.seq != 2 || $0.type != "step_committed" }.map { "report.\(id).\($0.type)" })
+        #expect(relayed.suffix(2).first?.body.contains(unpublished.streamID) == true)
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string == nil)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.eventsPending(bucket: bucket),
+                    keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+                ] + (0...4).map { keys.checkpoint(id, seq: Int64($0)) }))
+    }
+
     /// An unconfirmed publish: only the confirmed prefix advances the cursor, and the next round re-publishes the
     /// rest, so the consumer sees every event in order (with at most the unconfirmed tail twice).
     @Test func anUnconfirmedTailIsPublishedAgainInOrder() async throws {

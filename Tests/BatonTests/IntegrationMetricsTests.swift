@@ -1,3 +1,4 @@
+import AMQPClient
 import Baton
 import Foundation
 import TestSupport
@@ -48,6 +49,7 @@ struct IntegrationMetricsTests {
         "baton_worker_steps_in_flight": ("gauge", ["worker"]),
         "baton_outbox_pending": ("gauge", []),
         "baton_time_in_state_seconds": ("gauge", ["agent", "status"]),
+        "baton_queue_oldest_message_age_seconds": ("gauge", ["queue"]),
     ]
 
     @Test(
@@ -59,7 +61,8 @@ struct IntegrationMetricsTests {
         let services = LocalServices(configuration: sandbox.configuration)
         _ = try await services.start()
         do {
-            try await Self.run(amqpURL: sandbox.configuration.amqpURL, redisURL: sandbox.configuration.redisURL)
+            try await Self.run(
+                amqpURL: sandbox.configuration.amqpURL, redisURL: sandbox.configuration.redisURL, servicesDirectory: sandbox.directory)
         } catch {
             _ = try? await services.stop()
             throw error
@@ -67,8 +70,11 @@ struct IntegrationMetricsTests {
         _ = try await services.stop()
     }
 
-    static func run(amqpURL: String, redisURL: String) async throws {
-        let environment = Harness.environment(["BATON_AMQP_URL": amqpURL, "BATON_REDIS_URL": redisURL])
+    /// - Parameter servicesDirectory: the sandbox's `BATON_SERVICES_DIR`, so `baton serve` reads its queues with
+    ///   rabbitmqctl (the oldest message's age comes only from there).
+    static func run(amqpURL: String, redisURL: String, servicesDirectory: String) async throws {
+        let environment = Harness.environment(
+            ["BATON_AMQP_URL": amqpURL, "BATON_REDIS_URL": redisURL, "BATON_SERVICES_DIR": servicesDirectory])
         let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, logger: Harness.logger)
         do {
             // The worker, with its metrics endpoint on a free port.
@@ -133,18 +139,35 @@ struct IntegrationMetricsTests {
             #expect(scraped.sum("baton_step_duration_seconds_count", where: ["agent": "stepchain"]) >= 1)
             #expect(scraped.samples.allSatisfy { $0.labels["task"] == nil && $0.labels["task_id"] == nil }, "a task id as a label")
 
+            // A queue with a message and no consumer, so a head message has an age (its AMQP timestamp, 2 min ago).
+            let probe = "baton.steps." + TestServers.uniqueName("m-probe")
+            var probeConfiguration = try AMQPConfiguration(url: amqpURL, connectionName: "baton-metrics-test")
+            probeConfiguration.connectTimeout = .seconds(5)
+            let probeConnection = try await AMQPConnection.connect(probeConfiguration, logger: Harness.logger)
+            let probeChannel = try await probeConnection.openChannel(confirms: true)
+            try await probeChannel.declareQueue(probe, durable: false, autoDelete: false)
+            var properties = AMQPProperties.persistentJSON
+            properties.timestamp = UInt64(Date().timeIntervalSince1970) - 120
+            try await probeChannel.publish(AMQPMessage(exchange: "", routingKey: probe, body: Array("{}".utf8), properties: properties))
+
             // `baton serve`: the fleet's gauges.
             let serve = try WorkerProcess.start(
                 executable: try Harness.baton(), arguments: ["serve", "--bind", "127.0.0.1:0"], environment: environment,
                 outputFile: try TestFiles.path("serve-metrics") + ".log")
             defer { serve.sigkill() }
             let servePort = try await Self.port(in: serve, marker: "listening on http://127.0.0.1:")
-            let serveHTTP = HTTPTestClient(port: servePort)
+            // Its queue numbers come from `rabbitmqctl` (an Erlang VM per call): slow on a loaded machine.
+            let serveHTTP = HTTPTestClient(port: servePort, receiveTimeoutSeconds: 120)
             let fleet = try await Self.scrape(serveHTTP)
             Self.check(fleet, Self.serveFamilies, who: "serve")
             #expect(fleet.sum("baton_workers", where: ["state": "live"]) >= 1)
             #expect(fleet.sum("baton_dead_letters", where: ["agent": "flaky"]) >= 1)
             #expect(fleet.sum("baton_waiting_tasks", where: ["agent": "approval", "kind": "signal"]) >= 1)
+            let probeAge = fleet.sum("baton_queue_oldest_message_age_seconds", where: ["queue": probe])
+            #expect(probeAge >= 119 && probeAge < 3600, "oldest message age of \(probe): \(probeAge)")
+            #expect(fleet.sum("baton_queue_messages", where: ["queue": probe, "state": "ready"]) == 1)
+            _ = try? await probeChannel.deleteQueue(probe)
+            await probeConnection.close()
 
             // GET /v1/queues: the rows of `baton queues -o json`.
             let queues = try await serveHTTP.request("GET", "/v1/queues")

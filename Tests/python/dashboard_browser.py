@@ -109,6 +109,7 @@ def main():
     parser.add_argument("--viewer-token", required=True)
     parser.add_argument("--approval", required=True, help="a task of agent `approval` waiting for approve")
     parser.add_argument("--tenant", required=True, help="the approval task's tenant (its own)")
+    parser.add_argument("--bulk-approval", help="a second waiting `approval` task of that tenant, for Approve all matching")
     parser.add_argument("--dead", required=True, help="comma-separated dead-lettered tasks of agent `flaky` (permanent)")
     parser.add_argument("--bucket", required=True, help="the failure bucket of the dead letters (theirs alone)")
     parser.add_argument("--screenshots", required=True)
@@ -153,15 +154,36 @@ def main():
         page.open(f"#/inbox?agent=approval&tenant={args.tenant}", "inbox")
         row = page.wait(lambda d: page.css(f'tr[data-task="{args.approval}"]'), "the approval task in the Inbox")[0]
         page.screenshot("inbox", docs=True)
+        # Edit & approve: a merge patch on the task's input; the woken step receives the edited document.
         row.find_element(By.CSS_SELECTOR, ".comment").send_keys("looks good (browser test)")
-        row.find_element(By.CSS_SELECTOR, 'button[data-action="approve"]').click()
+        row.find_element(By.CSS_SELECTOR, 'button[data-action="edit-approve"]').click()
+        patch = page.wait(lambda d: row.find_elements(By.CSS_SELECTOR, ".edit-patch"), "the edit box")[0]
+        patch.clear()
+        patch.send_keys('{"note": "edited in the browser"}')
+        row.find_element(By.CSS_SELECTOR, 'button[data-action="send-edit"]').click()
         page.wait(lambda d: "Approved" in d.find_element(By.ID, "flash").text, "the approval to be confirmed")
         page.task_status(args.approval, ["succeeded"])
         result = driver.find_element(By.ID, "task-result").text
-        if '"approve"' not in result or "looks good" not in result:
-            fail(f"the approved task's result does not show the approval: {result}")
+        if '"approve"' not in result or "looks good" not in result or "edited in the browser" not in result:
+            fail(f"the approved task's result does not show the edited approval: {result}")
         page.wait(lambda d: page.css('tr[data-event="succeeded"]') or page.css('tr[data-event]'), "live events on the task page")
         page.screenshot("task-approved")
+
+        # Approve all matching: the dry run counts the one approval left in this tenant, then a reason confirms it.
+        if args.bulk_approval:
+            page.open(f"#/inbox?agent=approval&tenant={args.tenant}", "inbox")
+            page.wait(lambda d: page.css(f'tr[data-task="{args.bulk_approval}"]'), "the second approval in the Inbox")
+            driver.find_element(By.ID, "approve-all").click()
+            count = int(page.wait(lambda d: page.css("#approve-all-count"), "the bulk approve dry run")[0].text)
+            if count != 1:
+                fail(f"the bulk approve dry run selects {count} approvals, not the 1 left in tenant {args.tenant}")
+            if api(args, f"/v1/tasks/{urllib.parse.quote(args.bulk_approval, safe='')}")["status"] != "waiting":
+                fail("the bulk approve dry run changed the task")
+            box = driver.find_element(By.ID, "approve-all-box")
+            box.find_element(By.CSS_SELECTOR, ".bulk-reason").send_keys("batch (browser test)")
+            box.find_element(By.CSS_SELECTOR, 'button[data-action="approve-all-confirm"]').click()
+            page.wait(lambda d: "Approved 1 of 1" in d.find_element(By.ID, "flash").text, "the bulk approve to be confirmed")
+            page.task_status(args.bulk_approval, ["succeeded"])
 
         # Redrive the group: dry run first, then confirm with a reason.
         for task in dead_tasks:
@@ -186,6 +208,12 @@ def main():
                   "the redrive to be confirmed")
         for task in dead_tasks:
             page.task_status(task, ["succeeded"])
+        # The task page's branch tree shows the redrive's branch (from the history), and two checkpoints diff.
+        branch = page.wait(lambda d: page.css('li[data-branch="1"]'), "the redrive's branch in the branch tree")[0]
+        if "redriven" not in branch.text or "provider fixed" not in branch.text:
+            fail(f"the branch tree does not say why branch 1 exists: {branch.text}")
+        driver.find_element(By.CSS_SELECTOR, 'button[data-view="diff"]').click()
+        page.wait(lambda d: page.css(".diff table, .diff p"), "the checkpoint diff")
         page.screenshot("task-redriven")
 
         # The other pages.

@@ -26,6 +26,8 @@ struct AgentRunner: Sendable {
         var stateJSON: String?
         /// What the step charged (for the worker's metrics).
         var charged = Charge()
+        /// The decoded input and the state the step left (a ``StickyState``), for the worker's ``StateCache``.
+        var sticky: (any Sendable)? = nil
     }
 
     let name: String
@@ -60,10 +62,22 @@ struct AgentRunner: Sendable {
             let input: A.Input
             let state: A.State
             do {
-                input = try inputs.value(for: claimed.id, json: claimed.inputJSON) {
-                    try JSONCoding.decoder.decode(A.Input.self, from: Data(claimed.inputJSON))
+                if let cached = claimed.cachedState {
+                    // The claim skipped the checkpoint and input because this worker holds them decoded.
+                    guard let sticky = cached as? StickyState<A.Input, A.State> else {
+                        return StepResult(
+                            outcome: .failure(
+                                StepError.retryable("the cached state of task \(claimed.id) is not a \(A.self) state", bucket: "internal")),
+                            stateJSON: nil)
+                    }
+                    input = sticky.input
+                    state = sticky.state
+                } else {
+                    input = try inputs.value(for: claimed.id, json: claimed.inputJSON) {
+                        try JSONCoding.decoder.decode(A.Input.self, from: Data(claimed.inputJSON))
+                    }
+                    state = try JSONCoding.decoder.decode(A.State.self, from: Data(claimed.stateJSON))
                 }
-                state = try JSONCoding.decoder.decode(A.State.self, from: Data(claimed.stateJSON))
             } catch {
                 return StepResult(
                     outcome: .failure(
@@ -81,7 +95,9 @@ struct AgentRunner: Sendable {
                 outcome = .failure(error)
             }
             do {
-                return StepResult(outcome: outcome, stateJSON: try JSONCoding.string(context.state), charged: context.charged)
+                return StepResult(
+                    outcome: outcome, stateJSON: try JSONCoding.string(context.state), charged: context.charged,
+                    sticky: StickyState(input: input, state: context.state))
             } catch {
                 return StepResult(
                     outcome: .failure(StepError.permanent("the state does not encode: \(error)", bucket: "invalid_state")), stateJSON: nil,

@@ -29,6 +29,7 @@ public enum ConfigKeys {
     public static let workerDrainTimeout = "worker.drain_timeout"
     public static let workerLease = "worker.lease"
     public static let workerTimeSlice = "worker.time_slice"
+    public static let workerStateCache = "worker.state_cache"
     public static let workerHeartbeatInterval = "worker.heartbeat_interval"
     public static let workerStaleAfter = "worker.stale_after"
     public static let sweepsTimerInterval = "sweeps.timer_interval"
@@ -73,6 +74,9 @@ public enum ConfigKeys {
         Key(name: workerDrainTimeout, defaultValue: "30s", summary: "time running steps get at SIGTERM"),
         Key(name: workerLease, defaultValue: "15s", summary: "lease of a running step, renewed every third"),
         Key(name: workerTimeSlice, defaultValue: "60s", summary: "after it a step's shouldYield is true"),
+        Key(
+            name: workerStateCache, defaultValue: "1024",
+            summary: "tasks whose last committed state a worker keeps decoded, so their next step skips reading it (0: off)"),
         Key(name: workerHeartbeatInterval, defaultValue: "2s", summary: "how often a worker reports itself"),
         Key(name: workerStaleAfter, defaultValue: "10s", summary: "a lease holder silent this long counts as dead"),
         Key(name: sweepsTimerInterval, defaultValue: "100ms", summary: "how often due timers are fired"),

@@ -268,7 +268,8 @@ public final class BatonClient: Sendable {
 
     /// Delivers a signal (deduplicated by its id) and, when it woke the task, publishes the resumed step at
     /// once (else the outbox sweep of a worker does). The signal is recorded with actor and reason.
-    public func signal(_ signal: TaskSignal) async throws -> SignalOutcome {
+    /// - Parameter audit: false when the caller records one audit entry for many (a bulk approve).
+    public func signal(_ signal: TaskSignal, audit: Bool = true) async throws -> SignalOutcome {
         let request = SignalRequest(taskID: signal.task, name: signal.name, id: signal.id)
         try request.validate()
         if signal.payloadJSON.utf8.count > SignalLimits.payloadMaxBytes {
@@ -279,8 +280,9 @@ public final class BatonClient: Sendable {
         let outcome = try await store.signal(signal)
         if outcome == .woke, let bus { await Outbox.flush(task: signal.task, store: store, bus: bus, logger: logger) }
         switch outcome {
-        case .woke, .stored:
-            try await queries.audit(actor: signal.actor, action: "signal.\(signal.name)", target: signal.task, reason: signal.reason)
+        case .woke where audit, .stored where audit:
+            let action = "signal.\(signal.name)" + (signal.edit == nil ? "" : ".edited")
+            try await queries.audit(actor: signal.actor, action: action, target: signal.task, reason: signal.reason)
         default: break
         }
         return outcome

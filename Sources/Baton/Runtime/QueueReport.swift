@@ -63,12 +63,17 @@ public enum QueueReport {
         return rows
     }
 
+    /// A `baton.*` queue, but not a short-lived reply queue nor a `GET /v1/events` client's tail queue.
+    static func isListed(_ name: String) -> Bool {
+        name.hasPrefix("baton.") && !name.hasPrefix("baton.reply.") && !name.hasPrefix(EventSubscription.queuePrefix)
+    }
+
     /// Rows from `rabbitmqctl list_queues` (the local node of `baton services`): every `baton.*` queue (but the
-    /// short-lived reply queues) and the expected ones that are missing.
+    /// short-lived reply and tail queues, ``isListed(_:)``) and the expected ones that are missing.
     static func rows(_ stats: [LocalServices.QueueStats], names: [(name: String, kind: String)]) -> [Row] {
         let kinds = Dictionary(names.map { ($0.name, $0.kind) }, uniquingKeysWith: { first, _ in first })
         let now = Date().timeIntervalSince1970
-        var rows: [Row] = stats.filter { kinds[$0.name] != nil || ($0.name.hasPrefix("baton.") && !$0.name.hasPrefix("baton.reply.")) }
+        var rows: [Row] = stats.filter { kinds[$0.name] != nil || Self.isListed($0.name) }
             .map { stat in
                 var row = Row(
                     queue: stat.name, kind: kinds[stat.name] ?? kind(of: stat.name), exists: true, ready: UInt32(clamping: stat.ready),

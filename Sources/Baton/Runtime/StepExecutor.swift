@@ -13,6 +13,8 @@ public struct ProtocolSettings: Sendable {
     public var submitMaxBytes = 1 << 20
     /// Children a task may start over its life (`parallel`); one more fails the task naming this cap.
     public var maxChildren = ChildLimits.maxChildren
+    /// Tasks whose last committed state a worker keeps decoded (``StateCache``); 0 turns the cache off.
+    public var stateCacheEntries = 1024
     /// Limits applied when neither the submit nor the agent states them.
     public var defaultLimits = BudgetLimits(maxSteps: 10_000, maxToolCalls: 10_000, maxHandoffs: 1_000, maxAttempts: 5)
 
@@ -116,6 +118,7 @@ public struct StepExecutor: Sendable {
     public let logger: Logger
     let drain: StepSignals
     let leases: LeaseKeeper
+    let states: StateCache
 
     public init(
         registry: AgentRegistry, store: any TaskStore, bus: any MessageBus, workerID: String, settings: ProtocolSettings, logger: Logger
@@ -129,6 +132,7 @@ public struct StepExecutor: Sendable {
         let drain = StepSignals()
         self.drain = drain
         self.leases = LeaseKeeper(store: store, workerID: workerID, settings: settings, drain: drain)
+        self.states = StateCache(capacity: settings.stateCacheEntries)
     }
 
     /// Tells running steps that the worker is shutting down (``StepContext/shouldYield`` becomes true).
@@ -274,7 +278,11 @@ public struct StepExecutor: Sendable {
             claimed()
             return
         }
-        let claims = await store.claimAll(decoded.map(\.message), worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+        let cached = decoded.map {
+            states.take(task: $0.message.task, seq: $0.message.seq, branch: $0.message.branch, agent: $0.message.agent)
+        }
+        let claims = await store.claimAll(
+            decoded.map(\.message), worker: workerID, leaseMilliseconds: settings.leaseMilliseconds, stateCached: cached.map { $0 != nil })
         claimed()
 
         enum Event: Sendable {
@@ -284,13 +292,14 @@ public struct StepExecutor: Sendable {
         }
         await withTaskGroup(of: Event.self) { group in
             var running = 0
-            for ((index, message), claim) in zip(decoded, claims) {
+            for (((index, message), claim), cachedState) in zip(zip(decoded, claims), cached) {
                 let delivery = deliveries[index]
                 switch claim {
                 case .failure(let error):
                     await settle(index, .requeue("Redis: \(error)"))
                 case .success(.run(var claimed)):
                     claimed.queue = delivery.routingKey
+                    if let cachedState { claimed.cachedState = cachedState }
                     if let published = delivery.publishedAtSeconds {
                         // Publish (the broker's timestamp, whole seconds) → claim (Redis's clock).
                         BatonMetrics.queueWait(delivery.routingKey).record(
@@ -514,7 +523,12 @@ public struct StepExecutor: Sendable {
                 kind = dead(reason, stepError)
             }
         }
-        return .commit(PendingCommit(claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement))
+        var sticky: (any Sendable)? = nil
+        switch kind {
+        case .next, .handoff: sticky = result.sticky  // the state committed is the step's (`result.stateJSON`)
+        default: break
+        }
+        return .commit(PendingCommit(claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky))
     }
 
     /// The committed form of a `parallel` outcome: each child's agent, initial state, first step, queue and
@@ -655,8 +669,10 @@ public struct StepExecutor: Sendable {
     func commit(_ p: PendingCommit) async -> Disposition {
         let (request, next) = request(p)
         do {
-            let (disposition, hop) = await finish(p, next: next, outcome: try await store.commit(request))
+            let outcome = try await store.commit(request)
+            let (disposition, hop) = await finish(p, next: next, outcome: outcome)
             if let hop { hop.settlement.settle([hop]) }
+            if case .committed(_, _, _, let event?) = outcome { publishEvents([event]) }
             return disposition
         } catch {
             // Unknown whether it committed: leave the delivery unacked for redelivery; the seq check dedupes.
@@ -670,18 +686,33 @@ public struct StepExecutor: Sendable {
         let outcomes = await store.commitAll(requests.map(\.0))
         var dispositions: [Disposition] = []
         var hops: [SettlementHop] = []
+        var events: [InlineEvent] = []
         for (item, (request, outcome)) in zip(items, zip(requests, outcomes)) {
             switch outcome {
             case .success(let outcome):
                 let (disposition, hop) = await finish(item, next: request.next, outcome: outcome)
                 dispositions.append(disposition)
                 if let hop { hops.append(hop) }
+                if case .committed(_, _, _, let event?) = outcome { events.append(event) }
             case .failure(let error): dispositions.append(.requeue("commit: \(error)"))
             }
         }
         // The next-step publishes of the batch go to the broker in one hand-off.
         if let first = hops.first { first.settlement.settle(hops) }
+        publishEvents(events)
         return dispositions
+    }
+
+    /// Publishes the events the commits returned (the hot path's own events) in one hand-off, and once the broker
+    /// confirmed them moves their tasks' relay cursors; without waiting. What is not confirmed stays for the relay.
+    func publishEvents(_ events: [InlineEvent]) {
+        guard !events.isEmpty else { return }
+        let bus = self.bus
+        let store = self.store
+        Task {
+            let results = await bus.publish(events.map(\.message))
+            await store.eventsPublished(zip(events, results).compactMap { event, failure in failure == nil ? event : nil })
+        }
     }
 
     /// What follows a commit: the ack, or the publish of its outbox with the late ack — returned as a hop for
@@ -697,8 +728,11 @@ public struct StepExecutor: Sendable {
             BatonMetrics.steps(claimed.agent, claimed.step, "fenced").increment()
             logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
             return (.ack, nil)
-        case .committed(let status, _, let outboxID):
+        case .committed(let status, let seq, let outboxID, _):
             CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
+            if status == "queued", let sticky = p.sticky {
+                states.put(task: claimed.id, seq: seq, branch: claimed.branch, agent: claimed.agent, value: sticky)
+            }
             recordCommit(claimed, kind: kind, status: status)
             if TaskView.terminalStatuses.contains(status), let parent = TaskID.parent(of: claimed.id) {
                 // A child's end may have woken its parent: publish the join step now, not at the next outbox sweep.
@@ -760,6 +794,8 @@ struct PendingCommit: Sendable {
     var state: String
     var logger: Logger
     var settlement: (any DeliverySettlement)?
+    /// The decoded input and state to keep in the worker's ``StateCache`` once the commit queued the next step.
+    var sticky: (any Sendable)? = nil
 }
 
 /// One delivery of a step message, for ``StepExecutor/handleSteps(_:settle:)``.

@@ -20,7 +20,7 @@ final class Sweeps: Sendable {
         redis.call('ZADD', KEYS[1], now, ARGV[1])
         redis.call('HSET', KEYS[2], 'id', ARGV[1], 'heartbeat_at', now, 'in_flight', ARGV[2], 'info', ARGV[3])
         redis.call('PEXPIRE', KEYS[2], ARGV[4])
-        return now
+        return redis.call('HGET', KEYS[2], 'drain') or ''
         """)
 
     /// Where the event relay publishes (the executor's bus unless given).
@@ -43,7 +43,9 @@ final class Sweeps: Sendable {
     func stop() { stopped.store(true, ordering: .relaxed) }
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
-    func run(inFlight: @escaping @Sendable () -> Int) async {
+    /// - Parameter onDrainRequest: called (with the request's JSON) when a heartbeat finds a drain request for this
+    ///   worker (`baton workers --drain ID`).
+    func run(inFlight: @escaping @Sendable () -> Int, onDrainRequest: @escaping @Sendable (String) -> Void = { _ in }) async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.loop(every: self.configuration.timerInterval) { try await self.fireTimers() } }
             group.addTask { await self.loop(every: self.configuration.outboxSweepInterval) { try await self.sweepOutbox() } }
@@ -59,7 +61,9 @@ final class Sweeps: Sendable {
                 await sender.run(every: self.configuration.timerInterval * 5) { self.isStopped }
             }
             group.addTask {
-                await self.loop(every: self.configuration.heartbeatInterval) { try await self.heartbeat(inFlight: inFlight()) }
+                await self.loop(every: self.configuration.heartbeatInterval) {
+                    if let request = try await self.heartbeat(inFlight: inFlight()) { onDrainRequest(request) }
+                }
             }
         }
     }
@@ -89,7 +93,9 @@ final class Sweeps: Sendable {
         }
     }
 
-    func heartbeat(inFlight: Int) async throws {
+    /// Records this worker's heartbeat; returns the drain request an operator left for it (its JSON), if any.
+    @discardableResult
+    func heartbeat(inFlight: Int) async throws -> String? {
         BatonMetrics.setInFlight(worker: configuration.workerID, inFlight)
         let info = JSONValue.object([
             "queues": .array(configuration.queues.map { $0.map(JSONValue.string) } ?? executor.registry.queues.map(JSONValue.string)),
@@ -97,9 +103,11 @@ final class Sweeps: Sendable {
             "pid": .int(Int64(getpid())), "host": .string(ProcessInfo.processInfo.hostName),
         ])
         let ttl = Int64(configuration.heartbeatInterval.components.seconds * 1000) * 15 + 1000
-        try await redis.evalSHA(
+        let drain = try await redis.evalSHA(
             Self.heartbeatScript, keys: [keys.workers, keys.worker(configuration.workerID)],
-            args: [configuration.workerID, inFlight, info.jsonString, ttl])
+            args: [configuration.workerID, inFlight, info.jsonString, ttl]
+        ).string
+        return drain.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// Removes this worker from the registry, so leases it still holds count as expired at once.

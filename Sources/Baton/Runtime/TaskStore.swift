@@ -22,8 +22,15 @@ public protocol TaskStore: Sendable {
     func chargeWithoutWaiting(task: String, token: Int64, _ charge: Charge) async
     /// Removes published outbox entries without waiting (the outbox sweep repeats what is lost).
     func outboxDoneWithoutWaiting(task: String, ids: [String])
+    /// Records that these commits' events were published and confirmed (moves each task's relay cursor past
+    /// its event). An event not recorded here is published again by the relay after its lease.
+    func eventsPublished(_ events: [InlineEvent]) async
     /// Claims the steps of a batch of deliveries together (Redis: one round trip); one result per message.
-    func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>]
+    /// `stateCached[i]`: the worker holds message i's checkpoint and input decoded (``StateCache``), so a store may
+    /// leave `stateJSON` and `inputJSON` empty in its claim (Redis does; the in-memory store returns them anyway).
+    func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64, stateCached: [Bool]) async -> [Result<
+        ClaimOutcome, any Error
+    >]
     /// Commits several steps together (Redis: one round trip); one result per commit, in order.
     func commitAll(_ commits: [Commit]) async -> [Result<CommitOutcome, any Error>]
     /// Delivers a signal to a task's mailbox, deduplicated by its id; wakes the task at once when it waits
@@ -48,6 +55,10 @@ public struct TaskSignal: Sendable, Hashable {
     public var id: String
     public var actor: String
     public var reason: String
+    /// An approver's edit (`baton approve --edit`): the RFC 7396 merge patch that made ``payloadJSON`` from the
+    /// document it was applied to (see ``TaskSignal/approval(task:base:edit:id:actor:reason:)``); recorded in the
+    /// `signal_received` event as `edit` with `edited_by`.
+    public var edit: JSONValue?
 
     public init(task: String, name: String, payloadJSON: String = "", id: String? = nil, actor: String, reason: String = "") {
         self.task = task
@@ -62,7 +73,24 @@ public struct TaskSignal: Sendable, Hashable {
     public var eventDataJSON: String {
         var object: [String: JSONValue] = ["name": .string(name), "id": .string(id), "actor": .string(actor), "reason": .string(reason)]
         if !payloadJSON.isEmpty { object["payload"] = (try? JSONValue.parse(Array(payloadJSON.utf8))) ?? .string(payloadJSON) }
+        if let edit {
+            object["edit"] = edit
+            object["edited_by"] = .string(actor)
+        }
         return JSONValue.object(object).jsonString
+    }
+
+    /// The signal `approve`. With `edit` (an RFC 7396 JSON merge patch), its payload is `base` with the patch
+    /// applied, so the waiting step's `context.wakeup` payload carries the edited document, and the history's
+    /// `signal_received` event keeps the patch and who made it. Without `edit` the payload is `base` (none when nil).
+    public static func approval(task: String, base: JSONValue?, edit: JSONValue?, id: String? = nil, actor: String, reason: String)
+        -> TaskSignal
+    {
+        var payload = base
+        if let edit { payload = (base ?? .object([:])).applyingMergePatch(edit) }
+        var signal = TaskSignal(task: task, name: "approve", payloadJSON: payload?.jsonString ?? "", id: id, actor: actor, reason: reason)
+        signal.edit = edit
+        return signal
     }
 }
 
@@ -100,7 +128,11 @@ extension TaskStore {
         Task { try? await outboxDone(task: task, ids: ids) }
     }
 
-    public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>] {
+    public func eventsPublished(_ events: [InlineEvent]) async {}
+
+    public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64, stateCached: [Bool]) async -> [Result<
+        ClaimOutcome, any Error
+    >] {
         var results: [Result<ClaimOutcome, any Error>] = []
         for message in messages {
             do {
@@ -446,6 +478,9 @@ public struct ClaimedTask: Sendable {
     public var claimedAtMilliseconds: Int64
     /// For a join step (woken by its children): child id → `{"status", "result", "error"}` JSON.
     public var childResults: [String: String] = [:]
+    /// The decoded input and state this worker kept from the task's previous step (``StateCache``); the claim then
+    /// returned neither `stateJSON` nor `inputJSON`.
+    var cachedState: (any Sendable)? = nil
 
     public init(
         id: String, agent: String, step: String, seq: Int64, branch: Int64, attempt: Int64, token: Int64, stateJSON: [UInt8],
@@ -525,8 +560,26 @@ public struct Commit: Sendable {
 }
 
 public enum CommitOutcome: Sendable, Equatable {
-    /// Committed; the task's new status and seq; `outboxID` names the entry to publish (if any).
-    case committed(status: String, seq: Int64, outboxID: String?)
+    /// Committed; the task's new status and seq; `outboxID` names the entry to publish (if any); `event`: the
+    /// commit's event for the worker to publish itself (the store's relay publishes it otherwise).
+    case committed(status: String, seq: Int64, outboxID: String?, event: InlineEvent? = nil)
     /// The lease was lost (fencing token or seq no longer match): nothing was written.
     case fenced
+}
+
+/// A commit's event that the committing worker publishes itself, right after the commit (DESIGN.md §5: events
+/// leave with the outbox), instead of waiting for the relay's next round; then it moves the task's relay cursor
+/// from `cursorBefore` to `streamID` with ``TaskStore/eventsPublished(_:)``. If it dies first, the relay takes
+/// the task over when the commit's mark in `events_pending` comes due and publishes the event again (consumers
+/// dedupe by the event's id).
+public struct InlineEvent: Sendable, Hashable {
+    public var task: String
+    /// The event as published on `baton.events`.
+    public var message: OutboxMessage
+    /// The relay cursor when the commit added the event (every earlier event was published).
+    public var cursorBefore: String
+    /// The event's id in the task's stream.
+    public var streamID: String
+    /// The task has a webhook: its events are due for delivery too.
+    public var webhook: Bool
 }

@@ -7,6 +7,9 @@ import Synchronization
 
 /// `baton worker`: consumes submits and steps, runs them by the step protocol, and runs the leaderless
 /// sweeps (timers, outbox, stalled tasks, dead-letter intake). Stateless: run any number.
+///
+/// An operator's drain request (`baton workers --drain ID`) drains it as SIGTERM does, then ``run()`` returns by
+/// itself: in a `ServiceGroup`, give it `successTerminationBehavior: .gracefullyShutdownGroup` (as `baton worker` does).
 public final class Worker: Service, Sendable {
     public struct Configuration: Sendable {
         public var amqpURL: String
@@ -46,6 +49,8 @@ public final class Worker: Service, Sendable {
     let logger: Logger
     let inFlightCount = Atomic<Int>(0)
     let consuming = Atomic<Bool>(false)
+    /// Set once the drain began (SIGTERM or a drain request), so it begins once.
+    let drainBegan = Atomic<Bool>(false)
 
     /// Whether the worker consumes (its consumers started and it does not drain): `/readyz` of `baton worker --http`.
     public var isReady: Bool { consuming.load(ordering: .relaxed) }
@@ -126,6 +131,20 @@ public final class Worker: Service, Sendable {
         let allConsumers = consumers + submitConsumers + [signalConsumer] + (deadConsumer.map { [$0] } ?? [])
 
         consuming.store(true, ordering: .relaxed)
+        // SIGTERM (graceful shutdown) and an operator's drain request (`baton workers --drain ID`, seen by the
+        // heartbeat) drain the same way: no new deliveries, running steps finish or yield, then the worker exits.
+        let beginDrain: @Sendable (String) -> Void = { cause in
+            guard !self.drainBegan.exchange(true, ordering: .relaxed) else { return }
+            self.consuming.store(false, ordering: .relaxed)
+            self.logger.info(
+                "draining: no new deliveries; running steps may finish or yield",
+                metadata: ["drain.timeout": "\(self.configuration.drainTimeout)", "drain.cause": "\(cause)"])
+            executor.beginDrain()
+            sweeps.stop()
+            Task {
+                for consumer in allConsumers { try? await consumer.cancel() }
+            }
+        }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for consumer in consumers {
@@ -138,18 +157,12 @@ public final class Worker: Service, Sendable {
                 if let deadConsumer {
                     group.addTask { await DeadLetterIntake(store: store, logger: self.logger).consume(deadConsumer) }
                 }
-                group.addTask { await sweeps.run(inFlight: { limiter.inFlight }) }
+                group.addTask {
+                    await sweeps.run(inFlight: { limiter.inFlight }, onDrainRequest: { beginDrain("drain request \($0)") })
+                }
             }
         } onGracefulShutdown: {
-            self.consuming.store(false, ordering: .relaxed)
-            self.logger.info(
-                "draining: no new deliveries; running steps may finish or yield",
-                metadata: ["drain.timeout": "\(self.configuration.drainTimeout)"])
-            executor.beginDrain()
-            sweeps.stop()
-            Task {
-                for consumer in allConsumers { try? await consumer.cancel() }
-            }
+            beginDrain("graceful shutdown")
         }
         // Consumers ended: wait for running steps up to the drain timeout.
         let deadline = ContinuousClock.now + configuration.drainTimeout

@@ -92,17 +92,24 @@ public struct RedisTaskStore: TaskStore {
     }
 
     /// Claims several steps in one round trip (a batch of deliveries): one script call each, pipelined.
-    public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64) async -> [Result<ClaimOutcome, any Error>] {
+    public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64, stateCached: [Bool]) async -> [Result<
+        ClaimOutcome, any Error
+    >] {
         let replies: [RedisReply]
         do {
-            replies = try await redis.pipeline(messages.map { claimCommand($0, worker: worker, leaseMilliseconds: leaseMilliseconds) })
+            replies = try await redis.pipeline(
+                messages.enumerated().map { index, message in
+                    let cached = index < stateCached.count && stateCached[index]
+                    return claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: cached)
+                })
         } catch {
             return messages.map { _ in .failure(error) }
         }
         return zip(messages, replies).map { message, reply in Result { try claimOutcome(reply, message) } }
     }
 
-    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) -> RedisCommand {
+    /// `stateCached`: the worker holds the checkpoint and input decoded, so the script returns neither.
+    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: Bool = false) -> RedisCommand {
         let id = message.task
         let task = keys.of(id)
         let bucket = keys.bucket(of: id)
@@ -115,6 +122,7 @@ public struct RedisTaskStore: TaskStore {
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
                 settings.workerStaleMilliseconds, settings.maxClaimsPerStep, settings.tenantBudgets.json, tenantKeyPrefix,
+                stateCached ? "1" : "0",
             ])
     }
 
@@ -315,7 +323,39 @@ public struct RedisTaskStore: TaskStore {
         let status = parts.count > 1 ? (parts[1].string ?? "") : ""
         let seq = parts.count > 2 ? (Int64(parts[2].string ?? "") ?? commit.seq) : commit.seq
         let wroteOutbox = status == "queued" || status == "dead_lettered"
-        return .committed(status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil)
+        return .committed(
+            status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil,
+            event: parts.count > 3 ? Self.inlineEvent(task: commit.task, parts[3].array ?? []) : nil)
+    }
+
+    /// The event a commit returned for its worker to publish: stream id, cursor, then the task's fields the
+    /// event's JSON needs, then the stream entry's fields (see the commit script).
+    static func inlineEvent(task: String, _ parts: [RedisReply]) -> InlineEvent? {
+        guard parts.count >= 14 else { return nil }
+        func part(_ i: Int) -> String { parts[i].string ?? "" }
+        // The relay's shapes: the task's fields as `eventsRead` returns them, and the stream entry.
+        let info = EventTaskInfo(
+            id: task,
+            parts: [parts[1], parts[2], .bulkString(Array("queued".utf8)), parts[3], parts[4], parts[5], parts[6], parts[7]])
+        let event = StreamEvent(
+            streamID: part(0), type: part(8), seq: Int64(part(9)) ?? 0, branch: Int64(part(10)) ?? 0, step: part(11),
+            atMilliseconds: Int64(part(12)) ?? 0, dataJSON: part(13))
+        return InlineEvent(
+            task: task, message: EventMessage.outbox(task: info, event), cursorBefore: part(1), streamID: part(0),
+            webhook: info.webhookURL != nil)
+    }
+
+    public func eventsPublished(_ events: [InlineEvent]) async {
+        guard !events.isEmpty else { return }
+        _ = try? await redis.pipeline(
+            events.map { event in
+                let task = keys.of(event.task)
+                let bucket = keys.bucket(of: event.task)
+                return .evalSHA(
+                    EventRelay.advanceScript,
+                    keys: [task.task, task.events, keys.eventsPending(bucket: bucket), keys.webhooksDue(bucket: bucket)],
+                    args: [event.task, event.cursorBefore, event.streamID, 1, event.webhook ? "1" : "0"])
+            })
     }
 
     /// Removes published outbox entries with a plain `HDEL` (one cheap command on the hot path); the

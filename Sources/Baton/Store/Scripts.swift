@@ -30,15 +30,23 @@ enum Scripts {
         end
         -- The task's stream is its event outbox (EventRelay): a script that appends events passes its bucket's
         -- `events_pending` zset as its LAST key, and add_event marks the task there (ZADD NX: the one extra write).
+        local INLINE_EVENT_LEASE_MS = 10000
         local EVENTS_PENDING = KEYS[#KEYS]
         if EVENTS_PENDING and not string.find(EVENTS_PENDING, 'events_pending:{', 1, true) then EVENTS_PENDING = nil end
+        -- The task id of an events key (its member in `events_pending`), or nil.
+        local function event_member(key)
+          local root, rest = string.match(key, '{([^}]*)}(.*):events$')
+          if root then return root .. rest end
+          return nil
+        end
         local function add_event(key, maxlen, etype, seq, branch, step, now, data)
-          redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
+          local eid = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
             'step', step or '', 'at', now, 'data', data or '{}')
           if EVENTS_PENDING then
-            local root, rest = string.match(key, '{([^}]*)}(.*):events$')
-            if root then redis.call('ZADD', EVENTS_PENDING, 'NX', now, root .. rest) end
+            local member = event_member(key)
+            if member then redis.call('ZADD', EVENTS_PENDING, 'NX', now, member) end
           end
+          return eid
         end
         local function num(v) return tonumber(v or '0') or 0 end
         local function step_message(id, t)
@@ -259,7 +267,8 @@ enum Scripts {
 
     /// KEYS: task, budget, ckpt prefix, events, index prefix, workers, outbox, outbox index.
     /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims,
-    /// tenant limits json (`""`: no tenant has limits), tenant key prefix.
+    /// tenant limits json (`""`: no tenant has limits), tenant key prefix, state cached (`1`: the worker holds the
+    /// checkpoint and input of this seq and branch decoded, so neither is returned).
     static let claim =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
@@ -365,8 +374,12 @@ enum Scripts {
             end
             redis.call('HSET', KEYS[1], unpack(fields))
             if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
-            local ckpt = redis.call('GET', KEYS[3] .. seq) or ''
-            return {'run', tostring(fence), t[7], ckpt, t[11] or '', t[10], flat, tostring(now), t[16] or '', tenant}
+            local ckpt, input = '', ''
+            if ARGV[12] ~= '1' then
+              ckpt = redis.call('GET', KEYS[3] .. seq) or ''
+              input = t[11] or ''
+            end
+            return {'run', tostring(fence), t[7], ckpt, input, t[10], flat, tostring(now), t[16] or '', tenant}
             """
 
     /// KEYS: task, workers. ARGV: token, worker, lease ms.
@@ -670,7 +683,23 @@ enum Scripts {
             elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
               event_data = string.sub(event_data, 1, -2) .. ',' .. counted .. '}'
             end
-            add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
+            -- The hot path publishes its event itself (DESIGN.md §5: events go out with the outbox): when every
+            -- earlier event of the task is published (the task is not in events_pending), the event is returned
+            -- for the worker to publish with its next step, and the task is marked a lease ahead, so the relay
+            -- takes it over only if that worker dies before it advances the cursor (EventRelay).
+            local inline = nil
+            if status == 'queued' and (kind == 'next' or kind == 'handoff') and EVENTS_PENDING then
+              local member = event_member(KEYS[4])
+              if member and not redis.call('ZSCORE', EVENTS_PENDING, member) then inline = member end
+            end
+            local eid = add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
+            local inline_reply = nil
+            if inline then
+              redis.call('ZADD', EVENTS_PENDING, now + INLINE_EVENT_LEASE_MS, inline)
+              local e = redis.call('HMGET', KEYS[1], 'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message')
+              inline_reply = {eid, e[1] or '', e[2] or '', e[3] or '', e[4] or '', e[5] or '', int(num(b.cost)), int(num(b.tokens)),
+                etype, tostring(newseq), tostring(branch), step, tostring(now), event_data or '{}'}
+            end
             if status == 'queued' or status == 'dead_lettered' then
               redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
               redis.call('ZADD', KEYS[7], now, id)
@@ -738,6 +767,7 @@ enum Scripts {
               end
               redis.call('HSET', KEYS[1], 'wait', cjson.encode(w), 'wait_timer', member)
             end
+            if inline_reply then return {'ok', status, tostring(newseq), inline_reply} end
             return {'ok', status, tostring(newseq)}
             """
 

@@ -250,7 +250,8 @@ public struct TaskQueries: Sendable {
             let info = Self.hash(infoReply)
             return WorkerView(
                 id: entry.0, heartbeatAt: TaskView.iso(String(entry.1)) ?? "", heartbeatAgeSeconds: Double(now - entry.1) / 1000,
-                inFlight: Int64(info["in_flight"] ?? "") ?? 0, info: info["info"].flatMap { try? JSONValue.parse(Array($0.utf8)) })
+                inFlight: Int64(info["in_flight"] ?? "") ?? 0, info: info["info"].flatMap { try? JSONValue.parse(Array($0.utf8)) },
+                drain: info["drain"].flatMap { try? JSONValue.parse(Array($0.utf8)) })
         }
     }
 }

@@ -10,6 +10,8 @@ public struct SignalReport: Codable, Sendable, Hashable {
     public var status: String?
     public var actor: String
     public var reason: String?
+    /// True for an approval the approver edited (`--edit`): its payload is the patched document.
+    public var edited: Bool?
 
     public init(_ signal: TaskSignal, outcome: SignalOutcome) {
         task = signal.task
@@ -17,6 +19,7 @@ public struct SignalReport: Codable, Sendable, Hashable {
         id = signal.id
         actor = signal.actor
         reason = signal.reason.isEmpty ? nil : signal.reason
+        edited = signal.edit == nil ? nil : true
         switch outcome {
         case .woke: (result, status) = ("woke", "queued")
         case .stored(let status): (result, self.status) = ("stored", status)
@@ -29,6 +32,6 @@ public struct SignalReport: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case task = "task_id"
-        case signal, id, result, status, actor, reason
+        case signal, id, result, status, actor, reason, edited
     }
 }

@@ -317,12 +317,14 @@ public struct WorkerView: Codable, Sendable, Hashable {
     public var heartbeatAgeSeconds: Double
     public var inFlight: Int64
     public var info: JSONValue?
+    /// An operator's drain request not yet honoured: `{"actor", "reason", "requested_at"}` (`baton workers --drain`).
+    public var drain: JSONValue? = nil
 
     enum CodingKeys: String, CodingKey {
         case id
         case heartbeatAt = "heartbeat_at"
         case heartbeatAgeSeconds = "heartbeat_age_s"
         case inFlight = "in_flight"
-        case info
+        case info, drain
     }
 }

@@ -117,6 +117,25 @@ document.getElementById("token-form").addEventListener("submit", async event => 
 
 // ---------- pages ----------
 
+// The fleet's live events (GET /v1/events, every task's events as the relay publishes them): `onEvent` runs,
+// debounced, after events arrive; the page still polls slowly in case the stream is down.
+function fleetStream(gen, onEvent, agent) {
+  if (stale(gen)) return;
+  const params = new URLSearchParams();
+  if (agent) params.set("agent", agent);
+  if (state.token) params.set("access_token", state.token);
+  const stream = new EventSource(`/v1/events${params.toString() ? `?${params}` : ""}`);
+  state.stream = stream;
+  let pending = null;
+  const kick = () => { clearTimeout(pending); pending = setTimeout(() => { if (!stale(gen)) onEvent(); }, 300); };
+  ["submitted", "started", "step_committed", "progress", "waiting", "signal_received", "sleeping", "woke", "retrying", "handoff",
+    "paused", "resumed", "needs_review", "budget_exceeded", "dead_lettered", "redriven", "forked", "succeeded", "failed", "cancelled"]
+    .forEach(type => stream.addEventListener(type, kick));
+  const label = document.getElementById("fleet-state");
+  stream.onopen = () => { if (label) label.textContent = "· live"; };
+  stream.onerror = () => { if (label) label.textContent = "· reconnecting…"; };
+}
+
 async function overview(gen) {
   const [stats, inbox, workers, groups] = await Promise.all([
     api("/v1/stats"), api("/v1/inbox"), api("/v1/workers"), api("/v1/dead?group_by=fingerprint"),
@@ -125,7 +144,7 @@ async function overview(gen) {
   const counts = Object.entries(stats.counts || {}).sort((a, b) => b[1] - a[1]);
   const deadTotal = groups.items.reduce((n, g) => n + g.count, 0);
   const live = workers.items.filter(w => w.heartbeat_age_s <= state.staleAfter);
-  main.innerHTML = h`<h1>Overview</h1>
+  main.innerHTML = h`<h1>Overview <span class="muted" id="fleet-state"></span></h1>
   <div class="grid" id="overview-cards">
     <a class="stat" href="#/inbox"><b id="overview-inbox">${inbox.items.length}</b><span>waiting for a person</span></a>
     <a class="stat" href="#/workers"><b>${live.length}</b><span>live workers${workers.items.length > live.length ? ` (${workers.items.length - live.length} stale)` : ""}</span></a>
@@ -136,6 +155,13 @@ async function overview(gen) {
   <div class="grid">${raw(counts.map(([s, n]) => `<a class="stat" href="#/tasks?status=${esc(s)}"><b>${n}</b><span>${esc(s)}</span></a>`).join("") || `<p class="muted">No tasks.</p>`)}</div>
   <h2>Live workers</h2>${raw(workerTable(live))}
   <h2>Largest dead-letter groups</h2>${raw(groupTable(groups.items.slice().sort((a, b) => b.count - a.count).slice(0, 5), false))}`;
+  if (!state.stream) {
+    // Live: re-render when the fleet's events arrive (at most every few seconds), and every 30 s anyway.
+    let last = 0;
+    const again = () => { const now = Date.now(); if (now - last > 3000) { last = now; overview(gen).catch(() => {}); } };
+    fleetStream(gen, again);
+    every(30000, () => overview(gen).catch(() => {}), gen);
+  }
 }
 
 async function inboxPage(params, gen) {
@@ -146,7 +172,9 @@ async function inboxPage(params, gen) {
   const act = canAct();
   main.innerHTML = h`<h1>Inbox</h1><form class="filters" id="inbox-filters"><input name="agent" placeholder="agent" value="${agent}">
     <input name="tenant" placeholder="tenant" value="${tenant}">
-    <button type="submit">Filter</button><span class="muted">Tasks waiting for a person: approvals and budget reviews, oldest first.</span></form>` + table([
+    <button type="submit">Filter</button>${raw(act ? `<button type="button" data-action="approve-all-preview" id="approve-all">Approve all matching…</button>` : "")}
+    <span class="muted">Tasks waiting for a person: approvals and budget reviews, oldest first.</span></form>
+    <div id="approve-all-box" data-agent="${agent}" data-tenant="${tenant}"></div>` + table([
     col("Task", r => taskLink(r.task.id)),
     col("Agent", r => r.task.agent),
     col("Kind", r => r.kind),
@@ -169,15 +197,17 @@ function inboxActions(item) {
   return `<div class="actions">
     <input class="comment" placeholder="comment / reason" size="14">
     <button class="primary" data-action="${review ? "raise" : "approve"}">${review ? "Raise budget" : "Approve"}</button>
+    ${review ? "" : `<button data-action="edit-approve">Edit &amp; approve…</button>`}
     ${review ? `<input class="raise" value="max_cost_usd=+1,max_steps=+50" size="22">` : ""}
     <button class="danger" data-action="reject">Reject</button></div>`;
 }
 
 main.addEventListener("click", async event => {
-  const button = event.target.closest("button[data-action]");
+  // data-action: a change (operators only); data-view: a read any viewer may do (diff, export).
+  const button = event.target.closest("button[data-action], button[data-view]");
   if (!button) return;
-  const row = button.closest("[data-task], [data-group], [data-letter]");
-  const action = button.dataset.action;
+  const row = button.closest("[data-task], [data-group], [data-letter], [data-worker], #approve-all-box, #inbox-filters");
+  const action = button.dataset.action || button.dataset.view;
   button.disabled = true;
   try {
     await handle(action, button, row);
@@ -197,6 +227,68 @@ async function handle(action, button, row) {
       flash(`Approved ${taskID}: ${r.outcome || r.result || "sent"}`);
       return route();
     }
+    case "edit-approve": {
+      // A JSON merge patch (RFC 7396) applied to the task's input: the woken step receives the edited document.
+      const cell = button.closest("td") || row;
+      if (cell.querySelector(".edit-box")) { cell.querySelector(".edit-box").remove(); return; }
+      cell.insertAdjacentHTML("beforeend", `<div class="edit-box"><textarea class="edit-patch" rows="5" cols="34" spellcheck="false">{}</textarea>
+        <div class="muted">A JSON merge patch applied to the task's input; the step receives the result.</div>
+        <button class="primary" data-action="send-edit">Approve with this edit</button></div>`);
+      return;
+    }
+    case "send-edit": {
+      let edit;
+      try { edit = JSON.parse(row.querySelector(".edit-patch").value); } catch (e) { flash(`The edit is not JSON: ${e.message}`, "error"); return; }
+      const r = await post(`${taskPath(taskID)}/approve`, { edit, ...(comment ? { comment } : {}) });
+      flash(`Approved ${taskID} with an edit: ${r.result || "sent"}`);
+      return route();
+    }
+    case "approve-all-preview": {
+      const box = document.getElementById("approve-all-box");
+      const filter = {};
+      if (box.dataset.agent) filter.agent = box.dataset.agent;
+      if (box.dataset.tenant) filter.tenant = box.dataset.tenant;
+      const selection = Object.keys(filter).length ? { filter } : { all: true };
+      const report = await post("/v1/bulk", { action: "approve", ...selection, dry_run: true });
+      box.innerHTML = h`<div class="confirm"><p>Dry run: <b id="approve-all-count">${report.count}</b> pending approval(s) match (${report.filter})${report.samples && report.samples.length ? `, e.g. ${report.samples.map(s => s.task.id).join(", ")}` : ""}; nothing changed yet.</p>
+        <div class="actions"><input class="bulk-reason" placeholder="reason (required, audited)" size="26">
+        <button class="primary" data-action="approve-all-confirm">Approve ${report.count}</button><button data-action="approve-all-cancel">Cancel</button></div></div>`;
+      box.dataset.selection = JSON.stringify(selection);
+      return;
+    }
+    case "approve-all-cancel": document.getElementById("approve-all-box").innerHTML = ""; return;
+    case "approve-all-confirm": {
+      const box = document.getElementById("approve-all-box");
+      const reason = box.querySelector(".bulk-reason").value.trim();
+      if (!reason) { flash("Say why: the reason goes into the audit stream.", "error"); return; }
+      const started = await post("/v1/bulk", { action: "approve", ...JSON.parse(box.dataset.selection), reason });
+      let status = started;
+      for (let i = 0; i < 50 && status.status !== "done"; i++) {
+        await new Promise(r => setTimeout(r, 200));
+        status = await api(`/v1/bulk/${encodeURIComponent(started.id)}`);
+      }
+      flash(`Approved ${status.done ?? 0} of ${status.total ?? started.total} (${status.status})`);
+      return route();
+    }
+    case "drain": {
+      const id = row.dataset.worker;
+      const reason = prompt(`Drain worker ${id}? It stops taking steps, lets running ones finish, and exits. Why?`);
+      if (!reason) return;
+      await post(`/v1/workers/${encodeURIComponent(id)}/drain`, { reason });
+      flash(`Drain requested: ${id}`);
+      return route();
+    }
+    case "export-dead": {
+      const response = await fetch(`/v1/dead${query({ ...deadFilter(), format: "jsonl" })}`,
+        { headers: state.token ? { Authorization: `Bearer ${state.token}` } : {} });
+      if (!response.ok) { flash(`Export failed: ${response.status}`, "error"); return; }
+      const url = URL.createObjectURL(await response.blob());
+      const a = document.createElement("a");
+      a.href = url; a.download = "dead-letters.jsonl"; document.body.appendChild(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+      return;
+    }
+    case "diff": return showDiff(row);
     case "reject": {
       await post(`${taskPath(taskID)}/reject`, { reason: comment || "rejected from the dashboard" });
       flash(`Rejected ${taskID}`);
@@ -258,7 +350,7 @@ async function tasksPage(params, gen) {
     <select name="status"><option value="">any status</option>${raw(allStatuses.map(s => `<option${s === filter.status ? " selected" : ""}>${s}</option>`).join(""))}</select>
     <input name="agent" placeholder="agent" value="${filter.agent}">
     <input name="tenant" placeholder="tenant" value="${filter.tenant}">
-    <button type="submit">Filter</button> <span class="muted">refreshes every 3 s</span>
+    <button type="submit">Filter</button> <span class="muted">live through the fleet's events <span id="fleet-state"></span></span>
   </form><div id="task-list"></div>`;
   document.getElementById("task-filters").addEventListener("submit", e => {
     e.preventDefault();
@@ -266,15 +358,18 @@ async function tasksPage(params, gen) {
     location.hash = `#/tasks${query({ status: f.get("status"), agent: f.get("agent"), tenant: f.get("tenant") })}`;
   });
   await render();
-  every(3000, () => render().catch(() => {}), gen);
+  fleetStream(gen, () => render().catch(() => {}), filter.agent);
+  every(15000, () => render().catch(() => {}), gen);
 }
 
 async function taskPage(id, gen) {
-  main.innerHTML = h`<h1>Task <code>${id}</code></h1><div id="task-detail"></div><h2>Events <span class="muted" id="stream-state"></span></h2><div class="card events"><table><tbody id="events"></tbody></table></div>`;
+  main.innerHTML = h`<h1>Task <code>${id}</code></h1><div id="task-detail"></div><div id="task-extra" data-task="${id}"></div><h2>Events <span class="muted" id="stream-state"></span></h2><div class="card events"><table><tbody id="events"></tbody></table></div>`;
   let pending = null;
   const refresh = async () => {
     const task = await api(taskPath(id));
     const box = document.getElementById("task-detail");
+    // Not while the operator types (an open edit, a focused field): the re-render would wipe it.
+    if (box && (box.querySelector(".edit-box") || box.contains(document.activeElement) && document.activeElement.matches("input, textarea"))) return;
     if (box && !stale(gen)) box.innerHTML = taskDetail(task);
   };
   await refresh();
@@ -302,9 +397,68 @@ async function taskPage(id, gen) {
   const seen = new Set();
   const listen = type => { if (!seen.has(type)) { seen.add(type); stream.addEventListener(type, onEvent); } };
   types.forEach(listen);
-  // Also learn unknown types from the history so none is missed.
-  api(`${taskPath(id)}/history`).then(h => { (h.items || []).forEach(e => listen(e.type)); }).catch(() => {});
+  // Also learn unknown types from the history so none is missed; draw the branch tree and the checkpoint viewer.
+  api(`${taskPath(id)}/history`).then(history => {
+    (history.items || []).forEach(e => listen(e.type));
+    const box = document.getElementById("task-extra");
+    if (box && !stale(gen)) box.innerHTML = branchTree(history.items || []) + checkpointViewer(history.items || []);
+  }).catch(() => {});
   every(5000, () => refresh().catch(() => {}), gen);
+}
+
+// Branches from the history: branch 0, then one per redrive or fork, each with where it started and why.
+function branchTree(events) {
+  const branches = new Map();
+  for (const e of events) {
+    const b = branches.get(e.branch) || { branch: e.branch, first: e.seq, last: e.seq, origin: null };
+    b.first = Math.min(b.first, e.seq); b.last = Math.max(b.last, e.seq);
+    if ((e.type === "redriven" || e.type === "forked") && !b.origin) b.origin = e;
+    branches.set(e.branch, b);
+  }
+  const items = [...branches.values()].sort((a, b) => a.branch - b.branch).map(b => {
+    const o = b.origin, d = (o && o.data) || {};
+    const why = o ? ` — ${o.type}${d.from_seq != null ? ` from seq ${d.from_seq}` : ""}${d.actor ? ` by ${d.actor}` : ""}${d.reason ? `: ${d.reason}` : ""}` : "";
+    return h`<li data-branch="${b.branch}"><b>branch ${b.branch}</b> · seq ${b.first}–${b.last}${why}</li>`;
+  });
+  return `<div class="card"><h2 style="margin-top:0">Branches</h2><ul class="branch-tree">${items.join("")}</ul></div>`;
+}
+
+// Pick two checkpoint seqs (only the last few are kept) and see what changed between them.
+function checkpointViewer(events) {
+  const seqs = [...new Set(events.map(e => e.seq))].sort((a, b) => a - b);
+  const last = seqs.length ? seqs[seqs.length - 1] : 0;
+  const before = seqs.length > 1 ? seqs[seqs.length - 2] : last;
+  return h`<div class="card"><h2 style="margin-top:0">Checkpoints</h2><div class="actions">
+    seq <input class="seq-a" type="number" min="0" value="${before}" size="5"> → seq <input class="seq-b" type="number" min="0" value="${last}" size="5">
+    <button data-view="diff">Show diff</button></div><div class="diff"></div></div>`;
+}
+
+// A small structural JSON diff: one row per changed path (added, removed, changed).
+function jsonDiff(a, b, path = "", out = []) {
+  const isObj = v => v && typeof v === "object";
+  if (isObj(a) && isObj(b) && Array.isArray(a) === Array.isArray(b)) {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    for (const k of keys) {
+      const p = Array.isArray(a) ? `${path}[${k}]` : `${path}.${k}`;
+      if (!(k in a)) out.push({ path: p, kind: "added", after: b[k] });
+      else if (!(k in b)) out.push({ path: p, kind: "removed", before: a[k] });
+      else jsonDiff(a[k], b[k], p, out);
+    }
+  } else if (JSON.stringify(a) !== JSON.stringify(b)) out.push({ path: path || "(root)", kind: "changed", before: a, after: b });
+  return out;
+}
+
+async function showDiff(row) {
+  const card = row.querySelector(".diff") ? row : row.closest(".card");
+  const id = document.getElementById("task-extra").dataset.task;
+  const a = card.querySelector(".seq-a").value, b = card.querySelector(".seq-b").value;
+  const [left, right] = await Promise.all([api(`${taskPath(id)}/checkpoints/${a}`), api(`${taskPath(id)}/checkpoints/${b}`)]);
+  const changes = jsonDiff(left.state, right.state);
+  card.querySelector(".diff").innerHTML = changes.length ? table([
+    col("Path", c => c.path), col("Change", c => c.kind),
+    col(`seq ${a}`, c => c.before === undefined ? "" : JSON.stringify(c.before), "wrap"),
+    col(`seq ${b}`, c => c.after === undefined ? "" : JSON.stringify(c.after), "wrap"),
+  ], changes) : `<p class="muted">No difference between seq ${esc(a)} and seq ${esc(b)}.</p>`;
 }
 
 function taskDetail(t) {
@@ -323,6 +477,7 @@ function taskDetail(t) {
       <input class="comment" placeholder="reason / comment" size="18">
       ${waitsForSignal || t.status === "needs_review" ? `<button class="primary" data-action="${t.status === "needs_review" ? "raise" : "approve"}">${t.status === "needs_review" ? "Raise budget" : "Approve"}</button>
         ${t.status === "needs_review" ? `<input class="raise" value="max_cost_usd=+1,max_steps=+50" size="22">` : ""}
+        ${t.status === "needs_review" ? "" : `<button data-action="edit-approve">Edit &amp; approve…</button>`}
         <button class="danger" data-action="reject">Reject</button>` : ""}
       ${t.status === "paused" ? `<button data-action="resume">Resume</button>` : `<button data-action="pause">Pause</button>`}
       <button class="danger" data-action="cancel">Cancel</button></div>`;
@@ -372,7 +527,7 @@ async function deadPage(gen) {
   if (stale(gen)) return;
   main.innerHTML = h`<h1>Dead letters</h1>
   <form class="filters" id="dead-filters">${raw(deadFilterKeys.map(k => h`<input name="${k}" placeholder="${k}${k === "since" ? " (e.g. 24h)" : ""}" value="${filter[k] || ""}" size="10">`).join(""))}
-    <button type="submit">Filter</button></form>
+    <button type="submit">Filter</button><button type="button" data-view="export-dead" id="export-dead">Export JSONL</button></form>
   <p class="muted">Grouped by fingerprint (agent, step, bucket and the error with ids and numbers blanked). A redrive shows a dry run first.</p>
   ${raw(groupTable(groups.items, true))}`;
   document.getElementById("dead-filters").addEventListener("submit", e => {
@@ -418,14 +573,15 @@ async function confirmBulk(row) {
   return route();
 }
 
-function workerTable(workers) {
+function workerTable(workers, withActions = false) {
   const sorted = workers.slice().sort((a, b) => a.heartbeat_age_s - b.heartbeat_age_s);
   return table([
     col("Worker", w => w.id),
-    col("State", w => w.heartbeat_age_s <= state.staleAfter ? statusBadge("live") : statusBadge("stale")),
+    col("State", w => w.heartbeat_age_s > state.staleAfter ? statusBadge("stale") : statusBadge(w.drain ? "draining" : "live")),
     col("In flight", w => w.in_flight),
     col("Heartbeat", w => `${Number(w.heartbeat_age_s).toFixed(1)} s ago`),
     col("Info", w => w.info ? Object.entries(w.info).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(" ") : "", "wrap hide-sm"),
+    ...(withActions && canAct() ? [col("", w => raw(w.drain ? `<span class="muted">drain requested by ${esc(w.drain.actor)}</span>` : `<button class="danger" data-action="drain">Drain</button>`))] : []),
   ], sorted, w => `data-worker="${esc(w.id)}"`);
 }
 
@@ -433,7 +589,7 @@ async function workersPage(gen) {
   const render = async () => {
     const data = await api("/v1/workers");
     const box = document.getElementById("workers");
-    if (box && !stale(gen)) box.innerHTML = workerTable(data.items);
+    if (box && !stale(gen)) box.innerHTML = workerTable(data.items, true);
   };
   main.innerHTML = `<h1>Workers</h1><div id="workers"></div>`;
   await render();

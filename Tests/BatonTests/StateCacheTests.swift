@@ -1,0 +1,115 @@
+import BatonExamples
+import Foundation
+import RedisClient
+import TestSupport
+import Testing
+
+@testable import Baton
+
+/// The worker's cache of committed states ("sticky state"): a hit needs the exact seq, branch and agent, is used
+/// once, and makes the claim skip reading checkpoint and input; a miss reads Redis as before.
+@Suite("State cache")
+struct StateCacheTests {
+    @Test func anEntryServesExactlyItsSeqBranchAndAgentOnce() {
+        let cache = StateCache(capacity: 2)
+        cache.put(task: "a", seq: 3, branch: 0, agent: "x", value: 7)
+        #expect(cache.take(task: "a", seq: 3, branch: 1, agent: "x") == nil)
+        cache.put(task: "a", seq: 3, branch: 0, agent: "x", value: 7)
+        #expect(cache.take(task: "a", seq: 4, branch: 0, agent: "x") == nil)
+        cache.put(task: "a", seq: 3, branch: 0, agent: "x", value: 7)
+        #expect(cache.take(task: "a", seq: 3, branch: 0, agent: "y") == nil)
+        cache.put(task: "a", seq: 3, branch: 0, agent: "x", value: 7)
+        #expect(cache.take(task: "a", seq: 3, branch: 0, agent: "x") as? Int == 7)
+        #expect(cache.take(task: "a", seq: 3, branch: 0, agent: "x") == nil)
+        #expect(cache.hits == 1)
+        for n in 0..<5 { cache.put(task: "t\(n)", seq: 1, branch: 0, agent: "x", value: n) }
+        #expect(cache.count == 2)
+        let off = StateCache(capacity: 0)
+        off.put(task: "a", seq: 1, branch: 0, agent: "x", value: 1)
+        #expect(off.take(task: "a", seq: 1, branch: 0, agent: "x") == nil)
+    }
+}
+
+@Suite("Redis: state cache", .enabled(if: TestServers.available))
+struct StateCacheRedisTests {
+    static func executor(_ store: RedisTaskStore, bus: CapturingBus, worker: String) -> StepExecutor {
+        var registry = AgentRegistry()
+        registry.register(StepChainAgent())
+        return StepExecutor(
+            registry: registry, store: store, bus: bus, workerID: worker, settings: ProtocolSettings(), logger: Harness.logger)
+    }
+
+    /// Runs the task's steps from the bus's step messages, each on the executor `pick` names, until none is left.
+    static func drive(_ bus: CapturingBus, _ pick: (Int) -> StepExecutor) async {
+        var handled = 0
+        while true {
+            let next = bus.messages.withLock { messages -> OutboxMessage? in
+                guard let index = messages.firstIndex(where: { $0.exchange == Topology.stepsExchange }) else { return nil }
+                return messages.remove(at: index)
+            }
+            guard let next else { return }
+            await pick(handled).handleSteps(
+                [StepDelivery(body: Array(next.body.utf8), routingKey: next.routingKey, redelivered: false, settlement: nil)],
+                settle: { _, _ in })
+            handled += 1
+        }
+    }
+
+    @Test func theSameWorkerSkipsReadingItsStateBackAndAnotherReadsRedis() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-sticky")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let input = #"{"steps": 6, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
+
+        // One worker: every step after the first finds its state in the cache.
+        let bus = CapturingBus()
+        let one = Self.executor(store, bus: bus, worker: "sticky-1")
+        let (id, _) = try await one.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        await Self.drive(bus) { _ in one }
+        #expect(one.states.hits == 5)
+        let view = try #require(try await TaskQueries(store: store).task(id))
+        #expect(view.status == "succeeded")
+        let checkpoint = try #require(try await TaskQueries(store: store).checkpoint(id))
+        let records = try JSONValue.parse(Array(checkpoint.json.utf8))["records"]?.arrayValue ?? []
+        #expect(records.compactMap { $0.stringValue?.split(separator: ":").first.map(String.init) } == ["1", "2", "3", "4", "5", "6"])
+
+        // Two workers taking turns: each one's cached state is a step behind, so every claim reads Redis.
+        let bus2 = CapturingBus()
+        let a = Self.executor(store, bus: bus2, worker: "sticky-a")
+        let b = Self.executor(store, bus: bus2, worker: "sticky-b")
+        let (id2, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        await Self.drive(bus2) { $0 % 2 == 0 ? a : b }
+        #expect(a.states.hits + b.states.hits == 0)
+        let checkpoint2 = try #require(try await TaskQueries(store: store).checkpoint(id2))
+        let records2 = try JSONValue.parse(Array(checkpoint2.json.utf8))["records"]?.arrayValue ?? []
+        #expect(records2.compactMap { $0.stringValue?.split(separator: ":").first.map(String.init) } == ["1", "2", "3", "4", "5", "6"])
+        #expect(try await TaskQueries(store: store).task(id2)?.status == "succeeded")
+    }
+
+    @Test func aClaimWithTheStateCachedReturnsNeitherCheckpointNorInput() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-sticky-claim")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let id = TestServers.uniqueName("sticky")
+        _ = try await store.submit(
+            NewTask(
+                id: id, agent: "stepchain", inputJSON: #"{"steps":2}"#, stateJSON: #"{"records":[]}"#, firstStep: "append",
+                queue: "default",
+                limits: BudgetLimits()))
+        let message = StepMessage(task: id, agent: "stepchain", step: "append", seq: 0, branch: 0, attempt: 1)
+        let cached = await store.claimAll([message], worker: "w", leaseMilliseconds: 5_000, stateCached: [true])
+        guard case .success(.run(let claimed)) = cached.first else {
+            Issue.record("not claimed: \(cached)")
+            return
+        }
+        #expect(claimed.stateJSON.isEmpty && claimed.inputJSON.isEmpty)
+        _ = try await redis.send("HSET", store.settings.keys.task(id), "lease_owner", "", "lease_until", 0)
+        let read = await store.claimAll([message], worker: "w", leaseMilliseconds: 5_000, stateCached: [false])
+        guard case .success(.run(let again)) = read.first else {
+            Issue.record("not claimed: \(read)")
+            return
+        }
+        #expect(String(decoding: again.stateJSON, as: UTF8.self) == #"{"records":[]}"#)
+        #expect(String(decoding: again.inputJSON, as: UTF8.self) == #"{"steps":2}"#)
+    }
+}
