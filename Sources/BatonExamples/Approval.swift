@@ -7,11 +7,20 @@ import Foundation
 public struct ApprovalAgent: Agent {
     public struct Input: Codable, Sendable {
         public var timeoutSeconds: Double
+        /// Optional: the verification run this task belongs to; each step then performs one keyed effect in the run's
+        /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
+        public var run: String?
+        public var effectsDir: String?
         public init(timeoutSeconds: Double) { self.timeoutSeconds = timeoutSeconds }
-        enum CodingKeys: String, CodingKey { case timeoutSeconds = "timeout_seconds" }
+        enum CodingKeys: String, CodingKey {
+            case timeoutSeconds = "timeout_seconds"
+            case run
+            case effectsDir = "effects_dir"
+        }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? 3600
+            (run, effectsDir) = try RunInput(from: decoder).fields
         }
     }
 
@@ -32,6 +41,7 @@ public struct ApprovalAgent: Agent {
     }
 
     public func run(step: String, context: StepContext<ApprovalAgent>) async throws -> StepOutcome {
+        try await RunEffect.perform(context, run: context.input.run, directory: context.input.effectsDir)
         switch step {
         case "request":
             context.state.requested = true

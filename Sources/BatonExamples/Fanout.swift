@@ -12,11 +12,17 @@ public struct FanoutAgent: Agent {
         public var childInput: JSONValue?
         /// The children's step queue (nil: their agent's queue).
         public var childQueue: String?
+        /// Optional: the verification run this task belongs to; each step then performs one keyed effect in the run's
+        /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
+        public var run: String?
+        public var effectsDir: String?
 
         enum CodingKeys: String, CodingKey {
             case children, steps, agent
             case childInput = "child_input"
             case childQueue = "child_queue"
+            case run
+            case effectsDir = "effects_dir"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -26,6 +32,7 @@ public struct FanoutAgent: Agent {
             agent = try c.decodeIfPresent(String.self, forKey: .agent) ?? "stepchain"
             childInput = try c.decodeIfPresent(JSONValue.self, forKey: .childInput)
             childQueue = try c.decodeIfPresent(String.self, forKey: .childQueue)
+            (run, effectsDir) = try RunInput(from: decoder).fields
             guard (0...10_000).contains(children) else {
                 throw DecodingError.dataCorruptedError(forKey: .children, in: c, debugDescription: "must be between 0 and 10000")
             }
@@ -48,9 +55,16 @@ public struct FanoutAgent: Agent {
 
     public func run(step: String, context: StepContext<FanoutAgent>) async throws -> StepOutcome {
         let input = context.input
+        try await RunEffect.perform(context, run: input.run, directory: input.effectsDir)
         switch step {
         case "fan":
-            let childInput = input.childInput ?? ["steps": .int(Int64(input.steps)), "record_bytes": 16]
+            var childInput = input.childInput ?? ["steps": .int(Int64(input.steps)), "record_bytes": 16]
+            // The children of a verification run belong to it (unless their input names a run of its own).
+            if let run = input.run, case .object(var object) = childInput, object["run"] == nil {
+                object["run"] = .string(run)
+                if let directory = input.effectsDir { object["effects_dir"] = .string(directory) }
+                childInput = .object(object)
+            }
             context.state.started = input.children
             return .parallel(
                 (0..<input.children).map { _ in ChildTask(agent: input.agent, input: childInput, queue: input.childQueue) }, then: "join")

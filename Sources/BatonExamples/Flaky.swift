@@ -9,15 +9,21 @@ public struct FlakyAgent: Agent {
         public var permanent: Bool = false
         /// The failure bucket of the permanent failure (a dead-letter group of its own, e.g. for one test's letters).
         public var bucket: String = "invalid_request"
+        /// Optional: the verification run this task belongs to; each step then performs one keyed effect in the run's
+        /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
+        public var run: String?
+        public var effectsDir: String?
         enum CodingKeys: String, CodingKey {
             case failTimes = "fail_times"
-            case permanent, bucket
+            case permanent, bucket, run
+            case effectsDir = "effects_dir"
         }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             failTimes = try c.decodeIfPresent(Int64.self, forKey: .failTimes) ?? 2
             permanent = try c.decodeIfPresent(Bool.self, forKey: .permanent) ?? false
             bucket = try c.decodeIfPresent(String.self, forKey: .bucket) ?? "invalid_request"
+            (run, effectsDir) = try RunInput(from: decoder).fields
         }
         public init(failTimes: Int64, permanent: Bool = false) {
             self.failTimes = failTimes
@@ -38,6 +44,8 @@ public struct FlakyAgent: Agent {
     public func initialState(for input: Input) throws -> State { State() }
 
     public func run(step: String, context: StepContext<FlakyAgent>) async throws -> StepOutcome {
+        // The effect comes first: a retry finds it recorded in Redis and does not call the sink again.
+        try await RunEffect.perform(context, run: context.input.run, directory: context.input.effectsDir)
         if context.branch == 0 {
             if context.input.permanent {
                 throw StepError.permanent("the provider rejected the request (scripted permanent failure)", bucket: context.input.bucket)

@@ -10,6 +10,10 @@ public struct SleeperAgent: Agent {
     public struct Input: Codable, Sendable {
         public var seconds: Double
         public var untilMilliseconds: Int64?
+        /// Optional: the verification run this task belongs to; each step then performs one keyed effect in the run's
+        /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
+        public var run: String?
+        public var effectsDir: String?
         public init(seconds: Double, untilMilliseconds: Int64? = nil) {
             self.seconds = seconds
             self.untilMilliseconds = untilMilliseconds
@@ -17,11 +21,14 @@ public struct SleeperAgent: Agent {
         enum CodingKeys: String, CodingKey {
             case seconds
             case untilMilliseconds = "until_ms"
+            case run
+            case effectsDir = "effects_dir"
         }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             seconds = try c.decodeIfPresent(Double.self, forKey: .seconds) ?? 5
             untilMilliseconds = try c.decodeIfPresent(Int64.self, forKey: .untilMilliseconds)
+            (run, effectsDir) = try RunInput(from: decoder).fields
         }
     }
 
@@ -43,6 +50,7 @@ public struct SleeperAgent: Agent {
     }
 
     public func run(step: String, context: StepContext<SleeperAgent>) async throws -> StepOutcome {
+        try await RunEffect.perform(context, run: context.input.run, directory: context.input.effectsDir)
         switch step {
         case "sleep":
             let due =

@@ -7,14 +7,20 @@ public struct SpenderAgent: Agent {
         public var costUSDPerStep: Double = 1.0
         /// Succeed after this many spending steps (absent: spend until a limit stops the task).
         public var steps: Int?
+        /// Optional: the verification run this task belongs to; each step then performs one keyed effect in the run's
+        /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
+        public var run: String?
+        public var effectsDir: String?
         enum CodingKeys: String, CodingKey {
             case costUSDPerStep = "cost_usd_per_step"
-            case steps
+            case steps, run
+            case effectsDir = "effects_dir"
         }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             costUSDPerStep = try c.decodeIfPresent(Double.self, forKey: .costUSDPerStep) ?? 1.0
             steps = try c.decodeIfPresent(Int.self, forKey: .steps)
+            (run, effectsDir) = try RunInput(from: decoder).fields
         }
     }
 
@@ -32,6 +38,7 @@ public struct SpenderAgent: Agent {
     public func initialState(for input: Input) throws -> State { State() }
 
     public func run(step: String, context: StepContext<SpenderAgent>) async throws -> StepOutcome {
+        try await RunEffect.perform(context, run: context.input.run, directory: context.input.effectsDir)
         if let steps = context.input.steps, context.state.steps >= steps {
             return .complete(["steps": .int(Int64(context.state.steps)), "spent_micros": .int(context.state.spentMicros)])
         }

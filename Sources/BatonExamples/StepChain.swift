@@ -14,6 +14,10 @@ public struct StepChainAgent: Agent {
         /// Optional: a file outside Redis where every executed side effect appends one line (an effects sink
         /// for crash tests). Each line: `task step key token`.
         public var effectLog: String?
+        /// Optional: the verification run this task belongs to; each step then performs one keyed effect in the run's
+        /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
+        public var run: String?
+        public var effectsDir: String?
 
         enum CodingKeys: String, CodingKey {
             case steps
@@ -21,6 +25,8 @@ public struct StepChainAgent: Agent {
             case tokensPerStep = "tokens_per_step"
             case costUSDPerStep = "cost_usd_per_step"
             case effectLog = "effect_log"
+            case run
+            case effectsDir = "effects_dir"
         }
 
         public init(
@@ -40,6 +46,7 @@ public struct StepChainAgent: Agent {
             tokensPerStep = try c.decodeIfPresent(Int64.self, forKey: .tokensPerStep) ?? 100
             costUSDPerStep = try c.decodeIfPresent(Double.self, forKey: .costUSDPerStep) ?? 0.0001
             effectLog = try c.decodeIfPresent(String.self, forKey: .effectLog)
+            (run, effectsDir) = try RunInput(from: decoder).fields
             guard (1...100_000).contains(steps) else {
                 throw DecodingError.dataCorruptedError(forKey: .steps, in: c, debugDescription: "must be between 1 and 100000")
             }
@@ -64,6 +71,7 @@ public struct StepChainAgent: Agent {
         let n = context.state.records.count + 1
         let input = context.input
         let key = "record-\(n)"
+        try await RunEffect.perform(context, run: input.run, directory: input.effectsDir)
         if let path = input.effectLog {
             // A keyed side effect, logged outside Redis: crash tests count each key once.
             try await context.sideEffect(key) {

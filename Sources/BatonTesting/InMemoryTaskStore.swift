@@ -698,6 +698,8 @@ public final class InMemoryTaskStore: TaskStore {
             r.status = status
             r.statusReason = reason
             if Self.terminal.contains(status) { r.finishedAt = now }
+            // As the Redis commit script: the commit's token and what it added to the counters (`baton verify` sums them).
+            eventData = Self.withCommitCounts(eventData, token: commit.token, charge: delta, steps: newSeq != commit.seq ? 1 : 0)
             addEvent(&storage, &r, eventType, seq: newSeq, branch: r.branch, step: r.step, now: now, data: eventData)
             var outboxID: String?
             if status == "queued" || status == "dead_lettered" {
@@ -729,6 +731,16 @@ public final class InMemoryTaskStore: TaskStore {
             storage.tasks[commit.task] = r
             return .committed(status: status, seq: newSeq, outboxID: outboxID)
         }
+    }
+
+    /// `data` (a JSON object) with `fence` and `charged` added, as the Redis commit script writes them.
+    static func withCommitCounts(_ data: String, token: Int64, charge: Charge, steps: Int64) -> String {
+        guard case .object(var object)? = try? JSONValue.parse(Array((data.isEmpty ? "{}" : data).utf8)) else { return data }
+        object["fence"] = .int(token)
+        object["charged"] = [
+            "cost": .int(charge.costMicros), "tokens": .int(charge.tokens), "tool_calls": .int(charge.toolCalls), "steps": .int(steps),
+        ]
+        return JSONValue.object(object).jsonString
     }
 
     // MARK: - Waits and signals

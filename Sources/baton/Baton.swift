@@ -32,6 +32,7 @@ struct BatonCommand: AsyncParsableCommand {
         ServeCommand.self,
         DoctorCommand.self,
         BenchCommand.self,
+        VerifyCommand.self,
         DemoCommand.self,
     ]
 

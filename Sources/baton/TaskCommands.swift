@@ -58,6 +58,8 @@ struct SubmitCommand: AsyncParsableCommand {
     )
     var budget: String?
     @Option(help: "A webhook URL for events.") var notify: String?
+    @Option(help: ArgumentHelp("A label (repeatable); run=<ID> makes the task part of a `baton verify` run.", valueName: "key=value"))
+    var label: [String] = []
     @Flag(help: "Wait until the task ends; exit 3 unless it succeeded.") var wait = false
 
     func readInput() throws -> JSONValue {
@@ -71,6 +73,17 @@ struct SubmitCommand: AsyncParsableCommand {
             text = String(decoding: data, as: UTF8.self)
         }
         do { return try JSONValue.parse(Array(text.utf8)) } catch { throw ValidationError("--input is not valid JSON: \(error)") }
+    }
+
+    static func labels(_ pairs: [String]) throws -> [String: String]? {
+        guard !pairs.isEmpty else { return nil }
+        var labels: [String: String] = [:]
+        for pair in pairs {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--label looks like key=value (got '\(pair)')") }
+            labels[parts[0]] = parts[1]
+        }
+        return labels
     }
 
     static func parseBudget(_ text: String) throws -> BudgetRequest {
@@ -111,7 +124,8 @@ struct SubmitCommand: AsyncParsableCommand {
 
     func run() async throws {
         let request = SubmitRequest(
-            id: id, agent: agent, input: try readInput(), budget: try budget.map(Self.parseBudget), tenant: tenant, labels: nil,
+            id: id, agent: agent, input: try readInput(), budget: try budget.map(Self.parseBudget), tenant: tenant,
+            labels: try Self.labels(label),
             notify: notify.map { .init(webhook: $0, events: nil) })
         do { try request.validate() } catch { throw ValidationError(error.message) }
         let printer = global.output.printer

@@ -60,6 +60,10 @@ public final class StepContext<A: Agent> {
         self.childResults = claimed.childResults.compactMapValues(ChildResult.init(json:))
     }
 
+    /// The fencing token of this step's lease (strictly increasing per task): pass it to an external system that
+    /// fences stale writers (the effects sink of ``EffectsSink`` does).
+    public var fencingToken: Int64 { environment.token }
+
     /// True when the time slice is used up or the worker is shutting down: commit what you have and return
     /// `.continue` so another worker (or this one) picks the task up from the checkpoint.
     public var shouldYield: Bool { ContinuousClock.now >= deadline || environment.signals.draining }

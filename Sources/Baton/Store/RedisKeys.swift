@@ -84,4 +84,7 @@ public struct RedisKeys: Sendable, Hashable {
     public var workers: String { "\(prefix)workers" }
     public func worker(_ id: String) -> String { "\(prefix)worker:\(id)" }
     public var audit: String { "\(prefix)audit" }
+    /// The ids of the root tasks submitted with the label `run=<id>` (a set; `baton verify --run`). Children are
+    /// found from their parents.
+    public func run(_ id: String) -> String { "\(prefix)run:{\(id)}" }
 }

@@ -55,6 +55,11 @@ public struct RedisTaskStore: TaskStore {
     public func submit(_ task: NewTask) async throws -> SubmitOutcome {
         let bucket = keys.bucket(of: task.id)
         let outbox = OutboxMessage.step(task.firstMessage, queue: task.queue).jsonText
+        if let run = Self.runLabel(task.labelsJSON) {
+            // Indexed before the task exists (another slot, so not in the script): the index may name a task whose
+            // submit failed (verify reports it missing), never miss one that exists.
+            _ = try await redis.send("SADD", keys.run(run), task.id)
+        }
         var args: [any RedisArgumentConvertible] = [
             task.id, task.agent, task.inputJSON, task.stateJSON, task.firstStep, task.tenant, task.labelsJSON, task.notifyJSON,
             Self.outboxID(), outbox, settings.eventsMaxLength, task.queue, RedisKeys.root(of: task.id), task.parent,
@@ -72,6 +77,14 @@ public struct RedisTaskStore: TaskStore {
         let parts = reply.array ?? []
         if parts.first?.string == "exists" { return .exists(status: parts.dropFirst().first?.string ?? "") }
         return .created
+    }
+
+    /// The `run` label of a task's labels JSON (verification runs), if any.
+    static func runLabel(_ labelsJSON: String) -> String? {
+        guard labelsJSON.contains("\"run\""), let labels = try? JSONValue.parse(Array(labelsJSON.utf8)),
+            let run = labels["run"]?.stringValue, !run.isEmpty
+        else { return nil }
+        return run
     }
 
     public func claim(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) async throws -> ClaimOutcome {

@@ -680,6 +680,14 @@ enum Scripts {
               table.insert(fields, now)
             end
             redis.call('HSET', KEYS[1], unpack(fields))
+            -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
+            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int(num(b[pre .. 'cost'])) .. ',"tokens":' ..
+              int(num(b[pre .. 'tokens'])) .. ',"tool_calls":' .. int(num(b[pre .. 'tool_calls'])) .. ',"steps":' .. (newseq - seq) .. '}'
+            if event_data == '' or event_data == '{}' then
+              event_data = '{' .. counted .. '}'
+            elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
+              event_data = string.sub(event_data, 1, -2) .. ',' .. counted .. '}'
+            end
             -- The hot path publishes its event itself (DESIGN.md §5: events go out with the outbox): when every
             -- earlier event of the task is published (the task is not in events_pending), the event is returned
             -- for the worker to publish with its next step, and the task is marked a lease ahead, so the relay

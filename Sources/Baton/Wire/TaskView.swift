@@ -248,6 +248,16 @@ public struct TaskEvent: Codable, Sendable, Hashable {
     public var step: String?
     public var at: String
     public var data: JSONValue?
+
+    public init(id: String, type: String, seq: Int64, branch: Int64, step: String?, at: String, data: JSONValue?) {
+        self.id = id
+        self.type = type
+        self.seq = seq
+        self.branch = branch
+        self.step = step
+        self.at = at
+        self.data = data
+    }
 }
 
 /// A dead letter as `baton dead list --json` shows it (DESIGN.md §6).
