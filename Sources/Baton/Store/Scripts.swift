@@ -681,8 +681,8 @@ enum Scripts {
             end
             redis.call('HSET', KEYS[1], unpack(fields))
             -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
-            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int(num(b[pre .. 'cost'])) .. ',"tokens":' ..
-              int(num(b[pre .. 'tokens'])) .. ',"tool_calls":' .. int(num(b[pre .. 'tool_calls'])) .. ',"steps":' .. (newseq - seq) .. '}'
+            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int(dcost) .. ',"tokens":' ..
+              int(dtokens) .. ',"tool_calls":' .. int(dcalls) .. ',"steps":' .. (newseq - seq) .. '}'
             if event_data == '' or event_data == '{}' then
               event_data = '{' .. counted .. '}'
             elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
