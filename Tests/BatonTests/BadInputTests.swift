@@ -1,0 +1,69 @@
+import Baton
+import Foundation
+import Testing
+
+/// Bad input without servers (issue 7): the JSON nesting limit and the AMQP content type check. The end-to-end
+/// corpus is ``IntegrationBadInputTests``; the fuzz targets are `scripts/fuzz`.
+@Suite("Bad input: JSON nesting and content type")
+struct BadInputTests {
+    static func nested(_ depth: Int, closed: Bool = true) -> [UInt8] {
+        Array(repeating: UInt8(ascii: "["), count: depth) + (closed ? Array(repeating: UInt8(ascii: "]"), count: depth) : [])
+    }
+
+    @Test("Nesting deeper than JSONCoding.maxDepth is refused with an error naming the limit, not a crash")
+    func nestingLimit() throws {
+        #expect(try JSONValue.parse(Self.nested(JSONCoding.maxDepth)).arrayValue != nil)
+        for depth in [JSONCoding.maxDepth + 1, 512, 513, 100_000] {
+            // 513 unclosed brackets made Foundation's JSON scanner trap (SIGILL) before the limit.
+            for closed in [true, false] {
+                #expect(throws: BatonError.self) { try JSONValue.parse(Self.nested(depth, closed: closed)) }
+            }
+        }
+        do {
+            _ = try SubmitRequest.decode(Array(#"{"v":1,"agent":"a","input":"#.utf8) + Self.nested(512, closed: false), maxBytes: 1 << 20)
+            Issue.record("a 513-deep submit was accepted")
+        } catch {
+            #expect(error.code == .invalidMessage)
+            #expect(error.message.contains("more than \(JSONCoding.maxDepth) levels"), "\(error.message)")
+        }
+        #expect(throws: BatonError.self) { try SignalRequest.decode(Array(#"{"payload":"#.utf8) + Self.nested(200)) }
+        #expect(throws: BatonError.self) { try StepMessage.decode(Array(#"{"task":"#.utf8) + Self.nested(513, closed: false)) }
+    }
+
+    @Test("Brackets inside strings, escaped quotes included, do not count toward the nesting limit")
+    func bracketsInStrings() throws {
+        let text = "{\"a\":\"" + String(repeating: "[{", count: 1000) + "\\\"" + String(repeating: "[", count: 1000) + "\"}"
+        #expect(try JSONValue.parse(Array(text.utf8))["a"]?.stringValue?.count == 3001)
+        // An escaped backslash before the closing quote: the string ends there.
+        let body = #"{"v":1,"agent":"stepchain","input":{"s":"\\"# + String(repeating: "[", count: 300) + #"\\"}}"#
+        let request = try SubmitRequest.decode(Array(body.utf8), maxBytes: 1 << 20)
+        #expect(request.agent == "stepchain")
+    }
+
+    @Test("Invalid UTF-8 in a string is refused as such, not as a wrong type")
+    func invalidUTF8() throws {
+        let body = Array(#"{"v":1,"agent":"stepchain","input":{"s":""#.utf8) + [0xFF, 0xFE] + Array(#""}}"#.utf8)
+        do {
+            _ = try SubmitRequest.decode(body, maxBytes: 1 << 20)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.message.contains("not UTF-8 (an invalid byte sequence at byte 41)"), "\(error.message)")
+        }
+    }
+
+    @Test("An AMQP content type that is not JSON is refused naming content_type; absent and JSON types pass")
+    func contentType() throws {
+        for accepted in [nil, "", "application/json", "Application/JSON; charset=utf-8", "text/json", "application/vnd.acme+json"] {
+            try JSONCoding.checkContentType(accepted, what: "the submit")
+        }
+        for refused in ["text/plain", "application/xml", "application/octet-stream", "application/msgpack"] {
+            do {
+                try JSONCoding.checkContentType(refused, what: "the submit")
+                Issue.record("\(refused) passed")
+            } catch {
+                #expect(error.field == "content_type")
+                #expect(error.message.contains("'\(refused)'") && error.message.contains("application/json"), "\(error.message)")
+            }
+        }
+    }
+}
