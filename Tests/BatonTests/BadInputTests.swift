@@ -51,6 +51,17 @@ struct BadInputTests {
         }
     }
 
+    @Test("A step message with a leading zero (not JSON) is refused by the fast path too, as by the generic decoder")
+    func leadingZeros() throws {
+        // Found by `scripts/fuzz step`: the fast scanner read `"v":01` as 1.
+        for number in ["01", "00", "-01", "0004"] {
+            let text = #"{"agent":"a","attempt":1,"branch":0,"seq":"# + number + #","step":"s","task":"t","v":1}"#
+            #expect(throws: BatonError.self) { try StepMessage.decode(Array(text.utf8)) }
+        }
+        let zero = try StepMessage.decode(Array(#"{"agent":"a","attempt":1,"branch":0,"seq":0,"step":"s","task":"t","v":1}"#.utf8))
+        #expect(zero.seq == 0 && zero.branch == 0)
+    }
+
     @Test("An AMQP content type that is not JSON is refused naming content_type; absent and JSON types pass")
     func contentType() throws {
         for accepted in [nil, "", "application/json", "Application/JSON; charset=utf-8", "text/json", "application/vnd.acme+json"] {

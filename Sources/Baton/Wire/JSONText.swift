@@ -140,7 +140,8 @@ struct FlatJSONScanner {
             value = value * 10 + Int64(bytes[end] - UInt8(ascii: "0"))
             end += 1
         }
-        guard end > digitsStart else { return nil }
+        // JSON has no leading zeros (`01`): leave those to the generic decoder, which refuses them.
+        guard end > digitsStart, bytes[digitsStart] != UInt8(ascii: "0") || end == digitsStart + 1 else { return nil }
         if end < bytes.count,
             [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[end]) || (bytes[end] >= 0x30 && bytes[end] <= 0x39)
         {
