@@ -58,6 +58,9 @@ struct BadInputTests {
             let text = #"{"agent":"a","attempt":1,"branch":0,"seq":"# + number + #","step":"s","task":"t","v":1}"#
             #expect(throws: BatonError.self) { try StepMessage.decode(Array(text.utf8)) }
         }
+        // Also found by it: a repeated key, which the fast path read as the last and the generic decoder as the first.
+        let repeated = Array(#"{"agent":"a","attempt":1,"branch":0,"seq":4,"step":"s","task":"first","task":"second","v":1}"#.utf8)
+        #expect(try StepMessage.decode(repeated) == (try JSONCoding.decoder.decode(StepMessage.self, from: Data(repeated))))
         let zero = try StepMessage.decode(Array(#"{"agent":"a","attempt":1,"branch":0,"seq":0,"step":"s","task":"t","v":1}"#.utf8))
         #expect(zero.seq == 0 && zero.branch == 0)
     }
