@@ -10,14 +10,20 @@ struct BadInputTests {
         Array(repeating: UInt8(ascii: "["), count: depth) + (closed ? Array(repeating: UInt8(ascii: "]"), count: depth) : [])
     }
 
-    @Test("Nesting deeper than JSONCoding.maxDepth is refused with an error naming the limit, not a crash")
+    @Test("Nesting deeper than the limits (128 on the wire, 512 anywhere) is refused with an error naming the limit, not a crash")
     func nestingLimit() throws {
-        #expect(try JSONValue.parse(Self.nested(JSONCoding.maxDepth)).arrayValue != nil)
-        for depth in [JSONCoding.maxDepth + 1, 512, 513, 100_000] {
-            // 513 unclosed brackets made Foundation's JSON scanner trap (SIGILL) before the limit.
+        // JSONValue.parse (HTTP bodies, and what Baton stored itself) allows Foundation's 512; the wire, 128.
+        #expect(try JSONValue.parse(Self.nested(JSONCoding.foundationDepth)).arrayValue != nil)
+        for depth in [513, 100_000] {
+            // 513 unclosed brackets made Foundation's JSON scanner trap (SIGILL).
             for closed in [true, false] {
                 #expect(throws: BatonError.self) { try JSONValue.parse(Self.nested(depth, closed: closed)) }
             }
+        }
+        let wire = Array(#"{"v":1,"agent":"a","input":"#.utf8)
+        #expect(try SubmitRequest.decode(wire + Self.nested(JSONCoding.maxDepth - 1) + [UInt8(ascii: "}")], maxBytes: 1 << 20).agent == "a")
+        #expect(throws: BatonError.self) {
+            try SubmitRequest.decode(wire + Self.nested(JSONCoding.maxDepth) + [UInt8(ascii: "}")], maxBytes: 1 << 20)
         }
         do {
             _ = try SubmitRequest.decode(Array(#"{"v":1,"agent":"a","input":"#.utf8) + Self.nested(512, closed: false), maxBytes: 1 << 20)

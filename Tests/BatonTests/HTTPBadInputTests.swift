@@ -16,12 +16,16 @@ extension HTTPAPITests {
             for body in [unclosed, deep] {
                 let reply = try await http.request("POST", "/v1/tasks", token: Self.operatorToken, body: body)
                 Self.expectProblem(reply, 400, "bad-request")
-                #expect(reply.body.contains("more than \(JSONCoding.maxDepth) levels"), "\(reply.body)")
+                #expect(reply.body.contains("more than \(JSONCoding.foundationDepth) levels"), "\(reply.body)")
                 let signal = try await http.request(
                     "POST", "/v1/tasks/\(id)/signals/callback", token: Self.operatorToken,
                     body: #"{"payload":"# + String(repeating: "[", count: 512))
                 Self.expectProblem(signal, 400, "bad-request")
             }
+            let middling = #"{"agent":"stepchain","input":"# + String(repeating: "[", count: 200) + String(repeating: "]", count: 200) + "}"
+            Self.expectProblem(
+                try await http.request("POST", "/v1/tasks", token: Self.operatorToken, body: middling), 422, "invalid-message",
+                detail: "more than \(JSONCoding.maxDepth) levels")
             Self.expectProblem(
                 try await http.request("POST", "/v1/tasks", token: Self.operatorToken, body: #"{"agent":"stepchain","input":{"#), 400,
                 "bad-request")

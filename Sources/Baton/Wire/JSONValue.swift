@@ -54,7 +54,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
 
     /// Parses JSON bytes.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
-        try JSONCoding.checkDepth(bytes, what: "the JSON")
+        try JSONCoding.checkDepth(bytes, what: "the JSON", limit: JSONCoding.foundationDepth)
         return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
     }
 
@@ -141,14 +141,18 @@ public enum JSONCoding {
     /// level is a recursion of `JSONValue`'s decoder. 128 is serde_json's default.
     public static let maxDepth = 128
 
-    /// Throws when `bytes` nest arrays and objects deeper than ``maxDepth`` (brackets inside strings do not count).
-    static func checkDepth(_ bytes: some Collection<UInt8>, what: String) throws(BatonError) {
+    /// The limit of `JSONValue.parse`, which also reads what Baton stored itself (results, checkpoints, events, an
+    /// agent may nest deeper than a message may): Foundation's own limit, checked before Foundation sees the bytes.
+    public static let foundationDepth = 512
+
+    /// Throws when `bytes` nest arrays and objects deeper than `limit` (brackets inside strings do not count).
+    static func checkDepth(_ bytes: some Collection<UInt8>, what: String, limit: Int = maxDepth) throws(BatonError) {
         let deepest: Int? =
-            bytes.withContiguousStorageIfAvailable { depthOverLimit($0) } ?? depthOverLimit(Array(bytes))
+            bytes.withContiguousStorageIfAvailable { depthOverLimit($0, limit: limit) } ?? depthOverLimit(Array(bytes), limit: limit)
         if let deepest {
             throw BatonError(
                 .invalidMessage,
-                "\(what) nests arrays and objects more than \(maxDepth) levels deep (at byte \(deepest)): the limit is \(maxDepth)")
+                "\(what) nests arrays and objects more than \(limit) levels deep (at byte \(deepest)): the limit is \(limit)")
         }
     }
 
@@ -180,8 +184,8 @@ public enum JSONCoding {
         }
     }
 
-    /// The offset of the first bracket past ``maxDepth`` levels, or nil.
-    static func depthOverLimit(_ bytes: some Collection<UInt8>) -> Int? {
+    /// The offset of the first bracket past `limit` levels, or nil.
+    static func depthOverLimit(_ bytes: some Collection<UInt8>, limit: Int) -> Int? {
         var depth = 0
         var inString = false
         var escaped = false
@@ -202,7 +206,7 @@ public enum JSONCoding {
             case UInt8(ascii: "\""): inString = true
             case UInt8(ascii: "["), UInt8(ascii: "{"):
                 depth += 1
-                if depth > maxDepth { return offset }
+                if depth > limit { return offset }
             case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
             default: break
             }
