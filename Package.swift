@@ -91,3 +91,11 @@ let package = Package(
         .testTarget(name: "BatonHTTPTests", dependencies: ["BatonHTTP", "Baton", "BatonExamples", "RedisClient", "TestSupport"]),
     ]
 )
+
+// libFuzzer targets (issue 7): only when `BATON_FUZZ` is set, as `scripts/fuzz` sets it with
+// `--sanitize=fuzzer --sanitize=address` in a scratch directory of its own; `swift build` and CI never build them.
+if Context.environment["BATON_FUZZ"] != nil {
+    package.targets.append(
+        .executableTarget(
+            name: "BatonFuzz", dependencies: ["Baton", "BatonExamples", "RedisClient", "CHiredis"], path: "Tests/fuzz/BatonFuzz"))
+}

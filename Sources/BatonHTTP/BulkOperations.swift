@@ -20,6 +20,22 @@ enum BulkOperations {
 }
 
 extension APIRoutes {
+    /// Records a new tracked bulk operation (status `running`, nothing done yet); returns its id and Redis key.
+    static func startOperation(
+        _ store: RedisTaskStore, action: String, filter: String, reason: String, actor: String, total: Int
+    ) async throws -> (id: String, key: String) {
+        let id = "bulk-" + TaskID.generate()
+        let key = BulkOperations.key(store, id)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        _ = try await store.redis.pipeline([
+            RedisCommand(
+                "HSET", key, "id", id, "action", action, "filter", filter, "reason", reason, "actor", actor, "status", "running",
+                "total", total, "done", 0, "failed", 0, "started_at", now, "updated_at", now),
+            RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
+        ])
+        return (id, key)
+    }
+
     func registerBulk(on router: Router<BasicRequestContext>) {
         act(router, "/v1/bulk", startBulk)
         read(router, "/v1/bulk/:id", showBulk)
@@ -39,16 +55,9 @@ extension APIRoutes {
         let reason = try Self.reason(body)
         let filter = try Self.bulkSelection(body, action: action)
         let selected = try await queries.deadLetters(matching: filter, withBody: false).items.map(\.id)
-        let id = "bulk-" + TaskID.generate()
         let store = client.store
-        let key = BulkOperations.key(store, id)
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        _ = try await store.redis.pipeline([
-            RedisCommand(
-                "HSET", key, "id", id, "action", action, "filter", filter.description, "reason", reason, "actor", caller.actor,
-                "status", "running", "total", selected.count, "done", 0, "failed", 0, "started_at", now, "updated_at", now),
-            RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
-        ])
+        let (id, key) = try await Self.startOperation(
+            store, action: action, filter: filter.description, reason: reason, actor: caller.actor, total: selected.count)
         let patch = body?["patch"]
         let client = self.client
         let queries = self.queries
@@ -133,16 +142,9 @@ extension APIRoutes {
                 ]))
         }
         let reason = try Self.reason(body)
-        let id = "bulk-" + TaskID.generate()
         let store = client.store
-        let key = BulkOperations.key(store, id)
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        _ = try await store.redis.pipeline([
-            RedisCommand(
-                "HSET", key, "id", id, "action", "approve", "filter", selection.description, "reason", reason, "actor", caller.actor,
-                "status", "running", "total", items.count, "done", 0, "failed", 0, "started_at", now, "updated_at", now),
-            RedisCommand("EXPIRE", key, BulkOperations.keepSeconds),
-        ])
+        let (id, key) = try await Self.startOperation(
+            store, action: "approve", filter: selection.description, reason: reason, actor: caller.actor, total: items.count)
         let client = self.client
         let tasks = items.map(\.task.id)
         Task {

@@ -37,7 +37,7 @@ struct CLITests {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
-    /// Runs a child process to its end (killed after 60 s), its output captured in temporary files; waits
+    /// Runs a child process to its end (killed after 150 s: `baton doctor` runs rabbitmqctl, an Erlang VM each, which takes tens of seconds on a busy 2-core box), its output captured in temporary files; waits
     /// through the termination handler, so no thread of the cooperative pool blocks.
     static func run(_ executable: String, _ arguments: [String], environment: [String: String]) async throws -> (
         status: Int32, output: String, error: String
@@ -70,7 +70,7 @@ struct CLITests {
                 return
             }
             let pid = process.processIdentifier
-            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if process.isRunning { kill(pid, SIGKILL) } }
+            DispatchQueue.global().asyncAfter(deadline: .now() + 150) { if process.isRunning { kill(pid, SIGKILL) } }
         }
         try? output.close()
         try? error.close()

@@ -315,16 +315,22 @@ struct EventRelayTests {
         return RedisTaskStore(redis: redis, settings: settings)
     }
 
-    @Test func theRelayPublishesInOrderAdvancesItsCursorAndCountsTrimmedEvents() async throws {
-        let store = try await Self.store(prefix: "bt-relay")
-        let redis = store.redis
-        defer { Task { await redis.close() } }
-        let keys = store.settings.keys
-        let id = TestServers.uniqueName("relay")
-        let bucket = keys.bucket(of: id)
+    /// A store as ``store(prefix:)`` with one new `report` task submitted (its id made from `name`).
+    static func storeWithTask(prefix: String, name: String) async throws -> (store: RedisTaskStore, id: String) {
+        let store = try await store(prefix: prefix)
+        let id = TestServers.uniqueName(name)
         _ = try await store.submit(
             NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
         )
+        return (store, id)
+    }
+
+    @Test func theRelayPublishesInOrderAdvancesItsCursorAndCountsTrimmedEvents() async throws {
+        let (store, id) = try await Self.storeWithTask(prefix: "bt-relay", name: "relay")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let keys = store.settings.keys
+        let bucket = keys.bucket(of: id)
         _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
         _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")
         // Each script that appended an event marked the task.
@@ -379,15 +385,11 @@ struct EventRelayTests {
     /// its event (marked a lease ahead, so the relay leaves it alone); the worker's `eventsPublished` moves the cursor.
     /// While a task has unpublished events its commits return none, and the relay publishes everything in order.
     @Test func aStepCommitReturnsItsEventForTheWorkerToPublish() async throws {
-        let store = try await Self.store(prefix: "bt-inline")
+        let (store, id) = try await Self.storeWithTask(prefix: "bt-inline", name: "inline")
         let redis = store.redis
         defer { Task { await redis.close() } }
         let keys = store.settings.keys
-        let id = TestServers.uniqueName("inline")
         let bucket = keys.bucket(of: id)
-        _ = try await store.submit(
-            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
-        )
         let bus = CapturingBus()
         let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
         func step(_ seq: Int64) async throws -> CommitOutcome {
@@ -461,14 +463,10 @@ struct EventRelayTests {
     /// An unconfirmed publish: only the confirmed prefix advances the cursor, and the next round re-publishes the
     /// rest, so the consumer sees every event in order (with at most the unconfirmed tail twice).
     @Test func anUnconfirmedTailIsPublishedAgainInOrder() async throws {
-        let store = try await Self.store(prefix: "bt-relay-nack")
+        let (store, id) = try await Self.storeWithTask(prefix: "bt-relay-nack", name: "nack")
         let redis = store.redis
         defer { Task { await redis.close() } }
         let keys = store.settings.keys
-        let id = TestServers.uniqueName("nack")
-        _ = try await store.submit(
-            NewTask(id: id, agent: "report", inputJSON: "{}", stateJSON: "{}", firstStep: "start", queue: "default", limits: BudgetLimits())
-        )
         for _ in 0..<3 {
             _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
             _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")

@@ -10,6 +10,13 @@ extension IntegrationTests {
 
     /// Creates a task of run `run` on `queue` only (so workers of other test runs on the shared servers never see its
     /// steps), labelled `run=<run>`, and publishes its first step.
+    /// A run of its own: its step queue, run id, effects directory and the sink file of that run.
+    static func newRun(_ queueName: String) throws -> (queue: String, run: String, directory: String, sink: String) {
+        let run = TestServers.uniqueName("run")
+        let directory = try TestFiles.directory()
+        return (TestServers.uniqueName(queueName), run, directory, EffectsSink.path(directory: directory, run: run))
+    }
+
     static func startRunTask(
         _ client: BatonClient, run: String, queue: String, id: String, agent: String, firstStep: String, state: String,
         input: [String: JSONValue], budget: BudgetRequest? = nil, tenant: String = ""
@@ -41,10 +48,7 @@ extension IntegrationTests {
         .timeLimit(.minutes(3)))
     func verifyRunAndCorruptions() async throws {
         try await Harness.withClient { client in
-            let queue = TestServers.uniqueName("it-verify")
-            let run = TestServers.uniqueName("run")
-            let directory = try TestFiles.directory()
-            let sink = EffectsSink.path(directory: directory, run: run)
+            let (queue, run, directory, sink) = try Self.newRun("it-verify")
             // Two spenders share a tenant whose daily cost limit ($2.50) stops them both (the chaos run's shared budgets).
             let tenant = String(TestServers.uniqueName("vt").lowercased().filter { $0.isLetter || $0.isNumber })
             let tenantEnvironment = ["BATON_TENANTS_\(tenant.uppercased())_MAX_COST_USD_PER_DAY": "2.5"]
@@ -224,10 +228,7 @@ extension IntegrationTests {
         .timeLimit(.minutes(2)))
     func verifyAfterCrashInEffect() async throws {
         try await Harness.withClient { client in
-            let queue = TestServers.uniqueName("it-verify-crash")
-            let run = TestServers.uniqueName("run")
-            let directory = try TestFiles.directory()
-            let sink = EffectsSink.path(directory: directory, run: run)
+            let (queue, run, directory, sink) = try Self.newRun("it-verify-crash")
             let crashing = try await Harness.startWorker(
                 "verify-crash", client: client, crashPoint: "in_effect@1", arguments: ["--queues", queue])
             defer { crashing.process.sigkill() }
@@ -265,10 +266,7 @@ extension IntegrationTests {
         .timeLimit(.minutes(2)))
     func verifyAfterFork() async throws {
         try await Harness.withClient { client in
-            let queue = TestServers.uniqueName("it-verify-fork")
-            let run = TestServers.uniqueName("run")
-            let directory = try TestFiles.directory()
-            let sink = EffectsSink.path(directory: directory, run: run)
+            let (queue, run, directory, sink) = try Self.newRun("it-verify-fork")
             let worker = try await Harness.startWorker("verify-fork", client: client, arguments: ["--queues", queue])
             defer { worker.process.sigkill() }
             defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }
@@ -298,10 +296,7 @@ extension IntegrationTests {
     @Test("baton verify: a run whose dead-lettered task was redriven (and then succeeded on branch 1) passes", .timeLimit(.minutes(2)))
     func verifyAfterRedrive() async throws {
         try await Harness.withClient { client in
-            let queue = TestServers.uniqueName("it-verify-redrive")
-            let run = TestServers.uniqueName("run")
-            let directory = try TestFiles.directory()
-            let sink = EffectsSink.path(directory: directory, run: run)
+            let (queue, run, directory, sink) = try Self.newRun("it-verify-redrive")
             let worker = try await Harness.startWorker("verify-redrive", client: client, arguments: ["--queues", queue])
             defer { worker.process.sigkill() }
             defer { Task { try? await Harness.deleteQueue(Topology.stepsQueue(queue)) } }

@@ -251,6 +251,7 @@ public final class Worker: Service, Sendable {
         for await delivery in consumer.deliveries {
             var letter: (reason: String, error: String, field: String?)?
             do {
+                try JSONCoding.checkContentType(delivery.properties.contentType, what: "the signal")
                 let request = try SignalRequest.decode(delivery.body)
                 let outcome = try await store.signal(request.taskSignal(fallbackActor: "amqp:\(Topology.signalsExchange)"))
                 switch outcome {
@@ -313,6 +314,7 @@ public final class Worker: Service, Sendable {
         var reply: JSONValue
         var letter: DeadLetter? = nil
         do {
+            try JSONCoding.checkContentType(delivery.properties.contentType, what: "the submit")
             let (id, status) = try await executor.submit(body: delivery.body)
             reply = ["v": 1, "task_id": .string(id), "status": .string(status)]
         } catch let error as BatonError {

@@ -45,10 +45,14 @@ extension StepMessage {
         var scanner = FlatJSONScanner(Array(body))
         var strings: [String: String] = [:]
         var numbers: [String: Int64] = [:]
+        // Entries read: more than the distinct keys means a key repeats, which the generic decoder reads
+        // differently (the first wins there): leave those to it.
+        var entries = 0
         guard scanner.eat(UInt8(ascii: "{")) else { return nil }
         if scanner.eat(UInt8(ascii: "}")) { return nil }
         repeat {
             guard let key = scanner.string(), scanner.eat(UInt8(ascii: ":")) else { return nil }
+            entries += 1
             if let value = scanner.string() {
                 strings[key] = value
             } else if let value = scanner.integer() {
@@ -57,7 +61,7 @@ extension StepMessage {
                 return nil
             }
         } while scanner.eat(UInt8(ascii: ","))
-        guard scanner.eat(UInt8(ascii: "}")), scanner.atEnd, strings.count == 3, numbers.count == 4,
+        guard scanner.eat(UInt8(ascii: "}")), scanner.atEnd, strings.count == 3, numbers.count == 4, entries == 7,
             let task = strings["task"], let agent = strings["agent"], let step = strings["step"], let v = numbers["v"], v == 1,
             let seq = numbers["seq"], let branch = numbers["branch"], let attempt = numbers["attempt"]
         else { return nil }
@@ -140,7 +144,8 @@ struct FlatJSONScanner {
             value = value * 10 + Int64(bytes[end] - UInt8(ascii: "0"))
             end += 1
         }
-        guard end > digitsStart else { return nil }
+        // JSON has no leading zeros (`01`): leave those to the generic decoder, which refuses them.
+        guard end > digitsStart, bytes[digitsStart] != UInt8(ascii: "0") || end == digitsStart + 1 else { return nil }
         if end < bytes.count,
             [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[end]) || (bytes[end] >= 0x30 && bytes[end] <= 0x39)
         {

@@ -20,12 +20,22 @@ public enum JSONValue: Sendable, Hashable, Codable {
             self = .int(value)
         } else if let value = try? container.decode(Double.self) {
             self = .double(value)
-        } else if let value = try? container.decode(String.self) {
+        } else if let value = try Self.string(container) {
             self = .string(value)
         } else if let value = try? container.decode([JSONValue].self) {
             self = .array(value)
         } else {
             self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// The string, nil when the value is not one; a string that does not decode (invalid UTF-8) throws its own
+    /// error, rather than the misleading "expected an object" of the last type tried.
+    static func string(_ container: any SingleValueDecodingContainer) throws -> String? {
+        do {
+            return try container.decode(String.self)
+        } catch DecodingError.typeMismatch {
+            return nil
         }
     }
 
@@ -44,7 +54,8 @@ public enum JSONValue: Sendable, Hashable, Codable {
 
     /// Parses JSON bytes.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        try JSONCoding.checkDepth(bytes, what: "the JSON", limit: JSONCoding.foundationDepth)
+        return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
     }
 
     /// Compact JSON text with sorted keys.
@@ -111,13 +122,96 @@ public enum JSONCoding {
 
     /// Decodes `type` from JSON bytes, translating decoding errors into a message that names the field.
     public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>, what: String) throws(BatonError) -> T {
+        try checkDepth(bytes, what: what)
         do {
             return try decoder.decode(type, from: Data(bytes))
         } catch let error as DecodingError {
+            if let offset = invalidUTF8(bytes) {
+                throw BatonError(.invalidMessage, "\(what) is not valid JSON: it is not UTF-8 (an invalid byte sequence at byte \(offset))")
+            }
             throw BatonError(.invalidMessage, describe(error, what: what), field: field(of: error))
         } catch {
             throw BatonError(.invalidMessage, "\(what) is not valid JSON: \(error)")
         }
+    }
+
+    /// The deepest nesting of arrays and objects Baton reads from others (`JSONValue.parse`, ``decode(_:from:what:)``).
+    /// Deeper JSON is refused with a clear error before Foundation's decoder sees it: its scanner traps (killing
+    /// the process) on some inputs just over its own limit of 512, e.g. exactly 513 unclosed `[`, and every
+    /// level is a recursion of `JSONValue`'s decoder. 128 is serde_json's default.
+    public static let maxDepth = 128
+
+    /// The limit of `JSONValue.parse`, which also reads what Baton stored itself (results, checkpoints, events, an
+    /// agent may nest deeper than a message may): Foundation's own limit, checked before Foundation sees the bytes.
+    public static let foundationDepth = 512
+
+    /// Throws when `bytes` nest arrays and objects deeper than `limit` (brackets inside strings do not count).
+    static func checkDepth(_ bytes: some Collection<UInt8>, what: String, limit: Int = maxDepth) throws(BatonError) {
+        let deepest: Int? =
+            bytes.withContiguousStorageIfAvailable { depthOverLimit($0, limit: limit) } ?? depthOverLimit(Array(bytes), limit: limit)
+        if let deepest {
+            throw BatonError(
+                .invalidMessage,
+                "\(what) nests arrays and objects more than \(limit) levels deep (at byte \(deepest)): the limit is \(limit)")
+        }
+    }
+
+    /// Refuses an AMQP message whose `content_type` says it is not JSON (absent, `application/json`, `text/json` and
+    /// `…+json`, with any parameters, are JSON): the error names the property, not a JSON syntax error.
+    public static func checkContentType(_ contentType: String?, what: String) throws(BatonError) {
+        guard let contentType else { return }
+        let type = (contentType.split(separator: ";", omittingEmptySubsequences: false).first ?? "")
+            .trimmingCharacters(in: .whitespaces).lowercased()
+        guard !type.isEmpty, type != "application/json", type != "text/json", !type.hasSuffix("+json") else { return }
+        throw BatonError(
+            .invalidMessage,
+            "\(what) has content_type '\(contentType)'; Baton reads JSON: publish it with content_type application/json",
+            field: "content_type")
+    }
+
+    /// The offset of the first invalid UTF-8 sequence, or nil (only on the error path: Foundation's message for it
+    /// is a bare "not valid JSON").
+    static func invalidUTF8(_ bytes: some Collection<UInt8>) -> Int? {
+        var iterator = bytes.makeIterator()
+        var parser = Unicode.UTF8.ForwardParser()
+        var offset = 0
+        while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid(let scalar): offset += scalar.count
+            case .emptyInput: return nil
+            case .error: return offset
+            }
+        }
+    }
+
+    /// The offset of the first bracket past `limit` levels, or nil.
+    static func depthOverLimit(_ bytes: some Collection<UInt8>, limit: Int) -> Int? {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        var offset = 0
+        for byte in bytes {
+            defer { offset += 1 }
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return offset }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return nil
     }
 
     static func path(_ codingPath: [any CodingKey]) -> String {
