@@ -6,7 +6,8 @@ import Foundation
 struct HTTPTestClient: Sendable {
     let port: Int
     /// How long a read may wait for a byte (a server answering from `rabbitmqctl` on a loaded machine needs more).
-    var receiveTimeoutSeconds = 20
+    /// Generous: CI runs the whole suite at once on two cores; a slow answer is not what these tests check.
+    var receiveTimeoutSeconds = 90
 
     struct Reply: Sendable {
         var status: Int

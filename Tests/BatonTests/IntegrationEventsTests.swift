@@ -460,6 +460,69 @@ struct EventRelayTests {
                 ] + (0...4).map { keys.checkpoint(id, seq: Int64($0)) }))
     }
 
+    /// The next commit of a task carries what the worker's confirmed publishes settled (``Commit/settled``): it
+    /// removes the confirmed outbox entry and moves the relay cursor past the published event — a compare-and-set,
+    /// so a stale one changes nothing — and, the task's events being all published then, returns its own event.
+    @Test func aCommitCarriesTheConfirmedPublishesOfTheStepBefore() async throws {
+        let (store, id) = try await Self.storeWithTask(prefix: "bt-settled", name: "settled")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let keys = store.settings.keys
+        let bucket = keys.bucket(of: id)
+        #expect(store.carriesSettledPublishes)
+        let relay = EventRelay(store: store, bus: CapturingBus(), logger: Harness.logger)
+        func step(_ seq: Int64, settled: Commit.Settled = Commit.Settled()) async throws -> CommitOutcome {
+            let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
+            guard case .run(let claimed) = try await store.claim(message, worker: "w-settled", leaseMilliseconds: 10_000) else {
+                Issue.record("seq \(seq) was not claimed")
+                return .fenced
+            }
+            var next = message
+            next.seq += 1
+            var commit = Commit(
+                task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
+                next: .step(next, queue: "default"))
+            commit.settled = settled
+            return try await store.commit(commit)
+        }
+        _ = try await step(0)
+        #expect(try await relay.relay() == 3)
+        guard case .committed("queued", 2, let outbox1?, let event1?) = try await step(1) else {
+            Issue.record("the commit of seq 1 returned no event")
+            return
+        }
+        #expect(try await redis.send("HEXISTS", keys.outbox(id), outbox1).int == 1)
+        let published = Int(try await redis.send("HGET", keys.task(id), "events_published").string ?? "") ?? 0
+
+        // Seq 2 carries seq 1's confirmed step message and event.
+        guard case .committed("queued", 3, _, let event2?) = try await step(2, settled: Commit.Settled(outboxIDs: [outbox1], event: event1))
+        else {
+            Issue.record("the commit that carried the settled event returned no event of its own")
+            return
+        }
+        #expect(try await redis.send("HEXISTS", keys.outbox(id), outbox1).int == 0)
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == event1.streamID)
+        #expect(Int(try await redis.send("HGET", keys.task(id), "events_published").string ?? "") == published + 1)
+        #expect(event2.cursorBefore == event1.streamID)
+
+        // A stale carried event (its expected cursor is behind) moves nothing; the unpublished event2 keeps the
+        // task marked, so this commit returns no event (the relay's).
+        guard case .committed("queued", 4, _, nil) = try await step(3, settled: Commit.Settled(event: event1)) else {
+            Issue.record("a commit behind an unpublished event returned one")
+            return
+        }
+        #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == event1.streamID)
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string != nil)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.outboxIndex(bucket: bucket),
+                    keys.index(bucket: bucket, status: "queued"),
+                ] + (0...4).map { keys.checkpoint(id, seq: Int64($0)) }))
+        _ = try await redis.send("ZREM", keys.eventsPending(bucket: bucket), id)
+    }
+
     /// An unconfirmed publish: only the confirmed prefix advances the cursor, and the next round re-publishes the
     /// rest, so the consumer sees every event in order (with at most the unconfirmed tail twice).
     @Test func anUnconfirmedTailIsPublishedAgainInOrder() async throws {

@@ -119,6 +119,7 @@ public struct StepExecutor: Sendable {
     let drain: StepSignals
     let leases: LeaseKeeper
     let states: StateCache
+    let settledPublishes: SettledPublishes
 
     public init(
         registry: AgentRegistry, store: any TaskStore, bus: any MessageBus, workerID: String, settings: ProtocolSettings, logger: Logger
@@ -133,6 +134,7 @@ public struct StepExecutor: Sendable {
         self.drain = drain
         self.leases = LeaseKeeper(store: store, workerID: workerID, settings: settings, drain: drain)
         self.states = StateCache(capacity: settings.stateCacheEntries)
+        self.settledPublishes = SettledPublishes(store: store)
     }
 
     /// Tells running steps that the worker is shutting down (``StepContext/shouldYield`` becomes true).
@@ -665,17 +667,25 @@ public struct StepExecutor: Sendable {
         case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error
         default: break
         }
-        let request = Commit(
+        var request = Commit(
             task: claimed.id, token: claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next,
             eventDataJSON: eventData,
             charge: p.charge)
+        request.settled = settledPublishes.take(task: claimed.id)
         return (request, next)
     }
 
     func commit(_ p: PendingCommit) async -> Disposition {
         let (request, next) = request(p)
         do {
-            let outcome = try await store.commit(request)
+            let outcome: CommitOutcome
+            do {
+                outcome = try await store.commit(request)
+            } catch {
+                await settledPublishes.send(request.settled, task: request.task)
+                throw error
+            }
+            if case .fenced = outcome { await settledPublishes.send(request.settled, task: request.task) }
             let (disposition, hop) = await finish(p, next: next, outcome: outcome)
             if let hop { hop.settlement.settle([hop]) }
             if case .committed(_, _, _, let event?) = outcome { publishEvents([event]) }
@@ -696,11 +706,14 @@ public struct StepExecutor: Sendable {
         for (item, (request, outcome)) in zip(items, zip(requests, outcomes)) {
             switch outcome {
             case .success(let outcome):
+                if case .fenced = outcome { await settledPublishes.send(request.0.settled, task: request.0.task) }
                 let (disposition, hop) = await finish(item, next: request.next, outcome: outcome)
                 dispositions.append(disposition)
                 if let hop { hops.append(hop) }
                 if case .committed(_, _, _, let event?) = outcome { events.append(event) }
-            case .failure(let error): dispositions.append(.requeue("commit: \(error)"))
+            case .failure(let error):
+                await settledPublishes.send(request.0.settled, task: request.0.task)
+                dispositions.append(.requeue("commit: \(error)"))
             }
         }
         // The next-step publishes of the batch go to the broker in one hand-off.
@@ -710,14 +723,15 @@ public struct StepExecutor: Sendable {
     }
 
     /// Publishes the events the commits returned (the hot path's own events) in one hand-off, and once the broker
-    /// confirmed them moves their tasks' relay cursors; without waiting. What is not confirmed stays for the relay.
+    /// confirmed them moves their tasks' relay cursors (``SettledPublishes``: usually with the task's next commit);
+    /// without waiting. What is not confirmed stays for the relay.
     func publishEvents(_ events: [InlineEvent]) {
         guard !events.isEmpty else { return }
         let bus = self.bus
-        let store = self.store
+        let settled = self.settledPublishes
         Task {
             let results = await bus.publish(events.map(\.message))
-            await store.eventsPublished(zip(events, results).compactMap { event, failure in failure == nil ? event : nil })
+            for (event, failure) in zip(events, results) where failure == nil { settled.eventPublished(event) }
         }
     }
 
@@ -761,12 +775,12 @@ public struct StepExecutor: Sendable {
                     default: next
                     }
                 if let message, let settlement {
-                    let store = self.store
+                    let settled = self.settledPublishes
                     let task = claimed.id
                     let seq = claimed.seq
                     let hop = SettlementHop(
                         settlement: settlement, message: message, beforeAck: { CrashPoint.hit("after_publish", task: task, seq: seq) },
-                        confirmed: { ok in if ok { store.outboxDoneWithoutWaiting(task: task, ids: [outboxID]) } })
+                        confirmed: { ok in if ok { settled.outboxPublished(task: task, id: outboxID) } })
                     return (.settled, hop)
                 }
                 if let message {

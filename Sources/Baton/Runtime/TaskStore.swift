@@ -22,6 +22,9 @@ public protocol TaskStore: Sendable {
     /// Records that these commits' events were published and confirmed (moves each task's relay cursor past
     /// its event). An event not recorded here is published again by the relay after its lease.
     func eventsPublished(_ events: [InlineEvent]) async
+    /// Whether ``commit(_:)`` applies ``Commit/settled`` (the confirmed publishes a commit may carry); when false,
+    /// the worker sends them on their own at once.
+    var carriesSettledPublishes: Bool { get }
     /// Claims the steps of a batch of deliveries together (Redis: one round trip); one result per message.
     /// `stateCached[i]`: the worker holds message i's checkpoint and input decoded (``StateCache``), so a store may
     /// leave `stateJSON` and `inputJSON` empty in its claim (Redis does; the in-memory store returns them anyway).
@@ -122,6 +125,8 @@ extension TaskStore {
     }
 
     public func eventsPublished(_ events: [InlineEvent]) async {}
+
+    public var carriesSettledPublishes: Bool { false }
 
     public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64, stateCached: [Bool]) async -> [Result<
         ClaimOutcome, any Error
@@ -544,6 +549,19 @@ public struct Commit: Sendable {
     /// this commit counts them); added to the attempt's pending charges. A crashed attempt's are lost with it, as
     /// its pending charges are dropped.
     public var charge = Charge()
+    /// Bookkeeping of this worker's earlier, confirmed publishes for this task that the commit applies too
+    /// (``TaskStore/carriesSettledPublishes``): outbox entries to remove and an event whose relay cursor moves on.
+    public var settled = Settled()
+
+    public struct Settled: Sendable {
+        public var outboxIDs: [String] = []
+        public var event: InlineEvent?
+        public init(outboxIDs: [String] = [], event: InlineEvent? = nil) {
+            self.outboxIDs = outboxIDs
+            self.event = event
+        }
+        public var isEmpty: Bool { outboxIDs.isEmpty && event == nil }
+    }
 
     public init(
         task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}",

@@ -307,12 +307,14 @@ public struct RedisTaskStore: TaskStore {
             keys: [
                 task.task, task.budget, task.checkpointPrefix, task.events, task.outbox, keys.indexPrefix(bucket: bucket),
                 keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), task.chargedEffects, task.signals,
-                keys.eventsPending(bucket: bucket),
+                keys.webhooksDue(bucket: bucket), keys.eventsPending(bucket: bucket),
             ],
             args: [
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
                 settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON, waitJSON,
                 commit.charge.costMicros, commit.charge.tokens, commit.charge.toolCalls,
+                commit.settled.event?.cursorBefore ?? "", commit.settled.event?.streamID ?? "",
+                commit.settled.event?.webhook == true ? "1" : "0", commit.settled.outboxIDs.joined(separator: "\n"),
             ])
         return (command, outboxID)
     }
@@ -345,6 +347,8 @@ public struct RedisTaskStore: TaskStore {
             task: task, message: EventMessage.outbox(task: info, event), cursorBefore: part(1), streamID: part(0),
             webhook: info.webhookURL != nil)
     }
+
+    public var carriesSettledPublishes: Bool { true }
 
     public func eventsPublished(_ events: [InlineEvent]) async {
         guard !events.isEmpty else { return }

@@ -474,21 +474,43 @@ enum Scripts {
             """
 
     /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers, charged effects (set),
-    /// signals (mailbox).
+    /// signals (mailbox), webhooks due, events pending.
     /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
     /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
-    /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``).
+    /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
+    /// of earlier confirmed publishes (``Commit/settled``): expected and new relay cursor, webhook (`1`), outbox
+    /// entry ids (newline-separated).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
     /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
     static let commit =
         waits + """
-            local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk')
+            local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk',
+              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published')
             if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then return {'fenced'} end
             local now = now_ms()
             local id, kind = ARGV[13], ARGV[3]
             local detail_json = ARGV[6]
+            -- What this worker's earlier publishes of the task settled (StepExecutor's SettledPublishes): the outbox
+            -- entries the broker confirmed, and the published event's relay cursor (a compare-and-set, as
+            -- eventsAdvance; the cursor fields are written with the task's other fields below).
+            if ARGV[23] and ARGV[23] ~= '' then
+              local done = {}
+              for oid in string.gmatch(ARGV[23], '[^\\n]+') do table.insert(done, oid) end
+              redis.call('HDEL', KEYS[5], unpack(done))
+            end
+            local cursor, cursor_moved, events_clear = t[10] or '', false, false
+            if ARGV[21] and ARGV[21] ~= '' and EVENTS_PENDING and cursor == ARGV[20] then
+              cursor, cursor_moved = ARGV[21], true
+              if ARGV[22] == '1' then redis.call('ZADD', KEYS[11], 'NX', now, id) end
+              if #redis.call('XRANGE', KEYS[4], '(' .. cursor, '+', 'COUNT', 1) == 0 then
+                redis.call('ZREM', EVENTS_PENDING, id)
+                events_clear = true
+              else
+                redis.call('ZADD', EVENTS_PENDING, now, id)
+              end
+            end
             local spec, children_before = nil, 0
             if kind == 'parallel' then
               spec = cjson.decode(ARGV[16])
@@ -550,6 +572,12 @@ enum Scripts {
             end
             local status, etype, reason = nil, nil, ''
             local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'claims', 0}
+            if cursor_moved then
+              table.insert(fields, 'events_cursor')
+              table.insert(fields, cursor)
+              table.insert(fields, 'events_published')
+              table.insert(fields, num(t[15]) + 1)
+            end
             -- What woke the task is for the step it resumed only.
             if newseq ~= seq then
               table.insert(fields, 'wakeup')
@@ -695,14 +723,13 @@ enum Scripts {
             local inline = nil
             if status == 'queued' and (kind == 'next' or kind == 'handoff') and EVENTS_PENDING then
               local member = event_member(KEYS[4])
-              if member and not redis.call('ZSCORE', EVENTS_PENDING, member) then inline = member end
+              if member and (events_clear or not redis.call('ZSCORE', EVENTS_PENDING, member)) then inline = member end
             end
             local eid = add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
             local inline_reply = nil
             if inline then
               redis.call('ZADD', EVENTS_PENDING, now + INLINE_EVENT_LEASE_MS, inline)
-              local e = redis.call('HMGET', KEYS[1], 'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message')
-              inline_reply = {eid, e[1] or '', e[2] or '', e[3] or '', e[4] or '', e[5] or '', int(num(b.cost)), int(num(b.tokens)),
+              inline_reply = {eid, cursor, t[11] or '', t[12] or '', t[13] or '', t[14] or '', int(num(b.cost)), int(num(b.tokens)),
                 etype, tostring(newseq), tostring(branch), step, tostring(now), event_data or '{}'}
             end
             if status == 'queued' or status == 'dead_lettered' then
