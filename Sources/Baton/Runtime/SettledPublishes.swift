@@ -23,11 +23,14 @@ final class SettledPublishes: Sendable {
     }
 
     let store: any TaskStore
-    /// How long an entry waits for a commit of its task before it is sent on its own.
+    /// How long an entry waits for a commit of its task before it is sent on its own. Longer than a hop takes
+    /// under load (200 chains in flight: ~50–100 ms per hop, Little's law), far shorter than the outbox sweep's
+    /// age (an outbox entry is republished only when older than seconds). The cost: when a task's next step runs
+    /// on another worker, its event waits for this worker's flush, then goes through the relay (~this much later).
     let delay: Duration
     private let state = Mutex(State())
 
-    init(store: any TaskStore, delay: Duration = .milliseconds(20)) {
+    init(store: any TaskStore, delay: Duration = .milliseconds(250)) {
         self.store = store
         self.delay = delay
     }
