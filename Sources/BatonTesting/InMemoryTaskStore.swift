@@ -305,8 +305,8 @@ public final class InMemoryTaskStore: TaskStore {
             if message.attempt > r.attempt {
                 return .future("the task is at attempt \(r.attempt), the message names attempt \(message.attempt)")
             }
-            if !r.leaseOwner.isEmpty && r.leaseUntil > now, let beat = storage.workers[r.leaseOwner],
-                beat > now - settings.workerStaleMilliseconds
+            if !r.leaseOwner.isEmpty && r.leaseUntil > now,
+                r.leaseOwner == worker || storage.workers[r.leaseOwner].map({ $0 > now - settings.workerStaleMilliseconds }) == true
             {
                 return .leased(by: r.leaseOwner)
             }

@@ -72,6 +72,23 @@ struct InMemoryTaskStoreTests {
         #expect(store.snapshot(of: "t1")?.leaseOwner == "w2")
     }
 
+    @Test("a worker's own unexpired lease holds against its own second claim even without a heartbeat; another worker takes it")
+    func ownLeaseWithoutHeartbeat() async throws {
+        let clock = TestClock()
+        let store = InMemoryTaskStore(clock: clock)
+        #expect(try await store.submit(Self.task) == .created)
+        let first = try Self.claimed(try await store.claim(Self.task.firstMessage, worker: "w1", leaseMilliseconds: 60_000))
+        let again = try await store.claim(Self.task.firstMessage, worker: "w1", leaseMilliseconds: 60_000)
+        if case .leased(let holder) = again {
+            #expect(holder == "w1")
+        } else {
+            Issue.record("the second claim was not refused as leased: \(again)")
+        }
+        // w1 never sent a heartbeat: to another worker its lease counts as a dead holder's.
+        let second = try Self.claimed(try await store.claim(Self.task.firstMessage, worker: "w2", leaseMilliseconds: 60_000))
+        #expect(second.token == first.token + 1)
+    }
+
     @Test("the first recorded side effect wins and its charges apply to the attempt that reuses it")
     func effectsFirstWriterWins() async throws {
         let clock = TestClock()

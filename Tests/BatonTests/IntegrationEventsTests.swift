@@ -460,6 +460,41 @@ struct EventRelayTests {
                 ] + (0...4).map { keys.checkpoint(id, seq: Int64($0)) }))
     }
 
+    /// In memory as on Redis: a second delivery of a step to the worker that holds its unexpired lease is a copy,
+    /// even before that worker's first heartbeat (a copy that ran would run the step's side effects twice); to
+    /// another worker the lease of a holder without a heartbeat counts as dead.
+    @Test func aWorkersOwnLeaseHoldsAgainstItsOwnSecondClaimWithoutAHeartbeat() async throws {
+        let (store, id) = try await Self.storeWithTask(prefix: "bt-ownlease", name: "ownlease")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let keys = store.settings.keys
+        let message = StepMessage(task: id, agent: "report", step: "start", seq: 0, branch: 0, attempt: 1)
+        let worker = TestServers.uniqueName("w-own")
+        guard case .run(let first) = try await store.claim(message, worker: worker, leaseMilliseconds: 60_000) else {
+            Issue.record("the first claim did not run")
+            return
+        }
+        let again = try await store.claim(message, worker: worker, leaseMilliseconds: 60_000)
+        if case .leased(let holder) = again {
+            #expect(holder == worker)
+        } else {
+            Issue.record("the second claim was not refused as leased: \(again)")
+        }
+        guard case .run(let second) = try await store.claim(message, worker: worker + "-other", leaseMilliseconds: 60_000) else {
+            Issue.record("another worker did not take the lease of a holder without a heartbeat")
+            return
+        }
+        #expect(second.token == first.token + 1)
+        let bucket = keys.bucket(of: id)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.eventsPending(bucket: bucket),
+                    keys.index(bucket: bucket, status: "queued"), keys.checkpoint(id, seq: 0),
+                ]))
+    }
+
     /// The next commit of a task carries what the worker's confirmed publishes settled (``Commit/settled``): it
     /// removes the confirmed outbox entry and moves the relay cursor past the published event — a compare-and-set,
     /// so a stale one changes nothing — and, the task's events being all published then, returns its own event.

@@ -286,6 +286,9 @@ enum Scripts {
             if mattempt > attempt then return {'future', 'the task is at attempt ' .. attempt .. ', the message names attempt ' .. mattempt} end
             local now = now_ms()
             if t[5] and t[5] ~= '' and num(t[6]) > now then
+              -- This worker's own unexpired lease: the delivery is a copy of a step it is running (even before its
+              -- first heartbeat is written, or with that heartbeat late under load): never run it twice.
+              if t[5] == ARGV[4] then return {'leased', t[5]} end
               local beat = redis.call('ZSCORE', KEYS[6], t[5])
               if beat and num(beat) > now - tonumber(ARGV[8]) then return {'leased', t[5]} end
             end
