@@ -167,7 +167,19 @@ struct BenchCommand: AsyncParsableCommand {
                         Double(result.usedMemoryAfter - result.usedMemoryBefore) / 1_048_576, result.bytesPerTask,
                         result.accountedBytesPerTask))
                 print("  one waiting task's keys: \(keys(result.taskKeys))")
-                print("  the run's shared keys: \(keys(result.sharedKeys))")
+                // The shared keys by kind (`timers:{0}` … `timers:{15}` as `timers:{*}`), with their share per task.
+                var kinds: [String: (count: Int, bytes: Int, encoding: String)] = [:]
+                for key in result.sharedKeys {
+                    let kind = key.key.replacing(/\{[0-9]+\}/, with: "{*}")
+                    let known = kinds[kind] ?? (0, 0, key.encoding)
+                    kinds[kind] = (known.count + 1, known.bytes + key.bytes, known.encoding)
+                }
+                let shared = kinds.sorted { $0.value.bytes > $1.value.bytes }.map { kind, value in
+                    String(
+                        format: "%@ ×%d (%@) %.0f B/task", kind, value.count, value.encoding,
+                        Double(value.bytes) / Double(max(1, result.tasks)))
+                }
+                print("  the run's shared keys: \(shared.joined(separator: ", "))")
                 print(
                     "  while every task waited: queue ready \(result.queueReady.map(String.init) ?? "n/a") / unacked \(result.queueUnacked.map(String.init) ?? "n/a"), steps in flight \(result.inFlight)"
                 )

@@ -97,6 +97,8 @@ public struct IdleBench: Sendable {
         /// Keys deleted at the end, and keys of the run's prefix left afterwards (0 when clean).
         public var deletedKeys: Int
         public var leftoverKeys: Int
+        /// The Redis key prefix of the run (every key of it is deleted at the end).
+        public var keyPrefix = ""
         public var verified: Bool
         public var failures: [String]
 
@@ -122,6 +124,7 @@ public struct IdleBench: Sendable {
             case bytesFor10Million = "bytes_for_10m"
             case deletedKeys = "deleted_keys"
             case leftoverKeys = "leftover_keys"
+            case keyPrefix = "key_prefix"
             case verified, failures
         }
     }
@@ -269,6 +272,7 @@ public struct IdleBench: Sendable {
             throw error
         }
         var result = measured
+        result.keyPrefix = keys.prefix
         (result.deletedKeys, result.leftoverKeys) = try await cleanup(taskIDs, keys: keys, redis: redis)
         if result.leftoverKeys != 0 {
             result.failures.append("\(result.leftoverKeys) keys of the run's prefix '\(keys.prefix)' were left after the cleanup")

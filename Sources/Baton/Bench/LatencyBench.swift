@@ -108,6 +108,8 @@ public struct LatencyBench: Sendable {
         public var brokerCPUMillisecondsPerHop: Double
         public var redisCPUMillisecondsPerHop: Double
         public var leftoverKeys: Int
+        /// The Redis key prefix of the run (every key of it is deleted at the end).
+        public var keyPrefix = ""
         public var verified: Bool
         public var failures: [String]
 
@@ -121,6 +123,7 @@ public struct LatencyBench: Sendable {
             case brokerCPUMillisecondsPerHop = "broker_cpu_ms_per_hop"
             case redisCPUMillisecondsPerHop = "redis_cpu_ms_per_hop"
             case leftoverKeys = "leftover_keys"
+            case keyPrefix = "key_prefix"
             case verified, failures
         }
     }
@@ -228,6 +231,7 @@ public struct LatencyBench: Sendable {
             await client.close()
             throw error
         }
+        result.keyPrefix = keys.prefix
         result.leftoverKeys = try await idle.cleanup(taskIDs, keys: keys, redis: client.store.redis).left
         if result.leftoverKeys != 0 {
             result.failures.append("\(result.leftoverKeys) keys of the run's prefix '\(keys.prefix)' were left after the cleanup")
