@@ -236,6 +236,10 @@ struct BenchCommand: AsyncParsableCommand {
                         result.chains, result.steps, result.hops, result.hopsPerSecond, c.p50, c.p90, c.p99, s.p50, s.p90, s.p99,
                         result.workerCPUMillisecondsPerHop, result.brokerCPUMillisecondsPerHop, result.redisCPUMillisecondsPerHop,
                         result.verified ? "yes" : "NO"))
+                print(
+                    String(
+                        format: "  of a hop, the step's own code: p50 %.3f  p99 %.3f ms; the rest is the protocol's", result.stepCode.p50,
+                        result.stepCode.p99))
                 print("  cleanup: \(result.leftoverKeys) keys of the run left")
                 for failure in result.failures { print("  failed: \(failure)") }
             }

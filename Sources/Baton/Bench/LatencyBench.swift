@@ -49,6 +49,7 @@ public struct LatencyBench: Sendable {
             try await context.charge(costUSD: input.costUSDPerStep, tokens: input.tokensPerStep)
             let prefix = "\(n):"
             context.state.records.append(prefix + String(repeating: "x", count: max(0, input.recordBytes - prefix.utf8.count)))
+            clock.noteEnd(task: context.taskID, seq: context.seq)
             if n >= input.steps { return .complete(["records": .int(Int64(context.state.records.count))]) }
             return .next("append")
         }
@@ -57,6 +58,13 @@ public struct LatencyBench: Sendable {
     /// When each step began, by task and seq (the first note of a seq wins: a redelivered step does not move it).
     final class StepClock: Sendable {
         let starts = Mutex<[String: [Int64: ContinuousClock.Instant]]>([:])
+        /// How long each step's own code ran (start → return), by task and seq.
+        let durations = Mutex<[String: [Int64: Double]]>([:])
+        func noteEnd(task: String, seq: Int64) {
+            let now = ContinuousClock.now
+            guard let start = starts.withLock({ $0[task]?[seq] }) else { return }
+            durations.withLock { $0[task, default: [:]][seq] = (now - start).milliseconds }
+        }
         func note(task: String, seq: Int64) {
             let now = ContinuousClock.now
             starts.withLock { all in
@@ -104,6 +112,8 @@ public struct LatencyBench: Sendable {
         public var commitToCommit: Percentiles
         /// step start → next step start, the worker's monotonic clock.
         public var stepToStep: Percentiles
+        /// The step's own code (start → return; the rest of a hop is the protocol's), the worker's monotonic clock.
+        public var stepCode: Percentiles
         public var workerCPUMillisecondsPerHop: Double
         public var brokerCPUMillisecondsPerHop: Double
         public var redisCPUMillisecondsPerHop: Double
@@ -119,6 +129,7 @@ public struct LatencyBench: Sendable {
             case hopsPerSecond = "hops_per_s"
             case commitToCommit = "commit_to_commit_ms"
             case stepToStep = "step_to_step_ms"
+            case stepCode = "step_code_ms"
             case workerCPUMillisecondsPerHop = "worker_cpu_ms_per_hop"
             case brokerCPUMillisecondsPerHop = "broker_cpu_ms_per_hop"
             case redisCPUMillisecondsPerHop = "redis_cpu_ms_per_hop"
@@ -203,6 +214,7 @@ public struct LatencyBench: Sendable {
                 var failures: [String] = []
                 var commits: [Double] = []
                 var starts: [Double] = []
+                var code: [Double] = []
                 for id in taskIDs {
                     guard let view = try await client.queries.task(id) else {
                         failures.append("\(id): missing")
@@ -216,11 +228,12 @@ public struct LatencyBench: Sendable {
                     let times = marks.compactMap { ISO8601DateFormatter.fractional.date(from: $0.at)?.timeIntervalSince1970 }
                     for (a, b) in zip(times, times.dropFirst()) { commits.append((b - a) * 1000) }
                     starts += clock.intervals(id)
+                    code += clock.durations.withLock { Array(($0[id] ?? [:]).values) }
                 }
                 let hops = chains * steps
                 return Result(
                     chains: chains, steps: steps, hops: hops, wallSeconds: wall, hopsPerSecond: Double(hops) / wall,
-                    commitToCommit: Percentiles(commits), stepToStep: Percentiles(starts),
+                    commitToCommit: Percentiles(commits), stepToStep: Percentiles(starts), stepCode: Percentiles(code),
                     workerCPUMillisecondsPerHop: Double(cpu.selfMicros) / Double(hops) / 1000,
                     brokerCPUMillisecondsPerHop: Double(cpu.brokerMicros) / Double(hops) / 1000,
                     redisCPUMillisecondsPerHop: Double(cpu.redisMicros) / Double(hops) / 1000, leftoverKeys: 0,
