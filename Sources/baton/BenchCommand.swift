@@ -7,7 +7,7 @@ import Logging
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure Baton and the physical limit of this machine.",
-        subcommands: [Raw.self, StepChain.self, Timers.self])
+        subcommands: [Raw.self, StepChain.self, Timers.self, Idle.self, Latency.self])
 
     /// Runs a benchmark; a failure to reach the servers (or any other) is exit code 2 with its message.
     static func measure<R>(_ body: () async throws -> R) async throws -> R {
@@ -119,6 +119,128 @@ struct BenchCommand: AsyncParsableCommand {
                 if result.lateSleepers > 0 {
                     print("  \(result.lateSleepers) tasks fell asleep after their due time: raise --lead")
                 }
+                for failure in result.failures { print("  failed: \(failure)") }
+            }
+            if !result.verified { throw ExitCode(1) }
+        }
+    }
+
+    struct Idle: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "idle",
+            abstract:
+                "Many tasks waiting for a signal (in-process workers): Redis memory per waiting task, messages held, CPU while they wait.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Waiting tasks.") var tasks: Int = 100_000
+        @Option(help: "Seconds of the quiet window over which CPU is measured while every task waits.") var window: Int = 30
+        @Option(help: "Workers (in this process, each with its own connections).") var workers: Int = 1
+        @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
+
+        func validate() throws {
+            guard tasks >= 1, workers >= 1, window >= 1 else { throw ValidationError("--tasks, --workers and --window must be ≥ 1") }
+        }
+
+        func run() async throws {
+            var options = IdleBench.Options()
+            options.tasks = tasks
+            options.workers = workers
+            options.window = .seconds(window)
+            var logger = Logger(label: "baton.bench")
+            logger.logLevel = .warning
+            let bench = IdleBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, logger: logger)
+            let result = try await BenchCommand.measure { try await bench.run(options) }
+            if json {
+                try printJSON(result)
+            } else {
+                func keys(_ list: [IdleBench.KeyUsage]) -> String {
+                    list.map { "\($0.key) (\($0.type), \($0.encoding)) \($0.bytes) B" }.joined(separator: ", ")
+                }
+                print(
+                    String(
+                        format:
+                            "idle  %d waiting tasks (signal wait with a timeout), %d worker(s) in this process, all waiting %.1f s after the submit",
+                        result.tasks, result.workers, result.settleSeconds))
+                print(
+                    String(
+                        format: "  memory  used_memory %+.1f MiB = %.0f bytes/task  (MEMORY USAGE cross-check: %.0f bytes/task)",
+                        Double(result.usedMemoryAfter - result.usedMemoryBefore) / 1_048_576, result.bytesPerTask,
+                        result.accountedBytesPerTask))
+                print("  one waiting task's keys: \(keys(result.taskKeys))")
+                // The shared keys by kind (`timers:{0}` … `timers:{15}` as `timers:{*}`), with their share per task.
+                var kinds: [String: (count: Int, bytes: Int, encoding: String)] = [:]
+                for key in result.sharedKeys {
+                    let kind = key.key.replacing(/\{[0-9]+\}/, with: "{*}")
+                    let known = kinds[kind] ?? (0, 0, key.encoding)
+                    kinds[kind] = (known.count + 1, known.bytes + key.bytes, known.encoding)
+                }
+                let shared = kinds.sorted { $0.value.bytes > $1.value.bytes }.map { kind, value in
+                    String(
+                        format: "%@ ×%d (%@) %.0f B/task", kind, value.count, value.encoding,
+                        Double(value.bytes) / Double(max(1, result.tasks)))
+                }
+                print("  the run's shared keys: \(shared.joined(separator: ", "))")
+                print(
+                    "  while every task waited: queue ready \(result.queueReady.map(String.init) ?? "n/a") / unacked \(result.queueUnacked.map(String.init) ?? "n/a"), steps in flight \(result.inFlight)"
+                )
+                print(
+                    String(
+                        format:
+                            "  CPU ms/s over %.0f s while they waited: worker %.1f  redis %.1f  broker %.1f  (idle before the submit: worker %.1f  redis %.1f  broker %.1f)",
+                        result.windowSeconds, result.workerCPUMillisecondsPerSecond, result.redisCPUMillisecondsPerSecond,
+                        result.brokerCPUMillisecondsPerSecond, result.idleWorkerCPUMillisecondsPerSecond,
+                        result.idleRedisCPUMillisecondsPerSecond, result.idleBrokerCPUMillisecondsPerSecond))
+                print(
+                    String(
+                        format: "  10 million waiting tasks: %.1f GiB of Redis memory", result.bytesFor10Million / 1_073_741_824))
+                print(
+                    "  cleanup: \(result.deletedKeys) keys deleted, \(result.leftoverKeys) left  verified \(result.verified ? "yes" : "NO")"
+                )
+                for failure in result.failures { print("  failed: \(failure)") }
+            }
+            if !result.verified { throw ExitCode(1) }
+        }
+    }
+
+    struct Latency: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "latency",
+            abstract: "One step chain at a time (T = 1, in-process worker): p50/p90/p99 of the step transition and hops/s.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "Step transitions to measure (chains run one after another until this many steps ran).") var hops: Int = 2000
+        @Option(help: "Steps per chain.") var steps: Int = 20
+        @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
+
+        func validate() throws {
+            guard hops >= 1, steps >= 1 else { throw ValidationError("--hops and --steps must be ≥ 1") }
+        }
+
+        func run() async throws {
+            var options = LatencyBench.Options()
+            options.hops = hops
+            options.steps = steps
+            var logger = Logger(label: "baton.bench")
+            logger.logLevel = .warning
+            let bench = LatencyBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, logger: logger)
+            let result = try await BenchCommand.measure { try await bench.run(options) }
+            if json {
+                try printJSON(result)
+            } else {
+                let c = result.commitToCommit
+                let s = result.stepToStep
+                print(
+                    String(
+                        format:
+                            "latency  %d chains × %d steps = %d hops, one at a time  %.0f hops/s  step transition: commit → commit p50 %.1f  p90 %.1f  p99 %.1f ms (Redis time, ms resolution)  step → step p50 %.2f  p90 %.2f  p99 %.2f ms (worker clock)  CPU ms/hop: worker %.3f broker %.3f redis %.3f  verified %@",
+                        result.chains, result.steps, result.hops, result.hopsPerSecond, c.p50, c.p90, c.p99, s.p50, s.p90, s.p99,
+                        result.workerCPUMillisecondsPerHop, result.brokerCPUMillisecondsPerHop, result.redisCPUMillisecondsPerHop,
+                        result.verified ? "yes" : "NO"))
+                print(
+                    String(
+                        format: "  of a hop, the step's own code: p50 %.3f  p99 %.3f ms; the rest is the protocol's", result.stepCode.p50,
+                        result.stepCode.p99))
+                print("  cleanup: \(result.leftoverKeys) keys of the run left")
                 for failure in result.failures { print("  failed: \(failure)") }
             }
             if !result.verified { throw ExitCode(1) }
