@@ -414,6 +414,7 @@ struct EventRelayTests {
         #expect(try await relay.relay() == 3)
         let cursor = try await redis.send("HGET", keys.task(id), "events_cursor").string ?? ""
 
+        let beforeCommit = Int64(Date().timeIntervalSince1970 * 1000)
         guard case .committed("queued", 2, _, let event?) = try await step(1) else {
             Issue.record("the commit returned no event")
             return
@@ -427,8 +428,10 @@ struct EventRelayTests {
         #expect(body["status"]?.stringValue == "queued")
         // Marked a lease ahead: the relay does not take it while its worker publishes.
         let score = Int64(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string ?? "") ?? 0
-        #expect(score > Int64(Date().timeIntervalSince1970 * 1000) + 5_000)
-        #expect(try await relay.relay() == 0)
+        #expect(score >= beforeCommit + 9_000, "marked 10 s after the commit (Redis time)")
+        // While the mark is ahead the relay leaves the task alone (checked only while it is: a loaded CI box may take
+        // seconds to get here).
+        if Int64(Date().timeIntervalSince1970 * 1000) < score - 2_000 { #expect(try await relay.relay() == 0) }
         await store.eventsPublished([event])
         #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == event.streamID)
         #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string == nil)
