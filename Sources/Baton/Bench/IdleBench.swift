@@ -146,20 +146,10 @@ public struct IdleBench: Sendable {
     }
 
     public func run(_ options: Options) async throws -> Result {
-        let runID = TaskID.generate()
-        var store = RedisTaskStore.Settings()
-        store.keys = RedisKeys(prefix: "baton-bench-idle-\(runID):")
-        var workers: [Worker] = []
-        for index in 0..<max(1, options.workers) {
-            var configuration = Worker.Configuration(amqpURL: amqpURL, redisURL: redisURL, workerID: "bench-idle-\(runID)-\(index)")
-            configuration.concurrency = options.concurrency
-            configuration.prefetch = UInt16(clamping: options.concurrency)
-            configuration.store = store
-            configuration.deadLetterIntake = false
-            workers.append(Worker(configuration: configuration, registry: registry, logger: logger))
-        }
-        let group = ServiceGroup(
-            configuration: .init(services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+        let fleet = BenchWorkers(
+            name: "idle", amqpURL: amqpURL, redisURL: redisURL, registry: registry, workers: options.workers,
+            concurrency: options.concurrency, logger: logger)
+        let (runID, store, group, workers) = (fleet.runID, fleet.store, fleet.group, fleet.workers)
         let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, settings: store, logger: logger)
         let keys = client.store.settings.keys
         let redis = client.store.redis
@@ -171,13 +161,7 @@ public struct IdleBench: Sendable {
                 running.addTask { try await group.run() }
                 defer { running.cancelAll() }
                 let ids = Set(workers.map(\.configuration.workerID))
-                let started = ContinuousClock.now + .seconds(30)
-                while Set(try await client.queries.workers().map(\.id)).intersection(ids).count < ids.count {
-                    guard ContinuousClock.now < started else {
-                        throw BatonError(.connection, "the bench workers did not start within 30 s")
-                    }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
+                try await fleet.waitUntilRegistered(client)
                 let baseline = try await cpuPerSecond(over: min(options.window, .seconds(10)))
                 let before = try await usedMemory(redis)
 

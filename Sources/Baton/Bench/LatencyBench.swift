@@ -153,16 +153,11 @@ public struct LatencyBench: Sendable {
     }
 
     public func run(_ options: Options) async throws -> Result {
-        let runID = TaskID.generate()
         var registry = AgentRegistry()
         registry.register(ChainAgent(clock: clock))
-        var store = RedisTaskStore.Settings()
-        store.keys = RedisKeys(prefix: "baton-bench-latency-\(runID):")
-        var configuration = Worker.Configuration(amqpURL: amqpURL, redisURL: redisURL, workerID: "bench-latency-\(runID)")
-        configuration.store = store
-        configuration.deadLetterIntake = false
-        let worker = Worker(configuration: configuration, registry: registry, logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: worker)], gracefulShutdownSignals: [], logger: logger))
+        let fleet = BenchWorkers(
+            name: "latency", amqpURL: amqpURL, redisURL: redisURL, registry: registry, workers: 1, concurrency: nil, logger: logger)
+        let (runID, store, group) = (fleet.runID, fleet.store, fleet.group)
         let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, settings: store, logger: logger)
         let keys = client.store.settings.keys
         let idle = IdleBench(amqpURL: amqpURL, redisURL: redisURL, logger: logger)
@@ -175,11 +170,7 @@ public struct LatencyBench: Sendable {
             result = try await withThrowingTaskGroup(of: Void.self) { running in
                 running.addTask { try await group.run() }
                 defer { running.cancelAll() }
-                let ready = ContinuousClock.now + .seconds(30)
-                while !(try await client.queries.workers().contains { $0.id == configuration.workerID }) {
-                    guard ContinuousClock.now < ready else { throw BatonError(.connection, "the bench worker did not start within 30 s") }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
+                try await fleet.waitUntilRegistered(client)
                 guard let channel = client.channel else { throw BatonError(.internalError, "no channel") }
                 let input: JSONValue = [
                     "steps": .int(Int64(steps)), "record_bytes": 200, "tokens_per_step": 100, "cost_usd_per_step": 0.0001,

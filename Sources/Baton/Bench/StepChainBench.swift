@@ -111,12 +111,7 @@ public struct StepChainBench: Sendable {
             }
             // Wait until every worker announced itself (its consumers are up).
             let ids = Set(workers.map(\.configuration.workerID))
-            let ready = ContinuousClock.now + .seconds(30)
-            while Set(try await client.queries.workers().map(\.id)).intersection(ids).count < ids.count {
-                guard ContinuousClock.now < ready else { throw BatonError(.connection, "the bench workers did not start within 30 s") }
-                try checkWorkers()
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            try await BenchWorkers.waitUntilRegistered(ids, client: client, check: checkWorkers)
             let taskIDs = (0..<options.tasks).map { "bench-\(runID)-\($0)" }
             let input: JSONValue = [
                 "steps": .int(Int64(options.steps)), "record_bytes": 200, "tokens_per_step": 100, "cost_usd_per_step": 0.0001,

@@ -108,20 +108,10 @@ public struct TimerBench: Sendable {
     }
 
     public func run(_ options: Options) async throws -> Result {
-        let runID = TaskID.generate()
-        var store = RedisTaskStore.Settings()
-        store.keys = RedisKeys(prefix: "baton-bench-timers-\(runID):")
-        var workers: [Worker] = []
-        for index in 0..<max(1, options.workers) {
-            var configuration = Worker.Configuration(amqpURL: amqpURL, redisURL: redisURL, workerID: "bench-timers-\(runID)-\(index)")
-            configuration.concurrency = options.concurrency
-            configuration.prefetch = UInt16(clamping: options.concurrency)
-            configuration.store = store
-            configuration.deadLetterIntake = false
-            workers.append(Worker(configuration: configuration, registry: registry, logger: logger))
-        }
-        let group = ServiceGroup(
-            configuration: .init(services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+        let fleet = BenchWorkers(
+            name: "timers", amqpURL: amqpURL, redisURL: redisURL, registry: registry, workers: options.workers,
+            concurrency: options.concurrency, logger: logger)
+        let (runID, store, group, workers) = (fleet.runID, fleet.store, fleet.group, fleet.workers)
         let client = try await BatonClient.connect(amqpURL: amqpURL, redisURL: redisURL, publishing: true, settings: store, logger: logger)
         let keys = client.store.settings.keys
 
@@ -129,11 +119,7 @@ public struct TimerBench: Sendable {
             tasks.addTask { try await group.run() }
             defer { tasks.cancelAll() }
             let ids = Set(workers.map(\.configuration.workerID))
-            let ready = ContinuousClock.now + .seconds(30)
-            while Set(try await client.queries.workers().map(\.id)).intersection(ids).count < ids.count {
-                guard ContinuousClock.now < ready else { throw BatonError(.connection, "the bench workers did not start within 30 s") }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            try await fleet.waitUntilRegistered(client)
             let taskIDs = (0..<options.tasks).map { "bench-timers-\(runID)-\($0)" }
             let idleCPU = try await Self.cpuPerSecond(over: .seconds(2))
             let leadMilliseconds = Int64(options.lead.milliseconds)
