@@ -18,6 +18,9 @@ public struct StepChainAgent: Agent {
         /// effects sink (`<effects_dir or BATON_EFFECTS_DIR>/<run>.effects.jsonl`, see `baton verify`).
         public var run: String?
         public var effectsDir: String?
+        /// Optional: every step waits this long (milliseconds, 0…600000) before it commits, as a slow tool call would:
+        /// a step that outlives RabbitMQ's `consumer_timeout` (the chaos runner's `consumer_timeout` fault).
+        public var sleepMilliseconds: Int = 0
 
         enum CodingKeys: String, CodingKey {
             case steps
@@ -27,6 +30,7 @@ public struct StepChainAgent: Agent {
             case effectLog = "effect_log"
             case run
             case effectsDir = "effects_dir"
+            case sleepMilliseconds = "sleep_ms"
         }
 
         public init(
@@ -47,11 +51,16 @@ public struct StepChainAgent: Agent {
             costUSDPerStep = try c.decodeIfPresent(Double.self, forKey: .costUSDPerStep) ?? 0.0001
             effectLog = try c.decodeIfPresent(String.self, forKey: .effectLog)
             (run, effectsDir) = try RunInput(from: decoder).fields
+            sleepMilliseconds = try c.decodeIfPresent(Int.self, forKey: .sleepMilliseconds) ?? 0
             guard (1...100_000).contains(steps) else {
                 throw DecodingError.dataCorruptedError(forKey: .steps, in: c, debugDescription: "must be between 1 and 100000")
             }
             guard (0...65_536).contains(recordBytes) else {
                 throw DecodingError.dataCorruptedError(forKey: .recordBytes, in: c, debugDescription: "must be between 0 and 65536")
+            }
+            guard (0...600_000).contains(sleepMilliseconds) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .sleepMilliseconds, in: c, debugDescription: "must be between 0 and 600000 (milliseconds)")
             }
         }
     }
@@ -72,6 +81,7 @@ public struct StepChainAgent: Agent {
         let input = context.input
         let key = "record-\(n)"
         try await RunEffect.perform(context, run: input.run, directory: input.effectsDir)
+        if input.sleepMilliseconds > 0 { try await Task.sleep(for: .milliseconds(input.sleepMilliseconds)) }
         if let path = input.effectLog {
             // A keyed side effect, logged outside Redis: crash tests count each key once.
             try await context.sideEffect(key) {

@@ -36,6 +36,24 @@ struct InMemoryExampleAgentTests {
         #expect(harness.deadLetters.isEmpty)
     }
 
+    @Test("stepchain with sleep_ms waits in each step and completes the same; sleep_ms out of range is refused naming it")
+    func stepchainSleeps() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        let id = try await harness.submit(agent: "stepchain", input: ["steps": 2, "sleep_ms": 20])
+        let summary = await harness.runUntilIdle()
+        #expect(summary.idle)
+        let task = try #require(harness.task(id))
+        #expect(task.status == "succeeded")
+        #expect(task.result == ["records": 2])
+        #expect(task.usage.steps == 2)
+        for bad: JSONValue in [700_000, -1] {
+            let error = await #expect(throws: (any Error).self) {
+                try await harness.submit(agent: "stepchain", input: ["steps": 2, "sleep_ms": bad])
+            }
+            #expect("\(error.map { "\($0)" } ?? "")".contains("sleep_ms"))
+        }
+    }
+
     @Test("resubmitting the same id is a no-op")
     func submitIsIdempotent() async throws {
         let harness = BatonTestHarness(registry: .examples)
