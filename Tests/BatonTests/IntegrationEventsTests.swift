@@ -498,10 +498,10 @@ struct EventRelayTests {
                 ]))
     }
 
-    /// The next commit of a task carries what the worker's confirmed publishes settled (``Commit/settled``): it
-    /// removes the confirmed outbox entry and moves the relay cursor past the published event — a compare-and-set,
-    /// so a stale one changes nothing — and, the task's events being all published then, returns its own event.
-    @Test func aCommitCarriesTheConfirmedPublishesOfTheStepBefore() async throws {
+    /// The next commit of a task carries the event its worker published for the step before (``Commit/settled``): it
+    /// moves the relay cursor past it — a compare-and-set, so a stale one changes nothing — and, the task's events
+    /// being all published then, returns its own event.
+    @Test func aCommitCarriesTheConfirmedEventOfTheStepBefore() async throws {
         let (store, id) = try await Self.storeWithTask(prefix: "bt-settled", name: "settled")
         let redis = store.redis
         defer { Task { await redis.close() } }
@@ -525,20 +525,18 @@ struct EventRelayTests {
         }
         _ = try await step(0)
         #expect(try await relay.relay() == 3)
-        guard case .committed("queued", 2, let outbox1?, let event1?) = try await step(1) else {
+        guard case .committed("queued", 2, _, let event1?) = try await step(1) else {
             Issue.record("the commit of seq 1 returned no event")
             return
         }
-        #expect(try await redis.send("HEXISTS", keys.outbox(id), outbox1).int == 1)
         let published = Int(try await redis.send("HGET", keys.task(id), "events_published").string ?? "") ?? 0
 
-        // Seq 2 carries seq 1's confirmed step message and event.
-        guard case .committed("queued", 3, _, let event2?) = try await step(2, settled: Commit.Settled(outboxIDs: [outbox1], event: event1))
+        // Seq 2 carries seq 1's confirmed event.
+        guard case .committed("queued", 3, _, let event2?) = try await step(2, settled: Commit.Settled(event: event1))
         else {
             Issue.record("the commit that carried the settled event returned no event of its own")
             return
         }
-        #expect(try await redis.send("HEXISTS", keys.outbox(id), outbox1).int == 0)
         #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == event1.streamID)
         #expect(Int(try await redis.send("HGET", keys.task(id), "events_published").string ?? "") == published + 1)
         #expect(event2.cursorBefore == event1.streamID)

@@ -775,12 +775,12 @@ public struct StepExecutor: Sendable {
                     default: next
                     }
                 if let message, let settlement {
-                    let settled = self.settledPublishes
+                    let store = self.store
                     let task = claimed.id
                     let seq = claimed.seq
                     let hop = SettlementHop(
                         settlement: settlement, message: message, beforeAck: { CrashPoint.hit("after_publish", task: task, seq: seq) },
-                        confirmed: { ok in if ok { settled.outboxPublished(task: task, id: outboxID) } })
+                        confirmed: { ok in if ok { store.outboxDoneWithoutWaiting(task: task, ids: [outboxID]) } })
                     return (.settled, hop)
                 }
                 if let message {

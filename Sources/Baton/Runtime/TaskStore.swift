@@ -549,18 +549,14 @@ public struct Commit: Sendable {
     /// this commit counts them); added to the attempt's pending charges. A crashed attempt's are lost with it, as
     /// its pending charges are dropped.
     public var charge = Charge()
-    /// Bookkeeping of this worker's earlier, confirmed publishes for this task that the commit applies too
-    /// (``TaskStore/carriesSettledPublishes``): outbox entries to remove and an event whose relay cursor moves on.
+    /// Bookkeeping of this worker's earlier, confirmed publish for this task that the commit applies too
+    /// (``TaskStore/carriesSettledPublishes``): an event whose relay cursor moves on.
     public var settled = Settled()
 
     public struct Settled: Sendable {
-        public var outboxIDs: [String] = []
         public var event: InlineEvent?
-        public init(outboxIDs: [String] = [], event: InlineEvent? = nil) {
-            self.outboxIDs = outboxIDs
-            self.event = event
-        }
-        public var isEmpty: Bool { outboxIDs.isEmpty && event == nil }
+        public init(event: InlineEvent? = nil) { self.event = event }
+        public var isEmpty: Bool { event == nil }
     }
 
     public init(

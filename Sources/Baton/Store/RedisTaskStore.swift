@@ -314,7 +314,7 @@ public struct RedisTaskStore: TaskStore {
                 settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON, waitJSON,
                 commit.charge.costMicros, commit.charge.tokens, commit.charge.toolCalls,
                 commit.settled.event?.cursorBefore ?? "", commit.settled.event?.streamID ?? "",
-                commit.settled.event?.webhook == true ? "1" : "0", commit.settled.outboxIDs.joined(separator: "\n"),
+                commit.settled.event?.webhook == true ? "1" : "0",
             ])
         return (command, outboxID)
     }

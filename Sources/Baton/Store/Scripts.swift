@@ -482,8 +482,7 @@ enum Scripts {
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
     /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
     /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
-    /// of earlier confirmed publishes (``Commit/settled``): expected and new relay cursor, webhook (`1`), outbox
-    /// entry ids (newline-separated).
+    /// of an earlier confirmed event publish (``Commit/settled``): expected and new relay cursor, webhook (`1`).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
     /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
@@ -495,14 +494,9 @@ enum Scripts {
             local now = now_ms()
             local id, kind = ARGV[13], ARGV[3]
             local detail_json = ARGV[6]
-            -- What this worker's earlier publishes of the task settled (StepExecutor's SettledPublishes): the outbox
-            -- entries the broker confirmed, and the published event's relay cursor (a compare-and-set, as
-            -- eventsAdvance; the cursor fields are written with the task's other fields below).
-            if ARGV[23] and ARGV[23] ~= '' then
-              local done = {}
-              for oid in string.gmatch(ARGV[23], '[^\\n]+') do table.insert(done, oid) end
-              redis.call('HDEL', KEYS[5], unpack(done))
-            end
+            -- The event this worker published for the task's previous step (StepExecutor's SettledPublishes): its relay
+            -- cursor moves on (a compare-and-set, as eventsAdvance; the cursor fields are written with the task's
+            -- other fields below).
             local cursor, cursor_moved, events_clear = t[10] or '', false, false
             if ARGV[21] and ARGV[21] ~= '' and EVENTS_PENDING and cursor == ARGV[20] then
               cursor, cursor_moved = ARGV[21], true
