@@ -68,9 +68,13 @@ final class ConnectionEngine {
     /// Wire numbers of this connection whose channel the broker closed. RabbitMQ repeats a consumer_timeout
     /// close on every channel tick until it has processed our close-ok, so more closes can follow on that
     /// number; answering one (or reopening the number while they may still come) makes the broker close the
-    /// whole connection (503 "unimplemented method" / 504 "expected 'channel.open'"). Closes on a retired
-    /// number are dropped; the number is not used again on this connection.
-    var retiredWires: Set<UInt16> = []
+    /// whole connection (503 "unimplemented method" / 504 "expected 'channel.open'"). Frames on a retired
+    /// number are dropped; the number is used again only after ``retirement`` (when it was retired).
+    var retiredWires: [UInt16: ContinuousClock.Instant] = [:]
+    /// How long a number the broker closed stays unused: the old channel repeats its close (and may send
+    /// deliveries) only until it has processed our close-ok, which takes milliseconds, or one
+    /// `channel_tick_interval` (60 s by default) with a broker that is far behind.
+    static let retirement: Duration = .seconds(60)
     var nextChannelID: UInt16 = 1
     var heartbeatSeconds: Int32 = 0
     var readyBatches: [String: (ChannelState, [AMQPDelivery])] = [:]
@@ -236,7 +240,7 @@ final class ConnectionEngine {
             self.conn = nil
         }
         queue.state.withLock { $0.connected = false }
-        retiredWires = []
+        retiredWires = [:]
         for channel in channels.values {
             failPending(channel, with: error)
             flushBatch(channel)
@@ -322,7 +326,7 @@ final class ConnectionEngine {
     /// channel.open, then confirm.select, basic.qos and basic.consume for every consumer of the channel.
     private func openOnBroker(_ channel: ChannelState) throws {
         guard let conn else { throw ConnectionLost(error: notConnected("channel.open")) }
-        if retiredWires.contains(channel.wire) {
+        if retiredWires[channel.wire] != nil || byWire[channel.wire].map({ $0 !== channel }) ?? false {
             guard let wire = freeNumber(wireOnly: true) else {
                 throw AMQPError(.invalidArgument, operation: "channel.open", endpoint: endpoint, fix: "too many channels")
             }
@@ -370,7 +374,11 @@ final class ConnectionEngine {
         for _ in 0..<2047 {
             let number = nextChannelID
             nextChannelID = nextChannelID == 2047 ? 1 : nextChannelID + 1
-            if byWire[number] == nil, !retiredWires.contains(number), wireOnly || channels[number] == nil { return number }
+            if let retired = retiredWires[number] {
+                guard ContinuousClock.now - retired >= Self.retirement else { continue }
+                retiredWires[number] = nil
+            }
+            if byWire[number] == nil, wireOnly || channels[number] == nil { return number }
         }
         return nil
     }
@@ -432,7 +440,7 @@ final class ConnectionEngine {
             _ = amqp_send_method(conn, channel.wire, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
         }
         if byWire[channel.wire] === channel { byWire[channel.wire] = nil }
-        retiredWires.insert(channel.wire)
+        retiredWires[channel.wire] = ContinuousClock.now
         channel.open = false
         channel.epoch &+= 1
         channel.partial = nil
@@ -784,7 +792,7 @@ final class ConnectionEngine {
             if let channel = byWire[channelID] {
                 _ = channelClosedByServer(
                     channel, code: c.reply_code, text: CDecode.string(c.reply_text), operation: "channel \(channel.id)", reopen: true)
-            } else if retiredWires.contains(channelID) {
+            } else if retiredWires[channelID] != nil {
                 logger.debug("AMQP dropped a repeated close of a closed channel", metadata: ["amqp.wire": "\(channelID)"])
             } else if let conn {
                 var ok = amqp_channel_close_ok_t(dummy: 0)
