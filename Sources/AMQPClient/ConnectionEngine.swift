@@ -36,6 +36,9 @@ final class ConnectionEngine {
         /// number (see ``ConnectionEngine/retiredWires``), so it can differ from `id`.
         var wire: UInt16
         var epoch: UInt64 = 0
+        /// Delivery tags of this epoch not yet acked, nacked or rejected: a second settlement of one (which the
+        /// broker answers with 406 "unknown delivery tag", closing the channel) is refused here instead.
+        var unsettled: Set<UInt64> = []
         var open = false
         var confirms: Bool
         var prefetch: UInt16?
@@ -246,6 +249,7 @@ final class ConnectionEngine {
             flushBatch(channel)
             channel.open = false
             channel.epoch &+= 1
+            channel.unsettled = []
             channel.partial = nil
         }
     }
@@ -443,6 +447,7 @@ final class ConnectionEngine {
         retiredWires[channel.wire] = ContinuousClock.now
         channel.open = false
         channel.epoch &+= 1
+        channel.unsettled = []
         channel.partial = nil
         failPending(channel, with: error)
         flushBatch(channel)
@@ -584,7 +589,12 @@ final class ConnectionEngine {
                         fix: "the channel it came on was closed or recovered; the broker redelivers the message"))
                 return
             }
+            var duplicate: UInt64?
             for tag in tags {
+                guard Self.take(tag, settlement.multiple, from: channel) else {
+                    duplicate = duplicate ?? tag
+                    continue
+                }
                 let status: Int32
                 switch settlement {
                 case .ack(let multiple): status = amqp_basic_ack(conn, channel.wire, tag, multiple ? 1 : 0)
@@ -599,6 +609,13 @@ final class ConnectionEngine {
                     continuation?.resume(throwing: error)
                     throw ConnectionLost(error: error)
                 }
+            }
+            if let duplicate {
+                continuation?.resume(
+                    throwing: AMQPError(
+                        .staleDelivery, operation: "settle delivery \(duplicate)", endpoint: endpoint,
+                        fix: "the delivery was already acknowledged, rejected or nacked; settle each delivery once"))
+                return
             }
             continuation?.resume()
 
@@ -828,6 +845,7 @@ final class ConnectionEngine {
             let delivery = AMQPDelivery(
                 body: partial.body, properties: partial.properties, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange,
                 routingKey: routingKey, consumerTag: consumerTag, channelID: channel.id, epoch: channel.epoch)
+            channel.unsettled.insert(deliveryTag)
             readyBatches[consumerTag, default: (channel, [])].1.append(delivery)
         case .returned(let code, let text, let exchange, let routingKey):
             // Returns arrive in publish order, right before the confirm of the same message: attribute this one
@@ -901,12 +919,22 @@ final class ConnectionEngine {
             let ok = results.allSatisfy { $0 == nil }
             if ok { ack.beforeAck?() }
             if let conn, let channel = channels[ack.channel], channel.open, channel.epoch == ack.epoch {
-                for tag in ack.tags {
+                for tag in ack.tags where Self.take(tag, false, from: channel) {
                     if ok { _ = amqp_basic_ack(conn, channel.wire, tag, 0) } else { _ = amqp_basic_nack(conn, channel.wire, tag, 0, 1) }
                 }
             }
             ack.onSettled?(results)
         }
+    }
+
+    /// Marks `tag` settled (with `multiple`, every tag up to it); false when it is not an unsettled tag of
+    /// the channel's current epoch (a second settlement), which must not reach the broker.
+    static func take(_ tag: UInt64, _ multiple: Bool, from channel: ChannelState) -> Bool {
+        if multiple {
+            channel.unsettled = channel.unsettled.filter { $0 > tag }
+            return true
+        }
+        return channel.unsettled.remove(tag) != nil
     }
 
     // MARK: - Shutdown

@@ -144,3 +144,43 @@ struct CapturingLogHandler: LogHandler {
         lines.append("\(event.level) \(event.message) \(merged.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " "))")
     }
 }
+
+/// Settling one delivery twice: the broker would close the channel (406 unknown delivery tag), so the client
+/// refuses the second settlement and the channel stays as it was.
+@Suite("AMQP: settle a delivery once", .enabled(if: TestServers.available), .serialized)
+struct AMQPSettleOnceTests {
+    @Test(.timeLimit(.minutes(1)))
+    func aSecondAckOfOneDeliveryIsRefusedAndTheChannelStaysOpen() async throws {
+        let lines = LogLines()
+        let logger = Logger(label: "amqp-settle-once-test") { _ in CapturingLogHandler(lines: lines) }
+        try await AMQPConnection.withConnection(try AMQPIntegrationTests.configuration(), logger: logger) { connection in
+            let channel = try await connection.openChannel(confirms: true, prefetch: 10)
+            try await AMQPIntegrationTests.withQueue(channel) { queue in
+                let results = try await channel.publish(
+                    (0..<3).map { AMQPMessage(exchange: "", routingKey: queue, body: Array("m-\($0)".utf8)) })
+                #expect(results.allSatisfy { $0 == nil })
+                let consumer = try await channel.consume(queue: queue)
+                var deliveries: [AMQPDelivery] = []
+                for await delivery in consumer.deliveries {
+                    deliveries.append(delivery)
+                    if deliveries.count == 3 { break }
+                }
+                try await channel.ack(deliveries[0])
+                let error = await #expect(throws: AMQPError.self) { try await channel.ack(deliveries[0]) }
+                #expect(error?.code == .staleDelivery)
+                #expect(error?.fix.contains("settle each delivery once") == true)
+                // A nack and an ack-after of an already settled delivery are not sent either.
+                await #expect(throws: AMQPError.self) { try await channel.nack(deliveries[0], requeue: true) }
+                try await channel.ack(deliveries[1])
+                channel.publish([], thenAck: [deliveries[1]])
+                try await channel.ack(deliveries[2])
+                try await channel.cancel(consumerTag: consumer.tag)
+                // The channel was never closed by the broker, and nothing is left unacked.
+                let info = try await channel.inspectQueue(queue)
+                #expect(info.messageCount == 0)
+                #expect(!lines.all.contains { $0.contains("closed by the broker") }, "\(lines.all)")
+                #expect(connection.reconnectCount == 0)
+            }
+        }
+    }
+}
