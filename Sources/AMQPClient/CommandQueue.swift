@@ -65,6 +65,13 @@ enum Settlement: Sendable {
     case ack(multiple: Bool)
     case nack(multiple: Bool, requeue: Bool)
     case reject(requeue: Bool)
+
+    var multiple: Bool {
+        switch self {
+        case .ack(let multiple), .nack(let multiple, _): multiple
+        case .reject: false
+        }
+    }
 }
 
 struct ConsumerSpec: Sendable {

@@ -30,8 +30,15 @@ final class ConnectionEngine {
     }
 
     final class ChannelState {
+        /// The number the user's ``AMQPChannel`` and its deliveries know the channel by.
         let id: UInt16
+        /// The channel number on the wire. After the broker closes the channel it is reopened on a fresh
+        /// number (see ``ConnectionEngine/retiredWires``), so it can differ from `id`.
+        var wire: UInt16
         var epoch: UInt64 = 0
+        /// Delivery tags of this epoch not yet acked, nacked or rejected: a second settlement of one (which the
+        /// broker answers with 406 "unknown delivery tag", closing the channel) is refused here instead.
+        var unsettled: Set<UInt64> = []
         var open = false
         var confirms: Bool
         var prefetch: UInt16?
@@ -43,6 +50,7 @@ final class ConnectionEngine {
 
         init(id: UInt16, confirms: Bool, prefetch: UInt16?) {
             self.id = id
+            self.wire = id
             self.confirms = confirms
             self.prefetch = prefetch
         }
@@ -58,6 +66,18 @@ final class ConnectionEngine {
     let queue: CommandQueue
     var conn: amqp_connection_state_t?
     var channels: [UInt16: ChannelState] = [:]
+    /// The open (or opening) channels by wire number: where incoming frames go.
+    var byWire: [UInt16: ChannelState] = [:]
+    /// Wire numbers of this connection whose channel the broker closed. RabbitMQ repeats a consumer_timeout
+    /// close on every channel tick until it has processed our close-ok, so more closes can follow on that
+    /// number; answering one (or reopening the number while they may still come) makes the broker close the
+    /// whole connection (503 "unimplemented method" / 504 "expected 'channel.open'"). Frames on a retired
+    /// number are dropped; the number is used again only after ``retirement`` (when it was retired).
+    var retiredWires: [UInt16: ContinuousClock.Instant] = [:]
+    /// How long a number the broker closed stays unused: the old channel repeats its close (and may send
+    /// deliveries) only until it has processed our close-ok, which takes milliseconds, or one
+    /// `channel_tick_interval` (60 s by default) with a broker that is far behind.
+    static let retirement: Duration = .seconds(60)
     var nextChannelID: UInt16 = 1
     var heartbeatSeconds: Int32 = 0
     var readyBatches: [String: (ChannelState, [AMQPDelivery])] = [:]
@@ -223,11 +243,13 @@ final class ConnectionEngine {
             self.conn = nil
         }
         queue.state.withLock { $0.connected = false }
+        retiredWires = [:]
         for channel in channels.values {
             failPending(channel, with: error)
             flushBatch(channel)
             channel.open = false
             channel.epoch &+= 1
+            channel.unsettled = []
             channel.partial = nil
         }
     }
@@ -308,18 +330,25 @@ final class ConnectionEngine {
     /// channel.open, then confirm.select, basic.qos and basic.consume for every consumer of the channel.
     private func openOnBroker(_ channel: ChannelState) throws {
         guard let conn else { throw ConnectionLost(error: notConnected("channel.open")) }
-        _ = amqp_channel_open(conn, channel.id)
+        if retiredWires[channel.wire] != nil || byWire[channel.wire].map({ $0 !== channel }) ?? false {
+            guard let wire = freeNumber(wireOnly: true) else {
+                throw AMQPError(.invalidArgument, operation: "channel.open", endpoint: endpoint, fix: "too many channels")
+            }
+            channel.wire = wire
+        }
+        byWire[channel.wire] = channel
+        _ = amqp_channel_open(conn, channel.wire)
         try check(amqp_get_rpc_reply(conn), channel: channel, operation: "channel.open \(channel.id)", reopen: false)
         channel.open = true
         channel.pending = [:]
         channel.nextPublishSeq = 1
         channel.lowestPending = 1
         if channel.confirms {
-            _ = amqp_confirm_select(conn, channel.id)
+            _ = amqp_confirm_select(conn, channel.wire)
             try check(amqp_get_rpc_reply(conn), channel: channel, operation: "confirm.select", reopen: false)
         }
         if let prefetch = channel.prefetch {
-            _ = amqp_basic_qos(conn, channel.id, 0, prefetch, 0)
+            _ = amqp_basic_qos(conn, channel.wire, 0, prefetch, 0)
             try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.qos", reopen: false)
         }
         for (tag, spec) in channel.consumers.sorted(by: { $0.key < $1.key }) {
@@ -338,9 +367,24 @@ final class ConnectionEngine {
         guard let conn else { throw ConnectionLost(error: notConnected("basic.consume")) }
         let arena = CArena()
         _ = amqp_basic_consume(
-            conn, channel.id, arena.bytes(spec.queue), arena.bytes(spec.tag), 0, 0, spec.exclusive ? 1 : 0, arena.table(spec.arguments))
+            conn, channel.wire, arena.bytes(spec.queue), arena.bytes(spec.tag), 0, 0, spec.exclusive ? 1 : 0, arena.table(spec.arguments))
         withExtendedLifetime(arena) {}
         try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.consume from '\(spec.queue)'", reopen: false)
+    }
+
+    /// A channel number (1…2047, round robin) that no channel has on the wire and that is not retired; with
+    /// `wireOnly` false also no channel's id (a new channel starts with id == wire number).
+    private func freeNumber(wireOnly: Bool) -> UInt16? {
+        for _ in 0..<2047 {
+            let number = nextChannelID
+            nextChannelID = nextChannelID == 2047 ? 1 : nextChannelID + 1
+            if let retired = retiredWires[number] {
+                guard ContinuousClock.now - retired >= Self.retirement else { continue }
+                retiredWires[number] = nil
+            }
+            if byWire[number] == nil, wireOnly || channels[number] == nil { return number }
+        }
+        return nil
     }
 
     private func notConnected(_ operation: String) -> AMQPError {
@@ -397,10 +441,13 @@ final class ConnectionEngine {
         logger.warning("AMQP channel closed by the broker", metadata: ["amqp.channel": "\(channel.id)", "error": "\(error)"])
         if let conn {
             var ok = amqp_channel_close_ok_t(dummy: 0)
-            _ = amqp_send_method(conn, channel.id, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
+            _ = amqp_send_method(conn, channel.wire, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
         }
+        if byWire[channel.wire] === channel { byWire[channel.wire] = nil }
+        retiredWires[channel.wire] = ContinuousClock.now
         channel.open = false
         channel.epoch &+= 1
+        channel.unsettled = []
         channel.partial = nil
         failPending(channel, with: error)
         flushBatch(channel)
@@ -426,6 +473,9 @@ final class ConnectionEngine {
                 "a delivery stayed unacknowledged longer than the broker's consumer_timeout: raise consumer_timeout or shorten the step time limit"
         case 403: return "the user lacks permission for this resource in the vhost: grant it with rabbitmqctl set_permissions"
         case 405: return "the resource is locked by an exclusive consumer or queue of another connection"
+        case 406 where text.contains("unknown delivery tag"):
+            return
+                "an ack or nack named a delivery this channel did not issue or already settled (a client bug, not the request's): the channel was reopened and the broker redelivers what was unacknowledged"
         default: return "the channel was reopened; fix the request and retry"
         }
     }
@@ -462,22 +512,22 @@ final class ConnectionEngine {
         case .close:
             return
         case .openChannel(let confirms, let prefetch, let continuation):
-            guard channels.count < 2047 else {
+            guard let id = freeNumber(wireOnly: false) else {
                 continuation.resume(
                     throwing: AMQPError(.invalidArgument, operation: "channel.open", endpoint: endpoint, fix: "too many channels"))
                 return
             }
-            while channels[nextChannelID] != nil { nextChannelID = nextChannelID == 2047 ? 1 : nextChannelID + 1 }
-            let channel = ChannelState(id: nextChannelID, confirms: confirms, prefetch: prefetch)
-            nextChannelID = nextChannelID == 2047 ? 1 : nextChannelID + 1
+            let channel = ChannelState(id: id, confirms: confirms, prefetch: prefetch)
             do {
                 try openOnBroker(channel)
                 channels[channel.id] = channel
                 continuation.resume(returning: channel.id)
             } catch let lost as ConnectionLost {
+                if byWire[channel.wire] === channel { byWire[channel.wire] = nil }
                 continuation.resume(throwing: lost.error)
                 throw lost
             } catch {
+                if byWire[channel.wire] === channel { byWire[channel.wire] = nil }
                 continuation.resume(throwing: error)
             }
 
@@ -510,7 +560,7 @@ final class ConnectionEngine {
                 var properties = arena.properties(message.properties)
                 let status = message.body.withUnsafeBytes { body in
                     amqp_basic_publish(
-                        conn, channel.id, arena.bytes(message.exchange), arena.bytes(message.routingKey), message.mandatory ? 1 : 0, 0,
+                        conn, channel.wire, arena.bytes(message.exchange), arena.bytes(message.routingKey), message.mandatory ? 1 : 0, 0,
                         &properties, amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
                 }
                 withExtendedLifetime(arena) {}
@@ -539,12 +589,18 @@ final class ConnectionEngine {
                         fix: "the channel it came on was closed or recovered; the broker redelivers the message"))
                 return
             }
+            var duplicate: UInt64?
             for tag in tags {
+                guard Self.take(tag, settlement.multiple, from: channel) else {
+                    duplicate = duplicate ?? tag
+                    continue
+                }
                 let status: Int32
                 switch settlement {
-                case .ack(let multiple): status = amqp_basic_ack(conn, id, tag, multiple ? 1 : 0)
-                case .nack(let multiple, let requeue): status = amqp_basic_nack(conn, id, tag, multiple ? 1 : 0, requeue ? 1 : 0)
-                case .reject(let requeue): status = amqp_basic_reject(conn, id, tag, requeue ? 1 : 0)
+                case .ack(let multiple): status = amqp_basic_ack(conn, channel.wire, tag, multiple ? 1 : 0)
+                case .nack(let multiple, let requeue):
+                    status = amqp_basic_nack(conn, channel.wire, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+                case .reject(let requeue): status = amqp_basic_reject(conn, channel.wire, tag, requeue ? 1 : 0)
                 }
                 guard status == AMQP_STATUS_OK.rawValue else {
                     let error = AMQPError(
@@ -553,6 +609,13 @@ final class ConnectionEngine {
                     continuation?.resume(throwing: error)
                     throw ConnectionLost(error: error)
                 }
+            }
+            if let duplicate {
+                continuation?.resume(
+                    throwing: AMQPError(
+                        .staleDelivery, operation: "settle delivery \(duplicate)", endpoint: endpoint,
+                        fix: "the delivery was already acknowledged, rejected or nacked; settle each delivery once"))
+                return
             }
             continuation?.resume()
 
@@ -584,7 +647,7 @@ final class ConnectionEngine {
             channel.consumers[tag] = nil
             if channel.open {
                 let arena = CArena()
-                _ = amqp_basic_cancel(conn, id, arena.bytes(tag))
+                _ = amqp_basic_cancel(conn, channel.wire, arena.bytes(tag))
                 withExtendedLifetime(arena) {}
                 do {
                     try check(amqp_get_rpc_reply(conn), channel: channel, operation: "basic.cancel")
@@ -609,9 +672,10 @@ final class ConnectionEngine {
             flushBatch(channel)
             for spec in channel.consumers.values { spec.buffer.finish() }
             if channel.open {
-                _ = amqp_channel_close(conn, id, Int32(AMQP_REPLY_SUCCESS))
+                _ = amqp_channel_close(conn, channel.wire, Int32(AMQP_REPLY_SUCCESS))
                 channel.open = false
             }
+            if byWire[channel.wire] === channel { byWire[channel.wire] = nil }
             continuation.resume()
         }
     }
@@ -619,7 +683,7 @@ final class ConnectionEngine {
     private func perform(_ rpc: RPC, on channel: ChannelState, conn: amqp_connection_state_t) throws -> RPCResult {
         let arena = CArena()
         defer { withExtendedLifetime(arena) {} }
-        let id = channel.id
+        let id = channel.wire
         switch rpc {
         case .declareExchange(let name, let type, let durable, let autoDelete, let isInternal, let passive, let arguments):
             _ = amqp_exchange_declare(
@@ -700,7 +764,7 @@ final class ConnectionEngine {
         case AMQP_FRAME_METHOD:
             try handleMethod(frame.payload.method, channelID: channelID)
         case AMQP_FRAME_HEADER:
-            guard let channel = channels[channelID], var partial = channel.partial else { return }
+            guard let channel = byWire[channelID], var partial = channel.partial else { return }
             if let decoded = frame.payload.properties.decoded {
                 partial.properties = CDecode.properties(decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
             }
@@ -709,7 +773,7 @@ final class ConnectionEngine {
             channel.partial = partial
             if partial.expected == 0 { complete(channel) }
         case AMQP_FRAME_BODY:
-            guard let channel = channels[channelID], channel.partial != nil else { return }
+            guard let channel = byWire[channelID], channel.partial != nil else { return }
             let fragment = frame.payload.body_fragment
             if fragment.len > 0, let bytes = fragment.bytes {
                 channel.partial!.body.append(contentsOf: UnsafeRawBufferPointer(start: bytes, count: fragment.len))
@@ -724,27 +788,29 @@ final class ConnectionEngine {
         switch method.id {
         case AMQP_BASIC_DELIVER_METHOD:
             let d = method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
-            channels[channelID]?.partial = PartialContent(
+            byWire[channelID]?.partial = PartialContent(
                 kind: .deliver(
                     consumerTag: CDecode.string(d.consumer_tag), deliveryTag: d.delivery_tag, redelivered: d.redelivered != 0,
                     exchange: CDecode.string(d.exchange), routingKey: CDecode.string(d.routing_key)))
         case AMQP_BASIC_RETURN_METHOD:
             let r = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
-            channels[channelID]?.partial = PartialContent(
+            byWire[channelID]?.partial = PartialContent(
                 kind: .returned(
                     code: r.reply_code, text: CDecode.string(r.reply_text), exchange: CDecode.string(r.exchange),
                     routingKey: CDecode.string(r.routing_key)))
         case AMQP_BASIC_ACK_METHOD:
             let a = method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
-            if let channel = channels[channelID] { confirm(channel, tag: a.delivery_tag, multiple: a.multiple != 0, nack: false) }
+            if let channel = byWire[channelID] { confirm(channel, tag: a.delivery_tag, multiple: a.multiple != 0, nack: false) }
         case AMQP_BASIC_NACK_METHOD:
             let n = method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
-            if let channel = channels[channelID] { confirm(channel, tag: n.delivery_tag, multiple: n.multiple != 0, nack: true) }
+            if let channel = byWire[channelID] { confirm(channel, tag: n.delivery_tag, multiple: n.multiple != 0, nack: true) }
         case AMQP_CHANNEL_CLOSE_METHOD:
             let c = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
-            if let channel = channels[channelID] {
+            if let channel = byWire[channelID] {
                 _ = channelClosedByServer(
-                    channel, code: c.reply_code, text: CDecode.string(c.reply_text), operation: "channel \(channelID)", reopen: true)
+                    channel, code: c.reply_code, text: CDecode.string(c.reply_text), operation: "channel \(channel.id)", reopen: true)
+            } else if retiredWires[channelID] != nil {
+                logger.debug("AMQP dropped a repeated close of a closed channel", metadata: ["amqp.wire": "\(channelID)"])
             } else if let conn {
                 var ok = amqp_channel_close_ok_t(dummy: 0)
                 _ = amqp_send_method(conn, channelID, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
@@ -755,7 +821,7 @@ final class ConnectionEngine {
         case AMQP_BASIC_CANCEL_METHOD:
             let c = method.decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
             let tag = CDecode.string(c.consumer_tag)
-            if let channel = channels[channelID], let spec = channel.consumers.removeValue(forKey: tag) {
+            if let channel = byWire[channelID], let spec = channel.consumers.removeValue(forKey: tag) {
                 logger.warning("AMQP consumer cancelled by the broker (queue deleted?)", metadata: ["amqp.consumer": "\(tag)"])
                 flushBatch(channel)
                 spec.buffer.finish()
@@ -779,6 +845,7 @@ final class ConnectionEngine {
             let delivery = AMQPDelivery(
                 body: partial.body, properties: partial.properties, deliveryTag: deliveryTag, redelivered: redelivered, exchange: exchange,
                 routingKey: routingKey, consumerTag: consumerTag, channelID: channel.id, epoch: channel.epoch)
+            channel.unsettled.insert(deliveryTag)
             readyBatches[consumerTag, default: (channel, [])].1.append(delivery)
         case .returned(let code, let text, let exchange, let routingKey):
             // Returns arrive in publish order, right before the confirm of the same message: attribute this one
@@ -852,12 +919,22 @@ final class ConnectionEngine {
             let ok = results.allSatisfy { $0 == nil }
             if ok { ack.beforeAck?() }
             if let conn, let channel = channels[ack.channel], channel.open, channel.epoch == ack.epoch {
-                for tag in ack.tags {
-                    if ok { _ = amqp_basic_ack(conn, ack.channel, tag, 0) } else { _ = amqp_basic_nack(conn, ack.channel, tag, 0, 1) }
+                for tag in ack.tags where Self.take(tag, false, from: channel) {
+                    if ok { _ = amqp_basic_ack(conn, channel.wire, tag, 0) } else { _ = amqp_basic_nack(conn, channel.wire, tag, 0, 1) }
                 }
             }
             ack.onSettled?(results)
         }
+    }
+
+    /// Marks `tag` settled (with `multiple`, every tag up to it); false when it is not an unsettled tag of
+    /// the channel's current epoch (a second settlement), which must not reach the broker.
+    static func take(_ tag: UInt64, _ multiple: Bool, from channel: ChannelState) -> Bool {
+        if multiple {
+            channel.unsettled = channel.unsettled.filter { $0 > tag }
+            return true
+        }
+        return channel.unsettled.remove(tag) != nil
     }
 
     // MARK: - Shutdown
@@ -872,6 +949,7 @@ final class ConnectionEngine {
         }
         settleAckAfter()
         channels = [:]
+        byWire = [:]
         if let conn {
             _ = amqp_connection_close(conn, Int32(AMQP_REPLY_SUCCESS))
             amqp_destroy_connection(conn)
