@@ -163,9 +163,11 @@ def main():
         row.find_element(By.CSS_SELECTOR, 'button[data-action="send-edit"]').click()
         page.wait(lambda d: "Approved" in d.find_element(By.ID, "flash").text, "the approval to be confirmed")
         page.task_status(args.approval, ["succeeded"])
-        result = driver.find_element(By.ID, "task-result").text
-        if '"approve"' not in result or "looks good" not in result or "edited in the browser" not in result:
-            fail(f"the approved task's result does not show the edited approval: {result}")
+        # Read through `wait`: the task page re-renders as events arrive, so the element may be replaced mid-read.
+        page.wait(
+            lambda d: all(part in d.find_element(By.ID, "task-result").text
+                          for part in ('"approve"', "looks good", "edited in the browser")),
+            "the approved task's result to show the edited approval")
         page.wait(lambda d: page.css('tr[data-event="succeeded"]') or page.css('tr[data-event]'), "live events on the task page")
         page.screenshot("task-approved")
 
