@@ -498,7 +498,7 @@ struct EventRelayTests {
                 ]))
     }
 
-    /// The next commit of a task carries the event its worker published for the step before (``Commit/settled``): it
+    /// The next commit of a task carries the event its worker published for the step before (``Commit/settledEvent``): it
     /// moves the relay cursor past it — a compare-and-set, so a stale one changes nothing — and, the task's events
     /// being all published then, returns its own event.
     @Test func aCommitCarriesTheConfirmedEventOfTheStepBefore() async throws {
@@ -509,7 +509,7 @@ struct EventRelayTests {
         let bucket = keys.bucket(of: id)
         #expect(store.carriesSettledPublishes)
         let relay = EventRelay(store: store, bus: CapturingBus(), logger: Harness.logger)
-        func step(_ seq: Int64, settled: Commit.Settled = Commit.Settled()) async throws -> CommitOutcome {
+        func step(_ seq: Int64, settled: InlineEvent? = nil) async throws -> CommitOutcome {
             let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
             guard case .run(let claimed) = try await store.claim(message, worker: "w-settled", leaseMilliseconds: 10_000) else {
                 Issue.record("seq \(seq) was not claimed")
@@ -520,7 +520,7 @@ struct EventRelayTests {
             var commit = Commit(
                 task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
                 next: .step(next, queue: "default"))
-            commit.settled = settled
+            commit.settledEvent = settled
             return try await store.commit(commit)
         }
         _ = try await step(0)
@@ -532,7 +532,7 @@ struct EventRelayTests {
         let published = Int(try await redis.send("HGET", keys.task(id), "events_published").string ?? "") ?? 0
 
         // Seq 2 carries seq 1's confirmed event.
-        guard case .committed("queued", 3, _, let event2?) = try await step(2, settled: Commit.Settled(event: event1))
+        guard case .committed("queued", 3, _, let event2?) = try await step(2, settled: event1)
         else {
             Issue.record("the commit that carried the settled event returned no event of its own")
             return
@@ -543,7 +543,7 @@ struct EventRelayTests {
 
         // A stale carried event (its expected cursor is behind) moves nothing; the unpublished event2 keeps the
         // task marked, so this commit returns no event (the relay's).
-        guard case .committed("queued", 4, _, nil) = try await step(3, settled: Commit.Settled(event: event1)) else {
+        guard case .committed("queued", 4, _, nil) = try await step(3, settled: event1) else {
             Issue.record("a commit behind an unpublished event returned one")
             return
         }

@@ -6,7 +6,7 @@ import Synchronization
 /// Moving the cursor is bookkeeping that may come late: an event whose cursor did not move is published again by the
 /// relay when its lease in `events_pending` ends (consumers dedupe by the event's id). So instead of a script of its
 /// own per hop, it is carried by the **next commit of the same task** when that comes soon — with one worker on a
-/// chain, nearly always: the claim of step n+1 follows the confirm of step n's publishes (``Commit/settled``). What no
+/// chain, nearly always: the claim of step n+1 follows the confirm of step n's publishes (``Commit/settledEvent``). What no
 /// commit took within ``delay`` is sent on its own, as before. A store that cannot carry it
 /// (``TaskStore/carriesSettledPublishes`` is false, the in-memory one) gets it at once.
 ///
@@ -59,18 +59,15 @@ final class SettledPublishes: Sendable {
         if start { Task { await flushLoop() } }
     }
 
-    /// Takes what waits for `task`, for its commit to carry.
-    func take(task: String) -> Commit.Settled {
-        Commit.Settled(event: state.withLock { $0.entries.removeValue(forKey: task) }?.event)
+    /// Takes the event that waits for `task`, for its commit to carry.
+    func take(task: String) -> InlineEvent? {
+        state.withLock { $0.entries.removeValue(forKey: task) }?.event
     }
 
-    /// Sends what a commit carried on its own (the commit was refused or failed: it wrote nothing).
-    func send(_ settled: Commit.Settled, task: String) async {
-        if let event = settled.event { await store.eventsPublished([event]) }
+    /// Moves the cursor of an event a commit carried on its own (the commit was refused or failed: it wrote nothing).
+    func send(_ event: InlineEvent?) async {
+        if let event { await store.eventsPublished([event]) }
     }
-
-    /// Events waiting for a commit.
-    var count: Int { state.withLock { $0.entries.count } }
 
     /// Sends what waited ``delay`` without a commit; runs while events wait.
     private func flushLoop() async {

@@ -671,7 +671,7 @@ public struct StepExecutor: Sendable {
             task: claimed.id, token: claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next,
             eventDataJSON: eventData,
             charge: p.charge)
-        request.settled = settledPublishes.take(task: claimed.id)
+        request.settledEvent = settledPublishes.take(task: claimed.id)
         return (request, next)
     }
 
@@ -682,10 +682,10 @@ public struct StepExecutor: Sendable {
             do {
                 outcome = try await store.commit(request)
             } catch {
-                await settledPublishes.send(request.settled, task: request.task)
+                await settledPublishes.send(request.settledEvent)
                 throw error
             }
-            if case .fenced = outcome { await settledPublishes.send(request.settled, task: request.task) }
+            if case .fenced = outcome { await settledPublishes.send(request.settledEvent) }
             let (disposition, hop) = await finish(p, next: next, outcome: outcome)
             if let hop { hop.settlement.settle([hop]) }
             if case .committed(_, _, _, let event?) = outcome { publishEvents([event]) }
@@ -706,13 +706,13 @@ public struct StepExecutor: Sendable {
         for (item, (request, outcome)) in zip(items, zip(requests, outcomes)) {
             switch outcome {
             case .success(let outcome):
-                if case .fenced = outcome { await settledPublishes.send(request.0.settled, task: request.0.task) }
+                if case .fenced = outcome { await settledPublishes.send(request.0.settledEvent) }
                 let (disposition, hop) = await finish(item, next: request.next, outcome: outcome)
                 dispositions.append(disposition)
                 if let hop { hops.append(hop) }
                 if case .committed(_, _, _, let event?) = outcome { events.append(event) }
             case .failure(let error):
-                await settledPublishes.send(request.0.settled, task: request.0.task)
+                await settledPublishes.send(request.0.settledEvent)
                 dispositions.append(.requeue("commit: \(error)"))
             }
         }

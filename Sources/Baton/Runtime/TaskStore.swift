@@ -22,8 +22,8 @@ public protocol TaskStore: Sendable {
     /// Records that these commits' events were published and confirmed (moves each task's relay cursor past
     /// its event). An event not recorded here is published again by the relay after its lease.
     func eventsPublished(_ events: [InlineEvent]) async
-    /// Whether ``commit(_:)`` applies ``Commit/settled`` (the confirmed publishes a commit may carry); when false,
-    /// the worker sends them on their own at once.
+    /// Whether ``commit(_:)`` applies ``Commit/settledEvent``; when false, the worker moves the cursor on its own at
+    /// once.
     var carriesSettledPublishes: Bool { get }
     /// Claims the steps of a batch of deliveries together (Redis: one round trip); one result per message.
     /// `stateCached[i]`: the worker holds message i's checkpoint and input decoded (``StateCache``), so a store may
@@ -549,15 +549,9 @@ public struct Commit: Sendable {
     /// this commit counts them); added to the attempt's pending charges. A crashed attempt's are lost with it, as
     /// its pending charges are dropped.
     public var charge = Charge()
-    /// Bookkeeping of this worker's earlier, confirmed publish for this task that the commit applies too
-    /// (``TaskStore/carriesSettledPublishes``): an event whose relay cursor moves on.
-    public var settled = Settled()
-
-    public struct Settled: Sendable {
-        public var event: InlineEvent?
-        public init(event: InlineEvent? = nil) { self.event = event }
-        public var isEmpty: Bool { event == nil }
-    }
+    /// The event this worker published and the broker confirmed for the task's previous step, whose relay cursor the
+    /// commit moves on too (``TaskStore/carriesSettledPublishes``; else ignored).
+    public var settledEvent: InlineEvent?
 
     public init(
         task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}",

@@ -313,8 +313,8 @@ public struct RedisTaskStore: TaskStore {
                 commit.token, commit.seq, kind, commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember, timerDelay,
                 settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON, waitJSON,
                 commit.charge.costMicros, commit.charge.tokens, commit.charge.toolCalls,
-                commit.settled.event?.cursorBefore ?? "", commit.settled.event?.streamID ?? "",
-                commit.settled.event?.webhook == true ? "1" : "0",
+                commit.settledEvent?.cursorBefore ?? "", commit.settledEvent?.streamID ?? "",
+                commit.settledEvent?.webhook == true ? "1" : "0",
             ])
         return (command, outboxID)
     }

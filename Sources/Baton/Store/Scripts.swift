@@ -482,7 +482,7 @@ enum Scripts {
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
     /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
     /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
-    /// of an earlier confirmed event publish (``Commit/settled``): expected and new relay cursor, webhook (`1`).
+    /// of an earlier confirmed event publish (``Commit/settledEvent``): expected and new relay cursor, webhook (`1`).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
     /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
