@@ -116,12 +116,20 @@ final class ConnectionEngine {
         while true {
             for command in queue.takeAll() {
                 if case .close(let done) = command {
+                    uncork()
                     shutdown()
                     done?.resume()
                     return
                 }
+                // Publishes and acks of one pass go out together (corked); anything that waits for the broker's
+                // answer is sent at once.
+                switch command {
+                case .publish, .settle: cork()
+                default: uncork()
+                }
                 execute(command)
             }
+            cork()
             settleAckAfter()
             if conn != nil {
                 do {
@@ -141,8 +149,29 @@ final class ConnectionEngine {
         }
     }
 
+    /// Whether the socket is corked (`TCP_CORK`): the frames of one pass of the loop are held and leave together.
+    private var corked = false
+
+    /// Holds what the next writes send until ``uncork()``: a pass's publishes and acks then reach the broker in a
+    /// few segments instead of one per frame, so it reads them in one go (on loopback the broker otherwise made
+    /// ~1.7 reads per step hop; its CPU per hop fell with fewer).
+    private func cork() {
+        guard !corked, let conn else { return }
+        corked = baton_tcp_cork(amqp_get_sockfd(conn), 1) == 0
+    }
+
+    /// Sends what is held. Called before the thread waits (poll, a synchronous call's reply) and when the
+    /// connection is dropped.
+    private func uncork() {
+        guard corked else { return }
+        corked = false
+        guard let conn else { return }
+        _ = baton_tcp_cork(amqp_get_sockfd(conn), 0)
+    }
+
     /// Sleeps in poll(2) until the socket or the wake pipe is readable, or half a heartbeat passed.
     private func waitForActivity() {
+        uncork()
         guard let conn else { return }
         if amqp_frames_enqueued(conn) != 0 || amqp_data_in_buffer(conn) != 0 { return }
         let timeoutMs: Int32 = heartbeatSeconds > 0 ? max(heartbeatSeconds * 1000 / 2, 100) : 1000
@@ -242,6 +271,7 @@ final class ConnectionEngine {
             amqp_destroy_connection(conn)
             self.conn = nil
         }
+        corked = false
         queue.state.withLock { $0.connected = false }
         retiredWires = [:]
         for channel in channels.values {
@@ -329,6 +359,7 @@ final class ConnectionEngine {
 
     /// channel.open, then confirm.select, basic.qos and basic.consume for every consumer of the channel.
     private func openOnBroker(_ channel: ChannelState) throws {
+        uncork()  // synchronous calls follow: nothing may wait in the cork for their answers
         guard let conn else { throw ConnectionLost(error: notConnected("channel.open")) }
         if retiredWires[channel.wire] != nil || byWire[channel.wire].map({ $0 !== channel }) ?? false {
             guard let wire = freeNumber(wireOnly: true) else {

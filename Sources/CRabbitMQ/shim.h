@@ -9,6 +9,9 @@
 #include <amqp_tcp_socket.h>
 #endif
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -30,6 +33,12 @@ static inline int baton_nonblocking_pipe(int fds[2]) {
     fcntl(fds[0], F_SETFD, FD_CLOEXEC);
     fcntl(fds[1], F_SETFD, FD_CLOEXEC);
     return 0;
+}
+
+/* TCP_CORK on (1) or off (0): frames written while corked leave in as few segments as fit; turning it off sends
+   what is held at once. Returns 0 or -1 (errno). */
+static inline int baton_tcp_cork(int fd, int on) {
+    return setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
 }
 
 _Static_assert(sizeof(amqp_channel_t) == 2, "amqp_channel_t is expected to be 16 bits");

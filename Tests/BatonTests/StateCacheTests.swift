@@ -86,6 +86,31 @@ struct StateCacheRedisTests {
         #expect(try await TaskQueries(store: store).task(id2)?.status == "succeeded")
     }
 
+    /// A step run from the cached state that is dead-lettered (here: its state is over the checkpoint cap) leaves the
+    /// previous checkpoint as it was, though the worker never had that checkpoint as JSON.
+    @Test func aDeadLetteredStepFromTheCachedStateKeepsThePreviousCheckpoint() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-sticky-dead")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        var registry = AgentRegistry()
+        registry.register(StepChainAgent())
+        var settings = ProtocolSettings()
+        settings.checkpointMaxBytes = 250  // three 60-byte records fit, the fourth does not
+        let bus = CapturingBus()
+        let worker = StepExecutor(
+            registry: registry, store: store, bus: bus, workerID: "sticky-dead", settings: settings, logger: Harness.logger)
+        let input = #"{"steps": 6, "record_bytes": 60, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
+        let (id, _) = try await worker.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        await Self.drive(bus) { _ in worker }
+        #expect(worker.states.hits == 3)
+        let view = try #require(try await TaskQueries(store: store).task(id))
+        #expect(view.status == "dead_lettered")
+        let checkpoint = try #require(try await TaskQueries(store: store).checkpoint(id))
+        #expect(checkpoint.seq == 3 && view.seq == 3)
+        let records = try JSONValue.parse(Array(checkpoint.json.utf8))["records"]?.arrayValue ?? []
+        #expect(records.compactMap { $0.stringValue?.split(separator: ":").first.map(String.init) } == ["1", "2", "3"])
+    }
+
     @Test func aClaimWithTheStateCachedReturnsNeitherCheckpointNorInput() async throws {
         let store = try await EventRelayTests.store(prefix: "bt-sticky-claim")
         let redis = store.redis
