@@ -30,6 +30,8 @@ struct BenchCommand: AsyncParsableCommand {
         @Option(help: "Workers (in this process, each with its own connections).") var workers: Int = 1
         @Option(help: "Steps each worker runs at once.") var concurrency: Int = 256
         @Flag(name: .customLong("no-raw"), help: "Skip the raw loop.") var noRaw = false
+        @Flag(name: .customLong("no-speculation"), help: "Claim every step first (worker.speculative_steps false).")
+        var noSpeculation = false
         @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
 
         func validate() throws {
@@ -46,6 +48,7 @@ struct BenchCommand: AsyncParsableCommand {
             options.concurrency = concurrency
             options.prefetch = UInt16(clamping: concurrency)
             options.runRaw = !noRaw
+            options.speculativeSteps = !noSpeculation
             var logger = Logger(label: "baton.bench")
             logger.logLevel = .warning
             let bench = StepChainBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, registry: .examples, logger: logger)
@@ -59,6 +62,7 @@ struct BenchCommand: AsyncParsableCommand {
                     result.tasks, result.steps, result.hops, result.hopsPerSecond, result.p50Milliseconds, result.p99Milliseconds,
                     result.workerCPUMillisecondsPerHop, result.brokerCPUMillisecondsPerHop, result.redisCPUMillisecondsPerHop,
                     result.verified ? "yes" : "NO")
+                line += "  speculative \(result.speculativeSteps) (claimed late \(result.claimedLate))"
                 if let raw = result.rawHopsPerSecond, let ratio = result.ratioToRaw {
                     line += String(
                         format: "\nraw (same run, %d chains batched)  %.0f hops/s   Baton / raw = %.2f", result.tasks, raw, ratio)

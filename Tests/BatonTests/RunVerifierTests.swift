@@ -180,6 +180,31 @@ struct RunVerifierTests {
         #expect(report.violations.contains { $0.kind == "stale_write" && $0.message.contains("committed seq 2") })
     }
 
+    @Test("consecutive commits under one token (a worker's speculative steps) pass; a token below an earlier commit's does not")
+    func speculativeCommitsShareTheirClaimsToken() {
+        func run(fences: [Int64]) -> RunSnapshot {
+            var snapshot = Self.cleanRun()
+            snapshot.effects = []  // steps without effects (the ones that run speculatively)
+            var record = snapshot.tasks["task-a"]!
+            record.fields["input"] = (["steps": 3, "tokens_per_step": 7] as JSONValue).jsonString
+            record.fields["fence"] = String(fences.max() ?? 0)
+            for (index, fence) in fences.enumerated() {
+                record.events[index + 1].data = [
+                    "worker": "w", "fence": .int(fence), "charged": ["cost": 250, "tokens": 7, "tool_calls": 0, "steps": 1],
+                ]
+            }
+            snapshot.tasks["task-a"] = record
+            return snapshot
+        }
+        let shared = RunVerifier.verify(run(fences: [1, 1, 1]))
+        #expect(shared.violations == [])
+        let claimedAgain = RunVerifier.verify(run(fences: [1, 2, 2]))
+        #expect(claimedAgain.violations == [])
+        let stale = RunVerifier.verify(run(fences: [1, 2, 1]))
+        #expect(stale.staleWrites == 1)
+        #expect(stale.violations.contains { $0.kind == "stale_write" && $0.message.contains("token 1 after token 2") })
+    }
+
     @Test("a budget counter off by one is a budget mismatch; a counter far over its cap is named")
     func budgetMismatch() {
         var snapshot = Self.cleanRun()

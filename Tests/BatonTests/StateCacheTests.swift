@@ -1,6 +1,7 @@
 import BatonExamples
 import Foundation
 import RedisClient
+import Synchronization
 import TestSupport
 import Testing
 
@@ -67,6 +68,8 @@ struct StateCacheRedisTests {
         let (id, _) = try await one.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         await Self.drive(bus) { _ in one }
         #expect(one.states.hits == 5)
+        // Each step after the first ran speculatively (no claim) and none needed a late claim.
+        #expect(one.speculation.snapshot.started == 5 && one.speculation.snapshot.claimedLate == 0)
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.status == "succeeded")
         let checkpoint = try #require(try await TaskQueries(store: store).checkpoint(id))
@@ -80,10 +83,111 @@ struct StateCacheRedisTests {
         let (id2, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         await Self.drive(bus2) { $0 % 2 == 0 ? a : b }
         #expect(a.states.hits + b.states.hits == 0)
+        #expect(a.speculation.snapshot.started + b.speculation.snapshot.started == 0)
         let checkpoint2 = try #require(try await TaskQueries(store: store).checkpoint(id2))
         let records2 = try JSONValue.parse(Array(checkpoint2.json.utf8))["records"]?.arrayValue ?? []
         #expect(records2.compactMap { $0.stringValue?.split(separator: ":").first.map(String.init) } == ["1", "2", "3", "4", "5", "6"])
         #expect(try await TaskQueries(store: store).task(id2)?.status == "succeeded")
+    }
+
+    /// Takes the next step message the bus holds.
+    static func nextStep(_ bus: CapturingBus) -> StepDelivery? {
+        bus.messages.withLock { messages -> StepDelivery? in
+            guard let index = messages.firstIndex(where: { $0.exchange == Topology.stepsExchange }) else { return nil }
+            let message = messages.remove(at: index)
+            return StepDelivery(body: Array(message.body.utf8), routingKey: message.routingKey, redelivered: false, settlement: nil)
+        }
+    }
+
+    /// Runs one delivery on `executor` and returns how it was settled.
+    static func handle(_ executor: StepExecutor, _ delivery: StepDelivery) async -> Disposition? {
+        let settled = Mutex<Disposition?>(nil)
+        await executor.handleSteps([delivery], settle: { _, disposition in settled.withLock { $0 = disposition } })
+        return settled.withLock { $0 }
+    }
+
+    /// A speculative step whose task another worker claimed meanwhile (a duplicate delivery) commits nothing: its
+    /// commit finds the claim, its late claim finds the other lease, and the delivery is acked as a duplicate.
+    @Test func aSpeculativeStepYieldsToAnotherWorkersClaim() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-spec-dup")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let bus = CapturingBus()
+        let a = Self.executor(store, bus: bus, worker: "spec-a")
+        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
+        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
+        let second = try #require(Self.nextStep(bus))
+        let message = try StepMessage.decode(second.body)
+        // Worker b is alive (its heartbeat is fresh), so its lease holds.
+        _ = try await redis.send("ZADD", store.settings.keys.workers, Int64(Date().timeIntervalSince1970 * 1000), "spec-b")
+        guard
+            case .success(.run(let other))? = await store.claimAll(
+                [message], worker: "spec-b", leaseMilliseconds: 30_000, stateCached: [false]
+            ).first
+        else {
+            Issue.record("worker b did not claim")
+            return
+        }
+        let disposition = await Self.handle(a, second)
+        guard case .ack? = disposition else {
+            Issue.record("not acked as a duplicate: \(String(describing: disposition))")
+            return
+        }
+        #expect(a.speculation.snapshot.started == 1 && a.speculation.snapshot.claimedLate == 1 && a.speculation.snapshot.refused == 1)
+        let view = try #require(try await TaskQueries(store: store).task(id))
+        #expect(view.seq == 1 && view.status == "running")
+        let fields = try await redis.send("HMGET", store.settings.keys.task(id), "lease_owner", "fence").array ?? []
+        #expect(fields.map { $0.string ?? "" } == ["spec-b", String(other.token)])
+        let checkpoint = try #require(try await TaskQueries(store: store).checkpoint(id))
+        #expect((try JSONValue.parse(Array(checkpoint.json.utf8))["records"]?.arrayValue ?? []).count == 1)
+    }
+
+    /// A task cancelled after a worker committed its step: that worker's speculative next step commits nothing (the
+    /// cancel is applied before the step, as a claim would have), and the task stays cancelled at the committed seq.
+    @Test func aSpeculativeStepOfACancelledTaskCommitsNothing() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-spec-cancel")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let bus = CapturingBus()
+        let a = Self.executor(store, bus: bus, worker: "spec-c")
+        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": 5, "cost_usd_per_step": 0}"#
+        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
+        _ = try await store.control(task: id, action: "cancel", reason: "test", actor: "test")
+        let disposition = await Self.handle(a, try #require(Self.nextStep(bus)))
+        guard case .ack? = disposition else {
+            Issue.record("not acked: \(String(describing: disposition))")
+            return
+        }
+        #expect(a.speculation.snapshot.started == 1 && a.speculation.snapshot.refused == 1)
+        let view = try #require(try await TaskQueries(store: store).task(id))
+        #expect(view.status == "cancelled" && view.seq == 1 && view.budget.used.tokens == 5 && view.budget.used.steps == 1)
+    }
+
+    /// A speculative step that calls a side effect claims its lease first: the effect and the commit carry a newer
+    /// fencing token than the previous commit's.
+    @Test func aSideEffectClaimsASpeculativeStepFirst() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-spec-effect")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let bus = CapturingBus()
+        let a = Self.executor(store, bus: bus, worker: "spec-e")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(TestServers.uniqueName("spec-effects")).path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // The example agents' keyed effect (RunEffect): a side effect that charges nothing, so the step's counters stay
+        // exact and the next step still runs speculatively, until it reaches the effect.
+        let input =
+            #"{"steps": 3, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0, "run": "\#(TestServers.uniqueName("spec-run"))", "effects_dir": "\#(directory)"}"#
+        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        await Self.drive(bus) { _ in a }
+        let counts = a.speculation.snapshot
+        #expect(counts.started == 2 && counts.claimedLate == 2 && counts.refused == 0, "\(counts)")
+        let view = try #require(try await TaskQueries(store: store).task(id))
+        #expect(view.status == "succeeded" && view.seq == 3)
+        let fences = try await TaskQueries(store: store).history(id).compactMap { $0.data?["fence"]?.intValue }
+        #expect(fences == [1, 2, 3])
     }
 
     /// A step run from the cached state that is dead-lettered (here: its state is over the checkpoint cap) leaves the

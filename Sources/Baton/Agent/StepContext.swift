@@ -61,8 +61,16 @@ public final class StepContext<A: Agent> {
     }
 
     /// The fencing token of this step's lease (strictly increasing per task): pass it to an external system that
-    /// fences stale writers (the effects sink of ``EffectsSink`` does).
-    public var fencingToken: Int64 { environment.token }
+    /// fences stale writers (the effects sink of ``EffectsSink`` does). Read it inside ``sideEffect(_:_:)``: a step
+    /// run speculatively (from the worker's sticky state, see ``StepLease``) claims its lease only there, and before
+    /// that this is the token of the task's previous step.
+    public var fencingToken: Int64 { environment.lease.token }
+
+    /// The token of this step's lease, claiming it first when the step runs speculatively.
+    private func leaseToken() async throws -> Int64 {
+        guard let token = await environment.lease.claimed() else { throw LeaseLost() }
+        return token
+    }
 
     /// True when the time slice is used up or the worker is shutting down: commit what you have and return
     /// `.continue` so another worker (or this one) picks the task up from the checkpoint.
@@ -89,7 +97,7 @@ public final class StepContext<A: Agent> {
         }
         if tenantLimited {
             // The tenant's counters are shared with its other tasks: the store decides (a refused charge counts nowhere).
-            switch try await environment.store.charge(task: taskID, token: environment.token, amount) {
+            switch try await environment.store.charge(task: taskID, token: try await leaseToken(), amount) {
             case .ok: charged = charged + amount
             case .exceeded(let kind):
                 if kind.hasPrefix("tenant ") { throw BudgetExceeded(kind: kind) }
@@ -118,7 +126,7 @@ public final class StepContext<A: Agent> {
     public func progress(_ fraction: Double, _ message: String) async {
         let clamped = min(1, max(0, fraction.isFinite ? fraction : 0))
         do {
-            try await environment.store.progress(task: taskID, token: environment.token, fraction: clamped, message: message)
+            try await environment.store.progress(task: taskID, token: try await leaseToken(), fraction: clamped, message: message)
         } catch {
             logger.debug("progress not recorded", metadata: ["error": "\(error)"])
         }
@@ -133,7 +141,7 @@ public final class StepContext<A: Agent> {
         guard effectCharges == nil else {
             throw StepError.permanent("side effects cannot be nested (key '\(key)')", bucket: "invalid_usage")
         }
-        switch try await environment.store.effect(task: taskID, token: environment.token, key: key) {
+        switch try await environment.store.effect(task: taskID, token: try await leaseToken(), key: key) {
         case .recorded(let record, let exceeded):
             charged = charged + record.charge
             let value = try JSONCoding.decoder.decode(Box<R>.self, from: Data(("{\"v\":" + record.result + "}").utf8)).v
@@ -157,7 +165,7 @@ public final class StepContext<A: Agent> {
         let encoded = String(decoding: try JSONCoding.encoder.encode(Box(v: result)), as: UTF8.self)
         let resultJSON = try JSONValue.parse(Array(encoded.utf8))["v"]?.jsonString ?? "null"
         switch try await environment.store.recordEffect(
-            task: taskID, token: environment.token, key: key, record: EffectRecord(result: resultJSON, charge: spent))
+            task: taskID, token: try await leaseToken(), key: key, record: EffectRecord(result: resultJSON, charge: spent))
         {
         case .recorded(let record, let exceeded):
             charged = charged + record.charge
@@ -217,6 +225,6 @@ final class StepSignals: Sendable {
 /// What a step context needs from the runtime.
 struct StepEnvironment: Sendable {
     var store: any TaskStore
-    var token: Int64
+    var lease: StepLease
     var signals: StepSignals
 }

@@ -16,6 +16,8 @@ public struct StepChainBench: Sendable {
         public var concurrency = 256
         public var prefetch: UInt16 = 256
         public var runRaw = true
+        /// `worker.speculative_steps` of the bench's workers.
+        public var speculativeSteps = true
         public init() {}
     }
 
@@ -36,6 +38,9 @@ public struct StepChainBench: Sendable {
         public var failures: [String]
         public var rawHopsPerSecond: Double?
         public var ratioToRaw: Double?
+        /// Steps run speculatively (without a claim), and of those the ones claimed late.
+        public var speculativeSteps = 0
+        public var claimedLate = 0
 
         enum CodingKeys: String, CodingKey {
             case bench, tasks, steps, hops, workers
@@ -49,6 +54,8 @@ public struct StepChainBench: Sendable {
             case verified, failures
             case rawHopsPerSecond = "raw_hops_per_s"
             case ratioToRaw = "ratio_to_raw"
+            case speculativeSteps = "speculative_steps"
+            case claimedLate = "claimed_late"
         }
     }
 
@@ -82,6 +89,7 @@ public struct StepChainBench: Sendable {
             var configuration = Worker.Configuration(amqpURL: amqpURL, redisURL: redisURL, workerID: "bench-\(runID)-\(index)")
             configuration.concurrency = options.concurrency
             configuration.prefetch = options.prefetch
+            configuration.protocolSettings.speculativeSteps = options.speculativeSteps
             workers.append(Worker(configuration: configuration, registry: registry, logger: logger))
         }
         // One service group per worker, so all of them drain at once at the end (a single group would shut
@@ -116,6 +124,7 @@ public struct StepChainBench: Sendable {
             let input: JSONValue = [
                 "steps": .int(Int64(options.steps)), "record_bytes": 200, "tokens_per_step": 100, "cost_usd_per_step": 0.0001,
             ]
+            let speculationBefore = SpeculationCounters.process.snapshot
             let start = ContinuousClock.now
             let cpuStart = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort)
             let submits = try taskIDs.map { id in
@@ -141,6 +150,7 @@ public struct StepChainBench: Sendable {
                 try await Task.sleep(for: .milliseconds(5))
             }
             let wall = (ContinuousClock.now - start).milliseconds / 1000
+            let speculation = SpeculationCounters.process.snapshot
             let cpu = CPUSample.now(brokerPort: brokerPort, redisPort: redisPort) - cpuStart
             for group in groups { await group.triggerGracefulShutdown() }
 
@@ -185,7 +195,9 @@ public struct StepChainBench: Sendable {
                 brokerCPUMillisecondsPerHop: Double(cpu.brokerMicros) / Double(hops) / 1000,
                 redisCPUMillisecondsPerHop: Double(cpu.redisMicros) / Double(hops) / 1000, verified: failures.isEmpty,
                 failures: Array(failures.prefix(20)), rawHopsPerSecond: raw?.hopsPerSecond,
-                ratioToRaw: raw.map { hopsPerSecond / $0.hopsPerSecond })
+                ratioToRaw: raw.map { hopsPerSecond / $0.hopsPerSecond },
+                speculativeSteps: speculation.started - speculationBefore.started,
+                claimedLate: speculation.claimedLate - speculationBefore.claimedLate)
         }
     }
 

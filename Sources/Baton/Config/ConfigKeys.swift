@@ -30,6 +30,7 @@ public enum ConfigKeys {
     public static let workerLease = "worker.lease"
     public static let workerTimeSlice = "worker.time_slice"
     public static let workerStateCache = "worker.state_cache"
+    public static let workerSpeculativeSteps = "worker.speculative_steps"
     public static let workerHeartbeatInterval = "worker.heartbeat_interval"
     public static let workerStaleAfter = "worker.stale_after"
     public static let sweepsTimerInterval = "sweeps.timer_interval"
@@ -77,6 +78,9 @@ public enum ConfigKeys {
         Key(
             name: workerStateCache, defaultValue: "1024",
             summary: "tasks whose last committed state a worker keeps decoded, so their next step skips reading it (0: off)"),
+        Key(
+            name: workerSpeculativeSteps, defaultValue: "true",
+            summary: "a worker runs the next step of a task it just committed without claiming it; the commit checks instead"),
         Key(name: workerHeartbeatInterval, defaultValue: "2s", summary: "how often a worker reports itself"),
         Key(name: workerStaleAfter, defaultValue: "10s", summary: "a lease holder silent this long counts as dead"),
         Key(name: sweepsTimerInterval, defaultValue: "100ms", summary: "how often due timers are fired"),

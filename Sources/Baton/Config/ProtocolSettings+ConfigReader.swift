@@ -8,6 +8,7 @@ extension ProtocolSettings {
     /// | `worker.lease` | 15s (≥ 1s) |
     /// | `worker.time_slice` | 60s |
     /// | `worker.state_cache` | 1024 (0…1000000) |
+    /// | `worker.speculative_steps` | true |
     /// | `limits.checkpoint_max_bytes` | 1048576 |
     /// | `limits.submit_max_bytes` | 1048576 |
     /// | `limits.max_children` | 100 (0…10000) |
@@ -24,6 +25,7 @@ extension ProtocolSettings {
         lease = try reader.batonDuration(ConfigKeys.workerLease, default: lease, minimum: .seconds(1))
         timeSlice = try reader.batonDuration(ConfigKeys.workerTimeSlice, default: timeSlice)
         stateCacheEntries = try reader.batonInt(ConfigKeys.workerStateCache, default: stateCacheEntries, range: 0...1_000_000)
+        speculativeSteps = try reader.batonBool(ConfigKeys.workerSpeculativeSteps, default: speculativeSteps)
         checkpointMaxBytes = try reader.batonInt(ConfigKeys.limitsCheckpointMaxBytes, default: checkpointMaxBytes, range: 1...(512 << 20))
         submitMaxBytes = try reader.batonInt(ConfigKeys.limitsSubmitMaxBytes, default: submitMaxBytes, range: 1...(512 << 20))
         maxChildren = try reader.batonInt(ConfigKeys.limitsMaxChildren, default: maxChildren, range: 0...10_000)

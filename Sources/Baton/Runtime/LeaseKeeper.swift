@@ -6,7 +6,7 @@ import Synchronization
 final class LeaseKeeper: Sendable {
     struct Entry: Sendable {
         var task: String
-        var token: Int64
+        var lease: StepLease
         var signals: StepSignals
     }
     private struct State {
@@ -27,11 +27,12 @@ final class LeaseKeeper: Sendable {
         self.drain = drain
     }
 
-    /// Starts renewing `task`'s lease; returns the handle for ``release(_:)``.
-    func hold(task: String, token: Int64, signals: StepSignals) -> UInt64 {
+    /// Starts renewing `task`'s lease; returns the handle for ``release(_:)``. A speculative step's lease is claimed at
+    /// its first renewal instead (``StepLease``).
+    func hold(task: String, lease: StepLease, signals: StepSignals) -> UInt64 {
         let (id, start) = state.withLock { state -> (UInt64, Bool) in
             state.nextID += 1
-            state.entries[state.nextID] = Entry(task: task, token: token, signals: signals)
+            state.entries[state.nextID] = Entry(task: task, lease: lease, signals: signals)
             let start = !state.running
             state.running = true
             return (state.nextID, start)
@@ -61,9 +62,14 @@ final class LeaseKeeper: Sendable {
                 for entry in entries {
                     if draining { entry.signals.markDraining() }
                     group.addTask {
+                        if entry.lease.isSpeculative {
+                            // A step running longer than a third of the lease claims it now (and is renewed from then on).
+                            if await entry.lease.claimed() == nil { entry.signals.markLeaseLost() }
+                            return
+                        }
                         do {
                             switch try await self.store.renewLease(
-                                task: entry.task, token: entry.token, worker: self.workerID,
+                                task: entry.task, token: entry.lease.token, worker: self.workerID,
                                 leaseMilliseconds: self.settings.leaseMilliseconds)
                             {
                             case .held(let cancel, _): if cancel { entry.signals.markCancelled() }

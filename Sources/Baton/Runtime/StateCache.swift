@@ -18,6 +18,8 @@ final class StateCache: Sendable {
         var branch: Int64
         var agent: String
         var value: any Sendable
+        /// What this worker knows of the task after its commit, for running the next step speculatively.
+        var basis: SpeculationBasis?
     }
 
     let capacity: Int
@@ -28,12 +30,17 @@ final class StateCache: Sendable {
 
     /// Takes out the state committed for `task` at `seq` on `branch` by agent `agent`, or nil.
     func take(task: String, seq: Int64, branch: Int64, agent: String) -> (any Sendable)? {
+        takeEntry(task: task, seq: seq, branch: branch, agent: agent)?.value
+    }
+
+    /// Takes out the entry committed for `task` at `seq` on `branch` by agent `agent`, or nil.
+    func takeEntry(task: String, seq: Int64, branch: Int64, agent: String) -> Entry? {
         guard capacity > 0 else { return nil }
         return entries.withLock { entries in
             guard let entry = entries.removeValue(forKey: task) else { return nil }
             guard entry.seq == seq, entry.branch == branch, entry.agent == agent else { return nil }
             hitCount.withLock { $0 += 1 }
-            return entry.value
+            return entry
         }
     }
 
@@ -41,11 +48,11 @@ final class StateCache: Sendable {
     var hits: Int { hitCount.withLock { $0 } }
 
     /// Remembers the state committed for `task` at `seq` on `branch`; when full, an arbitrary entry makes room.
-    func put(task: String, seq: Int64, branch: Int64, agent: String, value: any Sendable) {
+    func put(task: String, seq: Int64, branch: Int64, agent: String, value: any Sendable, basis: SpeculationBasis? = nil) {
         guard capacity > 0 else { return }
         entries.withLock { entries in
             if entries.count >= capacity, entries[task] == nil, let victim = entries.first?.key { entries.removeValue(forKey: victim) }
-            entries[task] = Entry(seq: seq, branch: branch, agent: agent, value: value)
+            entries[task] = Entry(seq: seq, branch: branch, agent: agent, value: value, basis: basis)
         }
     }
 
@@ -56,4 +63,53 @@ final class StateCache: Sendable {
 struct StickyState<Input: Sendable, State: Sendable>: Sendable {
     var input: Input
     var state: State
+}
+
+/// What a worker knows of a task right after its own commit queued the next step, enough to run that step without a
+/// claim (``StepLease``): the fence its commit held, the task's limits and its counters after the commit. Kept only
+/// when those counters are exact (the step charged nothing through the store) and no one else's counters bear on the
+/// task (no tenant limits, not a child task).
+struct SpeculationBasis: Sendable {
+    var token: Int64
+    var limits: BudgetLimits
+    var usage: BudgetUsage
+
+    /// A limit the counters already reach (the claim would stop or park the task), or a deadline within a second.
+    func reachesLimit(nowMilliseconds: Int64) -> Bool {
+        if let max = limits.maxSteps, usage.steps >= max { return true }
+        if let max = limits.maxCostMicros, usage.costMicros >= max { return true }
+        if let max = limits.maxTokens, usage.tokens >= max { return true }
+        if let max = limits.maxToolCalls, usage.toolCalls >= max { return true }
+        if let deadline = limits.deadlineMilliseconds, nowMilliseconds + 1000 >= deadline { return true }
+        return false
+    }
+}
+
+/// Counts of speculative steps (``StepLease``) of one executor, and of the process (``process``, which `baton bench`
+/// prints).
+final class SpeculationCounters: Sendable {
+    private let counts = Mutex((started: 0, claimedLate: 0, refused: 0))
+    private let parent: SpeculationCounters?
+
+    init(parent: SpeculationCounters? = SpeculationCounters.process) { self.parent = parent }
+
+    /// Every executor's counts in this process.
+    static let process = SpeculationCounters(parent: nil)
+
+    func started() {
+        counts.withLock { $0.started += 1 }
+        parent?.started()
+    }
+    func claimedLate() {
+        counts.withLock { $0.claimedLate += 1 }
+        parent?.claimedLate()
+    }
+    func refused() {
+        counts.withLock { $0.refused += 1 }
+        parent?.refused()
+    }
+
+    /// Steps run speculatively; of those, claimed late (a store call, a renewal, an outcome or commit that needed the
+    /// claim); and those whose late claim did not give the step to this worker.
+    var snapshot: (started: Int, claimedLate: Int, refused: Int) { counts.withLock { $0 } }
 }

@@ -15,6 +15,9 @@ public struct ProtocolSettings: Sendable {
     public var maxChildren = ChildLimits.maxChildren
     /// Tasks whose last committed state a worker keeps decoded (``StateCache``); 0 turns the cache off.
     public var stateCacheEntries = 1024
+    /// Run a task's next step on the worker that committed the previous one without claiming it first, from the
+    /// cached state (``StepLease``); the commit checks what the claim would have. Needs ``stateCacheEntries`` > 0.
+    public var speculativeSteps = true
     /// Limits applied when neither the submit nor the agent states them.
     public var defaultLimits = BudgetLimits(maxSteps: 10_000, maxToolCalls: 10_000, maxHandoffs: 1_000, maxAttempts: 5)
 
@@ -120,6 +123,7 @@ public struct StepExecutor: Sendable {
     let leases: LeaseKeeper
     let states: StateCache
     let settledPublishes: SettledPublishes
+    let speculation = SpeculationCounters()
 
     public init(
         registry: AgentRegistry, store: any TaskStore, bus: any MessageBus, workerID: String, settings: ProtocolSettings, logger: Logger
@@ -280,11 +284,27 @@ public struct StepExecutor: Sendable {
             claimed()
             return
         }
-        let cached = decoded.map {
-            states.take(task: $0.message.task, seq: $0.message.seq, branch: $0.message.branch, agent: $0.message.agent)
+        let entries = decoded.map {
+            states.takeEntry(task: $0.message.task, seq: $0.message.seq, branch: $0.message.branch, agent: $0.message.agent)
         }
-        let claims = await store.claimAll(
-            decoded.map(\.message), worker: workerID, leaseMilliseconds: settings.leaseMilliseconds, stateCached: cached.map { $0 != nil })
+        // The steps this worker committed the previous step of run at once, without a claim (StepLease); the rest are
+        // claimed together.
+        var speculative: [(index: Int, message: StepMessage, claimed: ClaimedTask)] = []
+        var toClaim: [(index: Int, message: StepMessage, cached: (any Sendable)?)] = []
+        let now = Self.milliseconds(Date())
+        for ((index, message), entry) in zip(decoded, entries) {
+            if let entry, let claimed = speculativeClaim(message, entry: entry, delivery: deliveries[index], now: now) {
+                speculative.append((index, message, claimed))
+            } else {
+                toClaim.append((index, message, entry?.value))
+            }
+        }
+        let claims =
+            toClaim.isEmpty
+            ? []
+            : await store.claimAll(
+                toClaim.map(\.message), worker: workerID, leaseMilliseconds: settings.leaseMilliseconds,
+                stateCached: toClaim.map { $0.cached != nil })
         claimed()
 
         enum Event: Sendable {
@@ -294,7 +314,18 @@ public struct StepExecutor: Sendable {
         }
         await withTaskGroup(of: Event.self) { group in
             var running = 0
-            for (((index, message), claim), cachedState) in zip(zip(decoded, claims), cached) {
+            for (index, message, claimed) in speculative {
+                let delivery = deliveries[index]
+                running += 1
+                group.addTask {
+                    .prepared(
+                        index,
+                        await self.execute(
+                            claimed, message: message, body: delivery.body, routingKey: delivery.routingKey, settlement: delivery.settlement
+                        ))
+                }
+            }
+            for ((index, message, cachedState), claim) in zip(toClaim, claims) {
                 let delivery = deliveries[index]
                 switch claim {
                 case .failure(let error):
@@ -366,6 +397,23 @@ public struct StepExecutor: Sendable {
         }
     }
 
+    /// The step of `message` as a speculative claim from this worker's cache entry, or nil when it must be claimed:
+    /// speculation off or unsupported, no basis kept, a redelivery (its worker may have died mid-step), a retry, or a
+    /// limit the counters already reach.
+    func speculativeClaim(_ message: StepMessage, entry: StateCache.Entry, delivery: StepDelivery, now: Int64) -> ClaimedTask? {
+        guard settings.speculativeSteps, store.supportsSpeculativeSteps, let basis = entry.basis, !delivery.redelivered,
+            message.attempt == 1, !basis.reachesLimit(nowMilliseconds: now)
+        else { return nil }
+        var claimed = ClaimedTask(
+            id: message.task, agent: message.agent, step: message.step, seq: message.seq, branch: message.branch, attempt: 1,
+            token: basis.token, stateJSON: [], inputJSON: [], limits: basis.limits, usage: basis.usage, queue: delivery.routingKey,
+            claimedAtMilliseconds: now)
+        claimed.cachedState = entry.value
+        claimed.speculative = true
+        speculation.started()
+        return claimed
+    }
+
     /// How long a finished step waits for others of its batch to commit with it in one round trip.
     public static let batchCommitWindow: Duration = .milliseconds(2)
 
@@ -385,10 +433,40 @@ public struct StepExecutor: Sendable {
         }
     }
 
-    /// Runs a claimed step and says what to commit (or what to do when there is nothing to commit).
+    /// Runs a claimed (or speculative) step and says what to commit (or what to do when there is nothing to commit).
     func execute(
         _ claimed: ClaimedTask, message: StepMessage, body: [UInt8], routingKey: String, settlement: (any DeliverySettlement)?
     ) async -> Pending {
+        let lease: StepLease
+        if claimed.speculative {
+            let store = self.store
+            let worker = workerID
+            let leaseMilliseconds = settings.leaseMilliseconds
+            let counters = speculation
+            lease = StepLease(speculativeAfter: claimed.token) {
+                counters.claimedLate()
+                return await store.claimAll([message], worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: [true]).first
+                    ?? .success(.stale)
+            }
+        } else {
+            lease = StepLease(token: claimed.token)
+        }
+        let source = StepSource(message: message, body: body, routingKey: routingKey)
+        switch await executeStep(claimed, lease: lease, source: source, settlement: settlement) {
+        case .done(let disposition): return .done(disposition)
+        case .commit(var pending):
+            pending.lease = lease
+            pending.source = source
+            return .commit(pending)
+        }
+    }
+
+    private func executeStep(_ claimed: ClaimedTask, lease: StepLease, source: StepSource, settlement: (any DeliverySettlement)?) async
+        -> Pending
+    {
+        let message = source.message
+        let body = source.body
+        let routingKey = source.routingKey
         var logger = self.logger
         // One metadata update (each key set alone makes a stream handler re-render its metadata).
         logger.handler.metadata.merge(
@@ -430,12 +508,12 @@ public struct StepExecutor: Sendable {
         }
         let signals = StepSignals()
         if drain.draining { signals.markDraining() }
-        let environment = StepEnvironment(store: store, token: claimed.token, signals: signals)
+        let environment = StepEnvironment(store: store, lease: lease, signals: signals)
         let deadline = ContinuousClock.now + settings.timeSlice
-        let lease = leases.hold(task: claimed.id, token: claimed.token, signals: signals)
+        let held = leases.hold(task: claimed.id, lease: lease, signals: signals)
         let started = ContinuousClock.now
         let result = await runner.run(claimed, environment, deadline, logger)
-        leases.release(lease)
+        leases.release(held)
         Self.recordStep(claimed, result: result, took: ContinuousClock.now - started)
 
         let previousState = String(decoding: claimed.stateJSON, as: UTF8.self)
@@ -502,6 +580,9 @@ public struct StepExecutor: Sendable {
             BatonMetrics.failures(claimed.agent, claimed.step, "budget").increment()
             let stepError = StepError.permanent("the \(error.kind) limit was reached", bucket: "budget")
             kind = .budget(kind: error.kind, errorJSON: Self.errorJSON(stepError, code: "budget_exceeded"))
+        case .failure(is LeaseLost) where lease.refusal != nil:
+            // A speculative step's late claim did not give it to this worker: settle the delivery as that claim says.
+            return .done(await refusedDisposition(lease, source))
         case .failure(is LeaseLost):
             BatonMetrics.leaseLost(claimed.agent).increment()
             BatonMetrics.steps(claimed.agent, claimed.step, "lease_lost").increment()
@@ -528,14 +609,26 @@ public struct StepExecutor: Sendable {
             }
         }
         var sticky: (any Sendable)? = nil
+        var usageAfter: BudgetUsage? = nil
         switch kind {
-        case .next, .handoff: sticky = result.sticky  // the state committed is the step's (`result.stateJSON`)
+        case .next, .handoff:
+            sticky = result.sticky  // the state committed is the step's (`result.stateJSON`)
+            if result.charged == result.uncommitted {
+                // Nothing went through the store: the counters after the commit are exactly these.
+                var usage = claimed.usage
+                usage.costMicros += result.uncommitted.costMicros
+                usage.tokens += result.uncommitted.tokens
+                usage.toolCalls += result.uncommitted.toolCalls
+                usage.steps += 1
+                if case .handoff = kind { usage.handoffs += 1 }
+                usageAfter = usage
+            }
         default: break
         }
-        return .commit(
-            PendingCommit(
-                claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky,
-                charge: result.uncommitted))
+        var pending = PendingCommit(
+            claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky, charge: result.uncommitted)
+        pending.usageAfter = usageAfter
+        return .commit(pending)
     }
 
     /// The committed form of a `parallel` outcome: each child's agent, initial state, first step, queue and
@@ -668,14 +761,50 @@ public struct StepExecutor: Sendable {
         default: break
         }
         var request = Commit(
-            task: claimed.id, token: claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next,
+            task: claimed.id, token: p.lease?.token ?? claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next,
             eventDataJSON: eventData,
             charge: p.charge)
+        if p.lease?.isSpeculative == true { request.speculative = (claimed.step, claimed.branch) }
         request.settledEvent = settledPublishes.take(task: claimed.id)
         return (request, next)
     }
 
+    /// A speculative step whose outcome only a claimed step commits (a failure, a wait, a budget stop, …) is claimed
+    /// first. Nil when the commit may go ahead; else how to settle the delivery (the late claim did not give the step
+    /// to this worker).
+    func claimIfNeeded(_ p: PendingCommit) async -> Disposition? {
+        guard let lease = p.lease, lease.isSpeculative else { return nil }
+        switch p.kind {
+        case .next, .handoff, .complete, .fail: return nil
+        default: break
+        }
+        if await lease.claimed() != nil { return nil }
+        return await refusedDisposition(lease, p.source)
+    }
+
+    /// A speculative step whose commit came back ``CommitOutcome/unclaimed``: claimed now, then committed as a claimed
+    /// step (its state was read at the same seq and branch, which the claim checks).
+    func commitAfterLateClaim(_ p: PendingCommit) async -> Disposition {
+        guard let lease = p.lease, await lease.claimed() != nil else {
+            return await refusedDisposition(p.lease, p.source)
+        }
+        return await commit(p)
+    }
+
+    /// How to settle a delivery whose speculative step's late claim did not give it to this worker: as that claim
+    /// says (a duplicate, a task stopped or moved on, Redis unreachable).
+    func refusedDisposition(_ lease: StepLease?, _ source: StepSource?) async -> Disposition {
+        speculation.refused()
+        guard let source, let refusal = lease?.refusal else { return .ack }
+        switch refusal {
+        case .failure(let error): return .requeue("Redis: \(error)")
+        case .success(let outcome):
+            return await disposition(of: outcome, message: source.message, body: source.body, routingKey: source.routingKey)
+        }
+    }
+
     func commit(_ p: PendingCommit) async -> Disposition {
+        if let settled = await claimIfNeeded(p) { return settled }
         let (request, next) = request(p)
         do {
             let outcome: CommitOutcome
@@ -684,6 +813,10 @@ public struct StepExecutor: Sendable {
             } catch {
                 await settledPublishes.send(request.settledEvent)
                 throw error
+            }
+            if case .unclaimed = outcome {
+                await settledPublishes.send(request.settledEvent)
+                return await commitAfterLateClaim(p)
             }
             if case .fenced = outcome { await settledPublishes.send(request.settledEvent) }
             let (disposition, hop) = await finish(p, next: next, outcome: outcome)
@@ -698,28 +831,37 @@ public struct StepExecutor: Sendable {
 
     /// Commits several finished steps in one round trip.
     func commitBatch(_ items: [PendingCommit]) async -> [Disposition] {
-        let requests = items.map(request)
-        let outcomes = await store.commitAll(requests.map(\.0))
-        var dispositions: [Disposition] = []
+        var dispositions = [Disposition?](repeating: nil, count: items.count)
+        var ready: [Int] = []
+        for (index, item) in items.enumerated() {
+            if let settled = await claimIfNeeded(item) { dispositions[index] = settled } else { ready.append(index) }
+        }
+        let requests = ready.map { request(items[$0]) }
+        let outcomes = requests.isEmpty ? [] : await store.commitAll(requests.map(\.0))
         var hops: [SettlementHop] = []
         var events: [InlineEvent] = []
-        for (item, (request, outcome)) in zip(items, zip(requests, outcomes)) {
+        var unclaimed: [Int] = []
+        for (index, (request, outcome)) in zip(ready, zip(requests, outcomes)) {
             switch outcome {
+            case .success(.unclaimed):
+                await settledPublishes.send(request.0.settledEvent)
+                unclaimed.append(index)
             case .success(let outcome):
                 if case .fenced = outcome { await settledPublishes.send(request.0.settledEvent) }
-                let (disposition, hop) = await finish(item, next: request.next, outcome: outcome)
-                dispositions.append(disposition)
+                let (disposition, hop) = await finish(items[index], next: request.next, outcome: outcome)
+                dispositions[index] = disposition
                 if let hop { hops.append(hop) }
                 if case .committed(_, _, _, let event?) = outcome { events.append(event) }
             case .failure(let error):
                 await settledPublishes.send(request.0.settledEvent)
-                dispositions.append(.requeue("commit: \(error)"))
+                dispositions[index] = .requeue("commit: \(error)")
             }
         }
         // The next-step publishes of the batch go to the broker in one hand-off.
         if let first = hops.first { first.settlement.settle(hops) }
         publishEvents(events)
-        return dispositions
+        for index in unclaimed { dispositions[index] = await commitAfterLateClaim(items[index]) }
+        return dispositions.map { $0 ?? .requeue("internal: a commit of the batch was not answered") }
     }
 
     /// Publishes the events the commits returned (the hot path's own events) in one hand-off, and once the broker
@@ -748,10 +890,17 @@ public struct StepExecutor: Sendable {
             BatonMetrics.steps(claimed.agent, claimed.step, "fenced").increment()
             logger.warning("commit refused: the lease was lost (fenced off); the step's work is dropped")
             return (.ack, nil)
+        case .unclaimed:
+            return (.requeue("internal: a speculative step's commit was not claimed"), nil)
         case .committed(let status, let seq, let outboxID, _):
             CrashPoint.hit("after_commit", task: claimed.id, seq: claimed.seq)
             if status == "queued", let sticky = p.sticky {
-                states.put(task: claimed.id, seq: seq, branch: claimed.branch, agent: claimed.agent, value: sticky)
+                // What the next step needs to run speculatively on this worker, when exact (SpeculationBasis).
+                var basis: SpeculationBasis? = nil
+                if let usage = p.usageAfter, !claimed.tenantLimited, TaskID.parent(of: claimed.id) == nil {
+                    basis = SpeculationBasis(token: p.lease?.token ?? claimed.token, limits: claimed.limits, usage: usage)
+                }
+                states.put(task: claimed.id, seq: seq, branch: claimed.branch, agent: claimed.agent, value: sticky, basis: basis)
             }
             recordCommit(claimed, kind: kind, status: status)
             if TaskView.terminalStatuses.contains(status), let parent = TaskID.parent(of: claimed.id) {
@@ -807,6 +956,13 @@ enum Pending: Sendable {
     case commit(PendingCommit)
 }
 
+/// The delivery a step came from.
+struct StepSource: Sendable {
+    var message: StepMessage
+    var body: [UInt8]
+    var routingKey: String
+}
+
 /// A finished step waiting for its commit.
 struct PendingCommit: Sendable {
     var claimed: ClaimedTask
@@ -818,6 +974,11 @@ struct PendingCommit: Sendable {
     var sticky: (any Sendable)? = nil
     /// The step's charges that only its commit records (``Commit/charge``).
     var charge = Charge()
+    /// The step's lease (speculative until claimed, ``StepLease``) and its delivery.
+    var lease: StepLease? = nil
+    var source: StepSource? = nil
+    /// The task's counters after this commit, when exact (``SpeculationBasis``).
+    var usageAfter: BudgetUsage? = nil
 }
 
 /// One delivery of a step message, for ``StepExecutor/handleSteps(_:settle:)``.

@@ -25,6 +25,10 @@ public protocol TaskStore: Sendable {
     /// Whether ``commit(_:)`` applies ``Commit/settledEvent``; when false, the worker moves the cursor on its own at
     /// once.
     var carriesSettledPublishes: Bool { get }
+    /// Whether ``commit(_:)`` takes speculative steps (``Commit/speculative``, ``StepLease``): checks in the commit what
+    /// a claim would have checked, and answers ``CommitOutcome/unclaimed`` when that fails. When false, every step
+    /// is claimed first.
+    var supportsSpeculativeSteps: Bool { get }
     /// Claims the steps of a batch of deliveries together (Redis: one round trip); one result per message.
     /// `stateCached[i]`: the worker holds message i's checkpoint and input decoded (``StateCache``), so a store may
     /// leave `stateJSON` and `inputJSON` empty in its claim (Redis does; the in-memory store returns them anyway).
@@ -127,6 +131,8 @@ extension TaskStore {
     public func eventsPublished(_ events: [InlineEvent]) async {}
 
     public var carriesSettledPublishes: Bool { false }
+
+    public var supportsSpeculativeSteps: Bool { false }
 
     public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64, stateCached: [Bool]) async -> [Result<
         ClaimOutcome, any Error
@@ -479,6 +485,8 @@ public struct ClaimedTask: Sendable {
     /// The decoded input and state this worker kept from the task's previous step (``StateCache``); the claim then
     /// returned neither `stateJSON` nor `inputJSON`.
     var cachedState: (any Sendable)? = nil
+    /// Run without a claim (``StepLease``): `token` is the fence of this worker's commit of the task's previous step.
+    var speculative = false
 
     public init(
         id: String, agent: String, step: String, seq: Int64, branch: Int64, attempt: Int64, token: Int64, stateJSON: [UInt8],
@@ -552,6 +560,9 @@ public struct Commit: Sendable {
     /// The event this worker published and the broker confirmed for the task's previous step, whose relay cursor the
     /// commit moves on too (``TaskStore/carriesSettledPublishes``; else ignored).
     public var settledEvent: InlineEvent?
+    /// Set for a speculative step (run without a claim, ``StepLease``): its step name and branch, which the commit
+    /// checks with the rest of what a claim checks (``token`` is then the fence of the task's previous commit).
+    var speculative: (step: String, branch: Int64)?
 
     public init(
         task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}",
@@ -574,6 +585,9 @@ public enum CommitOutcome: Sendable, Equatable {
     case committed(status: String, seq: Int64, outboxID: String?, event: InlineEvent? = nil)
     /// The lease was lost (fencing token or seq no longer match): nothing was written.
     case fenced
+    /// A speculative step's commit found that something happened since the worker's previous commit of the task
+    /// (another claim, a budget limit, …): nothing was written; the worker claims the step, then commits again.
+    case unclaimed
 }
 
 /// A commit's event that the committing worker publishes itself, right after the commit (DESIGN.md §5: events

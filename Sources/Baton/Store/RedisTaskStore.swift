@@ -315,6 +315,7 @@ public struct RedisTaskStore: TaskStore {
                 commit.charge.costMicros, commit.charge.tokens, commit.charge.toolCalls,
                 commit.settledEvent?.cursorBefore ?? "", commit.settledEvent?.streamID ?? "",
                 commit.settledEvent?.webhook == true ? "1" : "0",
+                commit.speculative == nil ? "0" : "1", commit.speculative?.step ?? "", commit.speculative?.branch ?? 0,
             ])
         return (command, outboxID)
     }
@@ -322,6 +323,7 @@ public struct RedisTaskStore: TaskStore {
     func commitOutcome(_ reply: RedisReply, _ commit: Commit, outboxID: String) throws -> CommitOutcome {
         if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the commit script: \(error)") }
         let parts = reply.array ?? []
+        if parts.first?.string == "unclaimed" { return .unclaimed }
         guard parts.first?.string == "ok" else { return .fenced }
         let status = parts.count > 1 ? (parts[1].string ?? "") : ""
         let seq = parts.count > 2 ? (Int64(parts[2].string ?? "") ?? commit.seq) : commit.seq
@@ -349,6 +351,8 @@ public struct RedisTaskStore: TaskStore {
     }
 
     public var carriesSettledPublishes: Bool { true }
+
+    public var supportsSpeculativeSteps: Bool { true }
 
     public func eventsPublished(_ events: [InlineEvent]) async {
         guard !events.isEmpty else { return }

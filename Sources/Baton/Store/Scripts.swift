@@ -482,16 +482,34 @@ enum Scripts {
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
     /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
     /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
-    /// of an earlier confirmed event publish (``Commit/settledEvent``): expected and new relay cursor, webhook (`1`).
+    /// of an earlier confirmed event publish (``Commit/settledEvent``): expected and new relay cursor, webhook (`1`);
+    /// then `1` for a speculative step (``Commit/speculative``) with its step name and branch. Answers `{'ok', status,
+    /// seq[, event]}`, `{'fenced'}`, or `{'unclaimed'}` (a speculative step that must be claimed first).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
     /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
     static let commit =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk',
-              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published')
-            if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then return {'fenced'} end
+              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims')
             local now = now_ms()
+            local flat = redis.call('HGETALL', KEYS[2])
+            local b = hash(flat)
+            if ARGV[23] == '1' then
+              -- A speculative step (StepLease): run without a claim from the worker's own state right after its commit of
+              -- the previous step. It commits only when nothing happened since that commit that a claim would have seen:
+              -- same fence, seq, branch, step and first attempt, still queued, no lease, no claim, no cancel or pause flag,
+              -- no budget limit reached. Else nothing is written here: the worker claims the step (which stops a cancelled,
+              -- paused or spent task before this step, as DESIGN.md §5 step 4 says) and, given it, commits again.
+              if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'queued' or t[4] ~= ARGV[25] or t[5] ~= '1' or t[6] ~= ARGV[24]
+                or (t[16] and t[16] ~= '') or num(t[17]) ~= 0 or (t[7] and t[7] ~= '') or (t[8] and t[8] ~= '')
+                or reached(b, now) or (b.up and b.up ~= '') then
+                return {'unclaimed'}
+              end
+              t[3] = 'running'
+            elseif t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then
+              return {'fenced'}
+            end
             local id, kind = ARGV[13], ARGV[3]
             local detail_json = ARGV[6]
             -- The event this worker published for the task's previous step (StepExecutor's SettledPublishes): its relay
@@ -522,8 +540,6 @@ enum Scripts {
               end
             end
             local seq, branch, attempt, step = tonumber(t[2]), t[4], tonumber(t[5]), t[6]
-            local flat = redis.call('HGETALL', KEYS[2])
-            local b = hash(flat)
             -- Fold this attempt's pending charges in; drop every attempt's pending fields (a fenced-off
             -- attempt's charges never count).
             local pre = 'p:' .. ARGV[1] .. ':'

@@ -314,7 +314,9 @@ public enum RunVerifier {
                 violation(id, "checkpoint", "no checkpoint at its seq \(seq)")
             }
 
-            // History: the commits, each seq once per branch, tokens rising.
+            // History: the commits, each seq once per branch, tokens never falling. (A worker's speculative steps commit
+            // under the token of its last claim, so consecutive commits may share one; the commit script accepts the same
+            // token only while no other claim happened, and a stale writer's token is below a later commit's.)
             let commits = commits(record.events)
             let historyComplete = !truncated.contains(id)
             if !historyComplete { report.historyTruncated += 1 }
@@ -323,7 +325,7 @@ public enum RunVerifier {
                 var committed = Set<Int64>()
                 var maxFence: Int64 = 0
                 for commit in commits {
-                    if commit.fence <= maxFence {
+                    if commit.fence < maxFence {
                         report.staleWrites += 1
                         violation(
                             id, "stale_write",
