@@ -12,6 +12,11 @@ extension LocalServices {
         appendfsync everysec
         save ""
         protected-mode yes
+        # Memory per waiting task (`baton bench idle`, docs/benchmarks.md): a stream's first node is preallocated at
+        # stream-node-max-bytes (4 KiB by default) and a task hash leaves listpack encoding once a value passes 64 bytes.
+        # With these two a waiting task takes ~2.9 KB instead of ~7.8 KB; `baton bench stepchain` showed no difference.
+        stream-node-max-bytes 512
+        hash-max-listpack-value 128
 
         """
 

@@ -196,5 +196,6 @@ final class CapturingBus: MessageBus {
         return messages.map { _ in nil }
     }
 
-    var last: OutboxMessage? { messages.withLock { $0.last } }
+    /// The last step message (events the executor publishes itself are kept too, and may come after it).
+    var last: OutboxMessage? { messages.withLock { $0.last { $0.exchange == Topology.stepsExchange } } }
 }

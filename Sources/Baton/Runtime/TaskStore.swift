@@ -605,4 +605,13 @@ public struct InlineEvent: Sendable, Hashable {
     public var streamID: String
     /// The task has a webhook: its events are due for delivery too.
     public var webhook: Bool
+    /// Earlier events of the task that the commit took over from the relay (not yet published when it ran): they
+    /// go out first, in order, and the cursor moves past all of them with ``streamID``.
+    public var earlier: [OutboxMessage] = []
+
+    /// The events this publish holds.
+    public var count: Int { earlier.count + 1 }
+
+    /// The messages to publish, in order.
+    public var messages: [OutboxMessage] { earlier + [message] }
 }

@@ -316,6 +316,7 @@ public struct RedisTaskStore: TaskStore {
                 commit.settledEvent?.cursorBefore ?? "", commit.settledEvent?.streamID ?? "",
                 commit.settledEvent?.webhook == true ? "1" : "0",
                 commit.speculative == nil ? "0" : "1", commit.speculative?.step ?? "", commit.speculative?.branch ?? 0,
+                commit.settledEvent?.count ?? 1,
             ])
         return (command, outboxID)
     }
@@ -345,9 +346,11 @@ public struct RedisTaskStore: TaskStore {
         let event = StreamEvent(
             streamID: part(0), type: part(8), seq: Int64(part(9)) ?? 0, branch: Int64(part(10)) ?? 0, step: part(11),
             atMilliseconds: Int64(part(12)) ?? 0, dataJSON: part(13))
+        // Events the commit took over from the relay (published first, in order): the reply's 15th part.
+        let earlier = parts.count > 14 ? StreamEvent.entries(parts[14]).map { EventMessage.outbox(task: info, $0) } : []
         return InlineEvent(
             task: task, message: EventMessage.outbox(task: info, event), cursorBefore: part(1), streamID: part(0),
-            webhook: info.webhookURL != nil)
+            webhook: info.webhookURL != nil, earlier: earlier)
     }
 
     public var carriesSettledPublishes: Bool { true }
@@ -363,7 +366,7 @@ public struct RedisTaskStore: TaskStore {
                 return .evalSHA(
                     EventRelay.advanceScript,
                     keys: [task.task, task.events, keys.eventsPending(bucket: bucket), keys.webhooksDue(bucket: bucket)],
-                    args: [event.task, event.cursorBefore, event.streamID, 1, event.webhook ? "1" : "0"])
+                    args: [event.task, event.cursorBefore, event.streamID, event.count, event.webhook ? "1" : "0"])
             })
     }
 

@@ -483,7 +483,8 @@ enum Scripts {
     /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
     /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
     /// of an earlier confirmed event publish (``Commit/settledEvent``): expected and new relay cursor, webhook (`1`);
-    /// then `1` for a speculative step (``Commit/speculative``) with its step name and branch. Answers `{'ok', status,
+    /// then `1` for a speculative step (``Commit/speculative``) with its step name and branch; then how many events the
+    /// carried publish held (``InlineEvent/count``). Answers `{'ok', status,
     /// seq[, event]}`, `{'fenced'}`, or `{'unclaimed'}` (a speculative step that must be claimed first).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
@@ -589,7 +590,7 @@ enum Scripts {
               table.insert(fields, 'events_cursor')
               table.insert(fields, cursor)
               table.insert(fields, 'events_published')
-              table.insert(fields, num(t[15]) + 1)
+              table.insert(fields, num(t[15]) + tonumber(ARGV[26] or '1'))
             end
             -- What woke the task is for the step it resumed only.
             if newseq ~= seq then
@@ -733,17 +734,33 @@ enum Scripts {
             -- earlier event of the task is published (the task is not in events_pending), the event is returned
             -- for the worker to publish with its next step, and the task is marked a lease ahead, so the relay
             -- takes it over only if that worker dies before it advances the cursor (EventRelay).
-            local inline = nil
+            local inline, earlier = nil, {}
             if status == 'queued' and (kind == 'next' or kind == 'handoff') and EVENTS_PENDING then
               local member = event_member(KEYS[4])
-              if member and (events_clear or not redis.call('ZSCORE', EVENTS_PENDING, member)) then inline = member end
+              if member and events_clear then
+                inline = member
+              elseif member then
+                local score = redis.call('ZSCORE', EVENTS_PENDING, member)
+                if not score then
+                  inline = member
+                elseif tonumber(score) <= now then
+                  -- Events due for the relay and not taken by it yet (a task's first ones: submitted, started; or those
+                  -- of a worker that died before its confirm): when few, they go out with this one, in order, and the
+                  -- inline lease below keeps the relay off them. An event a worker is still publishing (its lease in the
+                  -- future) is never taken over.
+                  local start = '-'
+                  if cursor ~= '' then start = '(' .. cursor end
+                  earlier = redis.call('XRANGE', KEYS[4], start, '+', 'COUNT', 9)
+                  if #earlier <= 8 then inline = member else earlier = {} end
+                end
+              end
             end
             local eid = add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
             local inline_reply = nil
             if inline then
               redis.call('ZADD', EVENTS_PENDING, now + INLINE_EVENT_LEASE_MS, inline)
               inline_reply = {eid, cursor, t[11] or '', t[12] or '', t[13] or '', t[14] or '', int(num(b.cost)), int(num(b.tokens)),
-                etype, tostring(newseq), tostring(branch), step, tostring(now), event_data or '{}'}
+                etype, tostring(newseq), tostring(branch), step, tostring(now), event_data or '{}', earlier}
             end
             if status == 'queued' or status == 'dead_lettered' then
               redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
