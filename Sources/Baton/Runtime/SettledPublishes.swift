@@ -21,8 +21,6 @@ final class SettledPublishes: Sendable {
     private struct State {
         var entries: [String: Entry] = [:]
         var flushing = false
-        /// Tasks whose event is published and not yet confirmed (or failed).
-        var inFlight: Set<String> = []
     }
 
     let store: any TaskStore
@@ -38,34 +36,8 @@ final class SettledPublishes: Sendable {
         self.delay = delay
     }
 
-    /// `events` are being published (their confirms are awaited): a commit of their task waits a moment for them
-    /// (``awaitConfirms(of:)``).
-    func publishing(_ events: [InlineEvent]) {
-        guard store.carriesSettledPublishes else { return }
-        state.withLock { state in for event in events { state.inFlight.insert(event.task) } }
-    }
-
-    /// The publish of `event` failed: nothing to carry (the relay publishes it again after its lease).
-    func publishFailed(_ event: InlineEvent) {
-        _ = state.withLock { $0.inFlight.remove(event.task) }
-    }
-
-    /// Waits until no event of `tasks` is in flight, at most ``confirmWait``: the next commit of a task then carries
-    /// its last event's cursor (the confirm usually lands within a millisecond, often just after the task's next step
-    /// was delivered) instead of leaving the event to the relay and a script of its own.
-    func awaitConfirms(of tasks: [String]) async {
-        let deadline = ContinuousClock.now + confirmWait
-        while state.withLock({ state in tasks.contains { state.inFlight.contains($0) } }), ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .microseconds(250))
-        }
-    }
-
-    /// How long a commit waits for the confirm of its task's last event (``awaitConfirms(of:)``).
-    let confirmWait: Duration = .milliseconds(3)
-
     /// The broker confirmed `event`'s publish.
     func eventPublished(_ event: InlineEvent) {
-        _ = state.withLock { $0.inFlight.remove(event.task) }
         guard store.carriesSettledPublishes else {
             let store = self.store
             Task { await store.eventsPublished([event]) }

@@ -805,7 +805,6 @@ public struct StepExecutor: Sendable {
 
     func commit(_ p: PendingCommit) async -> Disposition {
         if let settled = await claimIfNeeded(p) { return settled }
-        await settledPublishes.awaitConfirms(of: [p.claimed.id])
         let (request, next) = request(p)
         do {
             let outcome: CommitOutcome
@@ -837,7 +836,6 @@ public struct StepExecutor: Sendable {
         for (index, item) in items.enumerated() {
             if let settled = await claimIfNeeded(item) { dispositions[index] = settled } else { ready.append(index) }
         }
-        await settledPublishes.awaitConfirms(of: ready.map { items[$0].claimed.id })
         let requests = ready.map { request(items[$0]) }
         let outcomes = requests.isEmpty ? [] : await store.commitAll(requests.map(\.0))
         var hops: [SettlementHop] = []
@@ -873,7 +871,6 @@ public struct StepExecutor: Sendable {
         guard !events.isEmpty else { return }
         let bus = self.bus
         let settled = self.settledPublishes
-        settled.publishing(events)
         Task {
             let results = await bus.publish(events.flatMap(\.messages))
             var offset = 0
@@ -881,7 +878,7 @@ public struct StepExecutor: Sendable {
                 // Confirmed only when every message it holds is (the cursor moves past all of them).
                 let confirmed = results[offset..<(offset + event.count)].allSatisfy { $0 == nil }
                 offset += event.count
-                if confirmed { settled.eventPublished(event) } else { settled.publishFailed(event) }
+                if confirmed { settled.eventPublished(event) }
             }
         }
     }
