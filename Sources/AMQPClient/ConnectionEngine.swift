@@ -114,10 +114,15 @@ final class ConnectionEngine {
 
     private func mainLoop() {
         while true {
-            for command in queue.takeAll() {
+            let commands = queue.takeAll()
+            for (index, command) in commands.enumerated() {
                 if case .close(let done) = command {
                     uncork()
                     shutdown()
+                    // What was taken with the close never runs: fail it (a continuation left alone would suspend its
+                    // caller forever, e.g. a consumer's cancel racing the connection's close).
+                    let error = closedError()
+                    for rest in commands[(index + 1)...] { rest.fail(error) }
                     done?.resume()
                     return
                 }

@@ -47,6 +47,40 @@ struct AMQPIntegrationTests {
         }
     }
 
+    /// Consumers cancelled while their connection closes (a worker draining as it stops): every cancel returns. The
+    /// connection thread takes queued commands in one pass; those taken with the close used to be dropped, leaving
+    /// their callers suspended forever.
+    @Test(.timeLimit(.minutes(1)))
+    func cancelsRacingTheCloseAllReturn() async throws {
+        try await AMQPConnection.withConnection(try Self.configuration()) { admin in
+            let channel = try await admin.openChannel()
+            try await Self.withQueue(channel) { queue in
+                for _ in 0..<20 {
+                    let connection = try await AMQPConnection.connect(try Self.configuration())
+                    let consuming = try await connection.openChannel(prefetch: 10)
+                    var consumers: [AMQPConsumer] = []
+                    for _ in 0..<4 { consumers.append(try await consuming.consume(queue: queue)) }
+                    let returned = await withTaskGroup(of: Bool.self) { group in
+                        for consumer in consumers {
+                            group.addTask {
+                                try? await consumer.cancel()
+                                return true
+                            }
+                        }
+                        group.addTask {
+                            await connection.close()
+                            return false
+                        }
+                        var cancels = 0
+                        for await wasCancel in group where wasCancel { cancels += 1 }
+                        return cancels
+                    }
+                    #expect(returned == consumers.count)
+                }
+            }
+        }
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func roundTripWithPropertiesHeadersAndBinaryBody() async throws {
         try await AMQPConnection.withConnection(try Self.configuration()) { connection in
