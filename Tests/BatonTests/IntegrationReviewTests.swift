@@ -1,8 +1,9 @@
-import Baton
 import BatonExamples
 import Foundation
 import TestSupport
 import Testing
+
+@testable import Baton
 
 /// Human review of caps and tenant budgets (issue 5, acceptance 5 and 6) on the real servers: `baton worker` child
 /// processes run the `spender` agent; the built `baton` raises, rejects and shows the history.
@@ -22,17 +23,23 @@ struct IntegrationReviewTests {
 
     /// Creates the task with this build's code and runs it on a step queue of its own (the task's `queue` field
     /// names it, so a resumed step goes there too): workers of other builds on the shared servers never see it.
+    /// Submits `request` on step queue `queue` from the start (the task's first step message, in its outbox, names
+    /// `queue`), then publishes that message. (A task created on the default queue and moved afterwards could have its
+    /// first step republished to the default queue by another test's outbox sweep, and run there by workers without this
+    /// test's configuration.)
     static func submit(_ client: BatonClient, _ request: SubmitRequest, queue: String) async throws -> String {
-        let bus = CapturingBus()
-        let driver = StepExecutor(
-            registry: .examples, store: client.store, bus: bus, workerID: TestServers.uniqueName("it-driver"), settings: ProtocolSettings(),
-            logger: Harness.logger)
-        let (id, status) = try await driver.submit(request)
-        #expect(status == "queued")
-        try await client.store.redis.send("HSET", client.store.settings.keys.task(id), "queue", queue)
-        var first = try #require(bus.last)
-        first.routingKey = queue
-        try await Harness.publish([Harness.message(first)])
+        let runner = try #require(AgentRegistry.examples[request.agent])
+        let input = try JSONCoding.encode(request.input)
+        let id = request.id ?? TaskID.generate()
+        let task = NewTask(
+            id: id, agent: request.agent, inputJSON: String(decoding: input, as: UTF8.self), stateJSON: try runner.initialState(input),
+            firstStep: runner.steps[0], queue: queue, limits: BudgetLimits(request.budget, defaults: ProtocolSettings().defaultLimits),
+            tenant: request.tenant ?? "")
+        #expect(try await client.store.submit(task) == .created)
+        let outbox = try await client.store.pendingOutbox(task: id)
+        #expect(outbox.values.map(\.routingKey) == [queue])
+        try await Harness.publish(outbox.values.map(Harness.message))
+        try await client.store.outboxDone(task: id, ids: Array(outbox.keys))
         return id
     }
 

@@ -165,6 +165,31 @@ struct StateCacheRedisTests {
         #expect(view.status == "cancelled" && view.seq == 1 && view.budget.used.tokens == 5 && view.budget.used.steps == 1)
     }
 
+    /// A limit changed after a worker's commit (an operator's `raise`) makes that worker's speculative next step claim
+    /// late before it commits; the claim's fresh limits are what its following steps run under, speculatively again.
+    @Test func aLimitChangedSinceTheCommitMakesTheSpeculativeStepClaimFirst() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-spec-raise")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let bus = CapturingBus()
+        let a = Self.executor(store, bus: bus, worker: "spec-r")
+        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
+        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
+        _ = try await redis.send("HSET", store.settings.keys.budget(id), "max_tokens", 1000)
+        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
+        var counts = a.speculation.snapshot
+        #expect(counts.started == 1 && counts.claimedLate == 1 && counts.refused == 0, "\(counts)")
+        #expect(try await TaskQueries(store: store).task(id)?.seq == 2)
+        await Self.drive(bus) { _ in a }
+        counts = a.speculation.snapshot
+        #expect(counts.started == 3 && counts.claimedLate == 1 && counts.refused == 0, "\(counts)")
+        let view = try #require(try await TaskQueries(store: store).task(id))
+        #expect(view.status == "succeeded" && view.seq == 4 && view.budget.used.tokens == 4)
+        let fences = try await TaskQueries(store: store).history(id).compactMap { $0.data?["fence"]?.intValue }
+        #expect(fences == [1, 2, 2, 2])  // the late claim moved the fence; the steps after it speculated under it
+    }
+
     /// A speculative step that calls a side effect claims its lease first: the effect and the commit carry a newer
     /// fencing token than the previous commit's.
     @Test func aSideEffectClaimsASpeculativeStepFirst() async throws {

@@ -76,8 +76,9 @@ public final class StepContext<A: Agent> {
     /// `.continue` so another worker (or this one) picks the task up from the checkpoint.
     public var shouldYield: Bool { ContinuousClock.now >= deadline || environment.signals.draining }
 
-    /// True once someone cancelled the task (seen within one lease renewal).
-    public var isCancelled: Bool { environment.signals.cancelled }
+    /// True once someone cancelled the task (seen within one lease renewal), or once this step's lease is lost (another
+    /// worker took the task, or the task ended): its work would be dropped, so stop.
+    public var isCancelled: Bool { environment.signals.cancelled || environment.signals.leaseLost }
 
     /// Adds cost (dollars, stored as integer micro-dollars), tokens and tool calls to the task's counters in
     /// Redis at once. Throws ``BudgetExceeded`` when a limit is crossed: the task stops in

@@ -760,11 +760,11 @@ public struct StepExecutor: Sendable {
         case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error
         default: break
         }
+        let lease = p.lease?.snapshot ?? (token: claimed.token, speculative: false)
         var request = Commit(
-            task: claimed.id, token: p.lease?.token ?? claimed.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next,
-            eventDataJSON: eventData,
+            task: claimed.id, token: lease.token, seq: claimed.seq, kind: p.kind, stateJSON: p.state, next: next, eventDataJSON: eventData,
             charge: p.charge)
-        if p.lease?.isSpeculative == true { request.speculative = (claimed.step, claimed.branch) }
+        if lease.speculative { request.speculative = (claimed.step, claimed.branch, claimed.limits.fingerprint) }
         request.settledEvent = settledPublishes.take(task: claimed.id)
         return (request, next)
     }
@@ -904,7 +904,8 @@ public struct StepExecutor: Sendable {
                 // What the next step needs to run speculatively on this worker, when exact (SpeculationBasis).
                 var basis: SpeculationBasis? = nil
                 if let usage = p.usageAfter, !claimed.tenantLimited, TaskID.parent(of: claimed.id) == nil {
-                    basis = SpeculationBasis(token: p.lease?.token ?? claimed.token, limits: claimed.limits, usage: usage)
+                    basis = SpeculationBasis(
+                        token: p.lease?.token ?? claimed.token, limits: p.lease?.claimedLimits ?? claimed.limits, usage: usage)
                 }
                 states.put(task: claimed.id, seq: seq, branch: claimed.branch, agent: claimed.agent, value: sticky, basis: basis)
             }

@@ -15,6 +15,8 @@ final class StepLease: Sendable {
         /// The late claim's outcome when it did not give the step to this worker (or could not be made).
         var refused: Result<ClaimOutcome, any Error>?
         var claiming: Task<Void, Never>?
+        /// The task's limits as the late claim read them.
+        var limits: BudgetLimits?
     }
 
     private let state: Mutex<State>
@@ -35,6 +37,12 @@ final class StepLease: Sendable {
 
     /// The current token: the claimed lease's, or (speculative) the one the commit expects.
     var token: Int64 { state.withLock { $0.token } }
+
+    /// The token and whether the step is still speculative, read together (a late claim may land between two reads).
+    var snapshot: (token: Int64, speculative: Bool) { state.withLock { ($0.token, $0.speculative) } }
+
+    /// The task's limits as the late claim read them (nil: no late claim): fresher than those the step started with.
+    var claimedLimits: BudgetLimits? { state.withLock { $0.limits } }
 
     /// True while the step runs without a claim.
     var isSpeculative: Bool { state.withLock { $0.speculative } }
@@ -72,6 +80,7 @@ final class StepLease: Sendable {
             if case .success(.run(let claimed)) = outcome {
                 state.token = claimed.token
                 state.speculative = false
+                state.limits = claimed.limits
             } else {
                 state.refused = outcome
             }

@@ -408,6 +408,13 @@ public struct BudgetLimits: Sendable, Hashable, Codable {
             reviewOnLimit: request?.onLimit.map { $0 == .review } ?? defaults.reviewOnLimit)
     }
 
+    /// The limits a speculative step ran under, as its commit compares them with the stored ones (the commit script's
+    /// `limits_of`): a limit raised or lowered since makes the step claim late.
+    var fingerprint: String {
+        [maxCostMicros, maxTokens, maxSteps, maxToolCalls, maxHandoffs, deadlineMilliseconds].map { $0.map(String.init) ?? "" }
+            .joined(separator: ",") + "," + (reviewOnLimit ? "1" : "")
+    }
+
     /// The stored field names and values.
     var fields: [(String, Int64)] {
         var out: [(String, Int64)] = []
@@ -562,7 +569,7 @@ public struct Commit: Sendable {
     public var settledEvent: InlineEvent?
     /// Set for a speculative step (run without a claim, ``StepLease``): its step name and branch, which the commit
     /// checks with the rest of what a claim checks (``token`` is then the fence of the task's previous commit).
-    var speculative: (step: String, branch: Int64)?
+    var speculative: (step: String, branch: Int64, limits: String)?
 
     public init(
         task: String, token: Int64, seq: Int64, kind: Kind, stateJSON: String, next: OutboxMessage?, eventDataJSON: String = "{}",

@@ -316,7 +316,7 @@ public struct RedisTaskStore: TaskStore {
                 commit.settledEvent?.cursorBefore ?? "", commit.settledEvent?.streamID ?? "",
                 commit.settledEvent?.webhook == true ? "1" : "0",
                 commit.speculative == nil ? "0" : "1", commit.speculative?.step ?? "", commit.speculative?.branch ?? 0,
-                commit.settledEvent?.count ?? 1,
+                commit.settledEvent?.count ?? 1, commit.speculative?.limits ?? "",
             ])
         return (command, outboxID)
     }

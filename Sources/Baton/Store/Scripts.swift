@@ -484,7 +484,7 @@ enum Scripts {
     /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
     /// of an earlier confirmed event publish (``Commit/settledEvent``): expected and new relay cursor, webhook (`1`);
     /// then `1` for a speculative step (``Commit/speculative``) with its step name and branch; then how many events the
-    /// carried publish held (``InlineEvent/count``). Answers `{'ok', status,
+    /// carried publish held (``InlineEvent/count``); then the speculative step's limits (``BudgetLimits/fingerprint``). Answers `{'ok', status,
     /// seq[, event]}`, `{'fenced'}`, or `{'unclaimed'}` (a speculative step that must be claimed first).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
@@ -496,15 +496,25 @@ enum Scripts {
             local now = now_ms()
             local flat = redis.call('HGETALL', KEYS[2])
             local b = hash(flat)
+            -- The limits of budget table `b` as BudgetLimits.fingerprint writes them.
+            local function limits_of(b)
+              local out = {}
+              for _, k in ipairs({'max_cost', 'max_tokens', 'max_steps', 'max_tool_calls', 'max_handoffs', 'deadline'}) do
+                local v = b[k]
+                if v and v ~= '' then table.insert(out, tostring(tonumber(v))) else table.insert(out, '') end
+              end
+              if b.review_on_limit == '1' then table.insert(out, '1') else table.insert(out, '') end
+              return table.concat(out, ',')
+            end
             if ARGV[23] == '1' then
               -- A speculative step (StepLease): run without a claim from the worker's own state right after its commit of
               -- the previous step. It commits only when nothing happened since that commit that a claim would have seen:
               -- same fence, seq, branch, step and first attempt, still queued, no lease, no claim, no cancel or pause flag,
-              -- no budget limit reached. Else nothing is written here: the worker claims the step (which stops a cancelled,
+              -- no budget limit reached, the limits it ran under unchanged (`raise`). Else nothing is written here: the worker claims the step (which stops a cancelled,
               -- paused or spent task before this step, as DESIGN.md §5 step 4 says) and, given it, commits again.
               if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'queued' or t[4] ~= ARGV[25] or t[5] ~= '1' or t[6] ~= ARGV[24]
                 or (t[16] and t[16] ~= '') or num(t[17]) ~= 0 or (t[7] and t[7] ~= '') or (t[8] and t[8] ~= '')
-                or reached(b, now) or (b.up and b.up ~= '') then
+                or reached(b, now) or (b.up and b.up ~= '') or limits_of(b) ~= ARGV[27] then
                 return {'unclaimed'}
               end
               t[3] = 'running'
@@ -524,6 +534,9 @@ enum Scripts {
                 redis.call('ZREM', EVENTS_PENDING, id)
                 events_clear = true
               else
+                -- More events wait (a progress event, a signal's): due now, for the relay or this commit's takeover below.
+                -- (The score being reset was this worker's inline lease: the cursor's compare-and-set just matched. Only
+                -- if the carry came over 10 s late could a relay hold it by now; then an event may go out twice.)
                 redis.call('ZADD', EVENTS_PENDING, now, id)
               end
             end
