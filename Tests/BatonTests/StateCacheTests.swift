@@ -106,17 +106,26 @@ struct StateCacheRedisTests {
         return settled.withLock { $0 }
     }
 
+    /// A store under `prefix`, an executor `worker` on a capturing bus, and a 4-step `stepchain` task whose first step
+    /// that executor ran (so it holds what it needs to run the second speculatively). Close `store.redis` when done.
+    static func afterFirstStep(prefix: String, worker: String, tokensPerStep: Int = 1) async throws -> (
+        store: RedisTaskStore, bus: CapturingBus, executor: StepExecutor, id: String
+    ) {
+        let store = try await EventRelayTests.store(prefix: prefix)
+        let bus = CapturingBus()
+        let executor = Self.executor(store, bus: bus, worker: worker)
+        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": \#(tokensPerStep), "cost_usd_per_step": 0}"#
+        let (id, _) = try await executor.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        _ = await Self.handle(executor, try #require(Self.nextStep(bus)))
+        return (store, bus, executor, id)
+    }
+
     /// A speculative step whose task another worker claimed meanwhile (a duplicate delivery) commits nothing: its
     /// commit finds the claim, its late claim finds the other lease, and the delivery is acked as a duplicate.
     @Test func aSpeculativeStepYieldsToAnotherWorkersClaim() async throws {
-        let store = try await EventRelayTests.store(prefix: "bt-spec-dup")
+        let (store, bus, a, id) = try await Self.afterFirstStep(prefix: "bt-spec-dup", worker: "spec-a")
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let bus = CapturingBus()
-        let a = Self.executor(store, bus: bus, worker: "spec-a")
-        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
-        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
-        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
         let second = try #require(Self.nextStep(bus))
         let message = try StepMessage.decode(second.body)
         // Worker b is alive (its heartbeat is fresh), so its lease holds.
@@ -146,14 +155,9 @@ struct StateCacheRedisTests {
     /// A task cancelled after a worker committed its step: that worker's speculative next step commits nothing (the
     /// cancel is applied before the step, as a claim would have), and the task stays cancelled at the committed seq.
     @Test func aSpeculativeStepOfACancelledTaskCommitsNothing() async throws {
-        let store = try await EventRelayTests.store(prefix: "bt-spec-cancel")
+        let (store, bus, a, id) = try await Self.afterFirstStep(prefix: "bt-spec-cancel", worker: "spec-c", tokensPerStep: 5)
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let bus = CapturingBus()
-        let a = Self.executor(store, bus: bus, worker: "spec-c")
-        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": 5, "cost_usd_per_step": 0}"#
-        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
-        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
         _ = try await store.control(task: id, action: "cancel", reason: "test", actor: "test")
         let disposition = await Self.handle(a, try #require(Self.nextStep(bus)))
         guard case .ack? = disposition else {
@@ -168,14 +172,9 @@ struct StateCacheRedisTests {
     /// A limit changed after a worker's commit (an operator's `raise`) makes that worker's speculative next step claim
     /// late before it commits; the claim's fresh limits are what its following steps run under, speculatively again.
     @Test func aLimitChangedSinceTheCommitMakesTheSpeculativeStepClaimFirst() async throws {
-        let store = try await EventRelayTests.store(prefix: "bt-spec-raise")
+        let (store, bus, a, id) = try await Self.afterFirstStep(prefix: "bt-spec-raise", worker: "spec-r")
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let bus = CapturingBus()
-        let a = Self.executor(store, bus: bus, worker: "spec-r")
-        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
-        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
-        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
         _ = try await redis.send("HSET", store.settings.keys.budget(id), "max_tokens", 1000)
         _ = await Self.handle(a, try #require(Self.nextStep(bus)))
         var counts = a.speculation.snapshot
