@@ -143,15 +143,7 @@ struct IntegrationBadInputTests {
     func badInputEndToEnd() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
-        let services = LocalServices(configuration: sandbox.configuration)
-        _ = try await services.start()
-        do {
-            try await Self.run(sandbox.configuration)
-        } catch {
-            _ = try? await services.stop()
-            throw error
-        }
-        _ = try await services.stop()
+        try await sandbox.withServices { _ in try await Self.run(sandbox.configuration) }
     }
 
     static func run(_ configuration: LocalServices.Configuration) async throws {

@@ -18,18 +18,13 @@ struct IntegrationConsumerTimeoutTests {
     func longStepOutlivesItsDelivery() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
-        let services = LocalServices(configuration: sandbox.configuration)
-        try FileManager.default.createDirectory(atPath: services.rabbitMQPaths.base, withIntermediateDirectories: true)
-        try "[{rabbit, [{consumer_timeout, \(Self.consumerTimeout)}, {channel_tick_interval, 500}]}].\n".write(
-            toFile: services.rabbitMQPaths.base + "/advanced.config", atomically: true, encoding: .utf8)
-        _ = try await services.start()
-        do {
+        try await sandbox.withServices(prepare: { services in
+            try FileManager.default.createDirectory(atPath: services.rabbitMQPaths.base, withIntermediateDirectories: true)
+            try "[{rabbit, [{consumer_timeout, \(Self.consumerTimeout)}, {channel_tick_interval, 500}]}].\n".write(
+                toFile: services.rabbitMQPaths.base + "/advanced.config", atomically: true, encoding: .utf8)
+        }) { services in
             try await Self.run(services, sandbox.configuration)
-        } catch {
-            _ = try? await services.stop()
-            throw error
         }
-        _ = try await services.stop()
     }
 
     static func run(_ services: LocalServices, _ configuration: LocalServices.Configuration) async throws {

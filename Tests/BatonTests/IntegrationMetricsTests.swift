@@ -58,16 +58,10 @@ struct IntegrationMetricsTests {
     func everyFamilyIsExported() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
-        let services = LocalServices(configuration: sandbox.configuration)
-        _ = try await services.start()
-        do {
+        try await sandbox.withServices { _ in
             try await Self.run(
                 amqpURL: sandbox.configuration.amqpURL, redisURL: sandbox.configuration.redisURL, servicesDirectory: sandbox.directory)
-        } catch {
-            _ = try? await services.stop()
-            throw error
         }
-        _ = try await services.stop()
     }
 
     /// - Parameter servicesDirectory: the sandbox's `BATON_SERVICES_DIR`, so `baton serve` reads its queues with

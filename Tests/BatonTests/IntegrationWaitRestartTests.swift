@@ -16,15 +16,7 @@ struct IntegrationWaitRestartTests {
     func waitsSurviveServerRestarts() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
-        let services = LocalServices(configuration: sandbox.configuration)
-        _ = try await services.start()
-        do {
-            try await Self.run(services, sandbox.configuration)
-        } catch {
-            _ = try? await services.stop()
-            throw error
-        }
-        let stoppedAtEnd = try await services.stop()
+        let stoppedAtEnd = try await sandbox.withServices { services in try await Self.run(services, sandbox.configuration) }
         let stoppedCleanly = stoppedAtEnd.allSatisfy { $0.stopped && !$0.killed }
         #expect(stoppedCleanly, "\(stoppedAtEnd)")
     }

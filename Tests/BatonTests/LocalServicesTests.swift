@@ -150,6 +150,24 @@ struct Sandbox {
     }
 
     func remove() { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// Starts this sandbox's servers (after `prepare`, which may write their configuration), runs `body` against them,
+    /// and stops them, also when `body` throws. Returns how they stopped.
+    @discardableResult
+    func withServices(
+        prepare: (LocalServices) throws -> Void = { _ in }, _ body: (LocalServices) async throws -> Void
+    ) async throws -> [LocalServices.StopResult] {
+        let services = LocalServices(configuration: configuration)
+        try prepare(services)
+        _ = try await services.start()
+        do {
+            try await body(services)
+        } catch {
+            _ = try? await services.stop()
+            throw error
+        }
+        return try await services.stop()
+    }
 }
 
 /// A TCP listener on 127.0.0.1 that accepts nothing and answers nothing.
