@@ -20,7 +20,8 @@ enum RedisTest {
     }
 
     /// Runs `body` with a connection to the test server and a fresh key prefix, then deletes every key
-    /// under that prefix.
+    /// under that prefix. The cleanup runs on a connection of its own with the default timeouts, so a test that
+    /// shortens `commandTimeout` (or breaks its connection) on purpose cannot fail in its cleanup on a loaded box.
     static func withConnection<Result>(
         _ url: String = TestServers.redisURL,
         adjust: (inout RedisConfiguration) -> Void = { _ in },
@@ -31,12 +32,18 @@ enum RedisTest {
         return try await RedisConnection.withConnection(configuration: configuration(url, adjust), logger: logger) { connection in
             do {
                 let result = try await body(connection, prefix)
-                try await deleteKeys(prefix: prefix, on: connection)
+                try await deleteKeys(prefix: prefix, url: url)
                 return result
             } catch {
-                try? await deleteKeys(prefix: prefix, on: connection)
+                try? await deleteKeys(prefix: prefix, url: url)
                 throw error
             }
+        }
+    }
+
+    static func deleteKeys(prefix: String, url: String) async throws {
+        try await RedisConnection.withConnection(configuration: configuration(url), logger: logger) { connection in
+            try await deleteKeys(prefix: prefix, on: connection)
         }
     }
 
