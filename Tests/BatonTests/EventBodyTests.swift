@@ -18,6 +18,18 @@ struct EventBodyTests {
         }
     }
 
+    @Test(arguments: [
+        ("", ""), ("   ", ""), ("{}", "{}"), (" \t{\"a\": 1}\r\n", "{\"a\": 1}"), ("\n{\"é\":\" x \"} ", "{\"é\":\" x \"}"),
+        ("é", "é"), (" é ", "é"), ("\u{00A0}{}", "\u{00A0}{}"),
+    ])
+    func trimmedRemovesJSONWhitespaceAtTheEndsOnly(text: String, expected: String) {
+        #expect(JSONText.trimmed(text) == expected)
+        // The same as Foundation's trim for JSON's whitespace (no-break space is not JSON whitespace: kept).
+        if !text.unicodeScalars.contains("\u{00A0}") {
+            #expect(JSONText.trimmed(text) == text.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+
     static func task(progress: Bool) -> EventTaskInfo {
         func b(_ text: String) -> RedisReply { .bulkString(Array(text.utf8)) }
         var parts: [RedisReply] = [

@@ -91,7 +91,7 @@ enum EventMessage {
         {
             progress = (fraction, data["message"]?.stringValue ?? "")
         }
-        let data = event.dataJSON.trimmingCharacters(in: .whitespaces)
+        let data = JSONText.trimmed(event.dataJSON)
         var out = "{\"agent\":" + JSONText.quoted(task.agent)
         out += ",\"at\":\"" + JSONText.iso(milliseconds: event.atMilliseconds) + "\""
         out += ",\"branch\":\(event.branch)"

@@ -39,10 +39,11 @@ enum Scripts {
           if root then return root .. rest end
           return nil
         end
-        local function add_event(key, maxlen, etype, seq, branch, step, now, data)
+        -- `unmarked`: the caller scores the task in `events_pending` itself (the commit's hot path: one ZADD, not two).
+        local function add_event(key, maxlen, etype, seq, branch, step, now, data, unmarked)
           local eid = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
             'step', step or '', 'at', now, 'data', data or '{}')
-          if EVENTS_PENDING then
+          if EVENTS_PENDING and not unmarked then
             local member = event_member(key)
             if member then redis.call('ZADD', EVENTS_PENDING, 'NX', now, member) end
           end
@@ -531,7 +532,9 @@ enum Scripts {
               cursor, cursor_moved = ARGV[21], true
               if ARGV[22] == '1' then redis.call('ZADD', KEYS[11], 'NX', now, id) end
               if #redis.call('XRANGE', KEYS[4], '(' .. cursor, '+', 'COUNT', 1) == 0 then
-                redis.call('ZREM', EVENTS_PENDING, id)
+                -- Every event is published. The task stays in events_pending under the old inline lease: this commit
+                -- appends an event below and then scores the task once, due now or a new inline lease (ZREM then ZADD
+                -- would be two writes for the same end).
                 events_clear = true
               else
                 -- More events wait (a progress event, a signal's): due now, for the relay or this commit's takeover below.
@@ -768,8 +771,11 @@ enum Scripts {
                 end
               end
             end
-            local eid = add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data)
+            local eid = add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data, inline or events_clear)
             local inline_reply = nil
+            if events_clear and not inline and event_member(KEYS[4]) then
+              redis.call('ZADD', EVENTS_PENDING, now, event_member(KEYS[4]))
+            end
             if inline then
               redis.call('ZADD', EVENTS_PENDING, now + INLINE_EVENT_LEASE_MS, inline)
               inline_reply = {eid, cursor, t[11] or '', t[12] or '', t[13] or '', t[14] or '', int(num(b.cost)), int(num(b.tokens)),

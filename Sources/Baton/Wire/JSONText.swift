@@ -33,6 +33,21 @@ public enum JSONText {
     }
 }
 
+extension JSONText {
+    /// `text` without the JSON whitespace (space, tab, line feed, carriage return) at either end, by bytes:
+    /// Foundation's `trimmingCharacters(in:)` goes through `NSString` and cost ~4 % of a step hop's worker CPU
+    /// when the event relay trimmed every event's data with it.
+    public static func trimmed(_ text: String) -> String {
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+        let utf8 = text.utf8
+        guard let first = utf8.first, let last = utf8.last, isSpace(first) || isSpace(last) else { return text }
+        guard let start = utf8.firstIndex(where: { !isSpace($0) }), let end = utf8.lastIndex(where: { !isSpace($0) }) else {
+            return ""
+        }
+        return String(Substring(utf8[start...end]))
+    }
+}
+
 extension StepMessage {
     /// The message as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
     public var jsonText: String {
