@@ -57,7 +57,7 @@ struct AgentRunner: Sendable {
                     field: field)
             }
             let state = try agent.initialState(for: input)
-            return try JSONCoding.string(state)
+            return try JSONCoding.checkpoint(state)
         }
         let inputs = DecodedInputs<A.Input>()
         run = { claimed, environment, deadline, logger in
@@ -98,7 +98,7 @@ struct AgentRunner: Sendable {
             }
             do {
                 return StepResult(
-                    outcome: outcome, stateJSON: try JSONCoding.string(context.state), charged: context.charged,
+                    outcome: outcome, stateJSON: try JSONCoding.checkpoint(context.state), charged: context.charged,
                     uncommitted: context.uncommitted, sticky: StickyState(input: input, state: context.state))
             } catch {
                 return StepResult(

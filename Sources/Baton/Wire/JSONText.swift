@@ -12,9 +12,22 @@ public enum JSONText {
         if plain { return "\"" + value + "\"" }
         var out: [UInt8] = []
         out.reserveCapacity(value.utf8.count + 16)
+        appendQuoted(value, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `value` as a JSON string literal, escaped as Foundation's `JSONEncoder` escapes it: `"`, `\\`, and the
+    /// control characters (`\n`, `\r`, `\t`, `\b`, `\f`, else `\u00xx`); `/` and everything else as is.
+    static func appendQuoted(_ value: String, to out: inout [UInt8]) {
         out.append(0x22)
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-        for byte in value.utf8 {
+        let utf8 = value.utf8
+        let plain = utf8.withContiguousStorageIfAvailable { bytes in !bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C } }
+        if plain == true {
+            out.append(contentsOf: utf8)
+            out.append(0x22)
+            return
+        }
+        for byte in utf8 {
             switch byte {
             case 0x22: out.append(contentsOf: [0x5C, 0x22])
             case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
@@ -24,12 +37,12 @@ public enum JSONText {
             case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
             case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
             case 0..<0x20:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
                 out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]])
             default: out.append(byte)
             }
         }
         out.append(0x22)
-        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -117,6 +117,13 @@ public enum JSONCoding {
     /// Encodes `value` to JSON bytes.
     public static func encode(_ value: some Encodable) throws -> [UInt8] { Array(try encoder.encode(value)) }
 
+    /// Encodes an agent's state for its checkpoint: the same text as ``string(_:)``, by ``CheckpointEncoder`` when it
+    /// can (once per step, on the hot path) and by Foundation's encoder otherwise.
+    public static func checkpoint(_ value: some Encodable) throws -> String {
+        if let text = CheckpointEncoder.encode(value) { return text }
+        return try string(value)
+    }
+
     /// Encodes `value` to a JSON string.
     public static func string(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
 
