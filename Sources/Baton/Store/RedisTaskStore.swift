@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import Synchronization
 
 /// The production ``TaskStore``: every protocol step is one Lua script on Redis.
 public struct RedisTaskStore: TaskStore {
@@ -44,7 +45,11 @@ public struct RedisTaskStore: TaskStore {
         self.settings = settings
     }
 
-    static func outboxID() -> String { TaskID.generate() }
+    /// A new outbox entry id: unique across processes (a random 64-bit prefix drawn once per process) and within
+    /// one (a counter), without a random draw (a `getrandom` call) per commit.
+    static func outboxID() -> String { outboxIDPrefix + String(outboxIDCounter.wrappingAdd(1, ordering: .relaxed).newValue, radix: 16) }
+    static let outboxIDPrefix = TaskID.hex(UInt64.random(in: 0...UInt64.max), width: 16) + "-"
+    static let outboxIDCounter = Atomic<UInt64>(0)
 
     /// The start of a tenant's day-counter keys (`baton:tenant:`; the scripts add `{name}:yyyy-mm-dd`).
     var tenantKeyPrefix: String { keys.prefix + "tenant:" }
