@@ -13,7 +13,9 @@ extension IntegrationTests {
     @Test("The same step message twice commits once; an old seq is acked without effect; a future seq is dead-lettered")
     func duplicateOldAndFutureMessages() async throws {
         try await Harness.withClient { client in
-            let worker = try await Harness.startWorker("dedupe", client: client)
+            // A step queue of its own: the future-seq message must reach this test's worker, not another test's.
+            let queue = TestServers.uniqueName("q-dedupe")
+            let worker = try await Harness.startWorker("dedupe", client: client, arguments: ["--queues", queue])
             defer { worker.process.sigkill() }
             let bus = CapturingBus()
             var settings = ProtocolSettings()
@@ -24,12 +26,12 @@ extension IntegrationTests {
             let id = TestServers.uniqueName("dedupe")
             let steps = 7
             let effectLog = try TestFiles.path("effects") + ".log"
-            let submitted = try await driver.submit(
-                Harness.stepchain(id: id, steps: steps, tokensPerStep: 5, costUSDPerStep: 0.5, effectLog: effectLog))
-            #expect(submitted.status == "queued")
+            let (_, first) = try await Harness.create(
+                client, Harness.stepchain(id: id, steps: steps, tokensPerStep: 5, costUSDPerStep: 0.5, effectLog: effectLog), queue: queue)
+            #expect(first.count == 1)
             var messages: [OutboxMessage] = []
-            for _ in 0..<3 {
-                let message = try #require(bus.last)
+            for index in 0..<3 {
+                let message = try #require(index == 0 ? first.first : bus.last)
                 messages.append(message)
                 guard case .ack = await driver.handleStep(body: Array(message.body.utf8), routingKey: message.routingKey) else {
                     Issue.record("the in-process step was not acked")
@@ -48,7 +50,7 @@ extension IntegrationTests {
             var future = currentStep
             future.seq = 5
             try await Harness.publish([
-                Harness.message(messages[1]), Harness.message(messages[1]), Harness.message(.step(future, queue: "default")),
+                Harness.message(messages[1]), Harness.message(messages[1]), Harness.message(.step(future, queue: queue)),
             ])
             let letter = try await Harness.waitForDeadLetter(client) { $0.taskID == id }
             let dead = try #require(letter, "the future-seq message was not dead-lettered:\n\(worker.log.suffix(3000))")

@@ -28,18 +28,8 @@ struct IntegrationReviewTests {
     /// first step republished to the default queue by another test's outbox sweep, and run there by workers without this
     /// test's configuration.)
     static func submit(_ client: BatonClient, _ request: SubmitRequest, queue: String) async throws -> String {
-        let runner = try #require(AgentRegistry.examples[request.agent])
-        let input = try JSONCoding.encode(request.input)
-        let id = request.id ?? TaskID.generate()
-        let task = NewTask(
-            id: id, agent: request.agent, inputJSON: String(decoding: input, as: UTF8.self), stateJSON: try runner.initialState(input),
-            firstStep: runner.steps[0], queue: queue, limits: BudgetLimits(request.budget, defaults: ProtocolSettings().defaultLimits),
-            tenant: request.tenant ?? "")
-        #expect(try await client.store.submit(task) == .created)
-        let outbox = try await client.store.pendingOutbox(task: id)
-        #expect(outbox.values.map(\.routingKey) == [queue])
-        try await Harness.publish(outbox.values.map(Harness.message))
-        try await client.store.outboxDone(task: id, ids: Array(outbox.keys))
+        let (id, outbox) = try await Harness.create(client, request, queue: queue)
+        try await Harness.publish(outbox.map(Harness.message))
         return id
     }
 

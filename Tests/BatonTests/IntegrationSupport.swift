@@ -1,11 +1,12 @@
 import AMQPClient
-import Baton
 import BatonExamples
 import Foundation
 import Logging
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import Baton
 
 /// Shared helpers of the worker integration tests (``IntegrationTests``): real `baton worker` child processes
 /// on the servers of `scripts/test`, a client, polls with deadlines.
@@ -173,6 +174,25 @@ enum Harness {
     }
 
     /// A `stepchain` submit.
+    /// Creates the task of `request` with this build's code on step queue `queue` (its first step message, in its
+    /// outbox, names `queue`) and takes that message out of the outbox without publishing it: the caller publishes or
+    /// runs it. Taken at once, before any outbox sweep of another test could republish it.
+    static func create(_ client: BatonClient, _ request: SubmitRequest, queue: String) async throws -> (id: String, first: [OutboxMessage])
+    {
+        let runner = try #require(AgentRegistry.examples[request.agent])
+        let input = try JSONCoding.encode(request.input)
+        let id = request.id ?? TaskID.generate()
+        let task = NewTask(
+            id: id, agent: request.agent, inputJSON: String(decoding: input, as: UTF8.self), stateJSON: try runner.initialState(input),
+            firstStep: runner.steps[0], queue: queue, limits: BudgetLimits(request.budget, defaults: ProtocolSettings().defaultLimits),
+            tenant: request.tenant ?? "")
+        #expect(try await client.store.submit(task) == .created)
+        let outbox = try await client.store.pendingOutbox(task: id)
+        #expect(outbox.values.map(\.routingKey) == [queue])
+        try await client.store.outboxDone(task: id, ids: Array(outbox.keys))
+        return (id, Array(outbox.values))
+    }
+
     static func stepchain(
         id: String, steps: Int, recordBytes: Int = 64, tokensPerStep: Int64 = 7, costUSDPerStep: Double = 0.25, effectLog: String? = nil,
         budget: BudgetRequest? = nil
