@@ -601,7 +601,9 @@ enum Scripts {
               over_up = reached_up(b.up, now)
             end
             local status, etype, reason = nil, nil, ''
-            local fields = {'seq', newseq, 'updated_at', now, 'lease_owner', '', 'lease_until', 0, 'claims', 0}
+            -- Integers as text once: a Lua number given to redis.call is formatted with printf's %.17g each time.
+            local now_s, newseq_s = int(now), int(newseq)
+            local fields = {'seq', newseq_s, 'updated_at', now_s, 'lease_owner', '', 'lease_until', '0', 'claims', '0'}
             if cursor_moved then
               table.insert(fields, 'events_cursor')
               table.insert(fields, cursor)
@@ -735,7 +737,7 @@ enum Scripts {
             table.insert(fields, reason)
             if TERMINAL[status] then
               table.insert(fields, 'finished_at')
-              table.insert(fields, now)
+              table.insert(fields, now_s)
             end
             redis.call('HSET', KEYS[1], unpack(fields))
             -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
@@ -771,21 +773,21 @@ enum Scripts {
                 end
               end
             end
-            local eid = add_event(KEYS[4], ARGV[12], etype, newseq, branch, step, now, event_data, inline or events_clear)
+            local eid = add_event(KEYS[4], ARGV[12], etype, newseq_s, branch, step, now_s, event_data, inline or events_clear)
             local inline_reply = nil
             if events_clear and not inline and event_member(KEYS[4]) then
-              redis.call('ZADD', EVENTS_PENDING, now, event_member(KEYS[4]))
+              redis.call('ZADD', EVENTS_PENDING, now_s, event_member(KEYS[4]))
             end
             if inline then
-              redis.call('ZADD', EVENTS_PENDING, now + INLINE_EVENT_LEASE_MS, inline)
+              redis.call('ZADD', EVENTS_PENDING, int(now + INLINE_EVENT_LEASE_MS), inline)
               inline_reply = {eid, cursor, t[11] or '', t[12] or '', t[13] or '', t[14] or '', int(num(b.cost)), int(num(b.tokens)),
-                etype, tostring(newseq), tostring(branch), step, tostring(now), event_data or '{}', earlier}
+                etype, newseq_s, tostring(branch), step, now_s, event_data or '{}', earlier}
             end
             if status == 'queued' or status == 'dead_lettered' then
               redis.call('HSET', KEYS[5], ARGV[7], ARGV[8])
-              redis.call('ZADD', KEYS[7], now, id)
+              redis.call('ZADD', KEYS[7], now_s, id)
             end
-            move_index(KEYS[6], id, t[3], status, now)
+            move_index(KEYS[6], id, t[3], status, now_s)
             if TERMINAL[status] and t[9] and t[9] ~= '' then
               local res, err = '', ''
               if status == 'succeeded' then res = ARGV[6] else err = redis.call('HGET', KEYS[1], 'error') or '' end
@@ -823,7 +825,7 @@ enum Scripts {
                 local k = {task=KEYS[1], events=KEYS[4], outbox=KEYS[5], outbox_index=KEYS[7], index=KEYS[6], timers=KEYS[8]}
                 redis.call('HSET', KEYS[1], 'wait', cjson.encode(w))
                 wake(k, id, w, {trigger='children', total=0}, now, ARGV[12], ARGV[7])
-                return {'ok', 'queued', tostring(newseq)}
+                return {'ok', 'queued', newseq_s}
               end
               w.signals = {}
             end
@@ -835,11 +837,11 @@ enum Scripts {
               if sig then
                 wake(k, id, w, {trigger='signal', name=sig.name, id=sig.id, p=sig.p, actor=sig.actor, reason=sig.reason, at=sig.at},
                   now, ARGV[12], ARGV[7])
-                return {'ok', 'queued', tostring(newseq)}
+                return {'ok', 'queued', newseq_s}
               end
               if w.due and w.due <= now then
                 wake(k, id, w, {trigger=w.due_kind}, now, ARGV[12], ARGV[7])
-                return {'ok', 'queued', tostring(newseq)}
+                return {'ok', 'queued', newseq_s}
               end
               local member = ''
               if w.due then
@@ -848,8 +850,8 @@ enum Scripts {
               end
               redis.call('HSET', KEYS[1], 'wait', cjson.encode(w), 'wait_timer', member)
             end
-            if inline_reply then return {'ok', status, tostring(newseq), inline_reply} end
-            return {'ok', status, tostring(newseq)}
+            if inline_reply then return {'ok', status, newseq_s, inline_reply} end
+            return {'ok', status, newseq_s}
             """
 
     /// Delivers a signal. KEYS: task, signals (mailbox), seen ids (zset), events, outbox, outbox index,
