@@ -579,9 +579,9 @@ enum Scripts {
             local newseq = seq
             if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' or kind == 'wait' or kind == 'parallel' then
               newseq = seq + 1
-              redis.call('SET', KEYS[3] .. newseq, ARGV[4])
+              redis.call('SET', KEYS[3] .. int(newseq), ARGV[4])
               local old = newseq - tonumber(ARGV[11])
-              if old >= 0 then redis.call('DEL', KEYS[3] .. old) end
+              if old >= 0 then redis.call('DEL', KEYS[3] .. int(old)) end
               b.steps = num(b.steps) + 1
             end
             if kind == 'handoff' then b.handoffs = num(b.handoffs) + 1 end
@@ -608,7 +608,7 @@ enum Scripts {
               table.insert(fields, 'events_cursor')
               table.insert(fields, cursor)
               table.insert(fields, 'events_published')
-              table.insert(fields, num(t[15]) + tonumber(ARGV[26] or '1'))
+              table.insert(fields, int(num(t[15]) + tonumber(ARGV[26] or '1')))
             end
             -- What woke the task is for the step it resumed only.
             if newseq ~= seq then
@@ -732,7 +732,7 @@ enum Scripts {
             table.insert(fields, 'step')
             table.insert(fields, step)
             table.insert(fields, 'attempt')
-            table.insert(fields, attempt)
+            table.insert(fields, int(attempt))
             table.insert(fields, 'status_reason')
             table.insert(fields, reason)
             if TERMINAL[status] then
@@ -742,7 +742,7 @@ enum Scripts {
             redis.call('HSET', KEYS[1], unpack(fields))
             -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
             local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int(dcost) .. ',"tokens":' ..
-              int(dtokens) .. ',"tool_calls":' .. int(dcalls) .. ',"steps":' .. (newseq - seq) .. '}'
+              int(dtokens) .. ',"tool_calls":' .. int(dcalls) .. ',"steps":' .. int(newseq - seq) .. '}'
             if event_data == '' or event_data == '{}' then
               event_data = '{' .. counted .. '}'
             elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
