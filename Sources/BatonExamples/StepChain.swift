@@ -94,7 +94,13 @@ public struct StepChainAgent: Agent {
         }
         CrashPoint.hit("in_step", task: context.taskID, seq: context.seq)
         let prefix = "\(n):"
-        context.state.records.append(prefix + String(repeating: "x", count: max(0, input.recordBytes - prefix.utf8.count)))
+        let padding = max(0, input.recordBytes - prefix.utf8.count)
+        context.state.records.append(
+            prefix
+                + String(unsafeUninitializedCapacity: padding) { buffer in
+                    buffer.initialize(repeating: UInt8(ascii: "x"))
+                    return padding
+                })
         if n >= input.steps {
             return .complete(["records": .int(Int64(context.state.records.count))])
         }
