@@ -217,7 +217,7 @@ enum CheckpointEncoder {
         }
     }
 
-    struct Unkeyed: UnkeyedEncodingContainer {
+    struct Unkeyed: UnkeyedEncodingContainer, NodeSink {
         let box: ArrayBox
         let state: SharedState
         var codingPath: [any CodingKey] {
@@ -227,23 +227,6 @@ enum CheckpointEncoder {
         var count: Int { box.items.count }
 
         func put(_ node: Node) { box.items.append(Slot(node)) }
-
-        mutating func encodeNil() throws { put(.raw("null")) }
-        mutating func encode(_ value: Bool) throws { put(.raw(value ? "true" : "false")) }
-        mutating func encode(_ value: String) throws { put(.string(value)) }
-        mutating func encode(_ value: Double) throws { put(try number(value)) }
-        mutating func encode(_ value: Float) throws { put(try number(value)) }
-        mutating func encode(_ value: Int) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: Int8) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: Int16) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: Int32) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: Int64) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: UInt) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: UInt8) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: UInt16) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: UInt32) throws { put(.raw(String(value))) }
-        mutating func encode(_ value: UInt64) throws { put(.raw(String(value))) }
-        mutating func encode<T: Encodable>(_ value: T) throws { put(try node(for: value, state: state)) }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
             let nested = ObjectBox()
@@ -263,7 +246,7 @@ enum CheckpointEncoder {
         }
     }
 
-    struct Single: SingleValueEncodingContainer {
+    struct Single: SingleValueEncodingContainer, NodeSink {
         let slot: Slot
         let state: SharedState
         var codingPath: [any CodingKey] {
@@ -271,23 +254,33 @@ enum CheckpointEncoder {
             return []
         }
 
-        func set(_ node: Node) { slot.node = node }
-
-        mutating func encodeNil() throws { set(.raw("null")) }
-        mutating func encode(_ value: Bool) throws { set(.raw(value ? "true" : "false")) }
-        mutating func encode(_ value: String) throws { set(.string(value)) }
-        mutating func encode(_ value: Double) throws { set(try number(value)) }
-        mutating func encode(_ value: Float) throws { set(try number(value)) }
-        mutating func encode(_ value: Int) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: Int8) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: Int16) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: Int32) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: Int64) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: UInt) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: UInt8) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: UInt16) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: UInt32) throws { set(.raw(String(value))) }
-        mutating func encode(_ value: UInt64) throws { set(.raw(String(value))) }
-        mutating func encode<T: Encodable>(_ value: T) throws { set(try node(for: value, state: state)) }
+        func put(_ node: Node) { slot.node = node }
     }
+
+    /// Where an unkeyed or single-value container puts each value: one set of `encode` overloads for both.
+    protocol NodeSink {
+        var state: SharedState { get }
+        func put(_ node: Node)
+    }
+}
+
+extension CheckpointEncoder.NodeSink {
+    typealias Node = CheckpointEncoder.Node
+
+    mutating func encodeNil() throws { put(.raw("null")) }
+    mutating func encode(_ value: Bool) throws { put(.raw(value ? "true" : "false")) }
+    mutating func encode(_ value: String) throws { put(.string(value)) }
+    mutating func encode(_ value: Double) throws { put(try CheckpointEncoder.number(value)) }
+    mutating func encode(_ value: Float) throws { put(try CheckpointEncoder.number(value)) }
+    mutating func encode(_ value: Int) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: Int8) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: Int16) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: Int32) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: Int64) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: UInt) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: UInt8) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: UInt16) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: UInt32) throws { put(.raw(String(value))) }
+    mutating func encode(_ value: UInt64) throws { put(.raw(String(value))) }
+    mutating func encode<T: Encodable>(_ value: T) throws { put(try CheckpointEncoder.node(for: value, state: state)) }
 }
