@@ -123,7 +123,7 @@ enum CheckpointEncoder {
 
     // MARK: - The Encoder
 
-    final class TreeEncoder: Encoder {
+    final class TreeEncoder: Encoder, StateHolder {
         let slot: Slot
         let state: SharedState
         init(slot: Slot, state: SharedState = SharedState()) {
@@ -132,10 +132,6 @@ enum CheckpointEncoder {
         }
 
         /// Not tracked: reading it sends the value to Foundation's encoder (which tracks it).
-        var codingPath: [any CodingKey] {
-            state.readPath = true
-            return []
-        }
         var userInfo: [CodingUserInfoKey: Any] { [:] }
 
         func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
@@ -163,13 +159,9 @@ enum CheckpointEncoder {
         func singleValueContainer() -> any SingleValueEncodingContainer { Single(slot: slot, state: state) }
     }
 
-    struct Keyed<Key: CodingKey>: KeyedEncodingContainerProtocol {
+    struct Keyed<Key: CodingKey>: KeyedEncodingContainerProtocol, StateHolder {
         let box: ObjectBox
         let state: SharedState
-        var codingPath: [any CodingKey] {
-            state.readPath = true
-            return []
-        }
 
         func put(_ node: Node, _ key: Key) {
             box.keys.append(key.stringValue)
@@ -209,21 +201,11 @@ enum CheckpointEncoder {
 
         mutating func superEncoder() -> any Encoder { unsupportedEncoder() }
         mutating func superEncoder(forKey key: Key) -> any Encoder { unsupportedEncoder() }
-
-        /// `superEncoder` is rare in states: the path is marked unsupported and Foundation writes the value.
-        func unsupportedEncoder() -> any Encoder {
-            state.readPath = true
-            return TreeEncoder(slot: Slot(), state: state)
-        }
     }
 
     struct Unkeyed: UnkeyedEncodingContainer, NodeSink {
         let box: ArrayBox
         let state: SharedState
-        var codingPath: [any CodingKey] {
-            state.readPath = true
-            return []
-        }
         var count: Int { box.items.count }
 
         func put(_ node: Node) { box.items.append(Slot(node)) }
@@ -240,27 +222,38 @@ enum CheckpointEncoder {
             return Unkeyed(box: nested, state: state)
         }
 
-        mutating func superEncoder() -> any Encoder {
-            state.readPath = true
-            return TreeEncoder(slot: Slot(), state: state)
-        }
+        mutating func superEncoder() -> any Encoder { unsupportedEncoder() }
     }
 
     struct Single: SingleValueEncodingContainer, NodeSink {
         let slot: Slot
         let state: SharedState
-        var codingPath: [any CodingKey] {
-            state.readPath = true
-            return []
-        }
 
         func put(_ node: Node) { slot.node = node }
     }
 
     /// Where an unkeyed or single-value container puts each value: one set of `encode` overloads for both.
-    protocol NodeSink {
-        var state: SharedState { get }
+    protocol NodeSink: StateHolder {
         func put(_ node: Node)
+    }
+
+    /// What every container and the encoder share: the run's state, `codingPath`, and `superEncoder`'s answer.
+    protocol StateHolder {
+        var state: SharedState { get }
+    }
+}
+
+extension CheckpointEncoder.StateHolder {
+    /// Not tracked: reading it sends the value to Foundation's encoder (which tracks it).
+    var codingPath: [any CodingKey] {
+        state.readPath = true
+        return []
+    }
+
+    /// `superEncoder` is rare in states: the path is marked unsupported and Foundation writes the value.
+    func unsupportedEncoder() -> any Encoder {
+        state.readPath = true
+        return CheckpointEncoder.TreeEncoder(slot: CheckpointEncoder.Slot(), state: state)
     }
 }
 
