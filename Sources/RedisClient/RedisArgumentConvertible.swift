@@ -8,29 +8,47 @@ import Foundation
 public protocol RedisArgumentConvertible {
     /// Appends this argument's bytes to `buffer`.
     func appendRedisArgument(to buffer: inout [UInt8])
+    /// About how many bytes ``appendRedisArgument(to:)`` appends: a command reserves its buffer once from these
+    /// (a multi-kilobyte checkpoint otherwise regrows it several times). Exact for bytes and strings.
+    var redisByteCountEstimate: Int { get }
+}
+
+extension RedisArgumentConvertible {
+    /// Enough for a number.
+    public var redisByteCountEstimate: Int { 20 }
 }
 
 extension String: RedisArgumentConvertible {
+    /// Exact.
+    public var redisByteCountEstimate: Int { utf8.count }
     /// Appends the UTF-8 bytes.
     public func appendRedisArgument(to buffer: inout [UInt8]) { buffer.append(contentsOf: utf8) }
 }
 
 extension Substring: RedisArgumentConvertible {
+    /// Exact.
+    public var redisByteCountEstimate: Int { utf8.count }
     /// Appends the UTF-8 bytes.
     public func appendRedisArgument(to buffer: inout [UInt8]) { buffer.append(contentsOf: utf8) }
 }
 
 extension Array: RedisArgumentConvertible where Element == UInt8 {
+    /// Exact.
+    public var redisByteCountEstimate: Int { count }
     /// Appends the bytes as they are.
     public func appendRedisArgument(to buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
 }
 
 extension ArraySlice: RedisArgumentConvertible where Element == UInt8 {
+    /// Exact.
+    public var redisByteCountEstimate: Int { count }
     /// Appends the bytes as they are.
     public func appendRedisArgument(to buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
 }
 
 extension Data: RedisArgumentConvertible {
+    /// Exact.
+    public var redisByteCountEstimate: Int { count }
     /// Appends the bytes as they are.
     public func appendRedisArgument(to buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
 }

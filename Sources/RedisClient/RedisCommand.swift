@@ -23,6 +23,7 @@ public struct RedisCommand: Sendable, Hashable {
     /// Creates a command from its name and an array of arguments.
     public init(_ name: String, arguments: [any RedisArgumentConvertible]) {
         storage = []
+        storage.reserveCapacity(arguments.reduce(name.utf8.count) { $0 + $1.redisByteCountEstimate })
         lengths = []
         lengths.reserveCapacity(arguments.count + 1)
         append(name)
@@ -105,6 +106,9 @@ extension RedisCommand {
         args: [any RedisArgumentConvertible] = []
     ) -> RedisCommand {
         var command = RedisCommand("EVALSHA", script.sha1, keys.count)
+        command.storage.reserveCapacity(
+            command.storage.count + keys.reduce(0) { $0 + $1.redisByteCountEstimate } + args.reduce(0) { $0 + $1.redisByteCountEstimate })
+        command.lengths.reserveCapacity(command.lengths.count + keys.count + args.count)
         command.append(contentsOf: keys)
         command.append(contentsOf: args)
         command.script = script
