@@ -154,4 +154,15 @@ struct CheckpointEncoderTests {
         #expect(try JSONCoding.checkpoint(dated) == (try JSONCoding.string(dated)))
         #expect(throws: EncodingError.self) { try JSONCoding.checkpoint([Double.nan]) }
     }
+
+    @Test func anAgentWhoseStateWasDeclinedOnceUsesFoundationFromThenOnWithTheSameText() throws {
+        let encoding = StateEncoding()
+        let plain = Records(records: ["1:x"])
+        #expect(try encoding.encode(plain) == (try JSONCoding.string(plain)))
+        #expect(!encoding.usesFoundationOnly)
+        let dated = WithDate(at: Date(timeIntervalSince1970: 1_795_394_015), data: Data([1]))
+        #expect(try encoding.encode(dated) == (try JSONCoding.string(dated)))
+        #expect(encoding.usesFoundationOnly)
+        #expect(try encoding.encode(plain) == (try JSONCoding.string(plain)))
+    }
 }

@@ -60,6 +60,7 @@ struct AgentRunner: Sendable {
             return try JSONCoding.checkpoint(state)
         }
         let inputs = DecodedInputs<A.Input>()
+        let stateEncoding = StateEncoding()
         run = { claimed, environment, deadline, logger in
             let input: A.Input
             let state: A.State
@@ -98,7 +99,7 @@ struct AgentRunner: Sendable {
             }
             do {
                 return StepResult(
-                    outcome: outcome, stateJSON: try JSONCoding.checkpoint(context.state), charged: context.charged,
+                    outcome: outcome, stateJSON: try stateEncoding.encode(context.state), charged: context.charged,
                     uncommitted: context.uncommitted, sticky: StickyState(input: input, state: context.state))
             } catch {
                 return StepResult(
@@ -111,6 +112,23 @@ struct AgentRunner: Sendable {
 
 /// The decoded inputs of recent tasks: a task's input rarely changes (a redrive may patch it), and decoding it
 /// on every step costs more than comparing its bytes.
+/// How one agent's states are encoded for their checkpoints: by ``CheckpointEncoder`` until it declines one (a `Date`
+/// in the state, say), then by Foundation's encoder from then on, so a state type the fast path cannot write is not
+/// walked twice on every step. Either way the text is the same.
+final class StateEncoding: Sendable {
+    private let foundationOnly = Atomic<Bool>(false)
+
+    func encode(_ state: some Encodable) throws -> String {
+        if !foundationOnly.load(ordering: .relaxed) {
+            if let text = CheckpointEncoder.encode(state) { return text }
+            foundationOnly.store(true, ordering: .relaxed)
+        }
+        return try JSONCoding.string(state)
+    }
+
+    var usesFoundationOnly: Bool { foundationOnly.load(ordering: .relaxed) }
+}
+
 final class DecodedInputs<Input: Sendable>: Sendable {
     private let entries = Mutex<[String: (json: [UInt8], value: Input)]>([:])
     private let capacity = 4096
