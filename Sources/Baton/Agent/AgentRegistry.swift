@@ -110,8 +110,6 @@ struct AgentRunner: Sendable {
     }
 }
 
-/// The decoded inputs of recent tasks: a task's input rarely changes (a redrive may patch it), and decoding it
-/// on every step costs more than comparing its bytes.
 /// How one agent's states are encoded for their checkpoints: by ``CheckpointEncoder`` until it declines one (a `Date`
 /// in the state, say), then by Foundation's encoder from then on, so a state type the fast path cannot write is not
 /// walked twice on every step. Either way the text is the same.
@@ -129,6 +127,8 @@ final class StateEncoding: Sendable {
     var usesFoundationOnly: Bool { foundationOnly.load(ordering: .relaxed) }
 }
 
+/// The decoded inputs of recent tasks: a task's input rarely changes (a redrive may patch it), and decoding it
+/// on every step costs more than comparing its bytes.
 final class DecodedInputs<Input: Sendable>: Sendable {
     private let entries = Mutex<[String: (json: [UInt8], value: Input)]>([:])
     private let capacity = 4096

@@ -93,7 +93,7 @@ enum CheckpointEncoder {
 
     static func write(_ node: Node, to out: inout [UInt8]) {
         switch node {
-        case .string(let text): writeString(text, to: &out)
+        case .string(let text): JSONText.appendQuoted(text, to: &out)
         case .raw(let text): out.append(contentsOf: text.utf8)
         case .array(let box):
             out.append(UInt8(ascii: "["))
@@ -111,15 +111,13 @@ enum CheckpointEncoder {
                 if position + 1 < order.count && box.keys[order[position + 1]] == box.keys[index] { continue }
                 if !first { out.append(UInt8(ascii: ",")) }
                 first = false
-                writeString(box.keys[index], to: &out)
+                JSONText.appendQuoted(box.keys[index], to: &out)
                 out.append(UInt8(ascii: ":"))
                 write(box.values[index].node ?? .object(ObjectBox()), to: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
     }
-
-    static func writeString(_ text: String, to out: inout [UInt8]) { JSONText.appendQuoted(text, to: &out) }
 
     // MARK: - The Encoder
 
