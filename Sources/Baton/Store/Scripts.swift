@@ -775,8 +775,9 @@ enum Scripts {
             end
             local eid = add_event(KEYS[4], ARGV[12], etype, newseq_s, branch, step, now_s, event_data, inline or events_clear)
             local inline_reply = nil
-            if events_clear and not inline and event_member(KEYS[4]) then
-              redis.call('ZADD', EVENTS_PENDING, now_s, event_member(KEYS[4]))
+            if events_clear and not inline then
+              local member = event_member(KEYS[4])
+              if member then redis.call('ZADD', EVENTS_PENDING, now_s, member) end
             end
             if inline then
               redis.call('ZADD', EVENTS_PENDING, int(now + INLINE_EVENT_LEASE_MS), inline)
