@@ -52,7 +52,7 @@ extension CLITests {
         #expect(shared.contains { $0.hasPrefix("timers:") })
         // The cleanup: nothing of the run is left.
         let prefix = try #require(object["key_prefix"] as? String)
-        #expect(prefix.hasPrefix("baton-bench-idle-"))
+        #expect(prefix.hasPrefix("bench-idle-"))
         #expect(object["leftover_keys"] as? Int == 0)
         #expect(try await Self.keysLeft(prefix: prefix).isEmpty)
 
@@ -80,7 +80,7 @@ extension CLITests {
             #expect(percentiles["samples"] as? Int == samples, "\(measure)")
         }
         let prefix = try #require(object["key_prefix"] as? String)
-        #expect(prefix.hasPrefix("baton-bench-latency-"))
+        #expect(prefix.hasPrefix("bench-latency-"))
         #expect(object["leftover_keys"] as? Int == 0)
         #expect(try await Self.keysLeft(prefix: prefix).isEmpty)
 

@@ -2,7 +2,8 @@ import Logging
 import ServiceLifecycle
 
 /// The in-process workers of one bench run (`idle`, `latency`, `timers`), under a Redis key prefix of the run's own
-/// (`baton-bench-<name>-<run>:`), so that only they sweep its timers and the run's cleanup finds every key it made.
+/// (`bench-<name>-<10 random hex digits>:`), so that only they sweep its timers and the run's cleanup finds every key it
+/// made. The prefix is kept short: every key of a task carries it, and `bench idle` measures memory per task.
 struct BenchWorkers {
     let runID: String
     let store: RedisTaskStore.Settings
@@ -15,7 +16,7 @@ struct BenchWorkers {
     ) {
         let runID = TaskID.generate()
         var store = RedisTaskStore.Settings()
-        store.keys = RedisKeys(prefix: "baton-bench-\(name)-\(runID):")
+        store.keys = RedisKeys(prefix: "bench-\(name)-\(runID.suffix(10)):")
         var services: [Worker] = []
         for index in 0..<max(1, workers) {
             let id = workers > 1 ? "bench-\(name)-\(runID)-\(index)" : "bench-\(name)-\(runID)"

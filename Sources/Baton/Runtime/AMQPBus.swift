@@ -33,7 +33,7 @@ struct AMQPSettlement: DeliverySettlement {
     let channel: AMQPChannel
     let delivery: AMQPDelivery
 
-    func settle(_ hops: [SettlementHop]) {
+    func settle(_ hops: [SettlementHop], events: [OutboxMessage], eventsSettled: (@Sendable ([Bool]) -> Void)?) {
         var together: [AMQPChannel.HopSettlement] = []
         for hop in hops {
             guard let settlement = hop.settlement as? AMQPSettlement, settlement.channel.connection === channel.connection,
@@ -47,6 +47,12 @@ struct AMQPSettlement: DeliverySettlement {
                 AMQPChannel.HopSettlement(
                     messages: [AMQPBus.amqpMessage(hop.message)], thenAck: [settlement.delivery], beforeAck: hop.beforeAck,
                     onSettled: { results in confirmed(results.allSatisfy { $0 == nil }) }))
+        }
+        if !events.isEmpty {
+            together.append(
+                AMQPChannel.HopSettlement(
+                    messages: events.map(AMQPBus.amqpMessage), thenAck: [],
+                    onSettled: { results in eventsSettled?(results.map { $0 == nil }) }))
         }
         channel.publish(each: together)
     }

@@ -45,7 +45,13 @@ public protocol DeliverySettlement: Sendable {
     /// Publishes each hop's message; when the broker confirmed it, runs its `beforeAck`, acks its delivery
     /// and calls `confirmed(true)`; when it did not, requeues the delivery and calls `confirmed(false)`.
     /// `hops` may hold other settlements of the same kind (a batch): they are handed off together.
-    func settle(_ hops: [SettlementHop])
+    /// `events` (messages with no delivery to ack: the batch's inline events) go out in the same hand-off, and
+    /// `eventsSettled` gets whether the broker confirmed each of them, in order.
+    func settle(_ hops: [SettlementHop], events: [OutboxMessage], eventsSettled: (@Sendable ([Bool]) -> Void)?)
+}
+
+extension DeliverySettlement {
+    func settle(_ hops: [SettlementHop]) { settle(hops, events: [], eventsSettled: nil) }
 }
 
 /// One delivery to settle after publishing its step's next message.
@@ -857,9 +863,16 @@ public struct StepExecutor: Sendable {
                 dispositions[index] = .requeue("commit: \(error)")
             }
         }
-        // The next-step publishes of the batch go to the broker in one hand-off.
-        if let first = hops.first { first.settlement.settle(hops) }
-        publishEvents(events)
+        // The next-step publishes of the batch and its events go to the broker in one hand-off.
+        if let first = hops.first, !events.isEmpty {
+            let settled = self.settledPublishes
+            let published = events
+            first.settlement.settle(hops, events: events.flatMap(\.messages)) { results in Self.eventsSettled(published, results, settled) }
+        } else if let first = hops.first {
+            first.settlement.settle(hops)
+        } else {
+            publishEvents(events)
+        }
         for index in unclaimed { dispositions[index] = await commitAfterLateClaim(items[index]) }
         return dispositions.map { $0 ?? .requeue("internal: a commit of the batch was not answered") }
     }
@@ -873,13 +886,18 @@ public struct StepExecutor: Sendable {
         let settled = self.settledPublishes
         Task {
             let results = await bus.publish(events.flatMap(\.messages))
-            var offset = 0
-            for event in events {
-                // Confirmed only when every message it holds is (the cursor moves past all of them).
-                let confirmed = results[offset..<(offset + event.count)].allSatisfy { $0 == nil }
-                offset += event.count
-                if confirmed { settled.eventPublished(event) }
-            }
+            Self.eventsSettled(events, results.map { $0 == nil }, settled)
+        }
+    }
+
+    /// Moves on the relay cursor of each event the broker confirmed (`confirmed`: one entry per message).
+    static func eventsSettled(_ events: [InlineEvent], _ confirmed: [Bool], _ settled: SettledPublishes) {
+        var offset = 0
+        for event in events {
+            // Confirmed only when every message it holds is (the cursor moves past all of them).
+            let end = offset + event.count
+            if end <= confirmed.count, confirmed[offset..<end].allSatisfy({ $0 }) { settled.eventPublished(event) }
+            offset = end
         }
     }
 
