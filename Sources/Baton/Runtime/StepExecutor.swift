@@ -864,12 +864,10 @@ public struct StepExecutor: Sendable {
             }
         }
         // The next-step publishes of the batch and its events go to the broker in one hand-off.
-        if let first = hops.first, !events.isEmpty {
+        if let first = hops.first {
             let settled = self.settledPublishes
             let published = events
             first.settlement.settle(hops, events: events.flatMap(\.messages)) { results in Self.eventsSettled(published, results, settled) }
-        } else if let first = hops.first {
-            first.settlement.settle(hops)
         } else {
             publishEvents(events)
         }
