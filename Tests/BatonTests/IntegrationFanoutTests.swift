@@ -54,7 +54,10 @@ extension IntegrationTests {
             let status = await workers[0].process.waitForExit(timeout: .seconds(60))
             #expect(status == 128 + SIGKILL, "the worker with BATON_CRASH_POINT=\(crashPoint) did not kill itself")
             #expect(workers[0].log.contains("BATON_CRASH_POINT \(crashPoint.prefix { $0 != "@" }) reached for task \(id)/"))
-            #expect(try await client.queries.task(id)?.status == "waiting", "the children ended before the crash")
+            // The join has not run: the parent waits, or (the children's last commits went in one pipelined batch before
+            // the crash) it was woken and its join sits unpublished in its outbox.
+            let before = try await client.queries.task(id)?.status
+            #expect(before == "waiting" || before == "queued", "the join ran before the crash: status \(before ?? "none")")
             for n in (alongside ? 4...4 : 2...3) {
                 workers.append(try await Harness.startWorker("fanout-\(n)", client: client, arguments: ["--queues", queue]))
             }
