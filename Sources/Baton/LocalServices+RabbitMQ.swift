@@ -28,6 +28,8 @@ extension LocalServices {
         var envFile: String { base + "/rabbitmq-env.conf" }
         var launcherOutput: String { logs + "/launcher.out" }
         var controlOutput: String { logs + "/rabbitmqctl.out" }
+        /// Where the Erlang VM writes `erl_crash.dump` when it halts (by default, its working directory).
+        var crashDump: String { logs + "/erl_crash.dump" }
     }
 
     var rabbitMQPaths: RabbitMQPaths { RabbitMQPaths(base: folder(.rabbitmq)) }
@@ -52,6 +54,7 @@ extension LocalServices {
         environment["RABBITMQ_ADVANCED_CONFIG_FILE"] = paths.base + "/advanced.config"
         environment["RABBITMQ_ENABLED_PLUGINS_FILE"] = paths.enabledPlugins
         environment["RABBITMQ_CONF_ENV_FILE"] = paths.envFile
+        environment["ERL_CRASH_DUMP"] = paths.crashDump
         // The distribution port listens on loopback only, like AMQP.
         environment["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = "-kernel inet_dist_use_interface {127,0,0,1}"
         return environment
@@ -83,6 +86,7 @@ extension LocalServices {
         try write("", to: paths.envFile)
         try? FileManager.default.removeItem(atPath: paths.pidFile)
         try? FileManager.default.removeItem(atPath: logFile(of: .rabbitmq))
+        try? FileManager.default.removeItem(atPath: paths.crashDump)
 
         let startedEpmd = try await startEpmdIfNeeded()
         logger.info("starting RabbitMQ node \(configuration.rabbitMQNodeName) on 127.0.0.1:\(configuration.amqpPort)")
@@ -95,7 +99,10 @@ extension LocalServices {
                 message: "rabbitmq-server -detached exited with status \(status); see \(paths.launcherOutput) and \(logFile(of: .rabbitmq))"
             )
         }
-        try await waitUntilReady(.rabbitmq, pid: nil, pidFile: paths.pidFile, launcherOutput: paths.launcherOutput)
+        let node = configuration.rabbitMQNodeName
+        try await waitUntilReady(
+            .rabbitmq, pid: nil, pidFile: paths.pidFile, launcherOutput: paths.launcherOutput,
+            findProcess: { ProcessInspector.findPid(command: Service.rabbitmq.processName, argument: node) })
         guard
             let pid = ProcessInspector.readPid(file: paths.pidFile)
                 ?? ProcessInspector.findPid(command: Service.rabbitmq.processName, argument: configuration.rabbitMQNodeName)

@@ -373,28 +373,80 @@ public struct LocalServices: Sendable {
     }
 
     /// Polls `service` until it answers ready, the deadline passes, or its process (when known) exits.
-    func waitUntilReady(_ service: Service, pid: Int32?, pidFile: String? = nil, launcherOutput: String? = nil) async throws {
+    ///
+    /// `findProcess` finds a server that is up before it writes its pid file (a RabbitMQ node writes it late in its
+    /// boot). When neither has shown a process `orphanGrace` after the launcher returned, the server died early
+    /// (a RabbitMQ node whose distribution port was taken halts before it logs a line): that fails at once instead of
+    /// at the start timeout.
+    func waitUntilReady(
+        _ service: Service, pid: Int32?, pidFile: String? = nil, launcherOutput: String? = nil,
+        findProcess: (@Sendable () -> Int32?)? = nil, orphanGrace: Duration = .seconds(15)
+    ) async throws {
         let clock = ContinuousClock()
-        let deadline = clock.now + configuration.startTimeout
+        let started = clock.now
+        let deadline = started + configuration.startTimeout
         var knownPid = pid
+        var lastSearch: ContinuousClock.Instant? = nil
         while true {
             if case .ready = await probe(service) { return }
             if knownPid == nil, let pidFile { knownPid = ProcessInspector.readPid(file: pidFile) }
+            if knownPid == nil, let findProcess, lastSearch.map({ clock.now - $0 >= .seconds(1) }) ?? true {
+                lastSearch = clock.now
+                knownPid = await OffPool.run { findProcess() }
+                if knownPid == nil, clock.now - started >= orphanGrace {
+                    throw LocalServicesError(
+                        code: .startFailed, service: service,
+                        message: "\(service) is not running \(orphanGrace.secondsText) s after its launcher returned (it exited while "
+                            + "starting)\(crashReason(service)); see \(startLogs(service, launcherOutput: launcherOutput))"
+                            + logTail(service) + launcherTail(launcherOutput))
+                }
+            }
             if let knownPid, !ProcessInspector.isAlive(pid: knownPid, command: nil) {
                 throw LocalServicesError(
                     code: .startFailed, service: service,
-                    message: "\(service) (pid \(knownPid)) exited while starting; see \(logFile(of: service))"
-                        + (launcherOutput.map { " and \($0)" } ?? "") + logTail(service))
+                    message: "\(service) (pid \(knownPid)) exited while starting; see \(startLogs(service, launcherOutput: launcherOutput))"
+                        + logTail(service) + launcherTail(launcherOutput))
             }
             if clock.now >= deadline {
                 throw LocalServicesError(
                     code: .timedOut, service: service,
                     message: "\(service) did not answer on 127.0.0.1:\(configuration.port(of: service)) within "
-                        + "\(configuration.startTimeout.secondsText) s; see \(logFile(of: service))"
-                        + (launcherOutput.map { " and \($0)" } ?? "") + logTail(service))
+                        + "\(configuration.startTimeout.secondsText) s; see \(startLogs(service, launcherOutput: launcherOutput))"
+                        + logTail(service) + launcherTail(launcherOutput))
             }
             try await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// The files that tell why `service` did not start: its log, the launcher's output, and a RabbitMQ node's Erlang
+    /// crash dump when it wrote one.
+    func startLogs(_ service: Service, launcherOutput: String?) -> String {
+        var files = [logFile(of: service)] + (launcherOutput.map { [$0] } ?? [])
+        if service == .rabbitmq, FileManager.default.fileExists(atPath: rabbitMQPaths.crashDump) { files.append(rabbitMQPaths.crashDump) }
+        return files.joined(separator: " and ")
+    }
+
+    /// Why a RabbitMQ node halted, from the `Slogan:` line of its crash dump (": …", or "" without one). A taken
+    /// distribution port, the usual cause, is said in words.
+    func crashReason(_ service: Service) -> String {
+        guard service == .rabbitmq, let handle = FileHandle(forReadingAtPath: rabbitMQPaths.crashDump) else { return "" }
+        defer { try? handle.close() }
+        let head = String(decoding: (try? handle.read(upToCount: 8192)) ?? Data(), as: UTF8.self)
+        guard let line = head.split(separator: "\n").first(where: { $0.hasPrefix("Slogan: ") }) else { return "" }
+        let slogan = line.dropFirst("Slogan: ".count).prefix(400)
+        if slogan.contains("dist_port_already_used") {
+            return ": its Erlang distribution port \(configuration.rabbitMQDistributionPort) on 127.0.0.1 is in use by another program "
+                + "(\(slogan))"
+        }
+        return ": \(slogan)"
+    }
+
+    /// The last lines of a launcher's output, indented, for an error message ("" when it printed nothing).
+    func launcherTail(_ path: String?, lines: Int = 8) -> String {
+        guard let path, let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "" }
+        let tail = text.split(separator: "\n", omittingEmptySubsequences: true).suffix(lines)
+        guard !tail.isEmpty else { return "" }
+        return "\nlast lines of \(path):\n" + tail.map { "  " + $0 }.joined(separator: "\n")
     }
 
     /// The last lines of the log of `service`, indented, for an error message ("" when there is none).

@@ -25,10 +25,10 @@ struct AMQPConsumerTimeoutTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var configuration = LocalServices.Configuration(environment: ["BATON_SERVICES_DIR": directory])
         configuration.services = [.rabbitmq]
-        configuration.amqpPort = try Self.freePort()
-        configuration.rabbitMQDistributionPort = try Self.freePort()
+        configuration.amqpPort = try TestPorts.free()
+        configuration.rabbitMQDistributionPort = try TestPorts.free()
         configuration.rabbitMQNodeName = TestServers.uniqueName("amqptimeout").replacingOccurrences(of: ".", with: "-") + "@localhost"
-        configuration.startTimeout = .seconds(60)
+        configuration.startTimeout = .seconds(120)
         let services = LocalServices(configuration: configuration)
         try FileManager.default.createDirectory(atPath: services.rabbitMQPaths.base, withIntermediateDirectories: true)
         try "[{rabbit, [{consumer_timeout, \(Self.consumerTimeout)}, {channel_tick_interval, 500}]}].\n".write(
@@ -105,20 +105,6 @@ struct AMQPConsumerTimeoutTests {
         #expect(reconnects == 0, "the connection was never closed:\n\(log)")
         #expect(acked.count == total, "every message acked")
         #expect(info.messageCount == 0, "and the broker took every ack: nothing left in the queue")
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = in_addr_t(UInt32(0x7F00_0001).bigEndian)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard fd >= 0, ok else { throw CocoaError(.fileWriteUnknown) }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 

@@ -40,7 +40,7 @@ struct DashboardBrowserTests {
         try await Harness.withClient { client in
             let worker = try await Harness.startWorker("dash", client: client)
             defer { worker.process.sigkill() }
-            let port = try freePort()
+            let port = try TestPorts.free()
             let tokens = "operator:ana:\(Self.operatorToken),viewer:val:\(Self.viewerToken)"
             var environment = Harness.environment(["BATON_HTTP_TOKENS": tokens])
             environment["BATON_CONFIG"] = nil

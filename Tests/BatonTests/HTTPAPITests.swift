@@ -485,7 +485,7 @@ struct HTTPAPITests {
         let badBind = try await CLITests.baton(["serve", "--bind", "8080"])
         #expect(badBind.status == 64 && badBind.error.contains("host:port"), "\(badBind.error)")
 
-        let port = try ThrowawayRedis.freePort()
+        let port = try TestPorts.free()
         var environment = Harness.environment(["BATON_HTTP_TOKENS": "viewer:dash:\(Self.viewer)"])
         environment["BATON_CONFIG"] = nil
         let server = try WorkerProcess.start(

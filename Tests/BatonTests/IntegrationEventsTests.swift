@@ -52,14 +52,6 @@ final class WebhookReceiver: Sendable {
         thread.start()
     }
 
-    /// A port nothing listens on right now (bound, then closed).
-    static func freePort() throws -> UInt16 {
-        let receiver = try WebhookReceiver()
-        let port = receiver.port
-        receiver.stop()
-        return port
-    }
-
     var received: [Request] { requests.withLock { $0 } }
 
     func stop() {
@@ -259,7 +251,7 @@ struct IntegrationEventsTests {
     /// and its view shows the webhook failing.
     @Test(.timeLimit(.minutes(2))) func aReceiverDownForTenSecondsGetsEveryEventAfterwards() async throws {
         try await WaitServers.with { servers, client in
-            let port = try WebhookReceiver.freePort()
+            let port = UInt16(try TestPorts.free())
             let worker = try await Self.startWorker(servers, "webhooks-down", client: client)
             defer { worker.process.sigkill() }
             var request = Harness.stepchain(id: TestServers.uniqueName("whdown"), steps: 3)

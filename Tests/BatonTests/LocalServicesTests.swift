@@ -106,6 +106,31 @@ struct LocalServicesTests {
         #expect(try #require(try await services.stop().first).stopped == false)
     }
 
+    /// A node whose Erlang distribution port another program holds halts before it logs a line or writes its pid
+    /// file. The start says so (`startFailed`) once the grace after the launcher has passed, not with `timedOut` at the
+    /// end of the start timeout.
+    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(2)))
+    func aNodeThatHaltsWhileBootingFailsFastNamingItsFiles() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        let listener = try SilentListener()
+        defer { listener.close() }
+        var configuration = sandbox.configuration
+        configuration.services = [.rabbitmq]
+        configuration.rabbitMQDistributionPort = listener.port
+        configuration.startTimeout = .seconds(90)
+        let services = LocalServices(configuration: configuration)
+        let error = await #expect(throws: LocalServicesError.self) { try await services.start() }
+        #expect(error?.code == .startFailed, "\(String(describing: error))")
+        #expect(error?.message.contains("exited while starting") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("launcher.out") == true)
+        #expect(
+            error?.message.contains("distribution port \(listener.port) on 127.0.0.1 is in use by another program") == true,
+            "the crash dump's reason, in words: \(String(describing: error))")
+        #expect(ProcessInspector.findPid(command: "beam.smp", argument: configuration.rabbitMQNodeName) == nil)
+        #expect(PortProbe.amqp(port: configuration.amqpPort) == .closed)
+    }
+
     @Test func aMissingServerNamesTheDebianPackage() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
@@ -141,11 +166,11 @@ struct Sandbox {
     init() throws {
         directory = FileManager.default.temporaryDirectory.path + "/" + TestServers.uniqueName("baton-services-test")
         var configuration = LocalServices.Configuration(environment: ["BATON_SERVICES_DIR": directory])
-        configuration.amqpPort = try freePort()
-        configuration.rabbitMQDistributionPort = try freePort()
-        configuration.redisPort = try freePort()
+        configuration.amqpPort = try TestPorts.free()
+        configuration.rabbitMQDistributionPort = try TestPorts.free()
+        configuration.redisPort = try TestPorts.free()
         configuration.rabbitMQNodeName = TestServers.uniqueName("batontest").replacingOccurrences(of: ".", with: "-") + "@localhost"
-        configuration.startTimeout = .seconds(60)
+        configuration.startTimeout = .seconds(120)
         self.configuration = configuration
     }
 
@@ -183,13 +208,6 @@ struct SilentListener {
 }
 
 struct SocketFailure: Error {}
-
-/// A port that was free a moment ago (the kernel's choice for port 0).
-func freePort() throws -> Int {
-    let (fd, port) = try bindLoopback(listen: false)
-    close(fd)
-    return port
-}
 
 func bindLoopback(listen shouldListen: Bool) throws -> (Int32, Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

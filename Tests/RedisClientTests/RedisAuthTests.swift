@@ -171,13 +171,13 @@ struct ProtectedRedis {
     let port: Int
     let process: Process
 
-    init(password: String, port: Int = Int.random(in: 20_000..<30_000)) throws {
+    init(password: String, port: Int? = nil) throws {
         let executable = try #require(Self.executable, "redis-server is not installed")
-        self.port = port
+        self.port = try port ?? TestPorts.free()
         process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--requirepass", password, "--save", "", "--appendonly", "no",
+            "--port", "\(self.port)", "--bind", "127.0.0.1", "--requirepass", password, "--save", "", "--appendonly", "no",
             "--dir", FileManager.default.temporaryDirectory.path,
         ]
         process.standardOutput = FileHandle.nullDevice
