@@ -78,7 +78,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             // jemalloc (Debian's libjemalloc-dev) replaces glibc's malloc in the `baton` process: a step hop makes
-            // hundreds of short-lived allocations, and glibc's spent ~15 % of a worker's CPU on them
+            // hundreds of short-lived allocations, and glibc's spent ~17 % of a worker's CPU on them
             // (docs/benchmarks.md, ninth session). Linked on Linux only; macOS keeps its own allocator.
             linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux]))]
         ),
