@@ -99,14 +99,11 @@ extension LocalServices {
                 message: "rabbitmq-server -detached exited with status \(status); see \(paths.launcherOutput) and \(logFile(of: .rabbitmq))"
             )
         }
-        let node = configuration.rabbitMQNodeName
+        let home = paths.home
         try await waitUntilReady(
             .rabbitmq, pid: nil, pidFile: paths.pidFile, launcherOutput: paths.launcherOutput,
-            findProcess: { ProcessInspector.findPid(command: Service.rabbitmq.processName, argument: node) })
-        guard
-            let pid = ProcessInspector.readPid(file: paths.pidFile)
-                ?? ProcessInspector.findPid(command: Service.rabbitmq.processName, argument: configuration.rabbitMQNodeName)
-        else {
+            findProcess: { Self.findRabbitMQNode(home: home) })
+        guard let pid = ProcessInspector.readPid(file: paths.pidFile) ?? Self.findRabbitMQNode(home: home) else {
             throw LocalServicesError(
                 code: .startFailed, service: .rabbitmq,
                 message: "RabbitMQ answers on 127.0.0.1:\(configuration.amqpPort) but wrote no pid to \(paths.pidFile)")
@@ -114,6 +111,16 @@ extension LocalServices {
         return ServicesState.Record(
             pid: pid, port: configuration.amqpPort, node: configuration.rabbitMQNodeName, startedEpmd: startedEpmd,
             startedAt: Date())
+    }
+
+    /// The pid of the node whose home folder is `home` (nil when none runs).
+    ///
+    /// By its `-home` argument: `erl` passes `$HOME` (set to the node's own folder) on the emulator's command line,
+    /// while the node name is not on it at all (RabbitMQ 3.10 starts distribution from its prelaunch code, so a
+    /// lookup by node name never matched and a node booting longer than the grace was called dead: a CI run on
+    /// 2026-11-23 failed that way).
+    public static func findRabbitMQNode(home: String) -> Int32? {
+        ProcessInspector.findPid(command: Service.rabbitmq.processName, arguments: ["-home", home])
     }
 
     /// Starts `epmd` (loopback only) unless one runs; returns true when it started one.

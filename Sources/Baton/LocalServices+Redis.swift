@@ -65,7 +65,7 @@ extension LocalServices {
         guard
             let pid = ProcessInspector.readPid(file: paths.pidFile)
                 ?? ProcessInspector.findPid(
-                    command: Service.redis.processName, argument: "127.0.0.1:\(configuration.redisPort)")
+                    command: Service.redis.processName, arguments: ["127.0.0.1:\(configuration.redisPort)"])
         else {
             throw LocalServicesError(
                 code: .startFailed, service: .redis,

@@ -132,15 +132,20 @@ enum ProcessInspector {
         return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    /// The first process named `command` whose command line contains `argument` (a fallback when a pid file is missing).
-    static func findPid(command: String, argument: String) -> Int32? {
+    /// The first process named `command` whose command line holds `arguments` in a row (a fallback when a pid file is
+    /// missing).
+    ///
+    /// Words are compared, not `argv` entries: a Redis server rewrites its title to one string
+    /// ("/usr/bin/redis-server 127.0.0.1:6390"), so its port is never an entry of its own.
+    static func findPid(command: String, arguments: [String]) -> Int32? {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        let wanted = " " + arguments.joined(separator: " ") + " "
         for entry in entries {
             guard let pid = Int32(entry), isAlive(pid: pid, command: command),
                 let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
             else { continue }
-            let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if arguments.contains(argument) { return pid }
+            let line = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")
+            if (" " + line + " ").contains(wanted) { return pid }
         }
         return nil
     }

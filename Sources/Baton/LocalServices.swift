@@ -404,8 +404,8 @@ public struct LocalServices: Sendable {
             if let knownPid, !ProcessInspector.isAlive(pid: knownPid, command: nil) {
                 throw LocalServicesError(
                     code: .startFailed, service: service,
-                    message: "\(service) (pid \(knownPid)) exited while starting; see \(startLogs(service, launcherOutput: launcherOutput))"
-                        + logTail(service) + launcherTail(launcherOutput))
+                    message: "\(service) (pid \(knownPid)) exited while starting\(crashReason(service)); see "
+                        + startLogs(service, launcherOutput: launcherOutput) + logTail(service) + launcherTail(launcherOutput))
             }
             if clock.now >= deadline {
                 throw LocalServicesError(

@@ -701,7 +701,7 @@ struct CLIOperatorTests {
         let redis = try ThrowawayRedis.start()
         defer { redis.stop() }
         let url = "redis://127.0.0.1:\(redis.port)/0"
-        let ready = await eventually(timeout: .seconds(20)) { ThrowawayRedis.isOpen(port: redis.port) }
+        let ready = await eventually(timeout: .seconds(20)) { PortProbe.isOpen(port: redis.port) }
         #expect(ready, "redis-server did not start: \(redis.log)")
 
         let result = try await Self.baton(["doctor", "--redis", url, "-o", "json"])
@@ -764,19 +764,5 @@ final class ThrowawayRedis: Sendable {
     func stop() {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(at: directory)
-    }
-
-    /// True when something accepts a TCP connection on the loopback port.
-    static func isOpen(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
     }
 }

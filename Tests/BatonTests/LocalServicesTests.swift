@@ -56,6 +56,9 @@ struct LocalServicesTests {
         #expect(started.startedByBaton)
         let pid = try #require(started.pid)
         #expect(ProcessInspector.isAlive(pid: pid, command: "redis-server"))
+        #expect(
+            ProcessInspector.findPid(command: "redis-server", arguments: ["127.0.0.1:\(configuration.redisPort)"]) == pid,
+            "found by the port in its title")
         #expect(PortProbe.redis(port: configuration.redisPort) == .ready)
         #expect(FileManager.default.fileExists(atPath: sandbox.directory + "/redis/appendonlydir"))
 
@@ -94,6 +97,7 @@ struct LocalServicesTests {
         #expect(!started.alreadyRunning)
         let pid = try #require(started.pid)
         #expect(ProcessInspector.isAlive(pid: pid, command: "beam.smp"))
+        #expect(LocalServices.findRabbitMQNode(home: services.rabbitMQPaths.home) == pid, "found by its -home argument")
         #expect(PortProbe.amqp(port: configuration.amqpPort) == .ready)
         let again = try #require(try await services.start().first)
         #expect(again.alreadyRunning && again.pid == pid)
@@ -101,6 +105,7 @@ struct LocalServicesTests {
         let stopped = try #require(try await services.stop().first)
         #expect(stopped.stopped && stopped.pid == pid)
         #expect(!ProcessInspector.isAlive(pid: pid, command: "beam.smp"))
+        #expect(LocalServices.findRabbitMQNode(home: services.rabbitMQPaths.home) == nil)
         #expect(PortProbe.amqp(port: configuration.amqpPort) == .closed)
         #expect(!PortProbe.isOpen(port: configuration.rabbitMQDistributionPort))
         #expect(try #require(try await services.stop().first).stopped == false)
@@ -127,7 +132,7 @@ struct LocalServicesTests {
         #expect(
             error?.message.contains("distribution port \(listener.port) on 127.0.0.1 is in use by another program") == true,
             "the crash dump's reason, in words: \(String(describing: error))")
-        #expect(ProcessInspector.findPid(command: "beam.smp", argument: configuration.rabbitMQNodeName) == nil)
+        #expect(LocalServices.findRabbitMQNode(home: services.rabbitMQPaths.home) == nil)
         #expect(PortProbe.amqp(port: configuration.amqpPort) == .closed)
     }
 

@@ -25,18 +25,10 @@ public enum TestServers {
 
     static func portOpen(url: String, defaultPort: Int) -> Bool {
         guard let components = URLComponents(string: url), let host = components.host else { return false }
-        let port = components.port ?? defaultPort
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else { return false }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        return result == 0
+        let address = host == "localhost" ? "127.0.0.1" : host
+        return TestPorts.withSocket(host: address, port: components.port ?? defaultPort) { fd, address, length in
+            connect(fd, address, length)
+        } == true
     }
 }
 
