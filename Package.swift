@@ -76,11 +76,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            // jemalloc (Debian's libjemalloc-dev) replaces glibc's malloc in the `baton` process: a step hop makes
-            // hundreds of short-lived allocations, and glibc's spent ~17 % of a worker's CPU on them
-            // (docs/benchmarks.md, ninth session). Linked on Linux only; macOS keeps its own allocator.
-            linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux]))]
+            ]
         ),
         .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
         .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "TestSupport"]),

@@ -1,7 +1,7 @@
 # Shared by scripts/test and scripts/demo: install the Debian packages that are missing (as root, without
 # letting apt start their system services) and check that Swift is on PATH.
 # Usage: source scripts/lib/setup.sh; baton_setup <caller name>
-baton_packages=(librabbitmq-dev libhiredis-dev libjemalloc-dev pkg-config rabbitmq-server redis-server python3-pika tmux libcurl4
+baton_packages=(librabbitmq-dev libhiredis-dev pkg-config rabbitmq-server redis-server python3-pika tmux libcurl4
     chromium chromium-driver python3-venv faketime)
 
 baton_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
