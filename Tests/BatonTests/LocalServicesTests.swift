@@ -112,8 +112,8 @@ struct LocalServicesTests {
     }
 
     /// A node whose Erlang distribution port another program holds halts before it logs a line or writes its pid
-    /// file. The start says so (`startFailed`) once the grace after the launcher has passed, not with `timedOut` at the
-    /// end of the start timeout.
+    /// file. The start says so (`startFailed`, with the crash dump's reason) as soon as the node's process is gone (or
+    /// no process showed up within the grace after the launcher), not with `timedOut` at the end of the start timeout.
     @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(2)))
     func aNodeThatHaltsWhileBootingFailsFastNamingItsFiles() async throws {
         let sandbox = try Sandbox()
