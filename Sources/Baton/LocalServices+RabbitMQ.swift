@@ -119,7 +119,7 @@ extension LocalServices {
     /// while the node name is not on it at all (RabbitMQ 3.10 starts distribution from its prelaunch code, so a
     /// lookup by node name never matched and a node booting longer than the grace was called dead: a CI run on
     /// 2026-11-23 failed that way).
-    public static func findRabbitMQNode(home: String) -> Int32? {
+    static func findRabbitMQNode(home: String) -> Int32? {
         ProcessInspector.findPid(command: Service.rabbitmq.processName, arguments: ["-home", home])
     }
 
