@@ -32,10 +32,8 @@ public struct SleeperAgent: Agent {
         }
     }
 
-    public struct State: Codable, Sendable {
-        /// When the sleep was due (Unix ms), set by the first step.
-        public var dueAtMilliseconds: Int64?
-    }
+    /// No state of its own: the due time lives in the task's wait record (Redis), and the wake-up reports it.
+    public struct State: Codable, Sendable {}
 
     public static let name = "sleeper"
     public static let steps = ["sleep", "wake"]
@@ -53,11 +51,11 @@ public struct SleeperAgent: Agent {
         try await RunEffect.perform(context, run: context.input.run, directory: context.input.effectsDir)
         switch step {
         case "sleep":
-            let due =
-                context.input.untilMilliseconds.map { Date(timeIntervalSince1970: Double($0) / 1000) }
-                ?? Date().addingTimeInterval(context.input.seconds)
-            context.state.dueAtMilliseconds = Int64(due.timeIntervalSince1970 * 1000)
-            return .sleep(until: due, then: "wake")
+            if let until = context.input.untilMilliseconds {
+                return .sleep(until: Date(timeIntervalSince1970: Double(until) / 1000), then: "wake")
+            }
+            // Measured from the commit's Redis time, so a worker with a wrong clock still sleeps `seconds`.
+            return .sleep(for: .milliseconds(Int64((context.input.seconds * 1000).rounded())), then: "wake")
         default:
             let lateness = context.wakeup?.lateness ?? .zero
             let milliseconds = lateness.components.seconds * 1000 + lateness.components.attoseconds / 1_000_000_000_000_000

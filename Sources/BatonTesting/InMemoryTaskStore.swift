@@ -666,7 +666,8 @@ public final class InMemoryTaskStore: TaskStore {
                 } else {
                     var due: Int64?
                     var dueKind: String?
-                    if let delay = spec.delayMilliseconds { (due, dueKind) = (now + delay, "timeout") }
+                    // A sleep's delay (sleep(for:)) is due as a time; a wait's is its timeout.
+                    if let delay = spec.delayMilliseconds { (due, dueKind) = (now + delay, spec.kind == "sleep" ? "time" : "timeout") }
                     if let at = spec.atMilliseconds, due.map({ at < $0 }) ?? true { (due, dueKind) = (at, "time") }
                     // The budget's deadline ends a wait too: its timer stops the task (budget_exceeded) then.
                     if let deadline = r.limits.deadlineMilliseconds, due.map({ deadline < $0 }) ?? true {

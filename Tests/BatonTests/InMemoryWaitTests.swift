@@ -226,6 +226,26 @@ struct InMemoryWaitTests {
         #expect(harness.task(id)?.pendingSignals == ["noise", "noise"])
     }
 
+    @Test("sleep(for:) is measured from the store's clock (Redis TIME), not the worker's: a store clock years off still sleeps 5 s")
+    func sleepForUsesStoreClock() async throws {
+        // The store's clock is 20 years behind this process's: a due time taken from the worker's Date() would be
+        // 20 years late and never fire within the harness's run.
+        let clock = TestClock(start: Date().addingTimeInterval(-20 * 365 * 86_400))
+        let harness = BatonTestHarness(registry: .examples, clock: clock)
+        let id = try await harness.submit(SleeperAgent.self, input: SleeperAgent.Input(seconds: 5))
+        let committedAt = clock.nowMilliseconds
+        await Self.deliverAll(harness)
+        let sleeping = try #require(harness.task(id))
+        #expect(sleeping.status == "sleeping")
+        #expect(sleeping.waitDueMilliseconds == committedAt + 5000)
+        let summary = await harness.runUntilIdle()
+        #expect(summary.advancedMilliseconds >= 5000 && summary.advancedMilliseconds < 60_000)
+        let done = try #require(harness.task(id))
+        #expect(done.status == "succeeded")
+        #expect(done.result?["trigger"] == "time")
+        #expect(done.events(ofType: "sleeping").first?.data["at"] != nil)
+    }
+
     @Test("sleeper sleeps (no message held), wakes by its timer and reports its lateness")
     func sleeper() async throws {
         let harness = BatonTestHarness(registry: .examples)

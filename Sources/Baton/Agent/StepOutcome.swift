@@ -8,6 +8,8 @@ public struct StepOutcome: Sendable {
         case complete(JSONValue)
         case fail(StepError)
         case sleep(until: Date, then: String)
+        /// A sleep measured from the commit's Redis server time, not from any worker's clock.
+        case sleepFor(milliseconds: Int64, then: String)
         case wait(triggers: [WaitTrigger], then: String, onTimeout: String?)
         case parallel(children: [ChildTask], join: String)
     }
@@ -29,10 +31,12 @@ public struct StepOutcome: Sendable {
     public static func sleep(until date: Date, then step: String) -> StepOutcome {
         StepOutcome(kind: .sleep(until: date, then: step))
     }
-    /// Commit the state and sleep for `duration` (measured from this worker's clock), then run `step`.
+    /// Commit the state and sleep for `duration`, then run `step` (with ``StepContext/wakeup`` `.time`).
+    /// The wake-up time is the commit's Redis server time plus `duration`, never this worker's clock: a worker
+    /// whose clock is off by an hour still sleeps a task for `duration` (negative durations count as zero).
     public static func sleep(for duration: Duration, then step: String) -> StepOutcome {
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-        return sleep(until: Date().addingTimeInterval(seconds), then: step)
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return StepOutcome(kind: .sleepFor(milliseconds: max(0, milliseconds), then: step))
     }
     /// Commit the state and wait until the first of `triggers` fires (any-of; the first wins atomically):
     /// then run `step`, or `onTimeout` (when given) if a `.timeout` or `.at` fired. A signal sent before the

@@ -565,6 +565,17 @@ public struct StepExecutor: Sendable {
                     WaitSpec(
                         kind: "sleep", signals: [], delayMilliseconds: nil, atMilliseconds: Self.milliseconds(date), next: step,
                         onTimeout: nil))
+            case .sleepFor(let milliseconds, let step):
+                if let problem = Self.invalidWait(
+                    steps: runner.steps, then: step, onTimeout: nil, triggers: [.timeout(.milliseconds(milliseconds))], claimed: claimed)
+                {
+                    kind = dead("permanent_error", problem)
+                    state = previousState
+                    break
+                }
+                // Relative: the commit adds it to Redis's clock (a sleep's delay is due as a time, not a timeout).
+                kind = .wait(
+                    WaitSpec(kind: "sleep", signals: [], delayMilliseconds: milliseconds, atMilliseconds: nil, next: step, onTimeout: nil))
             case .wait(let triggers, let step, let onTimeout):
                 if let problem = Self.invalidWait(
                     steps: runner.steps, then: step, onTimeout: onTimeout, triggers: triggers, claimed: claimed)

@@ -640,7 +640,8 @@ enum Scripts {
                 end
                 step = w.next
                 local due, due_kind = nil, nil
-                if w.delay_ms then due, due_kind = now + tonumber(w.delay_ms), 'timeout' end
+                -- A sleep's delay (sleep(for:)) is due as a time; a wait's is its timeout.
+                if w.delay_ms then due, due_kind = now + tonumber(w.delay_ms), (w.k == 'sleep' and 'time' or 'timeout') end
                 if w.at_ms and (not due or tonumber(w.at_ms) < due) then due, due_kind = tonumber(w.at_ms), 'time' end
                 -- The budget's deadline ends a wait too: its timer stops the task (budget_exceeded) then.
                 local deadline = tonumber(b.deadline or '')
