@@ -947,20 +947,47 @@ final class ConnectionEngine {
     }
 
     /// Acks (or nacks with requeue, when a publish failed) the deliveries of finished ack-after publishes.
+    ///
+    /// The acks of one pass are coalesced per channel: the tags below the channel's lowest still-unsettled tag
+    /// go out as one `basic.ack` with `multiple` (every delivery up to it is settled, by this pass or an earlier
+    /// one, and deliveries arrive in tag order, so none below it can be in flight), the rest one by one. The broker
+    /// then settles a batch's messages in one command instead of one per delivery. Nacks are written first, so a
+    /// multiple ack never covers a delivery this pass nacks.
     func settleAckAfter() {
         guard !ackSink.finished.isEmpty else { return }
         let finished = ackSink.finished
         ackSink.finished = []
+        var acks: [UInt16: [UInt64]] = [:]
         for (ack, results) in finished {
             let ok = results.allSatisfy { $0 == nil }
             if ok { ack.beforeAck?() }
-            if let conn, let channel = channels[ack.channel], channel.open, channel.epoch == ack.epoch {
-                for tag in ack.tags where Self.take(tag, false, from: channel) {
-                    if ok { _ = amqp_basic_ack(conn, channel.wire, tag, 0) } else { _ = amqp_basic_nack(conn, channel.wire, tag, 0, 1) }
+            guard let conn, let channel = channels[ack.channel], channel.open, channel.epoch == ack.epoch else { continue }
+            for tag in ack.tags where Self.take(tag, false, from: channel) {
+                if ok { acks[ack.channel, default: []].append(tag) } else { _ = amqp_basic_nack(conn, channel.wire, tag, 0, 1) }
+            }
+        }
+        if let conn {
+            for (id, tags) in acks {
+                guard let channel = channels[id] else { continue }
+                for (tag, multiple) in Self.coalescedAcks(tags, lowestUnsettled: channel.unsettled.min()) {
+                    _ = amqp_basic_ack(conn, channel.wire, tag, multiple ? 1 : 0)
                 }
             }
-            ack.onSettled?(results)
         }
+        for (ack, results) in finished { ack.onSettled?(results) }
+    }
+
+    /// The `basic.ack` frames that settle `tags` (each still unacked at the broker) when `lowestUnsettled` is the
+    /// channel's lowest tag left unsettled after them (nil: none): one `multiple` ack for every tag below it, one
+    /// plain ack for each tag above it.
+    static func coalescedAcks(_ tags: [UInt64], lowestUnsettled: UInt64?) -> [(tag: UInt64, multiple: Bool)] {
+        let sorted = tags.sorted()
+        let cut = lowestUnsettled ?? .max
+        let below = sorted.prefix { $0 < cut }
+        var frames: [(tag: UInt64, multiple: Bool)] = []
+        if let last = below.last { frames.append((last, below.count > 1)) }
+        for tag in sorted.dropFirst(below.count) { frames.append((tag, false)) }
+        return frames
     }
 
     /// Marks `tag` settled (with `multiple`, every tag up to it); false when it is not an unsettled tag of
