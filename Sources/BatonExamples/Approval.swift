@@ -34,8 +34,10 @@ public struct ApprovalAgent: Agent {
     public init() {}
 
     public func initialState(for input: Input) throws -> State {
-        guard input.timeoutSeconds >= 0, input.timeoutSeconds.isFinite else {
-            throw BatonError(.invalidMessage, "the input's 'timeout_seconds' must be a number ≥ 0", field: "input.timeout_seconds")
+        guard input.timeoutSeconds >= 0, input.timeoutSeconds <= SleeperAgent.maxSeconds else {
+            throw BatonError(
+                .invalidMessage, "the input's 'timeout_seconds' must be a number from 0 to \(Int(SleeperAgent.maxSeconds)) (ten years)",
+                field: "input.timeout_seconds")
         }
         return State()
     }

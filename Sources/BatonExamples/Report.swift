@@ -31,9 +31,14 @@ public struct ReportAgent: Agent {
             thinkMilliseconds = try c.decodeIfPresent(Int.self, forKey: .thinkMilliseconds) ?? 150
             approval = try c.decodeIfPresent(Bool.self, forKey: .approval) ?? true
             approvalTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .approvalTimeoutSeconds) ?? 86_400
-            guard approvalTimeoutSeconds.isFinite, approvalTimeoutSeconds > 0 else {
+            guard approvalTimeoutSeconds > 0, approvalTimeoutSeconds <= SleeperAgent.maxSeconds else {
                 throw DecodingError.dataCorruptedError(
-                    forKey: .approvalTimeoutSeconds, in: c, debugDescription: "must be a number of seconds > 0")
+                    forKey: .approvalTimeoutSeconds, in: c,
+                    debugDescription: "must be a number of seconds > 0 and at most \(Int(SleeperAgent.maxSeconds)) (ten years)")
+            }
+            guard (0...60_000).contains(thinkMilliseconds) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .thinkMilliseconds, in: c, debugDescription: "must be between 0 and 60000 (the scripted model's think time)")
             }
             guard (1...10_000).contains(documents) else {
                 throw DecodingError.dataCorruptedError(forKey: .documents, in: c, debugDescription: "must be between 1 and 10000")

@@ -36,13 +36,17 @@ public struct SleeperAgent: Agent {
     public struct State: Codable, Sendable {}
 
     public static let name = "sleeper"
+    /// The longest sleep `seconds` may ask for: ten years.
+    public static let maxSeconds: Double = 10 * 365 * 86_400
     public static let steps = ["sleep", "wake"]
 
     public init() {}
 
     public func initialState(for input: Input) throws -> State {
-        guard input.seconds >= 0, input.seconds.isFinite else {
-            throw BatonError(.invalidMessage, "the input's 'seconds' must be a number ≥ 0", field: "input.seconds")
+        guard input.seconds >= 0, input.seconds <= Self.maxSeconds else {
+            throw BatonError(
+                .invalidMessage, "the input's 'seconds' must be a number from 0 to \(Int(Self.maxSeconds)) (ten years)",
+                field: "input.seconds")
         }
         return State()
     }
@@ -58,7 +62,7 @@ public struct SleeperAgent: Agent {
             return .sleep(for: .milliseconds(Int64((context.input.seconds * 1000).rounded())), then: "wake")
         default:
             let lateness = context.wakeup?.lateness ?? .zero
-            let milliseconds = lateness.components.seconds * 1000 + lateness.components.attoseconds / 1_000_000_000_000_000
+            let milliseconds = lateness.wholeMilliseconds
             let trigger: String =
                 switch context.wakeup?.trigger {
                 case .time: "time"

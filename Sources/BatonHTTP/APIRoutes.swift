@@ -625,7 +625,7 @@ struct APIRoutes: Sendable {
         guard let duration = DurationText.parse(text) else {
             throw Problem.badRequest("since must be a duration such as 30m, 24h or 7d; got '\(text)'", fix: "pass ?since=24h")
         }
-        return duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return duration.wholeMilliseconds
     }
 
     static func limit(_ value: (some StringProtocol)?, default defaultValue: Int, maximum: Int) throws -> Int {

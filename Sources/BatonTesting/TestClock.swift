@@ -35,6 +35,6 @@ public final class TestClock: Sendable {
 
     /// Whole milliseconds of a duration (rounded down).
     static func milliseconds(of duration: Duration) -> Int64 {
-        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        duration.wholeMilliseconds
     }
 }

@@ -304,7 +304,7 @@ struct DeadFilterOptions: ParsableArguments {
             guard let duration = DurationText.parse(text) else {
                 throw ValidationError("--since must be a duration such as 30m, 24h or 7d")
             }
-            since = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+            since = duration.wholeMilliseconds
         }
         return DeadLetterFilter(
             agent: nonEmpty(agent), step: nonEmpty(step), bucket: nonEmpty(bucket), reason: nonEmpty(reason),

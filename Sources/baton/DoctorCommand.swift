@@ -199,7 +199,7 @@ struct DoctorCommand: AsyncParsableCommand {
         await connection.close()
 
         let timeSlice = configuration.worker.protocolSettings.timeSlice
-        let sliceMilliseconds = timeSlice.components.seconds * 1000 + timeSlice.components.attoseconds / 1_000_000_000_000_000
+        let sliceMilliseconds = timeSlice.wholeMilliseconds
         let loopback = ["127.0.0.1", "localhost", "::1"].contains(url.host)
         let timeout: LocalServices.ConsumerTimeout =
             loopback

@@ -47,7 +47,7 @@ struct ListCommand: AsyncParsableCommand {
         filter.tenant = tenant
         filter.bucket = bucket
         filter.sinceMilliseconds = since.flatMap(DurationText.parse).map {
-            $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000
+            $0.wholeMilliseconds
         }
         filter.limit = limit
         filter.cursor = cursor.flatMap(TaskQueries.ListCursor.init)

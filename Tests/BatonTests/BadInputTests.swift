@@ -57,6 +57,25 @@ struct BadInputTests {
         }
     }
 
+    @Test("An absurd max_cost_usd (1e300) is refused naming the field; dollars to micro-dollars never traps")
+    func absurdCost() throws {
+        let body = Array(#"{"v":1,"agent":"stepchain","budget":{"max_cost_usd":1e300}}"#.utf8)
+        do {
+            _ = try SubmitRequest.decode(body, maxBytes: 1 << 20)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.field == "budget.max_cost_usd")
+            #expect(error.message.contains("a billion dollars"), "\(error.message)")
+        }
+        #expect(
+            try SubmitRequest.decode(Array(#"{"v":1,"agent":"a","budget":{"max_cost_usd":1000000000}}"#.utf8), maxBytes: 1 << 20).agent
+                == "a")
+        #expect(Charge.micros(fromUSD: 1e300) == 1_000_000_000_000_000)
+        #expect(Charge.micros(fromUSD: -.infinity) == -1_000_000_000_000_000)
+        #expect(Charge.micros(fromUSD: .nan) == 0)
+        #expect(Charge.micros(fromUSD: 0.0001) == 100)
+    }
+
     @Test("A step message with a leading zero (not JSON) is refused by the fast path too, as by the generic decoder")
     func leadingZeros() throws {
         // Found by `scripts/fuzz step`: the fast scanner read `"v":01` as 1.

@@ -265,4 +265,22 @@ struct ConfigTests {
     @Test func badDurationsDoNotParse() {
         for text in ["", "s", "-1s", "10 parsecs", "1x"] { #expect(DurationText.parse(text) == nil, "\(text)") }
     }
+
+    @Test("a duration too long to count in milliseconds does not parse (it used to trap), 100 years does")
+    func hugeDurationsDoNotParse() {
+        for text in ["1e300d", "1e300", "inf", "nan", "36501d", "99999999999999999999ms"] {
+            #expect(DurationText.parse(text) == nil, "\(text)")
+        }
+        #expect(DurationText.parse("36500d") == .seconds(36_500 * 86_400))
+    }
+
+    @Test("Duration.wholeMilliseconds rounds toward zero and saturates instead of trapping")
+    func wholeMillisecondsSaturate() {
+        #expect(Duration.milliseconds(1500).wholeMilliseconds == 1500)
+        #expect(Duration.microseconds(2999).wholeMilliseconds == 2)
+        #expect(Duration.milliseconds(-1500).wholeMilliseconds == -1500)
+        #expect(Duration.seconds(Int64.max).wholeMilliseconds == Int64.max / 2)
+        #expect(Duration.seconds(Int64.min).wholeMilliseconds == -(Int64.max / 2))
+        #expect(Duration.seconds(Int64.max / 1000).wholeMilliseconds == Int64.max / 2)
+    }
 }

@@ -1,8 +1,9 @@
-import Baton
 import BatonExamples
 import BatonTesting
 import Foundation
 import Testing
+
+@testable import Baton
 
 /// `waiter`: waits in one of several ways, for the in-memory wait tests.
 struct WaiterAgent: Agent {
@@ -244,6 +245,26 @@ struct InMemoryWaitTests {
         #expect(done.status == "succeeded")
         #expect(done.result?["trigger"] == "time")
         #expect(done.events(ofType: "sleeping").first?.data["at"] != nil)
+    }
+
+    @Test("absurd sleep and timeout lengths are refused with the field named, never a crash; sleep(for:) saturates")
+    func absurdDurations() async throws {
+        let harness = BatonTestHarness(registry: .examples)
+        for (agent, field) in [("sleeper", "seconds"), ("approval", "timeout_seconds")] {
+            do {
+                _ = try await harness.submit(agent: agent, input: [field: 1e300])
+                Issue.record("\(agent) accepted \(field) 1e300")
+            } catch let error as BatonError {
+                #expect(error.field == "input.\(field)")
+                #expect(error.message.contains("ten years"), "\(error.message)")
+            }
+        }
+        // An agent that asks for an endless sleep gets the longest one the counters hold, not a trap.
+        guard case .sleepFor(let milliseconds, _) = StepOutcome.sleep(for: .seconds(Int64.max), then: "wake").kind else {
+            Issue.record("sleep(for:) is not a relative sleep")
+            return
+        }
+        #expect(milliseconds == Int64.max / 2)
     }
 
     @Test("sleeper sleeps (no message held), wakes by its timer and reports its lateness")

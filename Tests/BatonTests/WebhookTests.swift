@@ -137,6 +137,10 @@ struct WebhookTests {
         #expect(WebhookSender.retryAfter("7") == .seconds(7))
         #expect(WebhookSender.retryAfter("999999") == .seconds(86_400))
         #expect(WebhookSender.retryAfter("soon") == nil)
+        // A receiver that answers "Retry-After: nan" (or "inf") must not crash the sender.
+        #expect(WebhookSender.retryAfter("nan") == nil)
+        #expect(WebhookSender.retryAfter("inf") == .seconds(86_400))
+        #expect(WebhookSender.retryAfter("-inf") == .zero)
     }
 
     /// The event JSON of DESIGN.md §6, with the status the type implies and a stable id.

@@ -35,8 +35,7 @@ public struct StepOutcome: Sendable {
     /// The wake-up time is the commit's Redis server time plus `duration`, never this worker's clock: a worker
     /// whose clock is off by an hour still sleeps a task for `duration` (negative durations count as zero).
     public static func sleep(for duration: Duration, then step: String) -> StepOutcome {
-        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-        return StepOutcome(kind: .sleepFor(milliseconds: max(0, milliseconds), then: step))
+        StepOutcome(kind: .sleepFor(milliseconds: max(0, duration.wholeMilliseconds), then: step))
     }
     /// Commit the state and wait until the first of `triggers` fires (any-of; the first wins atomically):
     /// then run `step`, or `onTimeout` (when given) if a `.timeout` or `.at` fired. A signal sent before the

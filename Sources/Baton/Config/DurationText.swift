@@ -3,7 +3,11 @@ import Foundation
 /// Durations as people write them in `Config/baton.yaml`, environment variables and CLI flags: `100ms`, `30s`,
 /// `1.5s`, `5m`, `24h`, `7d`, or a bare number of seconds (`30`).
 public enum DurationText {
-    /// Parses `text`; nil when it is not a duration or is negative.
+    /// The longest duration ``parse(_:)`` accepts: 100 years (anything longer is a typo, and would not fit
+    /// the millisecond counts that leases, timers and Redis scores use).
+    public static let maxSeconds: Double = 100 * 365 * 86_400
+
+    /// Parses `text`; nil when it is not a duration, is negative or is longer than ``maxSeconds``.
     public static func parse(_ text: String) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
         let units: [(suffix: String, seconds: Double)] = [
@@ -20,13 +24,13 @@ public enum DurationText {
                 break
             }
         }
-        guard !number.isEmpty, let value = Double(number), value.isFinite, value >= 0 else { return nil }
+        guard !number.isEmpty, let value = Double(number), value >= 0, value * scale <= maxSeconds else { return nil }
         return .milliseconds(Int64((value * scale * 1000).rounded()))
     }
 
     /// Writes a duration the short way: `250ms`, `30s`, `1.5s`, `5m`, `2h`, `3d`.
     public static func format(_ duration: Duration) -> String {
-        let milliseconds = duration.configWholeMilliseconds
+        let milliseconds = duration.wholeMilliseconds
         if milliseconds < 1000 { return "\(milliseconds)ms" }
         let seconds = Double(milliseconds) / 1000
         for (suffix, size) in [("d", 86_400.0), ("h", 3600.0), ("m", 60.0)]
@@ -38,9 +42,14 @@ public enum DurationText {
 }
 
 extension Duration {
-    /// Whole milliseconds (rounded down).
-    fileprivate var configWholeMilliseconds: Int64 {
+    /// Whole milliseconds (rounded toward zero), saturating: a duration beyond ±Int64.max / 2 milliseconds
+    /// (~146 million years) counts as that, never a crash. Every place that turns a caller's duration into the
+    /// millisecond counts of leases, timers and Redis scores goes through this.
+    public var wholeMilliseconds: Int64 {
         let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        let limit = Int64.max / 2
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        if overflow || whole > limit || whole < -limit { return seconds < 0 ? -limit : limit }
+        return whole + attoseconds / 1_000_000_000_000_000
     }
 }

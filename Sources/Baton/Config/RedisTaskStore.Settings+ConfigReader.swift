@@ -26,6 +26,6 @@ extension RedisTaskStore.Settings {
         signalMailboxCap = try reader.batonInt(ConfigKeys.limitsSignalMailbox, default: signalMailboxCap, range: 1...100_000)
         let stale = try reader.batonDuration(
             ConfigKeys.workerStaleAfter, default: .milliseconds(workerStaleMilliseconds), minimum: .seconds(1))
-        workerStaleMilliseconds = stale.components.seconds * 1000 + stale.components.attoseconds / 1_000_000_000_000_000
+        workerStaleMilliseconds = stale.wholeMilliseconds
     }
 }

@@ -23,7 +23,7 @@ public struct ProtocolSettings: Sendable {
 
     public init() {}
 
-    var leaseMilliseconds: Int64 { Int64(lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000) }
+    var leaseMilliseconds: Int64 { Int64(lease.wholeMilliseconds) }
 }
 
 /// What to do with a delivery once it was handled.
@@ -339,7 +339,9 @@ public struct StepExecutor: Sendable {
                 case .success(.run(var claimed)):
                     claimed.queue = delivery.routingKey
                     if let cachedState { claimed.cachedState = cachedState }
-                    if let published = delivery.publishedAtSeconds {
+                    // A timestamp past the year 5138 is a foreign publisher's garbage, not a time: not measured (and
+                    // never converted, which would trap).
+                    if let published = delivery.publishedAtSeconds, published < 100_000_000_000 {
                         // Publish (the broker's timestamp, whole seconds) → claim (Redis's clock).
                         BatonMetrics.queueWait(delivery.routingKey).record(
                             BatonMetrics.seconds(milliseconds: claimed.claimedAtMilliseconds - Int64(published) * 1000))
@@ -711,7 +713,7 @@ public struct StepExecutor: Sendable {
             switch trigger.base {
             case .signal(let name): if !signals.contains(name) { signals.append(name) }
             case .timeout(let duration):
-                let ms = max(0, duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+                let ms = max(0, duration.wholeMilliseconds)
                 delay = min(delay ?? ms, ms)
             case .at(let date):
                 let ms = milliseconds(date)

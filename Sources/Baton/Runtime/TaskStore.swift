@@ -179,8 +179,13 @@ public struct Charge: Sendable, Hashable, Codable {
 
     public var isZero: Bool { costMicros == 0 && tokens == 0 && toolCalls == 0 }
 
-    /// Dollars to integer micro-dollars, rounded to the nearest.
-    public static func micros(fromUSD usd: Double) -> Int64 { Int64((usd * 1_000_000).rounded()) }
+    /// Dollars to integer micro-dollars, rounded to the nearest; saturating at ± one billion dollars (NaN is 0), so
+    /// an absurd amount is a large number, never a trap in the worker.
+    public static func micros(fromUSD usd: Double) -> Int64 {
+        guard !usd.isNaN else { return 0 }
+        let limit = 1_000_000_000_000_000.0
+        return Int64(min(max((usd * 1_000_000).rounded(), -limit), limit))
+    }
 }
 
 /// A side effect's recorded result and what it cost.

@@ -334,7 +334,7 @@ final class WebhookSender: Sendable {
     }
 
     static func milliseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        duration.wholeMilliseconds
     }
 
     /// `Retry-After` as seconds or an HTTP date, capped at a day.
@@ -349,7 +349,8 @@ final class WebhookSender: Sendable {
             formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
             seconds = formatter.date(from: text).map { $0.timeIntervalSinceNow }
         }
-        guard let seconds else { return nil }
+        // "nan" parses as a Double; it is no delay (and would trap when converted).
+        guard let seconds, !seconds.isNaN else { return nil }
         return .milliseconds(Int64(min(max(seconds, 0), 86_400) * 1000))
     }
 }

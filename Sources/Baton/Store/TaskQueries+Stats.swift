@@ -113,7 +113,7 @@ extension TaskQueries {
 
     /// The fleet's statistics: counts now, and the histories of at most `sample` tasks updated within `since`.
     public func stats(since: Duration, sample: Int = 2000, now: Date = Date()) async throws -> FleetStats {
-        let sinceMilliseconds = since.components.seconds * 1000 + since.components.attoseconds / 1_000_000_000_000_000
+        let sinceMilliseconds = since.wholeMilliseconds
         var commands: [RedisCommand] = []
         for status in Self.indexedStatuses {
             for bucket in 0..<keys.bucketCount { commands.append(RedisCommand("ZCARD", keys.index(bucket: bucket, status: status))) }

@@ -61,7 +61,7 @@ public struct BudgetRaise: Sendable, Hashable {
             case "deadline":
                 if relative {
                     value = DurationText.parse(text).map {
-                        $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000
+                        $0.wholeMilliseconds
                     }
                 } else {
                     value = (ISO8601DateFormatter.fractional.date(from: text) ?? ISO8601DateFormatter().date(from: text)).map {

@@ -130,6 +130,11 @@ public struct BudgetRequest: Codable, Sendable, Hashable {
                 throw BatonError(.invalidMessage, "the submit's '\(field)' must be a number ≥ 0", field: field)
             }
         }
+        if let maxCostUSD, maxCostUSD > 1_000_000_000 {
+            throw BatonError(
+                .invalidMessage, "the submit's 'budget.max_cost_usd' must be at most 1000000000 (a billion dollars)",
+                field: "budget.max_cost_usd")
+        }
         if let maxAttempts, maxAttempts < 1 {
             throw BatonError(.invalidMessage, "the submit's 'budget.max_attempts' must be at least 1", field: "budget.max_attempts")
         }
