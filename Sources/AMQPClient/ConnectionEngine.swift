@@ -229,7 +229,7 @@ final class ConnectionEngine {
                 "basic.nack": true, "connection.blocked": true,
             ]),
         ])
-        let heartbeat = Int32(configuration.heartbeat.components.seconds)
+        let heartbeat = Int32(clamping: configuration.heartbeat.components.seconds)
         let reply = baton_amqp_login_plain(
             state, arena.cString(url.vhost), 0, configuration.frameMax, heartbeat, &properties, arena.cString(url.user),
             arena.cString(url.password))
