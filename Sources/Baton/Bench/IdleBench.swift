@@ -32,7 +32,7 @@ public struct IdleBench: Sendable {
         public func run(step: String, context: StepContext<ApprovalAgent>) async throws -> StepOutcome {
             if step == "request" {
                 context.state.requested = true
-                let timeout = Duration.milliseconds(Int64(min(max(context.input.timeoutSeconds, 0), DurationText.maxSeconds) * 1000))
+                let timeout = Duration.milliseconds(Int64(context.input.timeoutSeconds * 1000))
                 return .wait(for: [.signal("approve"), .signal("reject"), .timeout(timeout)], then: "decide")
             }
             var decision = "timeout"
