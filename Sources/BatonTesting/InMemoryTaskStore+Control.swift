@@ -102,6 +102,11 @@ extension InMemoryTaskStore {
                 return ControlResult("cancelled", "cancelled")
             case "stalled":
                 if status != "running" || r.leaseUntil + leaseGraceMilliseconds > now { return ControlResult("live", status) }
+                // A holder that still heartbeats is alive but late: it gets `workerStaleMilliseconds` more (as on Redis).
+                let stale = settings.workerStaleMilliseconds
+                if !r.leaseOwner.isEmpty, r.leaseUntil + stale > now, let beat = storage.workers[r.leaseOwner], beat > now - stale {
+                    return ControlResult("live", status)
+                }
                 data =
                     JSONValue.object([
                         "reason": "stalled: the lease expired without a commit; republished from the checkpoint", "actor": .string(actor),

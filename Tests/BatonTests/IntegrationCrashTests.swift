@@ -58,7 +58,14 @@ extension IntegrationTests {
 
             let lines = try String(contentsOfFile: effectLog, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
             let keys = lines.filter { $0.first.map(String.init) == id }.map { String($0[2]) }
-            #expect(keys == (1...steps).map { "record-\($0)" }, "side effects executed: \(keys)")
+            #expect(
+                keys == (1...steps).map { "record-\($0)" },
+                """
+                side effects executed: \(keys)
+                effect log (task step key attempt): \(lines.map { $0.joined(separator: " ") })
+                rescuing worker's log: \(rescuer.log.suffix(6000))
+                crashing worker's log: \(crashing.log.suffix(3000))
+                """)
 
             let history = try await client.queries.history(id)
             #expect(Harness.commitSeqs(history) == (1...Int64(steps)).map { $0 })

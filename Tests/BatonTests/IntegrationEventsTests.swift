@@ -495,6 +495,67 @@ struct EventRelayTests {
                 ]))
     }
 
+    /// The stalled-task sweep republishes a running task whose lease expired only when its holder vanished: a holder that
+    /// still heartbeats (alive, but stalled past its lease) gets `worker.stale_after` more; a silent one, or one whose
+    /// lease expired longer ago than that, does not.
+    @Test func theStalledSweepSparesAHolderThatStillHeartbeats() async throws {
+        let (base, id) = try await Self.storeWithTask(prefix: "bt-stalled", name: "stalled")
+        let redis = base.redis
+        defer { Task { await redis.close() } }
+        var settings = base.settings
+        // Long enough that a loaded test machine cannot age the heartbeat past it between two lines.
+        settings.workerStaleMilliseconds = 60_000
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        let worker = TestServers.uniqueName("w-stalled")
+        func redisNow() async throws -> Int64 {
+            let time = try await redis.send("TIME").array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
+            try #require(time.count == 2)
+            return time[0] * 1000 + time[1] / 1000
+        }
+        func beat() async throws { _ = try await redis.send("ZADD", keys.workers, try await redisNow(), worker) }
+        let message = StepMessage(task: id, agent: "report", step: "start", seq: 0, branch: 0, attempt: 1)
+        try await beat()
+        guard case .run = try await store.claim(message, worker: worker, leaseMilliseconds: 50) else {
+            Issue.record("the claim did not run")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        // The lease has expired; its holder heartbeats.
+        try await beat()
+        #expect(try await store.republishStalled(task: id, actor: "test") == ["live", "running"])
+        #expect(try await redis.send("HGET", keys.task(id), "lease_owner").string == worker)
+
+        // The holder falls silent: its task is stalled.
+        _ = try await redis.send("ZREM", keys.workers, worker)
+        #expect(try await store.republishStalled(task: id, actor: "test") == ["republished", "queued"])
+        #expect(try await redis.send("HGET", keys.task(id), "status").string == "queued")
+
+        // A holder that heartbeats, but whose lease expired longer ago than worker.stale_after, is stalled too.
+        try await beat()
+        guard case .run = try await store.claim(message, worker: worker, leaseMilliseconds: 50) else {
+            Issue.record("the second claim did not run")
+            return
+        }
+        _ = try await redis.send("HSET", keys.task(id), "lease_until", try await redisNow() - 61_000)
+        try await beat()
+        _ = try await redis.send("ZREM", keys.eventsPending(bucket: keys.bucket(of: id)), id)
+        #expect(try await store.republishStalled(task: id, actor: "test") == ["republished", "queued"])
+        // The events the sweep appended marked the task for the relay (events pending is still the script's last key).
+        #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: keys.bucket(of: id)), id).string != nil)
+        #expect(try await redis.send("ZSCORE", keys.workers, id).string == nil)
+
+        let bucket = keys.bucket(of: id)
+        _ = try await redis.send(
+            RedisCommand(
+                "DEL",
+                arguments: [
+                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.eventsPending(bucket: bucket),
+                    keys.index(bucket: bucket, status: "queued"), keys.checkpoint(id, seq: 0), keys.workers,
+                    keys.outboxIndex(bucket: bucket),
+                ]))
+    }
+
     /// The next commit of a task carries the event its worker published for the step before (``Commit/settledEvent``): it
     /// moves the relay cursor past it — a compare-and-set, so a stale one changes nothing — and, the task's events
     /// being all published then, returns its own event.

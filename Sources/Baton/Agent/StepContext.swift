@@ -136,7 +136,9 @@ public final class StepContext<A: Agent> {
     /// Runs `body` once per `key` for this task, across retries and crashes of later code: the result and
     /// the charges made inside `body` are recorded in Redis; a re-run with the same key returns the
     /// recorded result without running `body` (its charges count once). Pass `key` on to the external
-    /// system as an idempotency key where it takes one: a crash inside `body` itself runs it again.
+    /// system as an idempotency key where it takes one: a crash inside `body` itself runs it again, and so does
+    /// another worker that takes the task over while `body` runs (this worker frozen past its lease and past
+    /// `worker.stale_after`, or cut off from Redis that long).
     @discardableResult
     public func sideEffect<R: Codable & Sendable>(_ key: String, _ body: () async throws -> R) async throws -> R {
         guard effectCharges == nil else {

@@ -6,11 +6,15 @@ import Synchronization
 final class LeaseKeeper: Sendable {
     struct Entry: Sendable {
         var task: String
+        var seq: Int64
+        var branch: Int64
         var lease: StepLease
         var signals: StepSignals
     }
     private struct State {
         var entries: [UInt64: Entry] = [:]
+        /// How many entries each task has (a task runs one step at a time; a stale copy may briefly add one).
+        var tasks: [String: Int] = [:]
         var nextID: UInt64 = 0
         var running = false
     }
@@ -27,12 +31,13 @@ final class LeaseKeeper: Sendable {
         self.drain = drain
     }
 
-    /// Starts renewing `task`'s lease; returns the handle for ``release(_:)``. A speculative step's lease is claimed at
-    /// its first renewal instead (``StepLease``).
-    func hold(task: String, lease: StepLease, signals: StepSignals) -> UInt64 {
+    /// Starts renewing the lease of `task`'s step at `seq` and `branch`; returns the handle for ``release(_:)``. A
+    /// speculative step's lease is claimed at its first renewal instead (``StepLease``).
+    func hold(task: String, seq: Int64, branch: Int64, lease: StepLease, signals: StepSignals) -> UInt64 {
         let (id, start) = state.withLock { state -> (UInt64, Bool) in
             state.nextID += 1
-            state.entries[state.nextID] = Entry(task: task, lease: lease, signals: signals)
+            state.entries[state.nextID] = Entry(task: task, seq: seq, branch: branch, lease: lease, signals: signals)
+            state.tasks[task, default: 0] += 1
             let start = !state.running
             state.running = true
             return (state.nextID, start)
@@ -42,7 +47,26 @@ final class LeaseKeeper: Sendable {
     }
 
     func release(_ id: UInt64) {
-        _ = state.withLock { $0.entries.removeValue(forKey: id) }
+        state.withLock { state in
+            guard let entry = state.entries.removeValue(forKey: id) else { return }
+            if let count = state.tasks[entry.task], count > 1 {
+                state.tasks[entry.task] = count - 1
+            } else {
+                state.tasks[entry.task] = nil
+            }
+        }
+    }
+
+    /// True while this worker runs `task`'s step at `seq` and `branch` (any seq and branch when nil): its code is between
+    /// its start and its return. This worker knows that better than its lease in Redis does, which lapses when the whole
+    /// process stalls past it (CPU starvation, a long GC pause, SIGSTOP).
+    func isRunning(task: String, seq: Int64? = nil, branch: Int64? = nil) -> Bool {
+        state.withLock { state in
+            guard state.tasks[task] != nil else { return false }
+            return state.entries.values.contains {
+                $0.task == task && (seq == nil || $0.seq == seq) && (branch == nil || $0.branch == branch)
+            }
+        }
     }
 
     private func loop() async {

@@ -215,12 +215,12 @@ public struct StepExecutor: Sendable {
         }
         var claim: ClaimOutcome
         do {
-            claim = try await store.claim(message, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+            claim = try await claimUnlessRunningHere(message)
             var waited = Duration.zero
             while redelivered, case .leased = claim, waited < settings.lease + .seconds(1), !drain.draining {
                 try await Task.sleep(for: .milliseconds(250))
                 waited += .milliseconds(250)
-                claim = try await store.claim(message, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
+                claim = try await claimUnlessRunningHere(message)
             }
         } catch {
             return .requeue("Redis: \(error)")
@@ -230,6 +230,21 @@ public struct StepExecutor: Sendable {
             return await run(claimed, message: message, body: body, routingKey: routingKey, settlement: settlement)
         }
         return await disposition(of: claim, message: message, body: body, routingKey: routingKey)
+    }
+
+    /// True when `message` is a copy of a step this worker is running now. Such a copy is a duplicate, as
+    /// if its claim had answered `leased`, and it is not claimed at all. Were it claimed after the running step's lease
+    /// lapsed (the whole process stalled past it: CPU starvation, a long pause), the claim would take the lease from
+    /// this worker's own running step and run the step — and any side effect in flight — a second time.
+    func runsHere(_ message: StepMessage) -> Bool {
+        leases.isRunning(task: message.task, seq: message.seq, branch: message.branch)
+    }
+
+    /// The claim of `message`, or `leased` by this worker without asking Redis when this worker runs that step now
+    /// (``runsHere(_:)``).
+    private func claimUnlessRunningHere(_ message: StepMessage) async throws -> ClaimOutcome {
+        if runsHere(message) { return .leased(by: workerID) }
+        return try await store.claim(message, worker: workerID, leaseMilliseconds: settings.leaseMilliseconds)
     }
 
     /// What to do with a delivery whose claim did not give a step to run.
@@ -281,7 +296,15 @@ public struct StepExecutor: Sendable {
         var decoded: [(index: Int, message: StepMessage)] = []
         for (index, delivery) in deliveries.enumerated() {
             do {
-                decoded.append((index, try StepMessage.decode(delivery.body)))
+                let message = try StepMessage.decode(delivery.body)
+                if runsHere(message) {
+                    await settle(
+                        index,
+                        await disposition(of: .leased(by: workerID), message: message, body: delivery.body, routingKey: delivery.routingKey)
+                    )
+                } else {
+                    decoded.append((index, message))
+                }
             } catch {
                 await settle(index, Self.malformed(error, body: delivery.body, routingKey: delivery.routingKey, worker: workerID))
             }
@@ -518,7 +541,7 @@ public struct StepExecutor: Sendable {
         if drain.draining { signals.markDraining() }
         let environment = StepEnvironment(store: store, lease: lease, signals: signals)
         let deadline = ContinuousClock.now + settings.timeSlice
-        let held = leases.hold(task: claimed.id, lease: lease, signals: signals)
+        let held = leases.hold(task: claimed.id, seq: claimed.seq, branch: claimed.branch, lease: lease, signals: signals)
         let started = ContinuousClock.now
         let result = await runner.run(claimed, environment, deadline, logger)
         leases.release(held)

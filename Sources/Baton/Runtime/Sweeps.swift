@@ -190,9 +190,10 @@ final class Sweeps: Sendable {
                 RedisCommand("ZRANGEBYSCORE", keys.index(bucket: $0, status: "queued"), "-inf", cutoff, "LIMIT", 0, 200)
             })
         for reply in replies {
-            for id in (reply.array ?? []).compactMap(\.string) {
-                let result = try await store.control(
-                    task: id, action: "stalled", reason: "lease expired", actor: "sweep:\(configuration.workerID)", extra: "0")
+            // A step this worker runs is not stalled, whatever its lease in Redis says (it lapses when the whole process
+            // stalls past it); republishing it would run the step, and a side effect in flight, a second time.
+            for id in (reply.array ?? []).compactMap(\.string) where !executor.leases.isRunning(task: id) {
+                let result = try await store.republishStalled(task: id, actor: "sweep:\(configuration.workerID)")
                 if result.first == "republished" {
                     let agent = (try? await redis.send(RedisCommand("HGET", keys.task(id), "agent")))?.string ?? ""
                     BatonMetrics.stalledRepublished(agent).increment()

@@ -13,10 +13,21 @@ extension RedisTaskStore {
             Self.controlScript,
             keys: [
                 keys.task(id), keys.events(id), keys.indexPrefix(bucket: bucket), keys.outbox(id), keys.outboxIndex(bucket: bucket),
-                keys.checkpointPrefix(id), keys.eventsPending(bucket: bucket),
+                keys.checkpointPrefix(id), keys.workers, keys.eventsPending(bucket: bucket),
             ],
             args: [action, reason, actor, settings.eventsMaxLength, id, Self.outboxID(), extra, expectedSeq, details])
         return (reply.array ?? []).map { $0.string ?? "" }
+    }
+
+    /// Republishes `id` from its checkpoint when its step's worker vanished: status `running` and the lease expired,
+    /// and its holder silent (no heartbeat within `worker.stale_after`) or the lease expired longer than that ago. A
+    /// holder that still heartbeats is alive but late (a stall outlived its lease): it gets `worker.stale_after` more,
+    /// as republishing would run its step, and a side effect in flight, a second time. Answers `[outcome, status]`:
+    /// `republished` or `live`.
+    public func republishStalled(task id: String, actor: String) async throws -> [String] {
+        try await control(
+            task: id, action: "stalled", reason: "lease expired", actor: actor, extra: "0",
+            expectedSeq: String(settings.workerStaleMilliseconds))
     }
 }
 

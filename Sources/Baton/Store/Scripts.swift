@@ -1036,10 +1036,12 @@ enum Scripts {
             return {'resumed', 'queued'}
             """
 
-    /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index, ckpt prefix.
+    /// Operator and sweep actions on one task. KEYS: task, events, index prefix, outbox, outbox index, ckpt prefix, workers,
+    /// events pending (last, as in every script that appends events).
     /// ARGV: action (cancel, pause, resume, redrive, fork, reject, stalled, dead), reason, actor, events maxlen, id, outbox id,
     /// lease grace ms (stalled) / error json (dead) / new input json (redrive, optional) / from seq (fork),
-    /// expected seq (dead, optional) / step (fork, optional), event details json object (redrive, fork; optional).
+    /// expected seq (dead, optional) / step (fork, optional) / worker stale ms (stalled: a holder that heartbeat within it
+    /// gets it as more grace), event details json object (redrive, fork; optional).
     ///
     /// `fork` (docs/design-decisions.md): any status but `running`; the seq must name a kept checkpoint (else
     /// `{'no_checkpoint', 'kept,seqs'}`); the step resumed is ARGV[8] or the step that the newest event of that seq
@@ -1048,7 +1050,7 @@ enum Scripts {
     static let control =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'step', 'agent', 'queue', 'lease_until', 'cancel', 'pause',
-              'pk', 'children_total')
+              'pk', 'children_total', 'lease_owner')
             local status = t[1]
             if not status then return {'missing'} end
             local action, id = ARGV[1], ARGV[5]
@@ -1159,6 +1161,12 @@ enum Scripts {
               return {'cancelled', 'cancelled'}
             elseif action == 'stalled' then
               if status ~= 'running' or num(t[8]) + tonumber(ARGV[7]) > now then return {'live', status} end
+              -- A holder that still heartbeats is alive but late (a stall outlived its lease): it gets ARGV[8] ms more.
+              local stale = tonumber(ARGV[8]) or 0
+              if stale > 0 and t[13] and t[13] ~= '' and num(t[8]) + stale > now then
+                local beat = redis.call('ZSCORE', KEYS[7], t[13])
+                if beat and num(beat) > now - stale then return {'live', status} end
+              end
               data = cjson.encode({reason='stalled: the lease expired without a commit; republished from the checkpoint', actor=ARGV[3]})
               enqueue('queued', 'retrying')
               return {'republished', 'queued'}
