@@ -307,6 +307,22 @@ struct EventRelayTests {
         return RedisTaskStore(redis: redis, settings: settings)
     }
 
+    /// Deletes what a test task left under its store's own prefix: the task's keys, checkpoints `checkpoints`, its bucket's
+    /// indexes, and `more`.
+    static func deleteTask(
+        _ id: String, in store: RedisTaskStore, checkpoints: ClosedRange<Int64> = 0...0, more: [String] = []
+    ) async throws {
+        let keys = store.settings.keys
+        let bucket = keys.bucket(of: id)
+        let taskKeys =
+            [keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id)] + checkpoints.map { keys.checkpoint(id, seq: $0) }
+        let bucketKeys = [
+            keys.eventsPending(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
+            keys.webhooksDue(bucket: bucket),
+        ]
+        _ = try await store.redis.send(RedisCommand("DEL", arguments: taskKeys + bucketKeys + more))
+    }
+
     /// A store as ``store(prefix:)`` with one new `report` task submitted (its id made from `name`).
     static func storeWithTask(prefix: String, name: String) async throws -> (store: RedisTaskStore, id: String) {
         let store = try await store(prefix: prefix)
@@ -362,15 +378,7 @@ struct EventRelayTests {
             args: [id, "0-1", "9-9", 1, "0"])
         #expect(moved.string == "moved")
         #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == cursor)
-        let taskKeys = [keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0)]
-        _ = try await redis.send(RedisCommand("DEL", arguments: taskKeys))
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.eventsPending(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
-                    keys.webhooksDue(bucket: bucket),
-                ]))
+        try await Self.deleteTask(id, in: store)
     }
 
     /// The hot path publishes its own event: a step commit of a task whose earlier events are all published returns
@@ -451,13 +459,7 @@ struct EventRelayTests {
         #expect(relayed.map(\.routingKey) == ["report.\(id).step_committed", "report.\(id).step_committed"])
         #expect(relayed.first?.body.contains(unpublished.streamID) == true)
         #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string == nil)
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.eventsPending(bucket: bucket),
-                    keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
-                ] + (0...4).map { keys.checkpoint(id, seq: Int64($0)) }))
+        try await Self.deleteTask(id, in: store, checkpoints: 0...4)
     }
 
     /// In memory as on Redis: a second delivery of a step to the worker that holds its unexpired lease is a copy,
@@ -467,7 +469,6 @@ struct EventRelayTests {
         let (store, id) = try await Self.storeWithTask(prefix: "bt-ownlease", name: "ownlease")
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let keys = store.settings.keys
         let message = StepMessage(task: id, agent: "report", step: "start", seq: 0, branch: 0, attempt: 1)
         let worker = TestServers.uniqueName("w-own")
         guard case .run(let first) = try await store.claim(message, worker: worker, leaseMilliseconds: 60_000) else {
@@ -485,14 +486,7 @@ struct EventRelayTests {
             return
         }
         #expect(second.token == first.token + 1)
-        let bucket = keys.bucket(of: id)
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.eventsPending(bucket: bucket),
-                    keys.index(bucket: bucket, status: "queued"), keys.checkpoint(id, seq: 0),
-                ]))
+        try await Self.deleteTask(id, in: store)
     }
 
     /// The stalled-task sweep republishes a running task whose lease expired only when its holder vanished: a holder that
@@ -545,15 +539,7 @@ struct EventRelayTests {
         #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: keys.bucket(of: id)), id).string != nil)
         #expect(try await redis.send("ZSCORE", keys.workers, id).string == nil)
 
-        let bucket = keys.bucket(of: id)
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.eventsPending(bucket: bucket),
-                    keys.index(bucket: bucket, status: "queued"), keys.checkpoint(id, seq: 0), keys.workers,
-                    keys.outboxIndex(bucket: bucket),
-                ]))
+        try await Self.deleteTask(id, in: store, more: [keys.workers])
     }
 
     /// The next commit of a task carries the event its worker published for the step before (``Commit/settledEvent``): it
@@ -611,13 +597,7 @@ struct EventRelayTests {
         }
         #expect(try await redis.send("HGET", keys.task(id), "events_cursor").string == event1.streamID)
         #expect(try await redis.send("ZSCORE", keys.eventsPending(bucket: bucket), id).string != nil)
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.outboxIndex(bucket: bucket),
-                    keys.index(bucket: bucket, status: "queued"),
-                ] + (0...4).map { keys.checkpoint(id, seq: Int64($0)) }))
+        try await Self.deleteTask(id, in: store, checkpoints: 0...4)
         _ = try await redis.send("ZREM", keys.eventsPending(bucket: bucket), id)
     }
 
@@ -627,7 +607,6 @@ struct EventRelayTests {
         let (store, id) = try await Self.storeWithTask(prefix: "bt-relay-nack", name: "nack")
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let keys = store.settings.keys
         for _ in 0..<3 {
             _ = try await store.control(task: id, action: "pause", reason: "test", actor: "test")
             _ = try await store.control(task: id, action: "resume", reason: "test", actor: "test")
@@ -641,15 +620,7 @@ struct EventRelayTests {
         let confirmed = bus.confirmed.withLock { $0 }
         #expect(confirmed.map(\.routingKey) == history.map { "report.\(id).\($0.type)" })
         #expect(bus.attempts.withLock { $0 } == 7 + 4)
-        let bucket = keys.bucket(of: id)
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0),
-                    keys.eventsPending(bucket: bucket),
-                    keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
-                ]))
+        try await Self.deleteTask(id, in: store)
     }
 
     /// A webhook that fails for its whole retry schedule is disabled for the task (nothing retried for ever); the
@@ -684,16 +655,7 @@ struct EventRelayTests {
         #expect(Set(receiver.received.compactMap { $0.headers["webhook-id"] }).count == 1)
         try await sender.deliver()
         #expect(receiver.received.count == 3)
-        let keys = store.settings.keys
-        let bucket = keys.bucket(of: id)
-        _ = try await redis.send(
-            RedisCommand(
-                "DEL",
-                arguments: [
-                    keys.task(id), keys.events(id), keys.budget(id), keys.outbox(id), keys.checkpoint(id, seq: 0),
-                    keys.eventsPending(bucket: bucket),
-                    keys.webhooksDue(bucket: bucket), keys.outboxIndex(bucket: bucket), keys.index(bucket: bucket, status: "queued"),
-                ]))
+        try await Self.deleteTask(id, in: store)
     }
 }
 
