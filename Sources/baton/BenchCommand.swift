@@ -27,6 +27,8 @@ struct BenchCommand: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "Tasks (chains) in flight.") var tasks: Int = 200
         @Option(help: "Steps per task.") var steps: Int = 20
+        @Option(help: "Bytes of the record each step appends to the state (the state grows to steps × this).")
+        var recordBytes: Int = 200
         @Option(help: "Workers (in this process, each with its own connections).") var workers: Int = 1
         @Option(help: "Steps each worker runs at once.") var concurrency: Int = 256
         @Flag(name: .customLong("no-raw"), help: "Skip the raw loop.") var noRaw = false
@@ -38,12 +40,14 @@ struct BenchCommand: AsyncParsableCommand {
             guard tasks >= 1, steps >= 1, workers >= 1, concurrency >= 1 else {
                 throw ValidationError("--tasks, --steps, --workers, --concurrency must be ≥ 1")
             }
+            guard (16...65_536).contains(recordBytes) else { throw ValidationError("--record-bytes must be between 16 and 65536") }
         }
 
         func run() async throws {
             var options = StepChainBench.Options()
             options.tasks = tasks
             options.steps = steps
+            options.recordBytes = recordBytes
             options.workers = workers
             options.concurrency = concurrency
             options.prefetch = UInt16(clamping: concurrency)

@@ -12,6 +12,8 @@ public struct StepChainBench: Sendable {
     public struct Options: Sendable {
         public var tasks = 200
         public var steps = 20
+        /// Bytes of each step's record (the state grows by this much a step).
+        public var recordBytes = 200
         public var workers = 1
         public var concurrency = 256
         public var prefetch: UInt16 = 256
@@ -122,7 +124,8 @@ public struct StepChainBench: Sendable {
             try await BenchWorkers.waitUntilRegistered(ids, client: client, check: checkWorkers)
             let taskIDs = (0..<options.tasks).map { "bench-\(runID)-\($0)" }
             let input: JSONValue = [
-                "steps": .int(Int64(options.steps)), "record_bytes": 200, "tokens_per_step": 100, "cost_usd_per_step": 0.0001,
+                "steps": .int(Int64(options.steps)), "record_bytes": .int(Int64(options.recordBytes)), "tokens_per_step": 100,
+                "cost_usd_per_step": 0.0001,
             ]
             let speculationBefore = SpeculationCounters.process.snapshot
             let start = ContinuousClock.now
@@ -171,7 +174,7 @@ public struct StepChainBench: Sendable {
                 {
                     let expected = (1...options.steps).map { "\($0):" }
                     let prefixes = records.compactMap { $0.stringValue?.split(separator: ":").first.map { "\($0):" } }
-                    if prefixes != expected || records.contains(where: { $0.stringValue?.utf8.count != 200 }) {
+                    if prefixes != expected || records.contains(where: { $0.stringValue?.utf8.count != options.recordBytes }) {
                         failures.append("\(id): records \(prefixes.count)")
                     }
                 } else {

@@ -554,6 +554,14 @@ public struct Commit: Sendable {
         /// Commit the state, create the children (their first step messages go to this task's outbox) and
         /// wait for all of them to end, then run the join step.
         case parallel(ParallelSpec)
+
+        /// Whether the commit writes a checkpoint and moves `seq` on (retry and dead keep the last checkpoint).
+        var advances: Bool {
+            switch self {
+            case .retry, .dead: false
+            case .next, .handoff, .complete, .fail, .budget, .wait, .parallel: true
+            }
+        }
     }
 
     public var task: String

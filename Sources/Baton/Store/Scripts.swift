@@ -478,25 +478,33 @@ enum Scripts {
             """
 
     /// KEYS: task, budget, ckpt prefix, events, outbox, index prefix, outbox index, timers, charged effects (set),
-    /// signals (mailbox), webhooks due, events pending.
-    /// ARGV: token, seq, kind, state, next step, result/error json, outbox id, outbox msg, timer member,
+    /// signals (mailbox), webhooks due, staged checkpoint, events pending.
+    /// ARGV: token, seq, kind, state (empty when staged), next step, result/error json, outbox id, outbox msg, timer member,
     /// timer delay ms, keep checkpoints, events maxlen, id, detail (budget kind / bucket), event data json,
     /// wait spec json (kind `wait`) / parallel spec json (kind `parallel`: join, cap, children), then the step's
     /// charges that no store holds yet (cost micros, tokens, tool calls: ``Commit/charge``), then what it carries
     /// of an earlier confirmed event publish (``Commit/settledEvent``): expected and new relay cursor, webhook (`1`);
     /// then `1` for a speculative step (``Commit/speculative``) with its step name and branch; then how many events the
-    /// carried publish held (``InlineEvent/count``); then the speculative step's limits (``BudgetLimits/fingerprint``). Answers `{'ok', status,
-    /// seq[, event]}`, `{'fenced'}`, or `{'unclaimed'}` (a speculative step that must be claimed first).
+    /// carried publish held (``InlineEvent/count``); then the speculative step's limits (``BudgetLimits/fingerprint``); then `1`
+    /// when the new checkpoint was staged (``RedisTaskStore/stagedCheckpointBytes``): written by a plain `SET` of the
+    /// staged key (KEYS[12], with an expiry) in front of this script, which renames it to the new seq's checkpoint after
+    /// its checks and before its first other write, or deletes it when fenced. Answers `{'ok', status, seq[, event]}`,
+    /// `{'fenced'}`, or `{'unclaimed'}` (a speculative step that must be claimed first).
     ///
     /// A child (field `pk`: its parent's keys) records its end in its parent's keys and may wake the parent's
     /// join; a child's charges are added to its ancestors' counters (budget field `up`), whose limits stop it too.
     static let commit =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk',
-              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims')
+              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims',
+              'lease_until', 'status_reason', 'wakeup')
+            -- What the hash holds now: the task's fields and counters below are written only where they change (a field
+            -- written with its own value costs Redis a listpack search and rewrite, and the AOF its bytes, every hop).
+            local stored_status = t[3]
             local now = now_ms()
             local flat = redis.call('HGETALL', KEYS[2])
             local b = hash(flat)
+            local counted_before = {b.cost, b.tokens, b.tool_calls, b.steps, b.handoffs}
             -- The limits of budget table `b` as BudgetLimits.fingerprint writes them.
             local function limits_of(b)
               local out = {}
@@ -516,11 +524,25 @@ enum Scripts {
               if t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'queued' or t[4] ~= ARGV[25] or t[5] ~= '1' or t[6] ~= ARGV[24]
                 or (t[16] and t[16] ~= '') or num(t[17]) ~= 0 or (t[7] and t[7] ~= '') or (t[8] and t[8] ~= '')
                 or reached(b, now) or (b.up and b.up ~= '') or limits_of(b) ~= ARGV[27] then
+                if ARGV[28] == '1' then redis.call('DEL', KEYS[12]) end
                 return {'unclaimed'}
               end
               t[3] = 'running'
             elseif t[1] ~= ARGV[1] or t[2] ~= ARGV[2] or t[3] ~= 'running' then
+              if ARGV[28] == '1' then redis.call('DEL', KEYS[12]) end
               return {'fenced'}
+            end
+            -- The kinds that commit a checkpoint (seq + 1); retry and dead keep the last one.
+            local ADVANCES = {next=true, handoff=true, complete=true, fail=true, budget=true, wait=true, parallel=true}
+            if ARGV[28] == '1' and ADVANCES[ARGV[3]] then
+              -- The staged checkpoint (a large state passed beside the script, not through Lua, which copies and hashes
+              -- every byte of every argument): it becomes the next seq's checkpoint here, before any other write, so a
+              -- missing one (Redis refused the SET) stops the commit with nothing written.
+              local into = KEYS[3] .. int(tonumber(t[2]) + 1)
+              redis.call('RENAME', KEYS[12], into)
+              redis.call('PERSIST', into)
+            elseif ARGV[28] == '1' then
+              redis.call('DEL', KEYS[12])
             end
             local id, kind = ARGV[13], ARGV[3]
             local detail_json = ARGV[6]
@@ -577,16 +599,23 @@ enum Scripts {
             end
             if #stale > 0 then redis.call('HDEL', KEYS[2], unpack(stale)) end
             local newseq = seq
-            if kind == 'next' or kind == 'handoff' or kind == 'complete' or kind == 'fail' or kind == 'budget' or kind == 'wait' or kind == 'parallel' then
+            if ADVANCES[kind] then
               newseq = seq + 1
-              redis.call('SET', KEYS[3] .. int(newseq), ARGV[4])
+              if ARGV[28] ~= '1' then redis.call('SET', KEYS[3] .. int(newseq), ARGV[4]) end
               local old = newseq - tonumber(ARGV[11])
               if old >= 0 then redis.call('DEL', KEYS[3] .. int(old)) end
               b.steps = num(b.steps) + 1
             end
             if kind == 'handoff' then b.handoffs = num(b.handoffs) + 1 end
-            redis.call('HSET', KEYS[2], 'cost', int(num(b.cost)), 'tokens', int(num(b.tokens)), 'tool_calls', int(num(b.tool_calls)),
-              'steps', int(num(b.steps)), 'handoffs', int(num(b.handoffs)))
+            local counters = {}
+            for i, name in ipairs({'cost', 'tokens', 'tool_calls', 'steps', 'handoffs'}) do
+              local v = int(num(b[name]))
+              if v ~= counted_before[i] then
+                counters[#counters + 1] = name
+                counters[#counters + 1] = v
+              end
+            end
+            if #counters > 0 then redis.call('HSET', KEYS[2], unpack(counters)) end
             local over_up = nil
             if b.up and b.up ~= '' then
               -- A child: its charges and steps count against every ancestor's budget too.
@@ -603,7 +632,17 @@ enum Scripts {
             local status, etype, reason = nil, nil, ''
             -- Integers as text once: a Lua number given to redis.call is formatted with printf's %.17g each time.
             local now_s, newseq_s = int(now), int(newseq)
-            local fields = {'seq', newseq_s, 'updated_at', now_s, 'lease_owner', '', 'lease_until', '0', 'claims', '0'}
+            local fields = {'seq', newseq_s, 'updated_at', now_s}
+            -- A field of the task whose stored value (read above) differs from `new`.
+            local function put(name, new, old)
+              if new ~= old then
+                fields[#fields + 1] = name
+                fields[#fields + 1] = new
+              end
+            end
+            put('lease_owner', '', t[16])
+            put('lease_until', '0', t[18])
+            put('claims', '0', t[17])
             if cursor_moved then
               table.insert(fields, 'events_cursor')
               table.insert(fields, cursor)
@@ -611,10 +650,7 @@ enum Scripts {
               table.insert(fields, int(num(t[15]) + tonumber(ARGV[26] or '1')))
             end
             -- What woke the task is for the step it resumed only.
-            if newseq ~= seq then
-              table.insert(fields, 'wakeup')
-              table.insert(fields, '')
-            end
+            if newseq ~= seq then put('wakeup', '', t[20]) end
             local w = nil
             local event_data = ARGV[15]
             local review_over = nil
@@ -728,14 +764,10 @@ enum Scripts {
               table.insert(fields, 'review')
               table.insert(fields, review_over)
             end
-            table.insert(fields, 'status')
-            table.insert(fields, status)
-            table.insert(fields, 'step')
-            table.insert(fields, step)
-            table.insert(fields, 'attempt')
-            table.insert(fields, int(attempt))
-            table.insert(fields, 'status_reason')
-            table.insert(fields, reason)
+            put('status', status, stored_status)
+            put('step', step, t[6])
+            put('attempt', int(attempt), t[5])
+            put('status_reason', reason, t[19])
             if TERMINAL[status] then
               table.insert(fields, 'finished_at')
               table.insert(fields, now_s)

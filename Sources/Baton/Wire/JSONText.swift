@@ -4,11 +4,8 @@
 public enum JSONText {
     /// `value` as a JSON string literal.
     public static func quoted(_ value: String) -> String {
-        var plain = true
-        for byte in value.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {
-            plain = false
-            break
-        }
+        var value = value
+        let plain = value.withUTF8 { firstEscape(in: $0) == nil }
         if plain { return "\"" + value + "\"" }
         var out: [UInt8] = []
         out.reserveCapacity(value.utf8.count + 16)
@@ -24,11 +21,10 @@ public enum JSONText {
         value.withUTF8 { bytes in
             // Runs of plain bytes are copied whole; only the escaped bytes are written one by one.
             var start = 0
-            for index in 0..<bytes.count {
-                let byte = bytes[index]
-                guard byte < 0x20 || byte == 0x22 || byte == 0x5C else { continue }
+            while let index = firstEscape(in: bytes, from: start) {
                 if start < index { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index])) }
                 start = index + 1
+                let byte = bytes[index]
                 out.append(0x5C)
                 switch byte {
                 case 0x22, 0x5C: out.append(byte)
@@ -49,6 +45,36 @@ public enum JSONText {
             if start < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...])) }
         }
         out.append(0x22)
+    }
+
+    /// The index of the first byte from `start` on that a JSON string must escape (below 0x20, `"` or `\\`), or nil.
+    /// Eight bytes at a time while none does: a checkpoint is mostly long runs of plain text, and a byte at a time was
+    /// ~5 % of a worker's CPU on the step chain with 40 steps (perf, thirteenth session).
+    static func firstEscape(in bytes: UnsafeBufferPointer<UInt8>, from start: Int = 0) -> Int? {
+        guard let base = bytes.baseAddress else { return nil }
+        let count = bytes.count
+        var index = start
+        while index + 8 <= count {
+            if wordNeedsEscape(UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)) { break }
+            index += 8
+        }
+        while index < count {
+            let byte = base[index]
+            if byte < 0x20 || byte == 0x22 || byte == 0x5C { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Whether one of the eight bytes of `word` is below 0x20, `"` or `\\` (the "has less" and "has zero byte" tests of
+    /// Bit Twiddling Hacks: exact as yes/no answers; bytes of 0x80 and above never match).
+    @inline(__always) static func wordNeedsEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let below = (word &- ones &* 0x20) & ~word & highs
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        return (below | ((quote &- ones) & ~quote & highs) | ((backslash &- ones) & ~backslash & highs)) != 0
     }
 }
 
