@@ -93,28 +93,47 @@ public struct RedisTaskStore: TaskStore {
     }
 
     public func claim(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) async throws -> ClaimOutcome {
-        try claimOutcome(try await redis.send(claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds)), message)
+        try claimOutcome(try await redis.pipeline(claimCommands(message, worker: worker, leaseMilliseconds: leaseMilliseconds)), message)
     }
 
     /// Claims several steps in one round trip (a batch of deliveries): one script call each, pipelined.
     public func claimAll(_ messages: [StepMessage], worker: String, leaseMilliseconds: Int64, stateCached: [Bool]) async -> [Result<
         ClaimOutcome, any Error
     >] {
+        var commands: [RedisCommand] = []
+        var ranges: [Range<Int>] = []
+        for (index, message) in messages.enumerated() {
+            let cached = index < stateCached.count && stateCached[index]
+            let claim = claimCommands(message, worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: cached)
+            ranges.append(commands.count..<commands.count + claim.count)
+            commands.append(contentsOf: claim)
+        }
         let replies: [RedisReply]
         do {
-            replies = try await redis.pipeline(
-                messages.enumerated().map { index, message in
-                    let cached = index < stateCached.count && stateCached[index]
-                    return claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: cached)
-                })
+            replies = try await redis.pipeline(commands)
         } catch {
             return messages.map { _ in .failure(error) }
         }
-        return zip(messages, replies).map { message, reply in Result { try claimOutcome(reply, message) } }
+        return zip(messages, ranges).map { message, range in
+            Result {
+                guard range.upperBound <= replies.count else { throw BatonError(.internalError, "no reply to a claim") }
+                return try claimOutcome(Array(replies[range]), message)
+            }
+        }
     }
 
-    /// `stateCached`: the worker holds the checkpoint and input decoded, so the script returns neither.
-    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: Bool = false) -> RedisCommand {
+    /// The claim script and, unless the worker holds the state (`stateCached`), a `GET` of the step's checkpoint right
+    /// behind it: the checkpoint of the seq a claim runs is written once and outlives the lease the claim takes, and a
+    /// plain `GET` spares Redis's Lua a copy and a hash of every byte of it.
+    func claimCommands(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: Bool = false) -> [RedisCommand] {
+        let script = claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: stateCached ? "1" : "2")
+        if stateCached { return [script] }
+        return [script, RedisCommand("GET", keys.checkpoint(message.task, seq: message.seq))]
+    }
+
+    /// `stateCached`: `1` the worker holds the checkpoint and input decoded, so the script returns neither; `2` it reads
+    /// the checkpoint beside the script; `0` the script returns both.
+    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: String) -> RedisCommand {
         let id = message.task
         let task = keys.of(id)
         let bucket = keys.bucket(of: id)
@@ -127,12 +146,17 @@ public struct RedisTaskStore: TaskStore {
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
                 settings.workerStaleMilliseconds, settings.maxClaimsPerStep, settings.tenantBudgets.json, tenantKeyPrefix,
-                stateCached ? "1" : "0",
+                stateCached,
             ])
     }
 
-    func claimOutcome(_ reply: RedisReply, _ message: StepMessage) throws -> ClaimOutcome {
+    /// The outcome of a claim from its replies: the script's, then the checkpoint's when it was read beside it.
+    func claimOutcome(_ replies: [RedisReply], _ message: StepMessage) throws -> ClaimOutcome {
+        guard let reply = replies.first else { throw BatonError(.internalError, "no reply to a claim") }
         if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the claim script: \(error)") }
+        if replies.count > 1, let error = replies[1].errorMessage {
+            throw BatonError(.internalError, "Redis refused to read task \(message.task)'s checkpoint \(message.seq): \(error)")
+        }
         let id = message.task
         let parts = reply.array ?? []
         func part(_ i: Int) -> String { i < parts.count ? (parts[i].string ?? "") : "" }
@@ -147,7 +171,8 @@ public struct RedisTaskStore: TaskStore {
             }
             var claimed = ClaimedTask(
                 id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
-                token: Int64(part(1)) ?? 0, stateJSON: parts.count > 3 ? (parts[3].bytes ?? []) : [],
+                token: Int64(part(1)) ?? 0,
+                stateJSON: replies.count > 1 ? (replies[1].bytes ?? []) : parts.count > 3 ? (parts[3].bytes ?? []) : [],
                 inputJSON: parts.count > 4 ? (parts[4].bytes ?? []) : [], limits: BudgetLimits(fields: budget),
                 usage: BudgetUsage(fields: budget), queue: "", wakeupJSON: part(8), claimedAtMilliseconds: Int64(part(7)) ?? 0)
             claimed.tenantLimited = settings.tenantBudgets.hasLimits(part(9))
@@ -262,10 +287,10 @@ public struct RedisTaskStore: TaskStore {
 
     /// States from this size on are staged: written by a plain `SET` in front of the commit script, which renames the
     /// key, instead of passing through the script. Redis's Lua copies every argument and hashes every byte of it, so a
-    /// state that goes through the script costs Redis ~1.2 µs of CPU per KB more than one that is set (measured on Redis
-    /// 7.0, docs/benchmarks.md, thirteenth session); below about this size the extra command costs as much as it saves
-    /// (2 KB: +2 µs staged; 4 KB: even; 8 KB: −9 µs of Redis CPU per commit).
-    static let stagedCheckpointBytes = 4096
+    /// state that goes through the script costs Redis ~1.2 µs of CPU per KB more than one that is set. Measured on
+    /// Redis 7.0 (docs/benchmarks.md, thirteenth session), Redis CPU per commit, staged against through the script:
+    /// 2 KB +2 µs, 4–8 KB even, 20 KB −13 %, 100 KB −30 %.
+    static let stagedCheckpointBytes = 8192
 
     /// The commands of one commit (a staged checkpoint's `SET`, then the script) and the id of its outbox entry.
     struct CommitRequest {
