@@ -287,9 +287,9 @@ public struct RedisTaskStore: TaskStore {
 
     /// States from this size on are staged: written by a plain `SET` in front of the commit script, which renames the
     /// key, instead of passing through the script. Redis's Lua copies every argument and hashes every byte of it, so a
-    /// state that goes through the script costs Redis ~1.2 µs of CPU per KB more than one that is set. Measured on
-    /// Redis 7.0 (docs/benchmarks.md, thirteenth session), Redis CPU per commit, staged against through the script:
-    /// 2 KB +2 µs, 4–8 KB even, 20 KB −13 %, 100 KB −30 %.
+    /// state that goes through the script costs Redis ~1.5 µs of CPU per KB more than one that is set. Redis CPU per
+    /// commit, staged against through the script (`scripts/commit-cost`, Redis 7.0, docs/benchmarks.md, thirteenth
+    /// session): 2 KB +1 %, 3–6 KB within the noise, 8 KB −15 %, 20 KB −20 %, 100 KB −39 %.
     static let stagedCheckpointBytes = 8192
 
     /// The commands of one commit (a staged checkpoint's `SET`, then the script) and the id of its outbox entry.

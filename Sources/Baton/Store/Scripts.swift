@@ -271,7 +271,7 @@ enum Scripts {
     /// tenant limits json (`""`: no tenant has limits), tenant key prefix, state cached (`1`: the worker holds the
     /// checkpoint and input of this seq and branch decoded, so neither is returned; `2`: the worker reads the checkpoint
     /// with a plain `GET` after this script, so only the input is returned. Redis's Lua copies and hashes every byte of a
-    /// string it reads, ~1.2 µs of Redis CPU per KB of state; see the commit's staged checkpoint).
+    /// string it reads, ~1.5 µs of Redis CPU per KB of state; see the commit's staged checkpoint).
     static let claim =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
