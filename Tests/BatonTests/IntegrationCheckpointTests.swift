@@ -61,10 +61,11 @@ struct IntegrationCheckpointTests {
         // The next claim reads it back with a GET beside the script (none when the worker holds the state); a small state
         // then goes through the script, in a batch with nothing staged.
         let message = StepMessage(task: id, agent: "report", step: "start", seq: 1, branch: 0, attempt: 1)
-        #expect(store.claimCommands(message, worker: "w", leaseMilliseconds: 1_000).map(\.name) == ["EVALSHA", "GET"])
+        #expect(store.claimCommands(message, worker: "w", leaseMilliseconds: 1_000).map(\.name) == ["EVALSHA", "GET", "HGET"])
         #expect(store.claimCommands(message, worker: "w", leaseMilliseconds: 1_000, stateCached: true).map(\.name) == ["EVALSHA"])
         let second = try #require(try await Self.claim(store, id, seq: 1))
         #expect(String(decoding: second.stateJSON, as: UTF8.self) == large)
+        #expect(String(decoding: second.inputJSON, as: UTF8.self) == "{}")
         let results = await store.commitAll([Self.commit(id, token: second.token, seq: 1, state: small)])
         guard case .success(.committed("queued", 2, _, _)) = results.first else {
             Issue.record("the small commit did not commit: \(results)")

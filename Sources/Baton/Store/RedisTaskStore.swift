@@ -122,13 +122,17 @@ public struct RedisTaskStore: TaskStore {
         }
     }
 
-    /// The claim script and, unless the worker holds the state (`stateCached`), a `GET` of the step's checkpoint right
-    /// behind it: the checkpoint of the seq a claim runs is written once and outlives the lease the claim takes, and a
-    /// plain `GET` spares Redis's Lua a copy and a hash of every byte of it.
+    /// The claim script and, unless the worker holds the state (`stateCached`), a `GET` of the step's checkpoint and an
+    /// `HGET` of the task's input right behind it: the checkpoint of the seq a claim runs is written once and outlives
+    /// the lease the claim takes, the input never changes under a lease, and plain reads spare Redis's Lua a copy and a
+    /// hash of every byte of both.
     func claimCommands(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: Bool = false) -> [RedisCommand] {
         let script = claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: stateCached ? "1" : "2")
         if stateCached { return [script] }
-        return [script, RedisCommand("GET", keys.checkpoint(message.task, seq: message.seq))]
+        return [
+            script, RedisCommand("GET", keys.checkpoint(message.task, seq: message.seq)),
+            RedisCommand("HGET", keys.task(message.task), "input"),
+        ]
     }
 
     /// `stateCached`: `1` the worker holds the checkpoint and input decoded, so the script returns neither; `2` it reads
@@ -150,12 +154,13 @@ public struct RedisTaskStore: TaskStore {
             ])
     }
 
-    /// The outcome of a claim from its replies: the script's, then the checkpoint's when it was read beside it.
+    /// The outcome of a claim from its replies: the script's, then the checkpoint's and the input's when they were read
+    /// beside it.
     func claimOutcome(_ replies: [RedisReply], _ message: StepMessage) throws -> ClaimOutcome {
         guard let reply = replies.first else { throw BatonError(.internalError, "no reply to a claim") }
         if let error = reply.errorMessage { throw BatonError(.internalError, "Redis rejected the claim script: \(error)") }
-        if replies.count > 1, let error = replies[1].errorMessage {
-            throw BatonError(.internalError, "Redis refused to read task \(message.task)'s checkpoint \(message.seq): \(error)")
+        if let error = replies.dropFirst().lazy.compactMap(\.errorMessage).first {
+            throw BatonError(.internalError, "Redis refused to read task \(message.task)'s checkpoint \(message.seq) or input: \(error)")
         }
         let id = message.task
         let parts = reply.array ?? []
@@ -173,7 +178,8 @@ public struct RedisTaskStore: TaskStore {
                 id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
                 token: Int64(part(1)) ?? 0,
                 stateJSON: replies.count > 1 ? (replies[1].bytes ?? []) : parts.count > 3 ? (parts[3].bytes ?? []) : [],
-                inputJSON: parts.count > 4 ? (parts[4].bytes ?? []) : [], limits: BudgetLimits(fields: budget),
+                inputJSON: replies.count > 2 ? (replies[2].bytes ?? []) : parts.count > 4 ? (parts[4].bytes ?? []) : [],
+                limits: BudgetLimits(fields: budget),
                 usage: BudgetUsage(fields: budget), queue: "", wakeupJSON: part(8), claimedAtMilliseconds: Int64(part(7)) ?? 0)
             claimed.tenantLimited = settings.tenantBudgets.hasLimits(part(9))
             return .run(claimed)

@@ -269,13 +269,14 @@ enum Scripts {
     /// KEYS: task, budget, ckpt prefix, events, index prefix, workers, outbox, outbox index.
     /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims,
     /// tenant limits json (`""`: no tenant has limits), tenant key prefix, state cached (`1`: the worker holds the
-    /// checkpoint and input of this seq and branch decoded, so neither is returned; `2`: the worker reads the checkpoint
-    /// with a plain `GET` after this script, so only the input is returned. Redis's Lua copies and hashes every byte of a
-    /// string it reads, ~1.5 µs of Redis CPU per KB of state; see the commit's staged checkpoint).
+    /// checkpoint and input of this seq and branch decoded, so neither is returned; `2`: the worker reads both with a
+    /// plain `GET` and `HGET` after this script, so neither is returned either; `0`: both are returned). Redis's Lua
+    /// copies and hashes every byte of a string it reads, ~1.5 µs of Redis CPU per KB; see the commit's staged
+    /// checkpoint.
     static let claim =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
-              'cancel', 'pause', 'agent', 'input', 'started_at', 'fence', 'claims', 'queue', 'wakeup', 'pk')
+              'cancel', 'pause', 'agent', 'pk', 'started_at', 'fence', 'claims', 'queue', 'wakeup')
             local status = t[1]
             if not status then return {'missing'} end
             if TERMINAL[status] then return {'terminal', status} end
@@ -302,7 +303,7 @@ enum Scripts {
               redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now, 'updated_at', now, 'lease_owner', '', 'lease_until', 0)
               add_event(KEYS[4], ARGV[7], 'cancelled', seq, branch, t[7], now, t[8])
               move_index(KEYS[5], ARGV[6], status, 'cancelled', now)
-              child_done(t[17], ARGV[6], 'cancelled', '', '', now, ARGV[7])
+              child_done(t[11], ARGV[6], 'cancelled', '', '', now, ARGV[7])
               return {'stopped', 'cancelled'}
             end
             if t[9] and t[9] ~= '' then
@@ -346,7 +347,7 @@ enum Scripts {
                 'lease_owner', '', 'lease_until', 0, 'status_reason', stop_text)
               add_event(KEYS[4], ARGV[7], 'budget_exceeded', seq, branch, t[7], now, cjson.encode({kind=over}))
               move_index(KEYS[5], ARGV[6], status, 'budget_exceeded', now)
-              child_done(t[17], ARGV[6], 'budget_exceeded', '', err, now, ARGV[7])
+              child_done(t[11], ARGV[6], 'budget_exceeded', '', err, now, ARGV[7])
               return {'stopped', 'budget_exceeded', over}
             end
             if num(t[14]) >= tonumber(ARGV[9]) then
@@ -358,7 +359,7 @@ enum Scripts {
                 'lease_owner', '', 'lease_until', 0, 'status_reason', 'delivery_limit')
               add_event(KEYS[4], ARGV[7], 'dead_lettered', seq, branch, t[7], now, err)
               move_index(KEYS[5], ARGV[6], status, 'dead_lettered', now)
-              child_done(t[17], ARGV[6], 'dead_lettered', '', err, now, ARGV[7])
+              child_done(t[11], ARGV[6], 'dead_lettered', '', err, now, ARGV[7])
               redis.call('HSET', KEYS[7], 'poison-' .. seq .. '-' .. attempt, cjson.encode({x='baton.dlx', k=t[15] or 'default', b=body,
                 h={['x-baton-reason']='delivery_limit', ['x-baton-error']=msg, ['x-baton-task']=ARGV[6], ['x-baton-agent']=t[10],
                    ['x-baton-step']=t[7], ['x-baton-seq']=tostring(seq), ['x-baton-branch']=tostring(branch),
@@ -382,8 +383,12 @@ enum Scripts {
             if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
             local ckpt, input = '', ''
             if ARGV[12] ~= '1' then
-              if ARGV[12] ~= '2' then ckpt = redis.call('GET', KEYS[3] .. seq) or '' end
-              input = t[11] or ''
+              -- The input is read here only for `0`: with `2` the worker reads it beside the script, as the checkpoint
+              -- (the task's input can be as large as a state, and Lua hashes every byte it reads).
+              if ARGV[12] ~= '2' then
+                ckpt = redis.call('GET', KEYS[3] .. seq) or ''
+                input = redis.call('HGET', KEYS[1], 'input') or ''
+              end
             end
             return {'run', tostring(fence), t[7], ckpt, input, t[10], flat, tostring(now), t[16] or '', tenant}
             """
