@@ -127,7 +127,7 @@ public struct RedisTaskStore: TaskStore {
     /// the lease the claim takes, the input never changes under a lease, and plain reads spare Redis's Lua a copy and a
     /// hash of every byte of both.
     func claimCommands(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: Bool = false) -> [RedisCommand] {
-        let script = claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds, stateCached: stateCached ? "1" : "2")
+        let script = claimCommand(message, worker: worker, leaseMilliseconds: leaseMilliseconds)
         if stateCached { return [script] }
         return [
             script, RedisCommand("GET", keys.checkpoint(message.task, seq: message.seq)),
@@ -135,9 +135,7 @@ public struct RedisTaskStore: TaskStore {
         ]
     }
 
-    /// `stateCached`: `1` the worker holds the checkpoint and input decoded, so the script returns neither; `2` it reads
-    /// the checkpoint beside the script; `0` the script returns both.
-    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64, stateCached: String) -> RedisCommand {
+    func claimCommand(_ message: StepMessage, worker: String, leaseMilliseconds: Int64) -> RedisCommand {
         let id = message.task
         let task = keys.of(id)
         let bucket = keys.bucket(of: id)
@@ -150,7 +148,6 @@ public struct RedisTaskStore: TaskStore {
             args: [
                 message.seq, message.branch, message.attempt, worker, leaseMilliseconds, id, settings.eventsMaxLength,
                 settings.workerStaleMilliseconds, settings.maxClaimsPerStep, settings.tenantBudgets.json, tenantKeyPrefix,
-                stateCached,
             ])
     }
 
@@ -177,8 +174,7 @@ public struct RedisTaskStore: TaskStore {
             var claimed = ClaimedTask(
                 id: id, agent: part(5), step: part(2), seq: message.seq, branch: message.branch, attempt: message.attempt,
                 token: Int64(part(1)) ?? 0,
-                stateJSON: replies.count > 1 ? (replies[1].bytes ?? []) : parts.count > 3 ? (parts[3].bytes ?? []) : [],
-                inputJSON: replies.count > 2 ? (replies[2].bytes ?? []) : parts.count > 4 ? (parts[4].bytes ?? []) : [],
+                stateJSON: replies.count > 1 ? (replies[1].bytes ?? []) : [], inputJSON: replies.count > 2 ? (replies[2].bytes ?? []) : [],
                 limits: BudgetLimits(fields: budget),
                 usage: BudgetUsage(fields: budget), queue: "", wakeupJSON: part(8), claimedAtMilliseconds: Int64(part(7)) ?? 0)
             claimed.tenantLimited = settings.tenantBudgets.hasLimits(part(9))

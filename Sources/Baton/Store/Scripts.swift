@@ -266,13 +266,13 @@ enum Scripts {
             return {'created', 'queued'}
             """
 
-    /// KEYS: task, budget, ckpt prefix, events, index prefix, workers, outbox, outbox index.
+    /// KEYS: task, budget, ckpt prefix (its checkpoint is read by the worker, beside the script), events, index prefix,
+    /// workers, outbox, outbox index.
     /// ARGV: msg seq, msg branch, msg attempt, worker, lease ms, id, events maxlen, worker stale ms, max claims,
-    /// tenant limits json (`""`: no tenant has limits), tenant key prefix, state cached (`1`: the worker holds the
-    /// checkpoint and input of this seq and branch decoded, so neither is returned; `2`: the worker reads both with a
-    /// plain `GET` and `HGET` after this script, so neither is returned either; `0`: both are returned). Redis's Lua
-    /// copies and hashes every byte of a string it reads, ~1.5 µs of Redis CPU per KB; see the commit's staged
-    /// checkpoint.
+    /// tenant limits json (`""`: no tenant has limits), tenant key prefix. The reply's checkpoint and input slots are
+    /// empty: the worker reads both with a plain `GET` and `HGET` behind this script when it does not hold them
+    /// (``RedisTaskStore/claimCommands(_:worker:leaseMilliseconds:stateCached:)``). Redis's Lua copies and hashes every
+    /// byte of a string it reads, ~1.5 µs of Redis CPU per KB; see the commit's staged checkpoint.
     static let claim =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'status', 'seq', 'branch', 'attempt', 'lease_owner', 'lease_until', 'step',
@@ -381,16 +381,8 @@ enum Scripts {
             end
             redis.call('HSET', KEYS[1], unpack(fields))
             if status ~= 'queued' and status ~= 'running' then move_index(KEYS[5], ARGV[6], status, 'running', now) end
-            local ckpt, input = '', ''
-            if ARGV[12] ~= '1' then
-              -- The input is read here only for `0`: with `2` the worker reads it beside the script, as the checkpoint
-              -- (the task's input can be as large as a state, and Lua hashes every byte it reads).
-              if ARGV[12] ~= '2' then
-                ckpt = redis.call('GET', KEYS[3] .. seq) or ''
-                input = redis.call('HGET', KEYS[1], 'input') or ''
-              end
-            end
-            return {'run', tostring(fence), t[7], ckpt, input, t[10], flat, tostring(now), t[16] or '', tenant}
+            -- Checkpoint and input: read by the worker beside this script (empty slots, kept so the reply's shape holds).
+            return {'run', tostring(fence), t[7], '', '', t[10], flat, tostring(now), t[16] or '', tenant}
             """
 
     /// KEYS: task, workers. ARGV: token, worker, lease ms.

@@ -171,8 +171,9 @@ func fuzzReply(_ bytes: [UInt8]) {
         _ = BudgetUsage(fields: hash)
         if let store = replyStore {
             _ = try? store.claimOutcome([reply], message)
-            // With the checkpoint read beside the script, and the commit's replies (a staged checkpoint's SET first).
-            _ = try? store.claimOutcome([reply, reply], message)
+            // With the checkpoint and input read beside the script, and the commit's replies (a staged checkpoint's SET
+            // first).
+            _ = try? store.claimOutcome([reply, reply, reply], message)
             let commit = Commit(task: "fuzz-task", token: 1, seq: 3, kind: .next(step: "append"), stateJSON: "{}", next: nil)
             _ = try? store.commitOutcome([reply], commit, outboxID: "fuzz")
             _ = try? store.commitOutcome([.status("OK"), reply], commit, outboxID: "fuzz")
