@@ -498,13 +498,10 @@ public struct StepExecutor: Sendable {
         let message = source.message
         let body = source.body
         let routingKey = source.routingKey
-        var logger = self.logger
-        // One metadata update (each key set alone makes a stream handler re-render its metadata).
-        logger.handler.metadata.merge(
-            [
-                "task.id": "\(claimed.id)", "task.agent": "\(claimed.agent)", "step.name": "\(claimed.step)",
-                "step.attempt": "\(claimed.attempt)", "task.seq": "\(claimed.seq)",
-            ], uniquingKeysWith: { _, new in new })
+        let logger = self.logger.adding([
+            "task.id": .string(claimed.id), "task.agent": .string(claimed.agent), "step.name": .string(claimed.step),
+            "step.attempt": "\(claimed.attempt)", "task.seq": "\(claimed.seq)",
+        ])
 
         func dead(_ reason: String, _ error: StepError) -> Commit.Kind {
             let letter = deadLetter(message, reason: reason, error: error.message, bucket: error.bucket, body: body, routingKey: routingKey)
