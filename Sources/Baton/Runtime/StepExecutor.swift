@@ -793,7 +793,7 @@ public struct StepExecutor: Sendable {
         default:
             break
         }
-        var eventData = "{\"worker\":\(JSONValue.string(workerID).jsonString)}"
+        var eventData = "{\"worker\":" + JSONText.quoted(workerID) + "}"
         switch p.kind {
         case .retry(let delay, let error, _, _): eventData = "{\"delay_ms\":\(delay),\"error\":\(error)}"
         case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error
