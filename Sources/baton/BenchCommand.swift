@@ -34,12 +34,18 @@ struct BenchCommand: AsyncParsableCommand {
         @Flag(name: .customLong("no-raw"), help: "Skip the raw loop.") var noRaw = false
         @Flag(name: .customLong("no-speculation"), help: "Claim every step first (worker.speculative_steps false).")
         var noSpeculation = false
-        @Flag(name: .customLong("json"), help: "Print one JSON object per run.") var json = false
+        @Option(
+            help:
+                "Rounds to run, each the raw loop then the chain; with more than one, the median and range of each figure follow (the host's noise moves one round by ±10 %)."
+        )
+        var rounds: Int = 1
+        @Flag(name: .customLong("json"), help: "Print one JSON object per round (and one for the medians after several).") var json = false
 
         func validate() throws {
             guard tasks >= 1, steps >= 1, workers >= 1, concurrency >= 1 else {
                 throw ValidationError("--tasks, --steps, --workers, --concurrency must be ≥ 1")
             }
+            guard (1...50).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 50") }
             guard (16...65_536).contains(recordBytes) else { throw ValidationError("--record-bytes must be between 16 and 65536") }
         }
 
@@ -56,25 +62,55 @@ struct BenchCommand: AsyncParsableCommand {
             var logger = Logger(label: "baton.bench")
             logger.logLevel = .warning
             let bench = StepChainBench(amqpURL: connection.amqpURL, redisURL: connection.redisURL, registry: .examples, logger: logger)
-            let result = try await BenchCommand.measure { try await bench.run(options) }
-            if json {
-                try printJSON(result)
-            } else {
-                var line = String(
-                    format:
-                        "stepchain  tasks %d × steps %d = %d hops  %.0f hops/s  p50 %.2f ms  p99 %.2f ms  CPU ms/hop: worker %.3f broker %.3f redis %.3f  verified %@",
-                    result.tasks, result.steps, result.hops, result.hopsPerSecond, result.p50Milliseconds, result.p99Milliseconds,
-                    result.workerCPUMillisecondsPerHop, result.brokerCPUMillisecondsPerHop, result.redisCPUMillisecondsPerHop,
-                    result.verified ? "yes" : "NO")
-                line += "  speculative \(result.speculativeSteps) (claimed late \(result.claimedLate))"
-                if let raw = result.rawHopsPerSecond, let ratio = result.ratioToRaw {
+            var results: [StepChainBench.Result] = []
+            for round in 1...rounds {
+                let result = try await BenchCommand.measure { try await bench.run(options) }
+                results.append(result)
+                if json {
+                    try printJSON(result)
+                } else {
+                    var line = rounds > 1 ? "round \(round)/\(rounds)  " : ""
                     line += String(
-                        format: "\nraw (same run, %d chains batched)  %.0f hops/s   Baton / raw = %.2f", result.tasks, raw, ratio)
+                        format:
+                            "stepchain  tasks %d × steps %d = %d hops  %.0f hops/s  p50 %.2f ms  p99 %.2f ms  CPU ms/hop: worker %.3f broker %.3f redis %.3f  verified %@",
+                        result.tasks, result.steps, result.hops, result.hopsPerSecond, result.p50Milliseconds, result.p99Milliseconds,
+                        result.workerCPUMillisecondsPerHop, result.brokerCPUMillisecondsPerHop, result.redisCPUMillisecondsPerHop,
+                        result.verified ? "yes" : "NO")
+                    line += "  speculative \(result.speculativeSteps) (claimed late \(result.claimedLate))"
+                    if let raw = result.rawHopsPerSecond, let ratio = result.ratioToRaw {
+                        line += String(
+                            format: "\nraw (same run, %d chains batched)  %.0f hops/s   Baton / raw = %.2f", result.tasks, raw, ratio)
+                    }
+                    print(line)
+                    for failure in result.failures { print("  failed: \(failure)") }
                 }
-                print(line)
-                for failure in result.failures { print("  failed: \(failure)") }
             }
-            if !result.verified { throw ExitCode(1) }
+            if rounds > 1 {
+                let summary = StepChainBench.Summary(results)
+                if json {
+                    try printJSON(summary)
+                } else {
+                    print(Self.summaryText(summary))
+                }
+            }
+            if !results.allSatisfy(\.verified) { throw ExitCode(1) }
+        }
+
+        /// The medians line of `--rounds`: "median (min–max)" of each figure.
+        static func summaryText(_ summary: StepChainBench.Summary) -> String {
+            func spread(_ value: StepChainBench.Summary.Spread?, _ format: String) -> String {
+                guard let value else { return "–" }
+                return String(format: "\(format) (\(format)–\(format))", value.median, value.min, value.max)
+            }
+            var text = "median of \(summary.rounds) rounds (min–max)  \(spread(summary.hopsPerSecond, "%.0f")) hops/s"
+            text += "  CPU ms/hop: worker \(spread(summary.workerCPUMillisecondsPerHop, "%.3f"))"
+            text += " broker \(spread(summary.brokerCPUMillisecondsPerHop, "%.3f"))"
+            text += " redis \(spread(summary.redisCPUMillisecondsPerHop, "%.3f"))"
+            if summary.ratioToRaw != nil {
+                text += "\nraw \(spread(summary.rawHopsPerSecond, "%.0f")) hops/s   Baton / raw (each round's own pair) = "
+                text += spread(summary.ratioToRaw, "%.2f")
+            }
+            return text
         }
     }
 

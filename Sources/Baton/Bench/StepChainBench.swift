@@ -226,3 +226,60 @@ public struct StepChainBench: Sendable {
 final class StopReason: Sendable {
     let value = Mutex<String?>(nil)
 }
+
+extension StepChainBench {
+    /// What `baton bench stepchain --rounds N` prints last: the median and range of each figure over the rounds.
+    ///
+    /// One round lasts about a second on the default chain, so a busy minute of the host moves a single round's
+    /// figures by ±10 %. Each round runs the raw loop and then the chain, and its ratio is of that round's own pair.
+    /// The median of those ratios is steadier than any one of them.
+    public struct Summary: Codable, Sendable, Equatable {
+        /// The median, lowest and highest of one figure over the rounds.
+        public struct Spread: Codable, Sendable, Equatable {
+            public var median: Double
+            public var min: Double
+            public var max: Double
+
+            public init?(_ values: [Double]) {
+                guard !values.isEmpty else { return nil }
+                let sorted = values.sorted()
+                let middle = sorted.count / 2
+                median = sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+                min = sorted[0]
+                max = sorted[sorted.count - 1]
+            }
+        }
+
+        public var bench = "stepchain-rounds"
+        public var rounds: Int
+        public var hopsPerSecond: Spread?
+        public var rawHopsPerSecond: Spread?
+        public var ratioToRaw: Spread?
+        public var workerCPUMillisecondsPerHop: Spread?
+        public var brokerCPUMillisecondsPerHop: Spread?
+        public var redisCPUMillisecondsPerHop: Spread?
+        /// Every round verified.
+        public var verified: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case bench, rounds, verified
+            case hopsPerSecond = "hops_per_s"
+            case rawHopsPerSecond = "raw_hops_per_s"
+            case ratioToRaw = "ratio_to_raw"
+            case workerCPUMillisecondsPerHop = "worker_cpu_ms_per_hop"
+            case brokerCPUMillisecondsPerHop = "broker_cpu_ms_per_hop"
+            case redisCPUMillisecondsPerHop = "redis_cpu_ms_per_hop"
+        }
+
+        public init(_ results: [Result]) {
+            rounds = results.count
+            hopsPerSecond = Spread(results.map(\.hopsPerSecond))
+            rawHopsPerSecond = Spread(results.compactMap(\.rawHopsPerSecond))
+            ratioToRaw = Spread(results.compactMap(\.ratioToRaw))
+            workerCPUMillisecondsPerHop = Spread(results.map(\.workerCPUMillisecondsPerHop))
+            brokerCPUMillisecondsPerHop = Spread(results.map(\.brokerCPUMillisecondsPerHop))
+            redisCPUMillisecondsPerHop = Spread(results.map(\.redisCPUMillisecondsPerHop))
+            verified = !results.isEmpty && results.allSatisfy(\.verified)
+        }
+    }
+}

@@ -203,7 +203,12 @@ public struct Demo: Sendable {
                     event.seq > entry.seq && (event.type == "step_committed" || event.type == "succeeded")
                 }
                 let worker = next?.data?["worker"]?.stringValue ?? "?"
-                finishers.append("\(entry.id): \(entry.step) at seq \(entry.seq) was redone and committed by \(worker)")
+                if worker == killed.worker {
+                    // Its commit reached Redis between the look at what it ran and the SIGKILL: nothing to redo.
+                    finishers.append("\(entry.id): \(entry.step) at seq \(entry.seq) was committed by \(worker) just before the kill")
+                } else {
+                    finishers.append("\(entry.id): \(entry.step) at seq \(entry.seq) was redone and committed by \(worker)")
+                }
             }
         }
         let succeeded = views.filter { $0.status == "succeeded" }.count
