@@ -4,7 +4,7 @@ import Logging
 /// added to what is logged, when something is.
 ///
 /// Setting those keys on the worker's handler itself made a `StreamLogHandler` re-render all of its metadata as
-/// text on every step, logged or not: ~2 % of a worker's CPU on the step chain (docs/benchmarks.md, fourteenth
+/// text on every step, logged or not: ~1.5 % of a worker's CPU samples on the step chain (docs/benchmarks.md, fourteenth
 /// session). Here a step costs one small dictionary; the merge happens only for a message that is logged.
 struct StepLogHandler: LogHandler {
     var base: any LogHandler
