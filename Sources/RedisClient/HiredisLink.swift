@@ -298,6 +298,17 @@ final class HiredisLink {
         handshake.append(RedisCommand("PING"))
 
         switch roundTrip(context, handshake) {
+        case .failure(let failure) where failure.error.code == .timeout:
+            // A server that accepts the connection and then stalls (a fork for a save, a long script, a loaded
+            // box) is not a wrong port: say so, with the code a caller retries on.
+            let names = handshake.map(\.name).joined(separator: ", ")
+            throw connectFailed(
+                code: .timeout,
+                "connected to Redis at \(url.redacted) but it did not answer the handshake (\(names)) within "
+                    + "\(configuration.commandTimeout.humanReadable)",
+                fix: "the server is stalled or overloaded; the connection retries on its own, or raise commandTimeout",
+                command: handshake[failure.index].name
+            )
         case .failure(let failure):
             throw connectFailed(
                 code: .connectionFailed,

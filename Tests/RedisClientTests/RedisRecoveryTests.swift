@@ -109,6 +109,29 @@ struct RedisRecoveryTests {
     }
 }
 
+/// No Redis server needed: a listener that never answers stands in for a stalled one.
+@Suite("RedisConnection handshake", .timeLimit(.minutes(1)))
+struct RedisHandshakeTests {
+    @Test func aServerThatAcceptsButNeverAnswersIsATimeoutNamingTheHandshake() async throws {
+        let listener = try SilentListener()
+        defer { listener.close() }
+        let url = "redis://:secret@127.0.0.1:\(listener.port)/3"
+        let configuration = try RedisTest.configuration(url) { $0.commandTimeout = .milliseconds(300) }
+        do {
+            _ = try await RedisConnection.connect(configuration: configuration, logger: RedisTest.logger)
+            Issue.record("connected to a listener that never answers")
+        } catch let error as RedisError {
+            // A stalled server is a timeout (callers retry those), not "check that the port is a Redis server".
+            #expect(error.code == .timeout, "\(error)")
+            #expect(error.command == "AUTH", "\(error)")
+            #expect(error.message.contains("did not answer the handshake (AUTH, SELECT, PING) within 300 ms"), "\(error)")
+            #expect(error.message.contains("redis://:***@127.0.0.1:\(listener.port)/3"), "\(error)")
+            #expect(error.message.contains("raise commandTimeout"), "\(error)")
+            #expect(!"\(error)".contains("secret"))
+        }
+    }
+}
+
 extension String {
     /// The URL as `RedisURL.redacted` renders it.
     fileprivate func replacingPassword() -> String {
