@@ -18,6 +18,24 @@ struct EventBodyTests {
         }
     }
 
+    @Test func integersAreWrittenAsTheStandardLibraryWritesThem() {
+        var generator = SystemRandomNumberGenerator()
+        let samples: [Int64] =
+            [Int64.min, Int64.min + 1, -100, -1, 0, 1, 9, 10, 99, 100, 999, 1000, Int64.max]
+            + (0..<300).map { _ in Int64.random(in: Int64.min...Int64.max, using: &generator) }
+        for value in samples {
+            var out: [UInt8] = []
+            JSONText.appendInteger(value, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == String(value))
+        }
+        // Zero-padded to a width (the ISO time's fields); a wider number is written whole.
+        for (value, width, expected) in [(0, 2, "00"), (7, 2, "07"), (12, 2, "12"), (5, 3, "005"), (999, 3, "999"), (12_345, 2, "12345")] {
+            var out: [UInt8] = []
+            JSONText.appendInteger(Int64(value), width: width, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == expected)
+        }
+    }
+
     @Test(arguments: [
         ("", ""), ("   ", ""), ("{}", "{}"), (" \t{\"a\": 1}\r\n", "{\"a\": 1}"), ("\n{\"é\":\" x \"} ", "{\"é\":\" x \"}"),
         ("é", "é"), (" é ", "é"), ("\u{00A0}{}", "\u{00A0}{}"),

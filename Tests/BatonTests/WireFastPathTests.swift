@@ -14,6 +14,12 @@ struct WireFastPathTests {
         #expect(try StepMessage.decode(Array(message.jsonText.utf8)) == message)
     }
 
+    @Test(arguments: [Int64.min, -1_000_000_007, -10, -9, -1, 0, 1, 9, 10, 99, 100, 1_795_394_015_418, Int64.max])
+    func stepMessageIntegersMatchTheEncoder(value: Int64) throws {
+        let message = StepMessage(task: "t", agent: "a", step: "s", seq: value, branch: value / 3, attempt: value / -7)
+        #expect(message.jsonText == (try JSONCoding.string(message)))
+    }
+
     @Test(arguments: awkward) func outboxTextMatchesTheEncoder(text: String) throws {
         let message = OutboxMessage(
             exchange: "baton.steps", routingKey: text, body: "{\"x\":\(JSONText.quoted(text))}",

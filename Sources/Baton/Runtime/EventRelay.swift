@@ -92,23 +92,55 @@ enum EventMessage {
             progress = (fraction, data["message"]?.stringValue ?? "")
         }
         let data = JSONText.trimmed(event.dataJSON)
-        var out = "{\"agent\":" + JSONText.quoted(task.agent)
-        out += ",\"at\":\"" + JSONText.iso(milliseconds: event.atMilliseconds) + "\""
-        out += ",\"branch\":\(event.branch)"
-        out += ",\"budget\":{\"cost_usd\":\(Double(task.costMicros) / 1_000_000),\"tokens\":\(task.tokens)}"
-        if data.hasPrefix("{") && data.hasSuffix("}") && data.utf8.count > 2 { out += ",\"data\":" + data }
-        out += ",\"id\":" + JSONText.quoted(id(task: task.id, event))
+        // Written as bytes into one buffer sized up front: a `String` grown by `+=` and interpolation reallocated
+        // and copied several times per event (~3.5 % of a worker's CPU on the step chain, perf, fifteenth session).
+        var out: [UInt8] = []
+        out.reserveCapacity(
+            300 + 2 * task.id.utf8.count + task.agent.utf8.count + data.utf8.count + event.step.utf8.count
+                + (progress?.message.utf8.count ?? 0))
+        func text(_ value: String) { out.append(contentsOf: value.utf8) }
+        func quoted(_ value: String) { JSONText.appendQuoted(value, to: &out) }
+        text("{\"agent\":")
+        quoted(task.agent)
+        text(",\"at\":\"")
+        JSONText.appendISO(milliseconds: event.atMilliseconds, to: &out)
+        text("\",\"branch\":")
+        JSONText.appendInteger(event.branch, to: &out)
+        text(",\"budget\":{\"cost_usd\":")
+        text((Double(task.costMicros) / 1_000_000).description)
+        text(",\"tokens\":")
+        JSONText.appendInteger(task.tokens, to: &out)
+        text("}")
+        if data.hasPrefix("{") && data.hasSuffix("}") && data.utf8.count > 2 {
+            text(",\"data\":")
+            text(data)
+        }
+        text(",\"id\":")
+        quoted(id(task: task.id, event))
         if let progress {
             let fraction = progress.fraction.isFinite ? progress.fraction : 0
-            out += ",\"progress\":{\"fraction\":\(fraction),\"message\":" + JSONText.quoted(progress.message) + "}"
+            text(",\"progress\":{\"fraction\":")
+            text(fraction.description)
+            text(",\"message\":")
+            quoted(progress.message)
+            text("}")
         }
-        out += ",\"seq\":\(event.seq)"
-        out += ",\"status\":" + JSONText.quoted(statusOfType[event.type] ?? task.status)
-        if !event.step.isEmpty { out += ",\"step\":" + JSONText.quoted(event.step) }
-        out += ",\"stream_id\":" + JSONText.quoted(event.streamID)
-        out += ",\"task_id\":" + JSONText.quoted(task.id)
-        out += ",\"type\":" + JSONText.quoted(event.type)
-        return out + ",\"v\":1}"
+        text(",\"seq\":")
+        JSONText.appendInteger(event.seq, to: &out)
+        text(",\"status\":")
+        quoted(statusOfType[event.type] ?? task.status)
+        if !event.step.isEmpty {
+            text(",\"step\":")
+            quoted(event.step)
+        }
+        text(",\"stream_id\":")
+        quoted(event.streamID)
+        text(",\"task_id\":")
+        quoted(task.id)
+        text(",\"type\":")
+        quoted(event.type)
+        text(",\"v\":1}")
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func outbox(task: EventTaskInfo, _ event: StreamEvent) -> OutboxMessage {

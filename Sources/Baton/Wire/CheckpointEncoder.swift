@@ -23,7 +23,8 @@ enum CheckpointEncoder {
         if encoder.state.readPath { return nil }
         guard let node = root.node else { return nil }
         var out: [UInt8] = []
-        out.reserveCapacity(256)
+        // The nodes' own estimate of the text: one allocation for the output, not a doubling per power of two.
+        out.reserveCapacity(encoder.state.bytes + 16)
         write(node, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
@@ -35,7 +36,9 @@ enum CheckpointEncoder {
             || id == ObjectIdentifier(Decimal.self)
     }
 
-    indirect enum Node {
+    /// Not `indirect`: the containers are classes, so a node holds no node by value, and a string or number in an
+    /// array or object costs no box of its own.
+    enum Node {
         case string(String)
         /// A number, `true`, `false` or `null`, as written.
         case raw(String)
@@ -44,15 +47,17 @@ enum CheckpointEncoder {
     }
 
     final class ArrayBox {
-        var items: [Slot] = []
+        var items: [Node] = []
     }
 
     final class ObjectBox {
         var keys: [String] = []
-        var values: [Slot] = []
+        var values: [Node] = []
     }
 
-    /// Where a value goes: a node set once the value is encoded (a nested container fills it later).
+    /// Where a single value goes (the root, or a value that encodes itself through an encoder of its own): a node set
+    /// once the value is encoded. Containers hold their nodes directly: a nested container's box is a class, filled
+    /// after it is put.
     final class Slot {
         var node: Node?
         init(_ node: Node? = nil) { self.node = node }
@@ -63,6 +68,16 @@ enum CheckpointEncoder {
 
     final class SharedState {
         var readPath = false
+        /// About the length of the JSON text of the nodes put so far (escapes aside): the output's capacity.
+        var bytes = 0
+
+        func count(_ node: Node) {
+            switch node {
+            case .string(let text): bytes += text.utf8.count + 3
+            case .raw(let text): bytes += text.utf8.count + 1
+            case .array, .object: bytes += 2
+            }
+        }
     }
 
     static func number<F: BinaryFloatingPoint & CustomStringConvertible>(_ value: F) throws -> Node {
@@ -97,9 +112,9 @@ enum CheckpointEncoder {
         case .raw(let text): out.append(contentsOf: text.utf8)
         case .array(let box):
             out.append(UInt8(ascii: "["))
-            for (index, slot) in box.items.enumerated() {
+            for (index, item) in box.items.enumerated() {
                 if index > 0 { out.append(UInt8(ascii: ",")) }
-                write(slot.node ?? .object(ObjectBox()), to: &out)
+                write(item, to: &out)
             }
             out.append(UInt8(ascii: "]"))
         case .object(let box):
@@ -113,7 +128,7 @@ enum CheckpointEncoder {
                 first = false
                 JSONText.appendQuoted(box.keys[index], to: &out)
                 out.append(UInt8(ascii: ":"))
-                write(box.values[index].node ?? .object(ObjectBox()), to: &out)
+                write(box.values[index], to: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
@@ -162,8 +177,11 @@ enum CheckpointEncoder {
         let state: SharedState
 
         func put(_ node: Node, _ key: Key) {
-            box.keys.append(key.stringValue)
-            box.values.append(Slot(node))
+            let name = key.stringValue
+            state.bytes += name.utf8.count + 3
+            state.count(node)
+            box.keys.append(name)
+            box.values.append(node)
         }
 
         mutating func encodeNil(forKey key: Key) throws { put(.raw("null"), key) }
@@ -206,7 +224,10 @@ enum CheckpointEncoder {
         let state: SharedState
         var count: Int { box.items.count }
 
-        func put(_ node: Node) { box.items.append(Slot(node)) }
+        func put(_ node: Node) {
+            state.count(node)
+            box.items.append(node)
+        }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
             let nested = ObjectBox()
@@ -227,7 +248,10 @@ enum CheckpointEncoder {
         let slot: Slot
         let state: SharedState
 
-        func put(_ node: Node) { slot.node = node }
+        func put(_ node: Node) {
+            state.count(node)
+            slot.node = node
+        }
     }
 
     /// Where an unkeyed or single-value container puts each value: one set of `encode` overloads for both.

@@ -96,7 +96,24 @@ extension JSONText {
 extension StepMessage {
     /// The message as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
     public var jsonText: String {
-        "{\"agent\":\(JSONText.quoted(agent)),\"attempt\":\(attempt),\"branch\":\(branch),\"seq\":\(seq),\"step\":\(JSONText.quoted(step)),\"task\":\(JSONText.quoted(task)),\"v\":\(v)}"
+        var out: [UInt8] = []
+        out.reserveCapacity(96 + agent.utf8.count + step.utf8.count + task.utf8.count)
+        out.append(contentsOf: "{\"agent\":".utf8)
+        JSONText.appendQuoted(agent, to: &out)
+        out.append(contentsOf: ",\"attempt\":".utf8)
+        JSONText.appendInteger(attempt, to: &out)
+        out.append(contentsOf: ",\"branch\":".utf8)
+        JSONText.appendInteger(branch, to: &out)
+        out.append(contentsOf: ",\"seq\":".utf8)
+        JSONText.appendInteger(seq, to: &out)
+        out.append(contentsOf: ",\"step\":".utf8)
+        JSONText.appendQuoted(step, to: &out)
+        out.append(contentsOf: ",\"task\":".utf8)
+        JSONText.appendQuoted(task, to: &out)
+        out.append(contentsOf: ",\"v\":".utf8)
+        JSONText.appendInteger(Int64(v), to: &out)
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Reads the exact shape ``jsonText`` writes (a flat object of known keys) without the generic decoder;
@@ -132,15 +149,25 @@ extension StepMessage {
 extension OutboxMessage {
     /// The entry as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
     public var jsonText: String {
-        var out = "{\"b\":" + JSONText.quoted(body) + ",\"h\":{"
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + body.utf8.count + routingKey.utf8.count + exchange.utf8.count + 96 * headers.count)
+        out.append(contentsOf: "{\"b\":".utf8)
+        JSONText.appendQuoted(body, to: &out)
+        out.append(contentsOf: ",\"h\":{".utf8)
         var first = true
-        for key in headers.keys.sorted() {
-            if !first { out += "," }
+        for (key, value) in headers.sorted(by: { $0.key < $1.key }) {
+            if !first { out.append(UInt8(ascii: ",")) }
             first = false
-            out += JSONText.quoted(key) + ":" + JSONText.quoted(headers[key] ?? "")
+            JSONText.appendQuoted(key, to: &out)
+            out.append(UInt8(ascii: ":"))
+            JSONText.appendQuoted(value, to: &out)
         }
-        out += "},\"k\":" + JSONText.quoted(routingKey) + ",\"x\":" + JSONText.quoted(exchange) + "}"
-        return out
+        out.append(contentsOf: "},\"k\":".utf8)
+        JSONText.appendQuoted(routingKey, to: &out)
+        out.append(contentsOf: ",\"x\":".utf8)
+        JSONText.appendQuoted(exchange, to: &out)
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
@@ -220,8 +247,16 @@ extension JSONText {
     /// `2026-11-22T10:00:00.000Z` for Unix milliseconds, in UTC, by civil-from-days arithmetic: the event relay
     /// writes one per event, and a `DateFormatter` (ICU) costs more than the rest of the event.
     public static func iso(milliseconds: Int64) -> String {
-        let ms = Int((milliseconds % 1000 + 1000) % 1000)
-        let seconds = (milliseconds - Int64(ms)) / 1000
+        var out: [UInt8] = []
+        out.reserveCapacity(24)
+        appendISO(milliseconds: milliseconds, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `milliseconds` since 1970 (UTC) as `yyyy-MM-ddTHH:mm:ss.SSSZ`, as ``iso(milliseconds:)`` writes it.
+    static func appendISO(milliseconds: Int64, to out: inout [UInt8]) {
+        let ms = (milliseconds % 1000 + 1000) % 1000
+        let seconds = (milliseconds - ms) / 1000
         var days = seconds / 86_400
         var rest = seconds - days * 86_400
         if rest < 0 {
@@ -238,8 +273,40 @@ extension JSONText {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        let millis = ms < 10 ? "00\(ms)" : (ms < 100 ? "0\(ms)" : "\(ms)")
-        return "\(year)-\(two(month))-\(two(day))T\(two(rest / 3600)):\(two(rest % 3600 / 60)):\(two(rest % 60)).\(millis)Z"
+        func digits(_ n: Int64, _ width: Int) { appendInteger(n, width: width, to: &out) }
+        digits(year, 1)
+        out.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        out.append(UInt8(ascii: "T"))
+        digits(rest / 3600, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(rest % 3600 / 60, 2)
+        out.append(UInt8(ascii: ":"))
+        digits(rest % 60, 2)
+        out.append(UInt8(ascii: "."))
+        digits(ms, 3)
+        out.append(UInt8(ascii: "Z"))
+    }
+
+    /// Appends `value` in decimal, zero-padded to `width` digits (a wider number is written whole), without making a
+    /// `String`.
+    static func appendInteger(_ value: Int64, width: Int = 1, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        let magnitude = value.magnitude
+        var divisor: UInt64 = 1
+        var count = 1
+        while magnitude / divisor >= 10 {
+            divisor *= 10
+            count += 1
+        }
+        if count < width { out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width - count)) }
+        var rest = magnitude
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(rest / divisor))
+            rest %= divisor
+            divisor /= 10
+        }
     }
 }
