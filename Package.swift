@@ -79,7 +79,7 @@ let package = Package(
             ]
         ),
         .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
-        .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "TestSupport"]),
+        .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "CRabbitMQ", "TestSupport"]),
         .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
         .testTarget(
             name: "BatonTests",

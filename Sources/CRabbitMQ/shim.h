@@ -35,12 +35,6 @@ static inline int baton_nonblocking_pipe(int fds[2]) {
     return 0;
 }
 
-/* TCP_CORK on (1) or off (0): frames written while corked leave in as few segments as fit; turning it off sends
-   what is held at once. Returns 0 or -1 (errno). */
-static inline int baton_tcp_cork(int fd, int on) {
-    return setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
-}
-
 _Static_assert(sizeof(amqp_channel_t) == 2, "amqp_channel_t is expected to be 16 bits");
 _Static_assert(sizeof(amqp_method_number_t) == 4, "amqp_method_number_t is expected to be 32 bits");
 #endif
