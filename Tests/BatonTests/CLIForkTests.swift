@@ -85,7 +85,10 @@ struct CLIForkTests {
         let id = try await CLIOperatorTests.withStore { store in
             let id = try await HTTPAPITests.task(agent: agent, queue: agent, store: store)
             let message = StepMessage(task: id, agent: agent, step: "fetch", seq: 0, branch: 0, attempt: 1)
-            guard case .run = try await store.claim(message, worker: "cli-fork-test", leaseMilliseconds: 60_000) else {
+            // A lease far longer than the test: on a loaded CI box the CLI below started 60+ s after this claim, the
+            // lease had expired, and a live worker's stalled-task sweep had re-queued the task (a clean-clone CI run, fifteenth
+            // session).
+            guard case .run = try await store.claim(message, worker: "cli-fork-test", leaseMilliseconds: 900_000) else {
                 Issue.record("the claim did not run the step")
                 return id
             }

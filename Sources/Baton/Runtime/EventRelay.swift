@@ -94,53 +94,32 @@ enum EventMessage {
         let data = JSONText.trimmed(event.dataJSON)
         // Written as bytes into one buffer sized up front: a `String` grown by `+=` and interpolation reallocated
         // and copied several times per event (~3.5 % of a worker's CPU on the step chain, perf, fifteenth session).
-        var out: [UInt8] = []
-        out.reserveCapacity(
-            300 + 2 * task.id.utf8.count + task.agent.utf8.count + data.utf8.count + event.step.utf8.count
+        var out = JSONObjectWriter(
+            capacity: 300 + 2 * task.id.utf8.count + task.agent.utf8.count + data.utf8.count + event.step.utf8.count
                 + (progress?.message.utf8.count ?? 0))
-        func text(_ value: String) { out.append(contentsOf: value.utf8) }
-        func quoted(_ value: String) { JSONText.appendQuoted(value, to: &out) }
-        text("{\"agent\":")
-        quoted(task.agent)
-        text(",\"at\":\"")
-        JSONText.appendISO(milliseconds: event.atMilliseconds, to: &out)
-        text("\",\"branch\":")
-        JSONText.appendInteger(event.branch, to: &out)
-        text(",\"budget\":{\"cost_usd\":")
-        text((Double(task.costMicros) / 1_000_000).description)
-        text(",\"tokens\":")
-        JSONText.appendInteger(task.tokens, to: &out)
-        text("}")
-        if data.hasPrefix("{") && data.hasSuffix("}") && data.utf8.count > 2 {
-            text(",\"data\":")
-            text(data)
+        out.string("agent", task.agent)
+        out.iso("at", milliseconds: event.atMilliseconds)
+        out.integer("branch", event.branch)
+        out.object("budget") { budget in
+            budget.json("cost_usd", (Double(task.costMicros) / 1_000_000).description)
+            budget.integer("tokens", task.tokens)
         }
-        text(",\"id\":")
-        quoted(id(task: task.id, event))
+        if data.hasPrefix("{") && data.hasSuffix("}") && data.utf8.count > 2 { out.json("data", data) }
+        out.string("id", id(task: task.id, event))
         if let progress {
-            let fraction = progress.fraction.isFinite ? progress.fraction : 0
-            text(",\"progress\":{\"fraction\":")
-            text(fraction.description)
-            text(",\"message\":")
-            quoted(progress.message)
-            text("}")
+            out.object("progress") { object in
+                object.json("fraction", (progress.fraction.isFinite ? progress.fraction : 0).description)
+                object.string("message", progress.message)
+            }
         }
-        text(",\"seq\":")
-        JSONText.appendInteger(event.seq, to: &out)
-        text(",\"status\":")
-        quoted(statusOfType[event.type] ?? task.status)
-        if !event.step.isEmpty {
-            text(",\"step\":")
-            quoted(event.step)
-        }
-        text(",\"stream_id\":")
-        quoted(event.streamID)
-        text(",\"task_id\":")
-        quoted(task.id)
-        text(",\"type\":")
-        quoted(event.type)
-        text(",\"v\":1}")
-        return String(decoding: out, as: UTF8.self)
+        out.integer("seq", event.seq)
+        out.string("status", statusOfType[event.type] ?? task.status)
+        if !event.step.isEmpty { out.string("step", event.step) }
+        out.string("stream_id", event.streamID)
+        out.string("task_id", task.id)
+        out.string("type", event.type)
+        out.integer("v", 1)
+        return out.finish()
     }
 
     static func outbox(task: EventTaskInfo, _ event: StreamEvent) -> OutboxMessage {

@@ -96,24 +96,15 @@ extension JSONText {
 extension StepMessage {
     /// The message as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
     public var jsonText: String {
-        var out: [UInt8] = []
-        out.reserveCapacity(96 + agent.utf8.count + step.utf8.count + task.utf8.count)
-        out.append(contentsOf: "{\"agent\":".utf8)
-        JSONText.appendQuoted(agent, to: &out)
-        out.append(contentsOf: ",\"attempt\":".utf8)
-        JSONText.appendInteger(attempt, to: &out)
-        out.append(contentsOf: ",\"branch\":".utf8)
-        JSONText.appendInteger(branch, to: &out)
-        out.append(contentsOf: ",\"seq\":".utf8)
-        JSONText.appendInteger(seq, to: &out)
-        out.append(contentsOf: ",\"step\":".utf8)
-        JSONText.appendQuoted(step, to: &out)
-        out.append(contentsOf: ",\"task\":".utf8)
-        JSONText.appendQuoted(task, to: &out)
-        out.append(contentsOf: ",\"v\":".utf8)
-        JSONText.appendInteger(Int64(v), to: &out)
-        out.append(UInt8(ascii: "}"))
-        return String(decoding: out, as: UTF8.self)
+        var out = JSONObjectWriter(capacity: 96 + agent.utf8.count + step.utf8.count + task.utf8.count)
+        out.string("agent", agent)
+        out.integer("attempt", attempt)
+        out.integer("branch", branch)
+        out.integer("seq", seq)
+        out.string("step", step)
+        out.string("task", task)
+        out.integer("v", Int64(v))
+        return out.finish()
     }
 
     /// Reads the exact shape ``jsonText`` writes (a flat object of known keys) without the generic decoder;
@@ -149,25 +140,14 @@ extension StepMessage {
 extension OutboxMessage {
     /// The entry as JSON (keys sorted, as ``JSONCoding/encoder`` writes it).
     public var jsonText: String {
-        var out: [UInt8] = []
-        out.reserveCapacity(64 + body.utf8.count + routingKey.utf8.count + exchange.utf8.count + 96 * headers.count)
-        out.append(contentsOf: "{\"b\":".utf8)
-        JSONText.appendQuoted(body, to: &out)
-        out.append(contentsOf: ",\"h\":{".utf8)
-        var first = true
-        for (key, value) in headers.sorted(by: { $0.key < $1.key }) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            JSONText.appendQuoted(key, to: &out)
-            out.append(UInt8(ascii: ":"))
-            JSONText.appendQuoted(value, to: &out)
+        var out = JSONObjectWriter(capacity: 64 + body.utf8.count + routingKey.utf8.count + exchange.utf8.count + 96 * headers.count)
+        out.string("b", body)
+        out.object("h") { object in
+            for (key, value) in headers.sorted(by: { $0.key < $1.key }) { object.string(key: key, value) }
         }
-        out.append(contentsOf: "},\"k\":".utf8)
-        JSONText.appendQuoted(routingKey, to: &out)
-        out.append(contentsOf: ",\"x\":".utf8)
-        JSONText.appendQuoted(exchange, to: &out)
-        out.append(UInt8(ascii: "}"))
-        return String(decoding: out, as: UTF8.self)
+        out.string("k", routingKey)
+        out.string("x", exchange)
+        return out.finish()
     }
 }
 
@@ -308,5 +288,82 @@ extension JSONText {
             rest %= divisor
             divisor /= 10
         }
+    }
+}
+
+/// Writes one JSON object, member by member, into one buffer (no `String` per piece): the hot path's fixed-shape
+/// messages. The caller gives the members in the order they are written; `JSONCoding` sorts keys, so do the callers.
+struct JSONObjectWriter {
+    private var bytes: [UInt8]
+    private var first = true
+
+    init(capacity: Int) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
+    private mutating func key(_ name: StaticString) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        first = false
+        bytes.append(UInt8(ascii: "\""))
+        name.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: "\":".utf8)
+    }
+
+    /// A member whose value is a JSON string.
+    mutating func string(_ name: StaticString, _ value: String) {
+        key(name)
+        JSONText.appendQuoted(value, to: &bytes)
+    }
+
+    /// A member with a key known only at run time (escaped as a JSON string).
+    mutating func string(key: String, _ value: String) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        first = false
+        JSONText.appendQuoted(key, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        JSONText.appendQuoted(value, to: &bytes)
+    }
+
+    mutating func integer(_ name: StaticString, _ value: Int64) {
+        key(name)
+        JSONText.appendInteger(value, to: &bytes)
+    }
+
+    /// A member whose value is already JSON text (a number's description, an embedded object), written as is.
+    mutating func json(_ name: StaticString, _ text: String) {
+        key(name)
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    /// A member whose value is a time as `iso(milliseconds:)` writes it.
+    mutating func iso(_ name: StaticString, milliseconds: Int64) {
+        key(name)
+        bytes.append(UInt8(ascii: "\""))
+        JSONText.appendISO(milliseconds: milliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// A member whose value is an object that `fill` writes.
+    mutating func object(_ name: StaticString, _ fill: (inout JSONObjectWriter) -> Void) {
+        key(name)
+        var nested = JSONObjectWriter(taking: &bytes)
+        fill(&nested)
+        nested.bytes.append(UInt8(ascii: "}"))
+        swap(&nested.bytes, &bytes)
+    }
+
+    /// A nested object that writes on into `buffer` (moved, not copied) and hands it back when done.
+    private init(taking buffer: inout [UInt8]) {
+        bytes = []
+        swap(&bytes, &buffer)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
+    /// The object's text.
+    consuming func finish() -> String {
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
