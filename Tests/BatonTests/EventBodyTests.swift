@@ -16,6 +16,9 @@ struct EventBodyTests {
         for ms in samples {
             #expect(JSONText.iso(milliseconds: ms) == TaskView.iso(String(ms)), "\(ms)")
         }
+        // Outside years 0–9999 (only a corrupt reply has such a time) the text is clamped, and nothing overflows.
+        #expect(JSONText.iso(milliseconds: .min) == "0000-01-01T00:00:00.000Z")
+        #expect(JSONText.iso(milliseconds: .max) == "9999-12-31T23:59:59.999Z")
     }
 
     @Test func integersAreWrittenAsTheStandardLibraryWritesThem() {

@@ -235,6 +235,9 @@ extension JSONText {
 
     /// Appends `milliseconds` since 1970 (UTC) as `yyyy-MM-ddTHH:mm:ss.SSSZ`, as ``iso(milliseconds:)`` writes it.
     static func appendISO(milliseconds: Int64, to out: inout [UInt8]) {
+        // Years 0 to 9999 (Redis time is always inside; a corrupt reply's field may not be): the arithmetic below
+        // cannot overflow, and the text keeps its shape.
+        let milliseconds = min(max(milliseconds, -62_167_219_200_000), 253_402_300_799_999)
         let ms = (milliseconds % 1000 + 1000) % 1000
         let seconds = (milliseconds - ms) / 1000
         var days = seconds / 86_400
@@ -254,7 +257,7 @@ extension JSONText {
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
         func digits(_ n: Int64, _ width: Int) { appendInteger(n, width: width, to: &out) }
-        digits(year, 1)
+        digits(year, 4)
         out.append(UInt8(ascii: "-"))
         digits(month, 2)
         out.append(UInt8(ascii: "-"))
