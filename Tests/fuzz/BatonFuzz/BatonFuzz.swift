@@ -148,7 +148,35 @@ final class Box<T>: @unchecked Sendable {
     var value: T?
 }
 
+/// Whether some `*N` array header in `bytes` claims more elements than the input has bytes. hiredis 0.14's reader
+/// allocates an array's element pointers when it reads the header (`*1111111112` is an 8.9 GB `calloc`, which
+/// libFuzzer reports as out-of-memory), and such an array can never complete within this input. Newer hiredis caps
+/// the count (`maxelements`); 0.14.1, Debian 12's, does not. The server Baton talks to is its own Redis, so this is
+/// the harness's limit, not a parser bug (docs/reliability.md, fifteenth session).
+func claimsImpossibleArray(_ bytes: [UInt8]) -> Bool {
+    var index = 0
+    while index < bytes.count {
+        if bytes[index] == UInt8(ascii: "*") && (index == 0 || bytes[index - 1] == UInt8(ascii: "\n")) {
+            var count = 0
+            var digit = index + 1
+            while digit < bytes.count, let value = bytes[digit].wholeNumberValue, count <= bytes.count {
+                count = count * 10 + value
+                digit += 1
+            }
+            if count > bytes.count { return true }
+        }
+        index += 1
+    }
+    return false
+}
+
+extension UInt8 {
+    /// The value of an ASCII digit, or nil.
+    var wholeNumberValue: Int? { self >= 0x30 && self <= 0x39 ? Int(self - 0x30) : nil }
+}
+
 func fuzzReply(_ bytes: [UInt8]) {
+    if claimsImpossibleArray(bytes) { return }
     guard let reader = redisReaderCreate() else { return }
     defer { redisReaderFree(reader) }
     let fed = bytes.withUnsafeBufferPointer { buffer in
