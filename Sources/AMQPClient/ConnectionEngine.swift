@@ -131,12 +131,7 @@ final class ConnectionEngine {
                 // call, a channel's open or close) follows what is buffered, in order.
                 switch command {
                 case .publish, .settle: break
-                default:
-                    do {
-                        try flushOutput()
-                    } catch let lost as ConnectionLost {
-                        connectionLost(lost.error)
-                    } catch {}
+                default: flushOrDrop()
                 }
                 execute(command)
             }
@@ -167,7 +162,7 @@ final class ConnectionEngine {
 
     /// Sends what ``output`` holds. Called before the thread waits (poll, a synchronous call's reply), before it reads
     /// and before anything rabbitmq-c writes itself, so frames leave in the order they were made.
-    private func flushOutput() throws {
+    private func flushOutput() throws(ConnectionLost) {
         guard !output.isEmpty else { return }
         guard let conn else {
             output.reset()
@@ -191,14 +186,18 @@ final class ConnectionEngine {
         }
     }
 
-    /// Sleeps in poll(2) until the socket or the wake pipe is readable, or half a heartbeat passed.
-    private func waitForActivity() {
+    /// ``flushOutput()`` where nothing can throw: a failed write drops the connection (which fails what was in flight).
+    private func flushOrDrop() {
         do {
             try flushOutput()
-        } catch let lost as ConnectionLost {
-            connectionLost(lost.error)
-            return
-        } catch {}
+        } catch {
+            connectionLost(error.error)
+        }
+    }
+
+    /// Sleeps in poll(2) until the socket or the wake pipe is readable, or half a heartbeat passed.
+    private func waitForActivity() {
+        flushOrDrop()
         guard let conn else { return }
         if amqp_frames_enqueued(conn) != 0 || amqp_data_in_buffer(conn) != 0 { return }
         let timeoutMs: Int32 = heartbeatSeconds > 0 ? max(heartbeatSeconds * 1000 / 2, 100) : 1000

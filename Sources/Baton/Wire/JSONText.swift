@@ -306,9 +306,14 @@ struct JSONObjectWriter {
         bytes.append(UInt8(ascii: "{"))
     }
 
-    private mutating func key(_ name: StaticString) {
+    /// The comma before every member but the first.
+    private mutating func separator() {
         if !first { bytes.append(UInt8(ascii: ",")) }
         first = false
+    }
+
+    private mutating func key(_ name: StaticString) {
+        separator()
         bytes.append(UInt8(ascii: "\""))
         name.withUTF8Buffer { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: "\":".utf8)
@@ -322,8 +327,7 @@ struct JSONObjectWriter {
 
     /// A member with a key known only at run time (escaped as a JSON string).
     mutating func string(key: String, _ value: String) {
-        if !first { bytes.append(UInt8(ascii: ",")) }
-        first = false
+        separator()
         JSONText.appendQuoted(key, to: &bytes)
         bytes.append(UInt8(ascii: ":"))
         JSONText.appendQuoted(value, to: &bytes)
