@@ -284,7 +284,7 @@ public final class InMemoryTaskStore: TaskStore {
                 root: RedisKeys.root(of: task.id), parent: task.parent, limits: task.limits)
             record.checkpoints[0] = task.stateJSON
             addEvent(&storage, &record, "submitted", seq: 0, branch: 0, step: task.firstStep, now: now, data: "{}")
-            record.outbox[newOutboxID(&storage)] = .step(task.firstMessage, queue: task.queue)
+            record.outbox[task.outboxID ?? newOutboxID(&storage)] = .step(task.firstMessage, queue: task.queue)
             storage.tasks[task.id] = record
             return .created
         }
@@ -874,6 +874,11 @@ public final class InMemoryTaskStore: TaskStore {
     }
 
     public func outboxDone(task: String, ids: [String]) async throws {
+        outboxDoneWithoutWaiting(task: task, ids: ids)
+    }
+
+    /// At once (a lock, no task): what a test reads next sees the entries gone.
+    public func outboxDoneWithoutWaiting(task: String, ids: [String]) {
         state.withLock { storage in
             for id in ids { storage.tasks[task]?.outbox[id] = nil }
         }

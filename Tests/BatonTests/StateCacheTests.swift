@@ -62,26 +62,27 @@ struct StateCacheRedisTests {
         defer { Task { await redis.close() } }
         let input = #"{"steps": 6, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
 
-        // One worker: every step after the first finds its state in the cache.
+        // One worker: every step finds its state in the cache, the first one the state its submit wrote.
         let bus = CapturingBus()
         let one = Self.executor(store, bus: bus, worker: "sticky-1")
         let (id, _) = try await one.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         await Self.drive(bus) { _ in one }
-        #expect(one.states.hits == 5)
-        // Each step after the first ran speculatively (no claim) and none needed a late claim.
-        #expect(one.speculation.snapshot.started == 5 && one.speculation.snapshot.claimedLate == 0)
+        #expect(one.states.hits == 6)
+        // Every step ran speculatively (no claim) and none needed a late claim.
+        #expect(one.speculation.snapshot.started == 6 && one.speculation.snapshot.claimedLate == 0)
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.status == "succeeded")
         let checkpoint = try #require(try await TaskQueries(store: store).checkpoint(id))
         let records = try JSONValue.parse(Array(checkpoint.json.utf8))["records"]?.arrayValue ?? []
         #expect(records.compactMap { $0.stringValue?.split(separator: ":").first.map(String.init) } == ["1", "2", "3", "4", "5", "6"])
 
-        // Two workers taking turns: each one's cached state is a step behind, so every claim reads Redis.
+        // Two workers taking turns, the first step on the one that did not take the submit: each one's cached state is a
+        // step behind, so every claim reads Redis.
         let bus2 = CapturingBus()
         let a = Self.executor(store, bus: bus2, worker: "sticky-a")
         let b = Self.executor(store, bus: bus2, worker: "sticky-b")
         let (id2, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
-        await Self.drive(bus2) { $0 % 2 == 0 ? a : b }
+        await Self.drive(bus2) { $0 % 2 == 0 ? b : a }
         #expect(a.states.hits + b.states.hits == 0)
         #expect(a.speculation.snapshot.started + b.speculation.snapshot.started == 0)
         let checkpoint2 = try #require(try await TaskQueries(store: store).checkpoint(id2))
@@ -143,7 +144,8 @@ struct StateCacheRedisTests {
             Issue.record("not acked as a duplicate: \(String(describing: disposition))")
             return
         }
-        #expect(a.speculation.snapshot.started == 1 && a.speculation.snapshot.claimedLate == 1 && a.speculation.snapshot.refused == 1)
+        // The first step ran speculatively too (from its submit); the second claimed late and was refused.
+        #expect(a.speculation.snapshot.started == 2 && a.speculation.snapshot.claimedLate == 1 && a.speculation.snapshot.refused == 1)
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.seq == 1 && view.status == "running")
         let fields = try await redis.send("HMGET", store.settings.keys.task(id), "lease_owner", "fence").array ?? []
@@ -164,7 +166,7 @@ struct StateCacheRedisTests {
             Issue.record("not acked: \(String(describing: disposition))")
             return
         }
-        #expect(a.speculation.snapshot.started == 1 && a.speculation.snapshot.refused == 1)
+        #expect(a.speculation.snapshot.started == 2 && a.speculation.snapshot.refused == 1)
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.status == "cancelled" && view.seq == 1 && view.budget.used.tokens == 5 && view.budget.used.steps == 1)
     }
@@ -178,15 +180,17 @@ struct StateCacheRedisTests {
         _ = try await redis.send("HSET", store.settings.keys.budget(id), "max_tokens", 1000)
         _ = await Self.handle(a, try #require(Self.nextStep(bus)))
         var counts = a.speculation.snapshot
-        #expect(counts.started == 1 && counts.claimedLate == 1 && counts.refused == 0, "\(counts)")
+        #expect(counts.started == 2 && counts.claimedLate == 1 && counts.refused == 0, "\(counts)")
         #expect(try await TaskQueries(store: store).task(id)?.seq == 2)
         await Self.drive(bus) { _ in a }
         counts = a.speculation.snapshot
-        #expect(counts.started == 3 && counts.claimedLate == 1 && counts.refused == 0, "\(counts)")
+        #expect(counts.started == 4 && counts.claimedLate == 1 && counts.refused == 0, "\(counts)")
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.status == "succeeded" && view.seq == 4 && view.budget.used.tokens == 4)
         let fences = try await TaskQueries(store: store).history(id).compactMap { $0.data?["fence"]?.intValue }
-        #expect(fences == [1, 2, 2, 2])  // the late claim moved the fence; the steps after it speculated under it
+        // The first step speculated from its submit (fence 0); the late claim moved the fence; the steps after it
+        // speculated under it.
+        #expect(fences == [0, 1, 1, 1])
     }
 
     /// A speculative step that calls a side effect claims its lease first: the effect and the commit carry a newer
@@ -207,7 +211,8 @@ struct StateCacheRedisTests {
         let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         await Self.drive(bus) { _ in a }
         let counts = a.speculation.snapshot
-        #expect(counts.started == 2 && counts.claimedLate == 2 && counts.refused == 0, "\(counts)")
+        // Every step speculated (the first from its submit) and claimed late at its effect.
+        #expect(counts.started == 3 && counts.claimedLate == 3 && counts.refused == 0, "\(counts)")
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.status == "succeeded" && view.seq == 3)
         let fences = try await TaskQueries(store: store).history(id).compactMap { $0.data?["fence"]?.intValue }
@@ -230,13 +235,85 @@ struct StateCacheRedisTests {
         let input = #"{"steps": 6, "record_bytes": 60, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
         let (id, _) = try await worker.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         await Self.drive(bus) { _ in worker }
-        #expect(worker.states.hits == 3)
+        #expect(worker.states.hits == 4)
         let view = try #require(try await TaskQueries(store: store).task(id))
         #expect(view.status == "dead_lettered")
         let checkpoint = try #require(try await TaskQueries(store: store).checkpoint(id))
         #expect(checkpoint.seq == 3 && view.seq == 3)
         let records = try JSONValue.parse(Array(checkpoint.json.utf8))["records"]?.arrayValue ?? []
         #expect(records.compactMap { $0.stringValue?.split(separator: ":").first.map(String.init) } == ["1", "2", "3"])
+    }
+
+    /// The worker that takes a submit runs the task's first step without a claim, as it runs a step after its own
+    /// commit: the commit writes what the claim would have (the start time, the `started` event before the step's own),
+    /// under fence 0. A task with a tenant is claimed (the tenant's daily counters are the claim's to check).
+    @Test func theFirstStepRunsWhereItWasSubmittedWithoutAClaim() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-spec-first")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let input = #"{"steps": 2, "record_bytes": 20, "tokens_per_step": 3, "cost_usd_per_step": 0}"#
+        let bus = CapturingBus()
+        let a = Self.executor(store, bus: bus, worker: "spec-first")
+        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        _ = await Self.handle(a, try #require(Self.nextStep(bus)))
+        var counts = a.speculation.snapshot
+        #expect(counts.started == 1 && counts.claimedLate == 0, "\(counts)")
+        let fields =
+            try await redis.send("HMGET", store.settings.keys.task(id), "fence", "claims", "started_at", "seq", "status").array ?? []
+        let values = fields.map { $0.string ?? "" }
+        #expect(
+            values[0] == "0" && values[1] == "0" && (Int64(values[2]) ?? 0) > 0 && values[3] == "1" && values[4] == "queued", "\(values)")
+        let types = try await TaskQueries(store: store).history(id).map(\.type)
+        #expect(types == ["submitted", "started", "step_committed"])
+
+        // With a tenant: claimed, as before (fence 1, one claim).
+        let bus2 = CapturingBus()
+        let b = Self.executor(store, bus: bus2, worker: "spec-first-b")
+        let (tenanted, _) = try await b.submit(
+            body: Array(#"{"v": 1, "agent": "stepchain", "tenant": "acme", "input": \#(input)}"#.utf8))
+        _ = await Self.handle(b, try #require(Self.nextStep(bus2)))
+        counts = b.speculation.snapshot
+        #expect(counts.started == 0, "\(counts)")
+        let claimed = try await redis.send("HMGET", store.settings.keys.task(tenanted), "fence", "seq").array ?? []
+        #expect(claimed.map { $0.string ?? "" } == ["1", "1"])
+        #expect(try await TaskQueries(store: store).history(tenanted).map(\.type) == ["submitted", "started", "step_committed"])
+    }
+
+    /// The commit that ends a task returns its last event, like a step's: the worker publishes it and moves the relay
+    /// cursor past it once it is confirmed (no commit follows to carry it), so no relay round is left to do.
+    @Test func theLastEventGoesOutWithTheCommitThatEndsTheTask() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-last-event")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let input = #"{"steps": 2, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
+        let bus = CapturingBus()
+        let a = Self.executor(store, bus: bus, worker: "last-event")
+        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
+        func published() -> [String] {
+            bus.messages.withLock { $0.filter { $0.exchange == Topology.eventsExchange }.map(\.routingKey) }
+        }
+        // A step's events are published on a task of their own: each step waits for the previous one's, as a chain on
+        // the broker does (the confirm comes before the next delivery), so its commit carries their cursor.
+        for expected in [3, 4] {
+            _ = await Self.handle(a, try #require(Self.nextStep(bus)))
+            for _ in 0..<100 where published().count < expected { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(try await TaskQueries(store: store).task(id)?.status == "succeeded")
+        #expect(published() == ["submitted", "started", "step_committed", "succeeded"].map { "stepchain.\(id).\($0)" })
+        // The cursor reaches the stream's last entry and the task leaves events_pending (the advance runs after the
+        // confirm, on its own task: polled for a few seconds).
+        let keys = store.settings.keys
+        let last = try #require(try await redis.send("XREVRANGE", keys.events(id), "+", "-", "COUNT", 1).array?.first?.array?.first?.string)
+        var cursor = ""
+        var pending: RedisReply = .null
+        for _ in 0..<100 {
+            cursor = try await redis.send("HGET", keys.task(id), "events_cursor").string ?? ""
+            pending = try await redis.send("ZSCORE", keys.eventsPending(bucket: keys.bucket(of: id)), id)
+            if cursor == last, case .null = pending { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(cursor == last)
+        #expect(pending == .null)
     }
 
     @Test func aClaimWithTheStateCachedReturnsNeitherCheckpointNorInput() async throws {

@@ -36,15 +36,20 @@ struct AgentRunner: Sendable {
     let steps: [String]
     let options: AgentOptions
     let onLimit: OnLimit
-    let initialState: @Sendable ([UInt8]) throws -> String
+    /// The first checkpoint of a task with this input (JSON), and the input and state decoded (a ``StickyState``, for a
+    /// worker that runs the task's first step speculatively).
+    let start: @Sendable ([UInt8]) throws -> (stateJSON: String, sticky: any Sendable)
     let run: @Sendable (ClaimedTask, StepEnvironment, ContinuousClock.Instant, Logger) async -> StepResult
+
+    /// The first checkpoint of a task with this input (JSON).
+    func initialState(_ inputJSON: [UInt8]) throws -> String { try start(inputJSON).stateJSON }
 
     init<A: Agent>(_ agent: A) {
         name = A.name
         steps = A.steps
         options = A.options
         onLimit = A.onLimit
-        initialState = { inputJSON in
+        start = { inputJSON in
             let input: A.Input
             do {
                 input = try JSONCoding.decoder.decode(A.Input.self, from: Data(inputJSON))
@@ -57,7 +62,7 @@ struct AgentRunner: Sendable {
                     field: field)
             }
             let state = try agent.initialState(for: input)
-            return try JSONCoding.checkpoint(state)
+            return (try JSONCoding.checkpoint(state), StickyState(input: input, state: state))
         }
         let inputs = DecodedInputs<A.Input>()
         let stateEncoding = StateEncoding()

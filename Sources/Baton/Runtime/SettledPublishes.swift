@@ -36,6 +36,17 @@ final class SettledPublishes: Sendable {
         self.delay = delay
     }
 
+    /// The broker confirmed these events' publishes. A task's last event (``InlineEvent/final``) has no next commit to
+    /// wait for: its cursor moves at once, the batch's in one round trip.
+    func eventsPublished(_ events: [InlineEvent]) {
+        let finals = events.filter(\.final)
+        if !finals.isEmpty {
+            let store = self.store
+            Task { await store.eventsPublished(finals) }
+        }
+        for event in events where !event.final { eventPublished(event) }
+    }
+
     /// The broker confirmed `event`'s publish.
     func eventPublished(_ event: InlineEvent) {
         guard store.carriesSettledPublishes else {

@@ -47,11 +47,17 @@ final class StateCache: Sendable {
     /// Claims that found their state here.
     var hits: Int { hitCount.withLock { $0 } }
 
-    /// Remembers the state committed for `task` at `seq` on `branch`; when full, an arbitrary entry makes room.
-    func put(task: String, seq: Int64, branch: Int64, agent: String, value: any Sendable, basis: SpeculationBasis? = nil) {
+    /// Remembers the state committed for `task` at `seq` on `branch`; when full, an arbitrary entry makes room, or,
+    /// with `evicting` false, nothing is kept.
+    func put(
+        task: String, seq: Int64, branch: Int64, agent: String, value: any Sendable, basis: SpeculationBasis? = nil, evicting: Bool = true
+    ) {
         guard capacity > 0 else { return }
         entries.withLock { entries in
-            if entries.count >= capacity, entries[task] == nil, let victim = entries.first?.key { entries.removeValue(forKey: victim) }
+            if entries.count >= capacity, entries[task] == nil {
+                guard evicting, let victim = entries.first?.key else { return }
+                entries.removeValue(forKey: victim)
+            }
             entries[task] = Entry(seq: seq, branch: branch, agent: agent, value: value, basis: basis)
         }
     }

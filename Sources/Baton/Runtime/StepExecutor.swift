@@ -167,25 +167,49 @@ public struct StepExecutor: Sendable {
                 field: "agent")
         }
         let inputBytes = try JSONCoding.encode(request.input)
-        let stateJSON = try runner.initialState(inputBytes)
+        let (stateJSON, sticky) = try runner.start(inputBytes)
         var defaults = BudgetLimits(runner.options.defaultBudget, defaults: settings.defaultLimits)
         if runner.options.defaultBudget?.onLimit == nil { defaults.reviewOnLimit = runner.onLimit == .review }
         let id = request.id ?? TaskID.generate()
         let labels = try JSONCoding.string(request.labels ?? [:])
         let notify = try request.notify.map { try JSONCoding.string($0) } ?? "{}"
-        let task = NewTask(
+        var task = NewTask(
             id: id, agent: request.agent, inputJSON: String(decoding: inputBytes, as: UTF8.self), stateJSON: stateJSON,
             firstStep: runner.steps.first ?? "start", queue: runner.options.queue, limits: BudgetLimits(request.budget, defaults: defaults),
             tenant: request.tenant ?? "", labelsJSON: labels, notifyJSON: notify)
+        let outboxID = RedisTaskStore.outboxID()
+        task.outboxID = outboxID
         switch try await store.submit(task) {
         case .created:
             BatonMetrics.tasksSubmitted(request.agent).increment()
-            await flushOutbox(task: id)
+            if task.tenant.isEmpty, settings.speculativeSteps, store.supportsSpeculativeSteps {
+                // The first step may run here without a claim, as a step after this worker's commit does (StepLease):
+                // fence 0, the limits just written, nothing spent. A task with a tenant is claimed (the tenant's daily
+                // counters are the claim's to check). Only into a cache with room: a burst of submits must not push out
+                // the states of the steps running here.
+                states.put(
+                    task: id, seq: 0, branch: 0, agent: request.agent, value: sticky,
+                    basis: SpeculationBasis(token: 0, limits: task.limits, usage: BudgetUsage()), evicting: false)
+            }
+            await publishFirstStep(task, outboxID: outboxID)
             return (id, "queued")
         case .exists(let status):
             await flushOutbox(task: id)
             return (id, status)
         }
+    }
+
+    /// Publishes a new task's first step message, which its submit also wrote to the task's outbox (entry `outboxID`),
+    /// and removes that entry once the broker confirmed it, without waiting. What is not confirmed stays for the outbox
+    /// sweep, as ``flushOutbox(task:)`` leaves it.
+    func publishFirstStep(_ task: NewTask, outboxID: String) async {
+        let results = await bus.publish([.step(task.firstMessage, queue: task.queue)])
+        if let failure = results.first ?? nil {
+            logger.warning(
+                "first step not published; the outbox sweep retries it", metadata: ["task.id": "\(task.id)", "error": "\(failure)"])
+            return
+        }
+        store.outboxDoneWithoutWaiting(task: task.id, ids: [outboxID])
     }
 
     /// Publishes whatever a task's outbox still holds, then removes it. Failures stay for the outbox sweep.
@@ -924,12 +948,14 @@ public struct StepExecutor: Sendable {
     /// Moves on the relay cursor of each event the broker confirmed (`confirmed`: one entry per message).
     static func eventsSettled(_ events: [InlineEvent], _ confirmed: [Bool], _ settled: SettledPublishes) {
         var offset = 0
+        var published: [InlineEvent] = []
         for event in events {
             // Confirmed only when every message it holds is (the cursor moves past all of them).
             let end = offset + event.count
-            if end <= confirmed.count, confirmed[offset..<end].allSatisfy({ $0 }) { settled.eventPublished(event) }
+            if end <= confirmed.count, confirmed[offset..<end].allSatisfy({ $0 }) { published.append(event) }
             offset = end
         }
+        settled.eventsPublished(published)
     }
 
     /// What follows a commit: the ack, or the publish of its outbox with the late ack — returned as a hop for

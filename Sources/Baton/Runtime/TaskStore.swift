@@ -291,6 +291,9 @@ public struct NewTask: Sendable {
     public var labelsJSON: String
     public var notifyJSON: String
     public var parent: String
+    /// The id of the first step's outbox entry; nil: the store makes one. A submitter that names it publishes the first
+    /// step itself and removes that entry, with no read of the outbox.
+    public var outboxID: String? = nil
 
     public init(
         id: String, agent: String, inputJSON: String, stateJSON: String, firstStep: String, queue: String, limits: BudgetLimits,
@@ -628,6 +631,8 @@ public struct InlineEvent: Sendable, Hashable {
     /// Earlier events of the task that the commit took over from the relay (not yet published when it ran): they
     /// go out first, in order, and the cursor moves past all of them with ``streamID``.
     public var earlier: [OutboxMessage] = []
+    /// The task's last event (its commit ended it): no later commit will carry its cursor.
+    public var final = false
 
     /// The events this publish holds.
     public var count: Int { earlier.count + 1 }

@@ -67,7 +67,7 @@ public struct RedisTaskStore: TaskStore {
         }
         var args: [any RedisArgumentConvertible] = [
             task.id, task.agent, task.inputJSON, task.stateJSON, task.firstStep, task.tenant, task.labelsJSON, task.notifyJSON,
-            Self.outboxID(), outbox, settings.eventsMaxLength, task.queue, RedisKeys.root(of: task.id), task.parent,
+            task.outboxID ?? Self.outboxID(), outbox, settings.eventsMaxLength, task.queue, RedisKeys.root(of: task.id), task.parent,
         ]
         for (name, value) in task.limits.fields {
             args.append(name)
@@ -418,7 +418,7 @@ public struct RedisTaskStore: TaskStore {
         let earlier = parts.count > 14 ? StreamEvent.entries(parts[14]).map { EventMessage.outbox(task: info, $0) } : []
         return InlineEvent(
             task: task, message: EventMessage.outbox(task: info, event), cursorBefore: part(1), streamID: part(0),
-            webhook: info.webhookURL != nil, earlier: earlier)
+            webhook: info.webhookURL != nil, earlier: earlier, final: TaskView.terminalStatuses.contains(event.type))
     }
 
     public var carriesSettledPublishes: Bool { true }

@@ -495,7 +495,7 @@ enum Scripts {
     static let commit =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk',
-              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims')
+              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims', 'started_at')
             local now = now_ms()
             local flat = redis.call('HGETALL', KEYS[2])
             local b = hash(flat)
@@ -540,6 +540,10 @@ enum Scripts {
             end
             local id, kind = ARGV[13], ARGV[3]
             local detail_json = ARGV[6]
+            -- A speculative first step (run right after the submit, by the worker that took it): what its claim would
+            -- have written, the start time and the `started` event, ahead of the step's own event.
+            local started_now = ARGV[23] == '1' and not t[18]
+            if started_now then add_event(KEYS[4], ARGV[12], 'started', t[2], t[4], t[6], int(now), '{}') end
             -- The event this worker published for the task's previous step (StepExecutor's SettledPublishes): its relay
             -- cursor moves on (a compare-and-set, as eventsAdvance; the cursor fields are written with the task's
             -- other fields below).
@@ -620,6 +624,10 @@ enum Scripts {
             -- Integers as text once: a Lua number given to redis.call is formatted with printf's %.17g each time.
             local now_s, newseq_s = int(now), int(newseq)
             local fields = {'seq', newseq_s, 'updated_at', now_s, 'lease_owner', '', 'lease_until', '0', 'claims', '0'}
+            if started_now then
+              table.insert(fields, 'started_at')
+              table.insert(fields, now_s)
+            end
             if cursor_moved then
               table.insert(fields, 'events_cursor')
               table.insert(fields, cursor)
@@ -770,7 +778,11 @@ enum Scripts {
             -- for the worker to publish with its next step, and the task is marked a lease ahead, so the relay
             -- takes it over only if that worker dies before it advances the cursor (EventRelay).
             local inline, earlier = nil, {}
-            if status == 'queued' and (kind == 'next' or kind == 'handoff') and EVENTS_PENDING then
+            -- A task's last event (succeeded, failed) goes out the same way: no next commit carries its cursor, so the
+            -- worker moves it on its own once the broker confirmed the publish (SettledPublishes).
+            local hot = (status == 'queued' and (kind == 'next' or kind == 'handoff')) or
+              ((status == 'succeeded' or status == 'failed') and (kind == 'complete' or kind == 'fail'))
+            if hot and EVENTS_PENDING then
               local member = event_member(KEYS[4])
               if member and events_clear then
                 inline = member
