@@ -80,7 +80,7 @@ let package = Package(
         ),
         .target(name: "TestSupport", dependencies: ["Baton"], path: "Tests/TestSupport"),
         .testTarget(name: "AMQPClientTests", dependencies: ["AMQPClient", "CRabbitMQ", "TestSupport"]),
-        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "TestSupport"]),
+        .testTarget(name: "RedisClientTests", dependencies: ["RedisClient", "CHiredis", "TestSupport"]),
         .testTarget(
             name: "BatonTests",
             dependencies: [

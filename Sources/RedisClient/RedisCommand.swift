@@ -51,6 +51,21 @@ public struct RedisCommand: Sendable, Hashable {
         lengths.append(storage.count - before)
     }
 
+    /// Appends one argument made of two strings back to back (a key's base and its suffix), without building the
+    /// joined string first.
+    public mutating func append(_ first: String, joinedWith second: String) {
+        let before = storage.count
+        storage.append(contentsOf: first.utf8)
+        storage.append(contentsOf: second.utf8)
+        lengths.append(storage.count - before)
+    }
+
+    /// Makes room for `arguments` more arguments of `bytes` bytes in all (a hint: appending more still works).
+    public mutating func reserve(arguments: Int, bytes: Int) {
+        storage.reserveCapacity(storage.count + bytes)
+        lengths.reserveCapacity(lengths.count + arguments)
+    }
+
     /// Appends several arguments.
     public mutating func append(contentsOf arguments: [any RedisArgumentConvertible]) {
         for argument in arguments {
@@ -95,9 +110,60 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// The total size of the arguments in bytes.
     public var byteCount: Int { storage.count }
+
+    /// Appends the command as the server reads it (RESP: an array of bulk strings), e.g.
+    /// `*2\r\n$3\r\nGET\r\n$1\r\nk\r\n` for `GET k`.
+    func appendRESP(to buffer: inout [UInt8]) {
+        buffer.reserveCapacity(buffer.count + storage.count + 16 * lengths.count + 16)
+        buffer.append(UInt8(ascii: "*"))
+        Self.appendDecimal(lengths.count, to: &buffer)
+        buffer.append(UInt8(ascii: "\r"))
+        buffer.append(UInt8(ascii: "\n"))
+        storage.withUnsafeBufferPointer { bytes in
+            var offset = 0
+            for length in lengths {
+                buffer.append(UInt8(ascii: "$"))
+                Self.appendDecimal(length, to: &buffer)
+                buffer.append(UInt8(ascii: "\r"))
+                buffer.append(UInt8(ascii: "\n"))
+                buffer.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[offset..<offset + length]))
+                buffer.append(UInt8(ascii: "\r"))
+                buffer.append(UInt8(ascii: "\n"))
+                offset += length
+            }
+        }
+    }
+
+    /// Appends a non-negative integer's decimal digits.
+    static func appendDecimal(_ value: Int, to buffer: inout [UInt8]) {
+        guard value >= 10 else {
+            buffer.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: max(0, value)))
+            return
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, last digit first
+        var count = 0
+        var rest = UInt64(value)
+        withUnsafeMutableBytes(of: &digits) { raw in
+            while rest > 0 {
+                raw[count] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
+                rest /= 10
+                count += 1
+            }
+            for index in stride(from: count - 1, through: 0, by: -1) { buffer.append(raw[index]) }
+        }
+    }
 }
 
 extension RedisCommand {
+    /// `EVALSHA <sha> <keyCount>` for a script, its keys and arguments to be appended (``append(_:)``) by the caller:
+    /// for a hot path that builds them without an array of boxed values. The connection loads the script when the
+    /// server does not know it, as with ``evalSHA(_:keys:args:)``.
+    public static func evalSHA(_ script: RedisScript, keyCount: Int) -> RedisCommand {
+        var command = RedisCommand("EVALSHA", script.sha1, keyCount)
+        command.script = script
+        return command
+    }
+
     /// `EVALSHA` for a script: the connection loads the script when the server does not know it
     /// (first use on a connection, after `SCRIPT FLUSH` or a server restart) and retries.
     public static func evalSHA(

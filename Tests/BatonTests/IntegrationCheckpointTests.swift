@@ -38,6 +38,34 @@ struct IntegrationCheckpointTests {
         "{\"mark\":\"\(mark)\",\"pad\":\"" + String(repeating: "x", count: max(0, bytes - 24 - mark.utf8.count)) + "\"}"
     }
 
+    /// The commit command is built argument by argument on the hot path: its keys are the task's and its bucket's keys
+    /// as ``RedisKeys`` names them everywhere else, in the script's order, for a root task and a child.
+    @Test func theCommitCommandNamesTheKeysOfTheLayout() async throws {
+        let store = try await EventRelayTests.store(prefix: "bt-ckpt-keys")
+        let redis = store.redis
+        defer { Task { await redis.close() } }
+        let keys = store.settings.keys
+        for id in ["0123456789abcdef", "0123456789abcdef/3/1"] {
+            let command = try store.commitCommand(Self.commit(id, token: 4, seq: 2, state: "{}"), outboxID: "ob-7", staged: true)
+            let bucket = keys.bucket(of: id)
+            let expected = [
+                keys.task(id), keys.budget(id), keys.checkpointPrefix(id), keys.events(id), keys.outbox(id),
+                keys.indexPrefix(bucket: bucket),
+                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), keys.chargedEffects(id), keys.signals(id),
+                keys.webhooksDue(bucket: bucket), store.stagedCheckpointKey(id, outboxID: "ob-7"), keys.eventsPending(bucket: bucket),
+            ]
+            let arguments = command.arguments.map { String(decoding: $0, as: UTF8.self) }
+            #expect(arguments[0] == "EVALSHA" && arguments[2] == "13")
+            #expect(Array(arguments[3..<16]) == expected)
+            #expect(command.count == 3 + 13 + 28)
+            #expect(arguments[16] == "4" && arguments[17] == "2" && arguments[18] == "next" && arguments[28] == id)
+        }
+        // The bucket keys come from a table built once; a bucket past it is still named the same way.
+        let wide = RedisKeys(prefix: "p:", bucketCount: 5000)
+        #expect(wide.eventsPending(bucket: 4999) == "p:events_pending:{4999}" && wide.indexPrefix(bucket: 3) == "p:index:{3}:")
+        #expect(wide.outboxIndex(bucket: 4500) == "p:outbox:{4500}" && wide.timers(bucket: 0) == "p:timers:{0}")
+    }
+
     @Test func aLargeStateIsStagedBesideTheScriptAndASmallOneGoesThroughIt() async throws {
         let (store, id) = try await EventRelayTests.storeWithTask(prefix: "bt-ckpt", name: "staged")
         let redis = store.redis

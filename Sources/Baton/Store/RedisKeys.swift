@@ -3,10 +3,33 @@
 public struct RedisKeys: Sendable, Hashable {
     public let prefix: String
     public let bucketCount: Int
+    /// Each bucket's keys, built once: a commit names five of them, and interpolating them anew cost a string each.
+    private let buckets: [BucketKeys]
+
+    struct BucketKeys: Sendable {
+        var indexPrefix: String
+        var outboxIndex: String
+        var timers: String
+        var eventsPending: String
+        var webhooksDue: String
+    }
 
     public init(prefix: String = "baton:", bucketCount: Int = 16) {
         self.prefix = prefix
         self.bucketCount = max(1, bucketCount)
+        buckets = (0..<min(max(1, bucketCount), 4096)).map { bucket in
+            BucketKeys(
+                indexPrefix: "\(prefix)index:{\(bucket)}:", outboxIndex: "\(prefix)outbox:{\(bucket)}",
+                timers: "\(prefix)timers:{\(bucket)}",
+                eventsPending: "\(prefix)events_pending:{\(bucket)}", webhooksDue: "\(prefix)webhooks:{\(bucket)}")
+        }
+    }
+
+    public static func == (lhs: RedisKeys, rhs: RedisKeys) -> Bool { lhs.prefix == rhs.prefix && lhs.bucketCount == rhs.bucketCount }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(prefix)
+        hasher.combine(bucketCount)
     }
 
     /// The root of a task id: children are `<root>/<path>`.
@@ -65,15 +88,23 @@ public struct RedisKeys: Sendable, Hashable {
         return Int(hash % UInt32(bucketCount))
     }
 
-    public func indexPrefix(bucket: Int) -> String { "\(prefix)index:{\(bucket)}:" }
+    public func indexPrefix(bucket: Int) -> String {
+        buckets.indices.contains(bucket) ? buckets[bucket].indexPrefix : "\(prefix)index:{\(bucket)}:"
+    }
     public func index(bucket: Int, status: String) -> String { indexPrefix(bucket: bucket) + status }
-    public func outboxIndex(bucket: Int) -> String { "\(prefix)outbox:{\(bucket)}" }
-    public func timers(bucket: Int) -> String { "\(prefix)timers:{\(bucket)}" }
+    public func outboxIndex(bucket: Int) -> String {
+        buckets.indices.contains(bucket) ? buckets[bucket].outboxIndex : "\(prefix)outbox:{\(bucket)}"
+    }
+    public func timers(bucket: Int) -> String { buckets.indices.contains(bucket) ? buckets[bucket].timers : "\(prefix)timers:{\(bucket)}" }
     /// Tasks with events in their stream not yet published to `baton.events` (the event relay's work), scored by
     /// when they are due (a claim re-scores them a lease ahead). The scripts find it as their last key.
-    public func eventsPending(bucket: Int) -> String { "\(prefix)events_pending:{\(bucket)}" }
+    public func eventsPending(bucket: Int) -> String {
+        buckets.indices.contains(bucket) ? buckets[bucket].eventsPending : "\(prefix)events_pending:{\(bucket)}"
+    }
     /// Tasks whose webhook has events to deliver, scored by the next attempt's time.
-    public func webhooksDue(bucket: Int) -> String { "\(prefix)webhooks:{\(bucket)}" }
+    public func webhooksDue(bucket: Int) -> String {
+        buckets.indices.contains(bucket) ? buckets[bucket].webhooksDue : "\(prefix)webhooks:{\(bucket)}"
+    }
     public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
     public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
     /// The fingerprint groups of a dead-letter bucket: a set of fingerprints, and per fingerprint a hash with

@@ -361,23 +361,56 @@ public struct RedisTaskStore: TaskStore {
             outbox = deadLetter.jsonText
         }
         if case .handoff = commit.kind, nextStep.isEmpty { nextStep = "" }
-        let command = RedisCommand.evalSHA(
-            Self.commitScript,
-            keys: [
-                task.task, task.budget, task.checkpointPrefix, task.events, task.outbox, keys.indexPrefix(bucket: bucket),
-                keys.outboxIndex(bucket: bucket), keys.timers(bucket: bucket), task.chargedEffects, task.signals,
-                keys.webhooksDue(bucket: bucket), stagedCheckpointKey(id, outboxID: outboxID), keys.eventsPending(bucket: bucket),
-            ],
-            args: [
-                commit.token, commit.seq, kind, staged ? "" : commit.stateJSON, nextStep, detailJSON, outboxID, outbox, timerMember,
-                timerDelay,
-                settings.checkpointsKept, settings.eventsMaxLength, id, detail, commit.eventDataJSON, waitJSON,
-                commit.charge.costMicros, commit.charge.tokens, commit.charge.toolCalls,
-                commit.settledEvent?.cursorBefore ?? "", commit.settledEvent?.streamID ?? "",
-                commit.settledEvent?.webhook == true ? "1" : "0",
-                commit.speculative == nil ? "0" : "1", commit.speculative?.step ?? "", commit.speculative?.branch ?? 0,
-                commit.settledEvent?.count ?? 1, commit.speculative?.limits ?? "", staged ? "1" : "0",
-            ])
+        // Built argument by argument (no arrays of boxed values; the task's keys from its base without a string each):
+        // one per step on the hot path.
+        let base = task.base
+        let state = staged ? "" : commit.stateJSON
+        var command = RedisCommand.evalSHA(Self.commitScript, keyCount: 13)
+        command.reserve(
+            arguments: 41,
+            bytes: 13 * (base.utf8.count + 24) + state.utf8.count + outbox.utf8.count + commit.eventDataJSON.utf8.count
+                + detailJSON.utf8.count + waitJSON.utf8.count + 256)
+        command.append(base, joinedWith: ":task")
+        command.append(base, joinedWith: ":budget")
+        command.append(base, joinedWith: ":ckpt:")
+        command.append(base, joinedWith: ":events")
+        command.append(base, joinedWith: ":outbox")
+        command.append(keys.indexPrefix(bucket: bucket))
+        command.append(keys.outboxIndex(bucket: bucket))
+        command.append(keys.timers(bucket: bucket))
+        command.append(base, joinedWith: ":effects_charged")
+        command.append(base, joinedWith: ":signals")
+        command.append(keys.webhooksDue(bucket: bucket))
+        command.append(base, joinedWith: ":ckpt:staged:" + outboxID)
+        command.append(keys.eventsPending(bucket: bucket))
+        command.append(commit.token)
+        command.append(commit.seq)
+        command.append(kind)
+        command.append(state)
+        command.append(nextStep)
+        command.append(detailJSON)
+        command.append(outboxID)
+        command.append(outbox)
+        command.append(timerMember)
+        command.append(timerDelay)
+        command.append(settings.checkpointsKept)
+        command.append(settings.eventsMaxLength)
+        command.append(id)
+        command.append(detail)
+        command.append(commit.eventDataJSON)
+        command.append(waitJSON)
+        command.append(commit.charge.costMicros)
+        command.append(commit.charge.tokens)
+        command.append(commit.charge.toolCalls)
+        command.append(commit.settledEvent?.cursorBefore ?? "")
+        command.append(commit.settledEvent?.streamID ?? "")
+        command.append(commit.settledEvent?.webhook == true ? "1" : "0")
+        command.append(commit.speculative == nil ? "0" : "1")
+        command.append(commit.speculative?.step ?? "")
+        command.append(commit.speculative?.branch ?? 0)
+        command.append(commit.settledEvent?.count ?? 1)
+        command.append(commit.speculative?.limits ?? "")
+        command.append(staged ? "1" : "0")
         return command
     }
 
