@@ -44,17 +44,26 @@ struct EventTaskInfo: Sendable {
     /// Parses the first eight fields of the `eventsRead` / `webhookRead` answers.
     init(id: String, parts: [RedisReply]) {
         func part(_ i: Int) -> String { i < parts.count ? (parts[i].string ?? "") : "" }
+        self.init(
+            id: id, agent: part(1), status: part(2), notifyJSON: part(3), progressFraction: part(4), progressMessage: part(5),
+            costMicros: part(6), tokens: part(7))
+    }
+
+    /// The fields as the scripts return them (text).
+    init(
+        id: String, agent: String, status: String, notifyJSON: String, progressFraction: String, progressMessage: String,
+        costMicros: String, tokens: String
+    ) {
         self.id = id
-        agent = part(1)
-        status = part(2)
+        self.agent = agent
+        self.status = status
         // Most tasks have no webhook (`{}`): only a notify that names one is decoded (on the hot path per event).
-        let notifyJSON = part(3)
         notify =
             notifyJSON.utf8.count <= 2 || !notifyJSON.contains("webhook")
             ? nil : try? JSONCoding.decoder.decode(SubmitRequest.Notify.self, from: Data(notifyJSON.utf8))
-        if let fraction = Double(part(4)) { progress = (fraction, part(5)) }
-        costMicros = Int64(part(6)) ?? 0
-        tokens = Int64(part(7)) ?? 0
+        if !progressFraction.isEmpty, let fraction = Double(progressFraction) { progress = (fraction, progressMessage) }
+        self.costMicros = Int64(costMicros) ?? 0
+        self.tokens = Int64(tokens) ?? 0
     }
 
     var webhookURL: String? { notify?.webhook.flatMap { $0.isEmpty ? nil : $0 } }
@@ -77,14 +86,26 @@ enum EventMessage {
 
     /// `evt_<task>_<seq>_<stream id>`: unique per event, the same on every re-publish and webhook retry, so
     /// consumers dedupe by it.
-    static func id(task: String, _ event: StreamEvent) -> String { "evt_\(task)_\(event.seq)_\(event.streamID)" }
+    static func id(task: String, _ event: StreamEvent) -> String {
+        var id = "evt_"
+        id.reserveCapacity(task.utf8.count + event.streamID.utf8.count + 26)
+        id += task
+        id += "_"
+        id += String(event.seq)
+        id += "_"
+        id += event.streamID
+        return id
+    }
 
-    static func routingKey(task: EventTaskInfo, _ event: StreamEvent) -> String { "\(task.agent).\(task.id).\(event.type)" }
+    static func routingKey(task: EventTaskInfo, _ event: StreamEvent) -> String { task.agent + "." + task.id + "." + event.type }
 
     /// The event's JSON, written by hand (keys sorted, as `JSONCoding` writes them): the relay writes one per
     /// event, and the generic encoder cost more than the publish. `data` is the stream entry's JSON as the
     /// scripts wrote it, embedded as is when it is a non-empty object.
-    static func body(task: EventTaskInfo, _ event: StreamEvent) -> String {
+    static func body(task: EventTaskInfo, _ event: StreamEvent) -> String { body(task: task, event, id: id(task: task.id, event)) }
+
+    /// The event's JSON, its ``id(task:_:)`` given (it is a header of the message as well).
+    static func body(task: EventTaskInfo, _ event: StreamEvent, id: String) -> String {
         var progress = task.progress
         if event.type == "progress", let data = try? JSONValue.parse(Array(event.dataJSON.utf8)),
             let fraction = data["fraction"]?.doubleValue
@@ -105,7 +126,7 @@ enum EventMessage {
             budget.integer("tokens", task.tokens)
         }
         if data.hasPrefix("{") && data.hasSuffix("}") && data.utf8.count > 2 { out.json("data", data) }
-        out.string("id", id(task: task.id, event))
+        out.string("id", id)
         if let progress {
             out.object("progress") { object in
                 object.json("fraction", (progress.fraction.isFinite ? progress.fraction : 0).description)
@@ -123,9 +144,10 @@ enum EventMessage {
     }
 
     static func outbox(task: EventTaskInfo, _ event: StreamEvent) -> OutboxMessage {
-        OutboxMessage(
-            exchange: Topology.eventsExchange, routingKey: routingKey(task: task, event), body: body(task: task, event),
-            headers: ["x-baton-task": task.id, "x-baton-event-id": id(task: task.id, event)])
+        let id = id(task: task.id, event)
+        return OutboxMessage(
+            exchange: Topology.eventsExchange, routingKey: routingKey(task: task, event), body: body(task: task, event, id: id),
+            headers: ["x-baton-task": task.id, "x-baton-event-id": id])
     }
 }
 

@@ -442,8 +442,8 @@ public struct RedisTaskStore: TaskStore {
         func part(_ i: Int) -> String { parts[i].string ?? "" }
         // The relay's shapes: the task's fields as `eventsRead` returns them, and the stream entry.
         let info = EventTaskInfo(
-            id: task,
-            parts: [parts[1], parts[2], .bulkString(Array("queued".utf8)), parts[3], parts[4], parts[5], parts[6], parts[7]])
+            id: task, agent: part(2), status: "queued", notifyJSON: part(3), progressFraction: part(4), progressMessage: part(5),
+            costMicros: part(6), tokens: part(7))
         let event = StreamEvent(
             streamID: part(0), type: part(8), seq: Int64(part(9)) ?? 0, branch: Int64(part(10)) ?? 0, step: part(11),
             atMilliseconds: Int64(part(12)) ?? 0, dataJSON: part(13))
