@@ -112,12 +112,23 @@ struct StateCacheRedisTests {
     static func afterFirstStep(prefix: String, worker: String, tokensPerStep: Int = 1) async throws -> (
         store: RedisTaskStore, bus: CapturingBus, executor: StepExecutor, id: String
     ) {
+        let submitted = try await Self.submitted(prefix: prefix, worker: worker, steps: 4, tokensPerStep: tokensPerStep)
+        _ = await Self.handle(submitted.executor, try #require(Self.nextStep(submitted.bus)))
+        return submitted
+    }
+
+    /// A store under `prefix`, an executor `worker` on a capturing bus, and a `stepchain` task of `steps` steps that
+    /// executor took the submit of (with `tenant`, when given). Close `store.redis` when done.
+    static func submitted(prefix: String, worker: String, steps: Int, tokensPerStep: Int = 1, tenant: String? = nil) async throws -> (
+        store: RedisTaskStore, bus: CapturingBus, executor: StepExecutor, id: String
+    ) {
         let store = try await EventRelayTests.store(prefix: prefix)
         let bus = CapturingBus()
         let executor = Self.executor(store, bus: bus, worker: worker)
-        let input = #"{"steps": 4, "record_bytes": 20, "tokens_per_step": \#(tokensPerStep), "cost_usd_per_step": 0}"#
-        let (id, _) = try await executor.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
-        _ = await Self.handle(executor, try #require(Self.nextStep(bus)))
+        let input = #"{"steps": \#(steps), "record_bytes": 20, "tokens_per_step": \#(tokensPerStep), "cost_usd_per_step": 0}"#
+        let tenantMember = tenant.map { #", "tenant": "\#($0)""# } ?? ""
+        let body = #"{"v": 1, "agent": "stepchain"\#(tenantMember), "input": \#(input)}"#
+        let (id, _) = try await executor.submit(body: Array(body.utf8))
         return (store, bus, executor, id)
     }
 
@@ -129,8 +140,10 @@ struct StateCacheRedisTests {
         defer { Task { await redis.close() } }
         let second = try #require(Self.nextStep(bus))
         let message = try StepMessage.decode(second.body)
-        // Worker b is alive (its heartbeat is fresh), so its lease holds.
-        _ = try await redis.send("ZADD", store.settings.keys.workers, Int64(Date().timeIntervalSince1970 * 1000), "spec-b")
+        // Worker b is alive (its heartbeat is fresh), so its lease holds. The beat is dated ten minutes ahead: on a loaded
+        // box (CI runs the whole suite at once on two cores) more than the 10 s of `workerStaleMilliseconds` passed
+        // between a beat dated now and a's late claim, which then took the lease from a "dead" b.
+        _ = try await redis.send("ZADD", store.settings.keys.workers, Int64(Date().timeIntervalSince1970 * 1000) + 600_000, "spec-b")
         guard
             case .success(.run(let other))? = await store.claimAll(
                 [message], worker: "spec-b", leaseMilliseconds: 30_000, stateCached: [false]
@@ -248,13 +261,9 @@ struct StateCacheRedisTests {
     /// commit: the commit writes what the claim would have (the start time, the `started` event before the step's own),
     /// under fence 0. A task with a tenant is claimed (the tenant's daily counters are the claim's to check).
     @Test func theFirstStepRunsWhereItWasSubmittedWithoutAClaim() async throws {
-        let store = try await EventRelayTests.store(prefix: "bt-spec-first")
+        let (store, bus, a, id) = try await Self.submitted(prefix: "bt-spec-first", worker: "spec-first", steps: 2, tokensPerStep: 3)
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let input = #"{"steps": 2, "record_bytes": 20, "tokens_per_step": 3, "cost_usd_per_step": 0}"#
-        let bus = CapturingBus()
-        let a = Self.executor(store, bus: bus, worker: "spec-first")
-        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         _ = await Self.handle(a, try #require(Self.nextStep(bus)))
         var counts = a.speculation.snapshot
         #expect(counts.started == 1 && counts.claimedLate == 0, "\(counts)")
@@ -267,28 +276,22 @@ struct StateCacheRedisTests {
         #expect(types == ["submitted", "started", "step_committed"])
 
         // With a tenant: claimed, as before (fence 1, one claim).
-        let bus2 = CapturingBus()
-        let b = Self.executor(store, bus: bus2, worker: "spec-first-b")
-        let (tenanted, _) = try await b.submit(
-            body: Array(#"{"v": 1, "agent": "stepchain", "tenant": "acme", "input": \#(input)}"#.utf8))
+        let (other, bus2, b, tenanted) = try await Self.submitted(prefix: "bt-spec-first", worker: "spec-first-b", steps: 2, tenant: "acme")
+        defer { Task { await other.redis.close() } }
         _ = await Self.handle(b, try #require(Self.nextStep(bus2)))
         counts = b.speculation.snapshot
         #expect(counts.started == 0, "\(counts)")
-        let claimed = try await redis.send("HMGET", store.settings.keys.task(tenanted), "fence", "seq").array ?? []
+        let claimed = try await other.redis.send("HMGET", other.settings.keys.task(tenanted), "fence", "seq").array ?? []
         #expect(claimed.map { $0.string ?? "" } == ["1", "1"])
-        #expect(try await TaskQueries(store: store).history(tenanted).map(\.type) == ["submitted", "started", "step_committed"])
+        #expect(try await TaskQueries(store: other).history(tenanted).map(\.type) == ["submitted", "started", "step_committed"])
     }
 
     /// The commit that ends a task returns its last event, like a step's: the worker publishes it and moves the relay
     /// cursor past it once it is confirmed (no commit follows to carry it), so no relay round is left to do.
     @Test func theLastEventGoesOutWithTheCommitThatEndsTheTask() async throws {
-        let store = try await EventRelayTests.store(prefix: "bt-last-event")
+        let (store, bus, a, id) = try await Self.submitted(prefix: "bt-last-event", worker: "last-event", steps: 2)
         let redis = store.redis
         defer { Task { await redis.close() } }
-        let input = #"{"steps": 2, "record_bytes": 20, "tokens_per_step": 1, "cost_usd_per_step": 0}"#
-        let bus = CapturingBus()
-        let a = Self.executor(store, bus: bus, worker: "last-event")
-        let (id, _) = try await a.submit(body: Array(#"{"v": 1, "agent": "stepchain", "input": \#(input)}"#.utf8))
         func published() -> [String] {
             bus.messages.withLock { $0.filter { $0.exchange == Topology.eventsExchange }.map(\.routingKey) }
         }
