@@ -216,7 +216,8 @@ final class HiredisLink {
     /// string piece by piece (~3 % of a worker's CPU on the step chain, perf, sixteenth session).
     private func append(_ context: UnsafeMutablePointer<redisContext>, _ command: RedisCommand) -> Bool {
         guard command.count > 0 else { return true }
-        resp.removeAll(keepingCapacity: true)
+        // A buffer grown past 1 MB by one large command (a staged checkpoint) is not kept for the connection's life.
+        if resp.capacity > 1 << 20 { resp = [] } else { resp.removeAll(keepingCapacity: true) }
         command.appendRESP(to: &resp)
         return resp.withUnsafeBufferPointer { bytes -> Bool in
             guard let base = bytes.baseAddress else { return false }

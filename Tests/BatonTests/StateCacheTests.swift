@@ -25,6 +25,22 @@ struct StateCacheTests {
         #expect(cache.hits == 1)
         for n in 0..<5 { cache.put(task: "t\(n)", seq: 1, branch: 0, agent: "x", value: n) }
         #expect(cache.count == 2)
+        // A submit's entry is kept only with room, and is the first to make room for a commit's (with several workers a
+        // first step often runs elsewhere, so a submit's entry may never be taken).
+        let mixed = StateCache(capacity: 3)
+        mixed.put(task: "s1", seq: 0, branch: 0, agent: "x", value: 1, evicting: false)
+        mixed.put(task: "c1", seq: 4, branch: 0, agent: "x", value: 2)
+        mixed.put(task: "s2", seq: 0, branch: 0, agent: "x", value: 3, evicting: false)
+        mixed.put(task: "s3", seq: 0, branch: 0, agent: "x", value: 4, evicting: false)  // full: not kept
+        #expect(mixed.count == 3)
+        mixed.put(task: "c2", seq: 2, branch: 0, agent: "x", value: 5)  // full: s1 makes room
+        #expect(mixed.take(task: "s1", seq: 0, branch: 0, agent: "x") == nil)
+        #expect(mixed.take(task: "s3", seq: 0, branch: 0, agent: "x") == nil)
+        mixed.put(task: "c3", seq: 1, branch: 0, agent: "x", value: 6)  // s2 makes room
+        #expect(mixed.take(task: "s2", seq: 0, branch: 0, agent: "x") == nil)
+        #expect(mixed.take(task: "c1", seq: 4, branch: 0, agent: "x") as? Int == 2)
+        #expect(mixed.take(task: "c2", seq: 2, branch: 0, agent: "x") as? Int == 5)
+        #expect(mixed.take(task: "c3", seq: 1, branch: 0, agent: "x") as? Int == 6)
         let off = StateCache(capacity: 0)
         off.put(task: "a", seq: 1, branch: 0, agent: "x", value: 1)
         #expect(off.take(task: "a", seq: 1, branch: 0, agent: "x") == nil)

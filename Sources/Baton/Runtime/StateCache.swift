@@ -20,11 +20,39 @@ final class StateCache: Sendable {
         var value: any Sendable
         /// What this worker knows of the task after its commit, for running the next step speculatively.
         var basis: SpeculationBasis?
+        /// Put by a submit (the task's first state), not by a commit.
+        var fromSubmit = false
     }
 
     let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
+    private let entries = Mutex(Entries())
     private let hitCount = Mutex(0)
+
+    /// The entries, and the tasks of those a submit put (``put(task:seq:branch:agent:value:basis:evicting:)`` with
+    /// `evicting` false), oldest first: with several workers a task's first step often runs on another one, so these
+    /// go stale, and they are the first to make room.
+    private struct Entries {
+        var byTask: [String: Entry] = [:]
+        var submitted: [String] = []
+        var submittedHead = 0
+
+        /// Removes the oldest entry a submit put that is still here unchanged; false when there is none.
+        mutating func evictSubmitted() -> Bool {
+            while submittedHead < submitted.count {
+                let task = submitted[submittedHead]
+                submittedHead += 1
+                if submittedHead > 1024, submittedHead * 2 > submitted.count {
+                    submitted.removeFirst(submittedHead)
+                    submittedHead = 0
+                }
+                if let entry = byTask[task], entry.fromSubmit {
+                    byTask.removeValue(forKey: task)
+                    return true
+                }
+            }
+            return false
+        }
+    }
 
     init(capacity: Int) { self.capacity = capacity }
 
@@ -37,7 +65,7 @@ final class StateCache: Sendable {
     func takeEntry(task: String, seq: Int64, branch: Int64, agent: String) -> Entry? {
         guard capacity > 0 else { return nil }
         return entries.withLock { entries in
-            guard let entry = entries.removeValue(forKey: task) else { return nil }
+            guard let entry = entries.byTask.removeValue(forKey: task) else { return nil }
             guard entry.seq == seq, entry.branch == branch, entry.agent == agent else { return nil }
             hitCount.withLock { $0 += 1 }
             return entry
@@ -47,22 +75,27 @@ final class StateCache: Sendable {
     /// Claims that found their state here.
     var hits: Int { hitCount.withLock { $0 } }
 
-    /// Remembers the state committed for `task` at `seq` on `branch`; when full, an arbitrary entry makes room, or,
-    /// with `evicting` false, nothing is kept.
+    /// Remembers the state committed for `task` at `seq` on `branch`. When full, the oldest entry a submit put makes
+    /// room, else an arbitrary one. With `evicting` false (a submit's first state) nothing is kept when full.
     func put(
         task: String, seq: Int64, branch: Int64, agent: String, value: any Sendable, basis: SpeculationBasis? = nil, evicting: Bool = true
     ) {
         guard capacity > 0 else { return }
         entries.withLock { entries in
-            if entries.count >= capacity, entries[task] == nil {
-                guard evicting, let victim = entries.first?.key else { return }
-                entries.removeValue(forKey: victim)
+            if entries.byTask.count >= capacity, entries.byTask[task] == nil {
+                guard evicting else { return }
+                if !entries.evictSubmitted(), let victim = entries.byTask.first?.key { entries.byTask.removeValue(forKey: victim) }
             }
-            entries[task] = Entry(seq: seq, branch: branch, agent: agent, value: value, basis: basis)
+            var entry = Entry(seq: seq, branch: branch, agent: agent, value: value, basis: basis)
+            if !evicting {
+                entry.fromSubmit = true
+                entries.submitted.append(task)
+            }
+            entries.byTask[task] = entry
         }
     }
 
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { entries.withLock { $0.byTask.count } }
 }
 
 /// An agent's decoded input and state after a committed step: what ``StateCache`` keeps.

@@ -204,9 +204,10 @@ public struct StepExecutor: Sendable {
     /// sweep, as ``flushOutbox(task:)`` leaves it.
     func publishFirstStep(_ task: NewTask, outboxID: String) async {
         let results = await bus.publish([.step(task.firstMessage, queue: task.queue)])
-        if let failure = results.first ?? nil {
+        guard results.count == 1, results[0] == nil else {
             logger.warning(
-                "first step not published; the outbox sweep retries it", metadata: ["task.id": "\(task.id)", "error": "\(failure)"])
+                "first step not published; the outbox sweep retries it",
+                metadata: ["task.id": "\(task.id)", "error": "\(String(describing: results.first ?? nil))"])
             return
         }
         store.outboxDoneWithoutWaiting(task: task.id, ids: [outboxID])

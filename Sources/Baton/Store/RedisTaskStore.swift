@@ -432,17 +432,19 @@ public struct RedisTaskStore: TaskStore {
         let wroteOutbox = status == "queued" || status == "dead_lettered"
         return .committed(
             status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil,
-            event: parts.count > 3 ? Self.inlineEvent(task: commit.task, parts[3].array ?? []) : nil)
+            event: parts.count > 3 ? Self.inlineEvent(task: commit.task, parts[3].array ?? [], status: status) : nil)
     }
 
     /// The event a commit returned for its worker to publish: stream id, cursor, then the task's fields the
     /// event's JSON needs, then the stream entry's fields (see the commit script).
-    static func inlineEvent(task: String, _ parts: [RedisReply]) -> InlineEvent? {
+    /// `status` is the task's after the commit: the status of an event whose type implies none (a `signal_received`
+    /// taken over with a task's last event, say).
+    static func inlineEvent(task: String, _ parts: [RedisReply], status: String = "queued") -> InlineEvent? {
         guard parts.count >= 14 else { return nil }
         func part(_ i: Int) -> String { parts[i].string ?? "" }
         // The relay's shapes: the task's fields as `eventsRead` returns them, and the stream entry.
         let info = EventTaskInfo(
-            id: task, agent: part(2), status: "queued", notifyJSON: part(3), progressFraction: part(4), progressMessage: part(5),
+            id: task, agent: part(2), status: status, notifyJSON: part(3), progressFraction: part(4), progressMessage: part(5),
             costMicros: part(6), tokens: part(7))
         let event = StreamEvent(
             streamID: part(0), type: part(8), seq: Int64(part(9)) ?? 0, branch: Int64(part(10)) ?? 0, step: part(11),
