@@ -20,7 +20,6 @@ final class HiredisLink {
     private var consecutiveFailures = 0
     private var nextAttempt = ContinuousClock.now
     private var everConnected = false
-    /// Argument pointers for one command, reused to avoid an allocation per command.
     /// The RESP encoding of the command being appended (reused: its capacity stays).
     private var resp: [UInt8] = []
 

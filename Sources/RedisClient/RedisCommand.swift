@@ -136,21 +136,13 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// Appends a non-negative integer's decimal digits.
     static func appendDecimal(_ value: Int, to buffer: inout [UInt8]) {
-        guard value >= 10 else {
-            buffer.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: max(0, value)))
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, last digit first
-        var count = 0
-        var rest = UInt64(value)
-        withUnsafeMutableBytes(of: &digits) { raw in
-            while rest > 0 {
-                raw[count] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10)
-                rest /= 10
-                count += 1
-            }
-            for index in stride(from: count - 1, through: 0, by: -1) { buffer.append(raw[index]) }
-        }
+        let start = buffer.count
+        var rest = UInt(max(0, value))
+        repeat {
+            buffer.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10))
+            rest /= 10
+        } while rest > 0
+        buffer[start...].reverse()
     }
 }
 

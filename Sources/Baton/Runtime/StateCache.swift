@@ -36,21 +36,32 @@ final class StateCache: Sendable {
         var submitted: [String] = []
         var submittedHead = 0
 
+        /// Notes a submit's entry; at most `capacity` are remembered (an older one, taken or not, drops out of the
+        /// queue: it can no longer be the first to go, only an arbitrary victim), so the queue stays bounded.
+        mutating func noteSubmitted(_ task: String, capacity: Int) {
+            submitted.append(task)
+            if submitted.count - submittedHead > capacity { dropOldest() }
+        }
+
         /// Removes the oldest entry a submit put that is still here unchanged; false when there is none.
         mutating func evictSubmitted() -> Bool {
             while submittedHead < submitted.count {
                 let task = submitted[submittedHead]
-                submittedHead += 1
-                if submittedHead > 1024, submittedHead * 2 > submitted.count {
-                    submitted.removeFirst(submittedHead)
-                    submittedHead = 0
-                }
+                dropOldest()
                 if let entry = byTask[task], entry.fromSubmit {
                     byTask.removeValue(forKey: task)
                     return true
                 }
             }
             return false
+        }
+
+        private mutating func dropOldest() {
+            submittedHead += 1
+            if submittedHead >= 1024, submittedHead * 2 >= submitted.count {
+                submitted.removeFirst(submittedHead)
+                submittedHead = 0
+            }
         }
     }
 
@@ -89,7 +100,7 @@ final class StateCache: Sendable {
             var entry = Entry(seq: seq, branch: branch, agent: agent, value: value, basis: basis)
             if !evicting {
                 entry.fromSubmit = true
-                entries.submitted.append(task)
+                entries.noteSubmitted(task, capacity: capacity)
             }
             entries.byTask[task] = entry
         }

@@ -12,17 +12,26 @@ public struct RedisKeys: Sendable, Hashable {
         var timers: String
         var eventsPending: String
         var webhooksDue: String
+
+        init(prefix: String, bucket: Int) {
+            indexPrefix = "\(prefix)index:{\(bucket)}:"
+            outboxIndex = "\(prefix)outbox:{\(bucket)}"
+            timers = "\(prefix)timers:{\(bucket)}"
+            eventsPending = "\(prefix)events_pending:{\(bucket)}"
+            webhooksDue = "\(prefix)webhooks:{\(bucket)}"
+        }
     }
 
     public init(prefix: String = "baton:", bucketCount: Int = 16) {
         self.prefix = prefix
         self.bucketCount = max(1, bucketCount)
-        buckets = (0..<min(max(1, bucketCount), 4096)).map { bucket in
-            BucketKeys(
-                indexPrefix: "\(prefix)index:{\(bucket)}:", outboxIndex: "\(prefix)outbox:{\(bucket)}",
-                timers: "\(prefix)timers:{\(bucket)}",
-                eventsPending: "\(prefix)events_pending:{\(bucket)}", webhooksDue: "\(prefix)webhooks:{\(bucket)}")
-        }
+        // Up to 4,096 buckets (configuration allows 1,024); a bucket past the table is named on the fly.
+        buckets = (0..<min(max(1, bucketCount), 4096)).map { BucketKeys(prefix: prefix, bucket: $0) }
+    }
+
+    /// The keys of `bucket`, from the table when it holds them.
+    func bucketKeys(_ bucket: Int) -> BucketKeys {
+        buckets.indices.contains(bucket) ? buckets[bucket] : BucketKeys(prefix: prefix, bucket: bucket)
     }
 
     public static func == (lhs: RedisKeys, rhs: RedisKeys) -> Bool { lhs.prefix == rhs.prefix && lhs.bucketCount == rhs.bucketCount }
@@ -47,20 +56,35 @@ public struct RedisKeys: Sendable, Hashable {
     /// The keys of one task, from one computation of its `<prefix>{<root>}…` base (the hot path needs several).
     public struct TaskKeys: Sendable {
         let base: String
-        public var task: String { base + ":task" }
-        public var budget: String { base + ":budget" }
-        public var events: String { base + ":events" }
-        public var outbox: String { base + ":outbox" }
-        public var effects: String { base + ":effects" }
+        /// What follows the base in each key (the commit appends base and suffix without joining them first).
+        enum Suffix {
+            static let task = ":task"
+            static let budget = ":budget"
+            static let events = ":events"
+            static let outbox = ":outbox"
+            static let effects = ":effects"
+            static let chargedEffects = ":effects_charged"
+            static let signals = ":signals"
+            static let signalsSeen = ":signals_seen"
+            static let checkpointPrefix = ":ckpt:"
+            static let children = ":children"
+            /// A large state set beside the commit script, under the commit's outbox id (``RedisTaskStore``).
+            static func stagedCheckpoint(outboxID: String) -> String { checkpointPrefix + "staged:" + outboxID }
+        }
+        public var task: String { base + Suffix.task }
+        public var budget: String { base + Suffix.budget }
+        public var events: String { base + Suffix.events }
+        public var outbox: String { base + Suffix.outbox }
+        public var effects: String { base + Suffix.effects }
         /// The effects whose charges a commit already counted (so a retry that reuses them does not count them again).
-        public var chargedEffects: String { base + ":effects_charged" }
+        public var chargedEffects: String { base + Suffix.chargedEffects }
         /// The task's signal mailbox: signal id → signal JSON, received and not yet consumed.
-        public var signals: String { base + ":signals" }
+        public var signals: String { base + Suffix.signals }
         /// Signal ids already received (deduplication), scored by arrival.
-        public var signalsSeen: String { base + ":signals_seen" }
-        public var checkpointPrefix: String { base + ":ckpt:" }
+        public var signalsSeen: String { base + Suffix.signalsSeen }
+        public var checkpointPrefix: String { base + Suffix.checkpointPrefix }
         /// The outcomes of a parent's ended children: child id → `{"status", "result", "error"}` JSON.
-        public var children: String { base + ":children" }
+        public var children: String { base + Suffix.children }
     }
 
     public func of(_ id: String) -> TaskKeys { TaskKeys(base: base(id)) }
@@ -88,23 +112,15 @@ public struct RedisKeys: Sendable, Hashable {
         return Int(hash % UInt32(bucketCount))
     }
 
-    public func indexPrefix(bucket: Int) -> String {
-        buckets.indices.contains(bucket) ? buckets[bucket].indexPrefix : "\(prefix)index:{\(bucket)}:"
-    }
+    public func indexPrefix(bucket: Int) -> String { bucketKeys(bucket).indexPrefix }
     public func index(bucket: Int, status: String) -> String { indexPrefix(bucket: bucket) + status }
-    public func outboxIndex(bucket: Int) -> String {
-        buckets.indices.contains(bucket) ? buckets[bucket].outboxIndex : "\(prefix)outbox:{\(bucket)}"
-    }
-    public func timers(bucket: Int) -> String { buckets.indices.contains(bucket) ? buckets[bucket].timers : "\(prefix)timers:{\(bucket)}" }
+    public func outboxIndex(bucket: Int) -> String { bucketKeys(bucket).outboxIndex }
+    public func timers(bucket: Int) -> String { bucketKeys(bucket).timers }
     /// Tasks with events in their stream not yet published to `baton.events` (the event relay's work), scored by
     /// when they are due (a claim re-scores them a lease ahead). The scripts find it as their last key.
-    public func eventsPending(bucket: Int) -> String {
-        buckets.indices.contains(bucket) ? buckets[bucket].eventsPending : "\(prefix)events_pending:{\(bucket)}"
-    }
+    public func eventsPending(bucket: Int) -> String { bucketKeys(bucket).eventsPending }
     /// Tasks whose webhook has events to deliver, scored by the next attempt's time.
-    public func webhooksDue(bucket: Int) -> String {
-        buckets.indices.contains(bucket) ? buckets[bucket].webhooksDue : "\(prefix)webhooks:{\(bucket)}"
-    }
+    public func webhooksDue(bucket: Int) -> String { bucketKeys(bucket).webhooksDue }
     public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
     public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
     /// The fingerprint groups of a dead-letter bucket: a set of fingerprints, and per fingerprint a hash with

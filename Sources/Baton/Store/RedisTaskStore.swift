@@ -311,7 +311,7 @@ public struct RedisTaskStore: TaskStore {
     }
 
     func stagedCheckpointKey(_ task: String, outboxID: String) -> String {
-        keys.checkpointPrefix(task) + "staged:" + outboxID
+        keys.of(task).base + RedisKeys.TaskKeys.Suffix.stagedCheckpoint(outboxID: outboxID)
     }
 
     func commitCommand(_ commit: Commit, outboxID: String, staged: Bool) throws -> RedisCommand {
@@ -370,19 +370,21 @@ public struct RedisTaskStore: TaskStore {
             arguments: 41,
             bytes: 13 * (base.utf8.count + 24) + state.utf8.count + outbox.utf8.count + commit.eventDataJSON.utf8.count
                 + detailJSON.utf8.count + waitJSON.utf8.count + 256)
-        command.append(base, joinedWith: ":task")
-        command.append(base, joinedWith: ":budget")
-        command.append(base, joinedWith: ":ckpt:")
-        command.append(base, joinedWith: ":events")
-        command.append(base, joinedWith: ":outbox")
-        command.append(keys.indexPrefix(bucket: bucket))
-        command.append(keys.outboxIndex(bucket: bucket))
-        command.append(keys.timers(bucket: bucket))
-        command.append(base, joinedWith: ":effects_charged")
-        command.append(base, joinedWith: ":signals")
-        command.append(keys.webhooksDue(bucket: bucket))
-        command.append(base, joinedWith: ":ckpt:staged:" + outboxID)
-        command.append(keys.eventsPending(bucket: bucket))
+        typealias Suffix = RedisKeys.TaskKeys.Suffix
+        let global = keys.bucketKeys(bucket)
+        command.append(base, joinedWith: Suffix.task)
+        command.append(base, joinedWith: Suffix.budget)
+        command.append(base, joinedWith: Suffix.checkpointPrefix)
+        command.append(base, joinedWith: Suffix.events)
+        command.append(base, joinedWith: Suffix.outbox)
+        command.append(global.indexPrefix)
+        command.append(global.outboxIndex)
+        command.append(global.timers)
+        command.append(base, joinedWith: Suffix.chargedEffects)
+        command.append(base, joinedWith: Suffix.signals)
+        command.append(global.webhooksDue)
+        command.append(base, joinedWith: Suffix.stagedCheckpoint(outboxID: outboxID))
+        command.append(global.eventsPending)
         command.append(commit.token)
         command.append(commit.seq)
         command.append(kind)
