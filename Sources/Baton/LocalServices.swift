@@ -386,6 +386,11 @@ public struct LocalServices: Sendable {
         let started = clock.now
         let deadline = started + configuration.startTimeout
         var knownPid = pid
+        // Whether `knownPid` is a search's find rather than the launcher's or the pid file's: only a hint, since the
+        // search can meet a process of the launch that exits by design (`rabbitmq-server -detached` starts a first
+        // emulator with the node's arguments that forks the node and exits; a full test run caught it so on
+        // 2026-11-24 and called a booting node dead). Such a pid that exits is forgotten and the search goes on.
+        var searched = false
         var lastSearch: ContinuousClock.Instant? = nil
         while true {
             if case .ready = await probe(service) { return }
@@ -393,6 +398,7 @@ public struct LocalServices: Sendable {
             if knownPid == nil, let findProcess, lastSearch.map({ clock.now - $0 >= .seconds(1) }) ?? true {
                 lastSearch = clock.now
                 knownPid = await OffPool.run { findProcess() }
+                searched = knownPid != nil
                 if knownPid == nil, clock.now - started >= orphanGrace {
                     throw LocalServicesError(
                         code: .startFailed, service: service,
@@ -400,6 +406,10 @@ public struct LocalServices: Sendable {
                             + "starting)\(crashReason(service)); see \(startLogs(service, launcherOutput: launcherOutput))"
                             + logTail(service) + launcherTail(launcherOutput))
                 }
+            }
+            if let found = knownPid, searched, !ProcessInspector.isAlive(pid: found, command: nil) {
+                knownPid = nil
+                searched = false
             }
             if let knownPid, !ProcessInspector.isAlive(pid: knownPid, command: nil) {
                 throw LocalServicesError(
