@@ -613,8 +613,9 @@ final class ConnectionEngine {
                 return
             }
             let frameMax = Int(amqp_get_frame_max(conn))
+            let arena = CArena()
             for (index, message) in messages.enumerated() {
-                let arena = CArena()
+                arena.reset()
                 var properties = arena.properties(message.properties)
                 let encoded = message.body.withUnsafeBytes { body in
                     output.publish(

@@ -136,13 +136,15 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// Appends a non-negative integer's decimal digits.
     static func appendDecimal(_ value: Int, to buffer: inout [UInt8]) {
-        let start = buffer.count
-        var rest = UInt(max(0, value))
+        // Most significant digit first, so nothing is reversed in place (`buffer[start...].reverse()` copied the slice:
+        // a `malloc` per number, ~7 % of a worker's `malloc` calls, as every argument's length is one).
+        let value = UInt(max(0, value))
+        var divisor: UInt = 1
+        while value / divisor >= 10 { divisor *= 10 }
         repeat {
-            buffer.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: rest % 10))
-            rest /= 10
-        } while rest > 0
-        buffer[start...].reverse()
+            buffer.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: (value / divisor) % 10))
+            divisor /= 10
+        } while divisor > 0
     }
 }
 

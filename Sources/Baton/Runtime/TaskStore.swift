@@ -419,8 +419,21 @@ public struct BudgetLimits: Sendable, Hashable, Codable {
     /// The limits a speculative step ran under, as its commit compares them with the stored ones (the commit script's
     /// `limits_of`): a limit raised or lowered since makes the step claim late.
     var fingerprint: String {
-        [maxCostMicros, maxTokens, maxSteps, maxToolCalls, maxHandoffs, deadlineMilliseconds].map { $0.map(String.init) ?? "" }
-            .joined(separator: ",") + "," + (reviewOnLimit ? "1" : "")
+        // Appended in place (it is built for every speculative commit): no array of optionals, no joined copy.
+        var out = ""
+        out.reserveCapacity(64)
+        func add(_ limit: Int64?) {
+            if let limit { out += String(limit) }
+            out += ","
+        }
+        add(maxCostMicros)
+        add(maxTokens)
+        add(maxSteps)
+        add(maxToolCalls)
+        add(maxHandoffs)
+        add(deadlineMilliseconds)
+        if reviewOnLimit { out += "1" }
+        return out
     }
 
     /// The stored field names and values.

@@ -49,8 +49,20 @@ public struct RedisKeys: Sendable, Hashable {
 
     /// `<prefix>{<root>}<rest>`: byte-wise (this runs several times per step).
     func base(_ id: String) -> String {
-        guard let slash = id.utf8.firstIndex(of: UInt8(ascii: "/")) else { return prefix + "{" + id + "}" }
-        return prefix + "{" + id[..<slash] + "}" + id[slash...]
+        // One string grown in place (a chain of `+` made a string per step).
+        var out = ""
+        out.reserveCapacity(prefix.utf8.count + id.utf8.count + 2)
+        out += prefix
+        out += "{"
+        if let slash = id.utf8.firstIndex(of: UInt8(ascii: "/")) {
+            out += id[..<slash]
+            out += "}"
+            out += id[slash...]
+        } else {
+            out += id
+            out += "}"
+        }
+        return out
     }
 
     /// The keys of one task, from one computation of its `<prefix>{<root>}…` base (the hot path needs several).
