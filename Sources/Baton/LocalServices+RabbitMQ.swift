@@ -90,19 +90,36 @@ extension LocalServices {
 
         let startedEpmd = try await startEpmdIfNeeded()
         logger.info("starting RabbitMQ node \(configuration.rabbitMQNodeName) on 127.0.0.1:\(configuration.amqpPort)")
-        let status = try await ChildProcess.run(
-            configuration.rabbitMQBinDirectory + "/rabbitmq-server", ["-detached"], environment: rabbitMQEnvironment(),
-            outputFile: paths.launcherOutput, timeout: configuration.startTimeout)
-        guard status == 0 else {
-            throw LocalServicesError(
-                code: .startFailed, service: .rabbitmq,
-                message: "rabbitmq-server -detached exited with status \(status); see \(paths.launcherOutput) and \(logFile(of: .rabbitmq))"
-            )
-        }
         let home = paths.home
-        try await waitUntilReady(
-            .rabbitmq, pid: nil, pidFile: paths.pidFile, launcherOutput: paths.launcherOutput,
-            findProcess: { Self.findRabbitMQNode(home: home) })
+        do {
+            let status = try await ChildProcess.run(
+                configuration.rabbitMQBinDirectory + "/rabbitmq-server", ["-detached"], environment: rabbitMQEnvironment(),
+                outputFile: paths.launcherOutput, timeout: configuration.startTimeout)
+            guard status == 0 else {
+                throw LocalServicesError(
+                    code: .startFailed, service: .rabbitmq,
+                    message:
+                        "rabbitmq-server -detached exited with status \(status); see \(paths.launcherOutput) and \(logFile(of: .rabbitmq))"
+                )
+            }
+            try await waitUntilReady(
+                .rabbitmq, pid: nil, pidFile: paths.pidFile, launcherOutput: paths.launcherOutput,
+                findProcess: { Self.findRabbitMQNode(home: home) })
+        } catch var error as LocalServicesError {
+            // A node this start launched that still runs (booting past the start timeout) is stopped: nothing records
+            // it, so `baton services stop` would not find it, and it would hold the ports the next start needs.
+            if let pid = ProcessInspector.readPid(file: paths.pidFile) ?? Self.findRabbitMQNode(home: home),
+                ProcessInspector.isAlive(pid: pid, command: nil)
+            {
+                logger.warning("stopping the RabbitMQ node this start launched (pid \(pid)): \(error.message)")
+                if (try? await terminate(.rabbitmq, pid: pid, alreadyAsked: false)) != nil {
+                    error.message += " (the node it launched, pid \(pid), was stopped)"
+                } else {
+                    error.message += " (the node it launched, pid \(pid), could not be stopped: kill it before the next start)"
+                }
+            }
+            throw error
+        }
         guard let pid = ProcessInspector.readPid(file: paths.pidFile) ?? Self.findRabbitMQNode(home: home) else {
             throw LocalServicesError(
                 code: .startFailed, service: .rabbitmq,

@@ -111,6 +111,24 @@ struct LocalServicesTests {
         #expect(try #require(try await services.stop().first).stopped == false)
     }
 
+    /// A start that gives up on a node still booting (the start timeout passed) stops that node: nothing would record
+    /// it, so `baton services stop` could not find it, and it would hold the ports the next start needs (a test whose
+    /// start failed so left its node running until it was killed by hand, 2026-11-24).
+    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(2)))
+    func aStartThatTimesOutStopsTheNodeItLaunched() async throws {
+        let sandbox = try Sandbox()
+        defer { sandbox.remove() }
+        var configuration = sandbox.configuration
+        configuration.services = [.rabbitmq]
+        configuration.startTimeout = .seconds(3)
+        let services = LocalServices(configuration: configuration)
+        let error = await #expect(throws: LocalServicesError.self) { try await services.start() }
+        #expect(error?.code == .timedOut, "\(String(describing: error))")
+        #expect(error?.message.contains("was stopped") == true, "\(String(describing: error))")
+        #expect(LocalServices.findRabbitMQNode(home: services.rabbitMQPaths.home) == nil, "no node of this start is left running")
+        #expect(PortProbe.amqp(port: configuration.amqpPort) == .closed)
+    }
+
     /// A node whose Erlang distribution port another program holds halts before it logs a line or writes its pid
     /// file. The start says so (`startFailed`, with the crash dump's reason) as soon as the node's process is gone (or
     /// no process showed up within the grace after the launcher), not with `timedOut` at the end of the start timeout.
