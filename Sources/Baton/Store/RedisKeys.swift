@@ -52,16 +52,12 @@ public struct RedisKeys: Sendable, Hashable {
         // One string grown in place (a chain of `+` made a string per step).
         var out = ""
         out.reserveCapacity(prefix.utf8.count + id.utf8.count + 2)
+        let root = id.utf8.firstIndex(of: UInt8(ascii: "/")) ?? id.endIndex
         out += prefix
         out += "{"
-        if let slash = id.utf8.firstIndex(of: UInt8(ascii: "/")) {
-            out += id[..<slash]
-            out += "}"
-            out += id[slash...]
-        } else {
-            out += id
-            out += "}"
-        }
+        out += id[..<root]
+        out += "}"
+        out += id[root...]
         return out
     }
 
