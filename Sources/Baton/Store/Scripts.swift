@@ -249,9 +249,13 @@ enum Scripts {
               return {'exists', redis.call('HGET', KEYS[1], 'status')}
             end
             local now = now_ms()
-            redis.call('HSET', KEYS[1], 'id', ARGV[1], 'agent', ARGV[2], 'input', ARGV[3], 'status', 'queued', 'step', ARGV[5],
-              'seq', 0, 'attempt', 1, 'branch', 0, 'fence', 0, 'created_at', now, 'updated_at', now, 'tenant', ARGV[6],
-              'labels', ARGV[7], 'notify', ARGV[8], 'queue', ARGV[12], 'root', ARGV[13], 'parent', ARGV[14])
+            -- The fields every commit reads come first, in the order it reads them, then those it writes (a hash
+            -- this small is a listpack: each field is found by a scan from the front). The neutral values written
+            -- here are those a commit writes when it releases a step.
+            redis.call('HSET', KEYS[1], 'fence', 0, 'seq', 0, 'status', 'queued', 'branch', 0, 'attempt', 1, 'step', ARGV[5],
+              'events_cursor', '', 'agent', ARGV[2], 'notify', ARGV[8], 'events_published', 0, 'lease_owner', '', 'claims', 0,
+              'updated_at', now, 'lease_until', 0, 'wakeup', '', 'status_reason', '', 'queue', ARGV[12], 'id', ARGV[1],
+              'input', ARGV[3], 'created_at', now, 'tenant', ARGV[6], 'labels', ARGV[7], 'root', ARGV[13], 'parent', ARGV[14])
             local args = {'cost', 0, 'tokens', 0, 'steps', 0, 'tool_calls', 0, 'handoffs', 0}
             for i = 15, #ARGV, 2 do
               table.insert(args, ARGV[i])
@@ -495,7 +499,11 @@ enum Scripts {
     static let commit =
         waits + """
             local t = redis.call('HMGET', KEYS[1], 'fence', 'seq', 'status', 'branch', 'attempt', 'step', 'cancel', 'pause', 'pk',
-              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims', 'started_at')
+              'events_cursor', 'agent', 'notify', 'progress_fraction', 'progress_message', 'events_published', 'lease_owner', 'claims', 'started_at',
+              'lease_until', 'status_reason', 'wakeup')
+            -- The stored values of the fields every commit sets: one it would set to what it holds is left alone (a
+            -- speculative step changes four of eleven: fewer listpack edits, a shorter HSET in the AOF).
+            local stored_status, stored_attempt, stored_step = t[3], t[5], t[6]
             local now = now_ms()
             local flat = redis.call('HGETALL', KEYS[2])
             local b = hash(flat)
@@ -613,8 +621,10 @@ enum Scripts {
             if kind == 'handoff' then b.handoffs = num(b.handoffs) + 1 end
             -- The counters this commit changed (a missing field reads as 0).
             local counters = {}
-            if dcost ~= 0 then counters[#counters + 1] = 'cost'; counters[#counters + 1] = int(b.cost) end
-            if dtokens ~= 0 then counters[#counters + 1] = 'tokens'; counters[#counters + 1] = int(b.tokens) end
+            -- (Their text is reused by the inline event's reply below: a string.format costs ~1 µs.)
+            local cost_s, tokens_s = nil, nil
+            if dcost ~= 0 then cost_s = int(b.cost); counters[#counters + 1] = 'cost'; counters[#counters + 1] = cost_s end
+            if dtokens ~= 0 then tokens_s = int(b.tokens); counters[#counters + 1] = 'tokens'; counters[#counters + 1] = tokens_s end
             if dcalls ~= 0 then counters[#counters + 1] = 'tool_calls'; counters[#counters + 1] = int(b.tool_calls) end
             if newseq ~= seq then counters[#counters + 1] = 'steps'; counters[#counters + 1] = int(b.steps) end
             if kind == 'handoff' then counters[#counters + 1] = 'handoffs'; counters[#counters + 1] = int(num(b.handoffs)) end
@@ -635,7 +645,10 @@ enum Scripts {
             local status, etype, reason = nil, nil, ''
             -- Integers as text once: a Lua number given to redis.call is formatted with printf's %.17g each time.
             local now_s, newseq_s = int(now), int(newseq)
-            local fields = {'seq', newseq_s, 'updated_at', now_s, 'lease_owner', '', 'lease_until', '0', 'claims', '0'}
+            local fields = {'seq', newseq_s, 'updated_at', now_s}
+            if t[16] ~= '' then table.insert(fields, 'lease_owner'); table.insert(fields, '') end
+            if t[19] ~= '0' then table.insert(fields, 'lease_until'); table.insert(fields, '0') end
+            if t[17] ~= '0' then table.insert(fields, 'claims'); table.insert(fields, '0') end
             if started_now then
               table.insert(fields, 'started_at')
               table.insert(fields, now_s)
@@ -647,7 +660,7 @@ enum Scripts {
               table.insert(fields, int(num(t[15]) + tonumber(ARGV[26] or '1')))
             end
             -- What woke the task is for the step it resumed only.
-            if newseq ~= seq then
+            if newseq ~= seq and t[21] ~= '' then
               table.insert(fields, 'wakeup')
               table.insert(fields, '')
             end
@@ -764,22 +777,32 @@ enum Scripts {
               table.insert(fields, 'review')
               table.insert(fields, review_over)
             end
-            table.insert(fields, 'status')
-            table.insert(fields, status)
-            table.insert(fields, 'step')
-            table.insert(fields, step)
-            table.insert(fields, 'attempt')
-            table.insert(fields, int(attempt))
-            table.insert(fields, 'status_reason')
-            table.insert(fields, reason)
+            if status ~= stored_status then
+              table.insert(fields, 'status')
+              table.insert(fields, status)
+            end
+            if step ~= stored_step then
+              table.insert(fields, 'step')
+              table.insert(fields, step)
+            end
+            local attempt_s = int(attempt)
+            if attempt_s ~= stored_attempt then
+              table.insert(fields, 'attempt')
+              table.insert(fields, attempt_s)
+            end
+            if reason ~= t[20] then
+              table.insert(fields, 'status_reason')
+              table.insert(fields, reason)
+            end
             if TERMINAL[status] then
               table.insert(fields, 'finished_at')
               table.insert(fields, now_s)
             end
             redis.call('HSET', KEYS[1], unpack(fields))
             -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
-            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int(dcost) .. ',"tokens":' ..
-              int(dtokens) .. ',"tool_calls":' .. int(dcalls) .. ',"steps":' .. int(newseq - seq) .. '}'
+            local function int0(x) if x == 0 then return '0' end return int(x) end
+            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int0(dcost) .. ',"tokens":' ..
+              int0(dtokens) .. ',"tool_calls":' .. int0(dcalls) .. ',"steps":' .. (newseq ~= seq and '1' or '0') .. '}'
             if event_data == '' or event_data == '{}' then
               event_data = '{' .. counted .. '}'
             elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
@@ -822,7 +845,7 @@ enum Scripts {
             end
             if inline then
               redis.call('ZADD', EVENTS_PENDING, int(now + INLINE_EVENT_LEASE_MS), inline)
-              inline_reply = {eid, cursor, t[11] or '', t[12] or '', t[13] or '', t[14] or '', int(num(b.cost)), int(num(b.tokens)),
+              inline_reply = {eid, cursor, t[11] or '', t[12] or '', t[13] or '', t[14] or '', cost_s or int(num(b.cost)), tokens_s or int(num(b.tokens)),
                 etype, newseq_s, tostring(branch), step, now_s, event_data or '{}', earlier}
             end
             if status == 'queued' or status == 'dead_lettered' then
@@ -847,9 +870,11 @@ enum Scripts {
               for i, c in ipairs(spec.children) do
                 local n = children_before + i
                 local cid, cb = id .. '/' .. n, pbase .. '/' .. n
-                redis.call('HSET', cb .. ':task', 'id', cid, 'agent', c.agent, 'input', c.input, 'status', 'queued', 'step', c.step,
-                  'seq', 0, 'attempt', 1, 'branch', 0, 'fence', 0, 'created_at', now, 'updated_at', now, 'tenant', p[1] or '',
-                  'labels', '{}', 'notify', '{}', 'queue', c.queue, 'root', p[2] or id, 'parent', id, 'pk', pk)
+                -- In the order of the submit's fields (hot ones first).
+                redis.call('HSET', cb .. ':task', 'fence', 0, 'seq', 0, 'status', 'queued', 'branch', 0, 'attempt', 1, 'step', c.step,
+                  'pk', pk, 'events_cursor', '', 'agent', c.agent, 'notify', '{}', 'events_published', 0, 'lease_owner', '',
+                  'claims', 0, 'updated_at', now, 'lease_until', 0, 'wakeup', '', 'status_reason', '', 'queue', c.queue, 'id', cid,
+                  'input', c.input, 'created_at', now, 'tenant', p[1] or '', 'labels', '{}', 'root', p[2] or id, 'parent', id)
                 local bargs = {'cost', 0, 'tokens', 0, 'steps', 0, 'tool_calls', 0, 'handoffs', 0, 'up', up}
                 for j = 1, #c.limits, 2 do
                   table.insert(bargs, c.limits[j])
