@@ -432,9 +432,15 @@ public struct RedisTaskStore: TaskStore {
         let status = parts.count > 1 ? (parts[1].string ?? "") : ""
         let seq = parts.count > 2 ? (Int64(parts[2].string ?? "") ?? commit.seq) : commit.seq
         let wroteOutbox = status == "queued" || status == "dead_lettered"
-        return .committed(
-            status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil,
-            event: parts.count > 3 ? Self.inlineEvent(task: commit.task, parts[3].array ?? [], status: status) : nil)
+        var event: InlineEvent?
+        if parts.count > 3 {
+            if case .bulkString(let packed) = parts[3] {
+                event = Self.inlineEvent(task: commit.task, packed: packed, earlier: parts.count > 4 ? parts[4] : nil, status: status)
+            } else {
+                event = Self.inlineEvent(task: commit.task, parts[3].array ?? [], status: status)
+            }
+        }
+        return .committed(status: status, seq: seq, outboxID: wroteOutbox ? outboxID : nil, event: event)
     }
 
     /// The event a commit returned for its worker to publish: stream id, cursor, then the task's fields the
@@ -443,7 +449,29 @@ public struct RedisTaskStore: TaskStore {
     /// taken over with a task's last event, say).
     static func inlineEvent(task: String, _ parts: [RedisReply], status: String = "queued") -> InlineEvent? {
         guard parts.count >= 14 else { return nil }
-        func part(_ i: Int) -> String { parts[i].string ?? "" }
+        return inlineEvent(
+            task: task, fields: parts[..<14].map { $0.string ?? "" }, earlier: parts.count > 14 ? parts[14] : nil, status: status)
+    }
+
+    /// The same event from its fourteen fields joined by NUL bytes (the commit packs them so when none holds one), and
+    /// the events taken over as their own part.
+    static func inlineEvent(task: String, packed: [UInt8], earlier: RedisReply?, status: String = "queued") -> InlineEvent? {
+        var fields: [String] = []
+        fields.reserveCapacity(14)
+        packed.withUnsafeBufferPointer { bytes in
+            var start = 0
+            for index in bytes.indices where bytes[index] == 0 {
+                fields.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
+                start = index + 1
+            }
+            fields.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start...]), as: UTF8.self))
+        }
+        guard fields.count == 14 else { return nil }
+        return inlineEvent(task: task, fields: fields, earlier: earlier, status: status)
+    }
+
+    private static func inlineEvent(task: String, fields: [String], earlier: RedisReply?, status: String) -> InlineEvent {
+        func part(_ i: Int) -> String { fields[i] }
         // The relay's shapes: the task's fields as `eventsRead` returns them, and the stream entry.
         let info = EventTaskInfo(
             id: task, agent: part(2), status: status, notifyJSON: part(3), progressFraction: part(4), progressMessage: part(5),
@@ -451,11 +479,11 @@ public struct RedisTaskStore: TaskStore {
         let event = StreamEvent(
             streamID: part(0), type: part(8), seq: Int64(part(9)) ?? 0, branch: Int64(part(10)) ?? 0, step: part(11),
             atMilliseconds: Int64(part(12)) ?? 0, dataJSON: part(13))
-        // Events the commit took over from the relay (published first, in order): the reply's 15th part.
-        let earlier = parts.count > 14 ? StreamEvent.entries(parts[14]).map { EventMessage.outbox(task: info, $0) } : []
+        // Events the commit took over from the relay (published first, in order).
+        let taken = StreamEvent.entries(earlier).map { EventMessage.outbox(task: info, $0) }
         return InlineEvent(
             task: task, message: EventMessage.outbox(task: info, event), cursorBefore: part(1), streamID: part(0),
-            webhook: info.webhookURL != nil, earlier: earlier, final: TaskView.terminalStatuses.contains(event.type))
+            webhook: info.webhookURL != nil, earlier: taken, final: TaskView.terminalStatuses.contains(event.type))
     }
 
     public var carriesSettledPublishes: Bool { true }

@@ -917,7 +917,22 @@ enum Scripts {
               end
               redis.call('HSET', KEYS[1], 'wait', cjson.encode(w), 'wait_timer', member)
             end
-            if inline_reply then return {'ok', status, newseq_s, inline_reply} end
+            if inline_reply then
+              -- The event's fourteen fields as one string, joined by NUL bytes, when none holds one (a field an agent
+              -- wrote may): one bulk string instead of fourteen, which the worker reads with ~40 fewer allocations.
+              -- Else, or when a field is missing, the fields as an array (RedisTaskStore.inlineEvent reads both).
+              local earlier = inline_reply[15]
+              local packed = true
+              for i = 1, 14 do
+                local v = inline_reply[i]
+                if type(v) ~= 'string' or string.find(v, '\0', 1, true) then packed = false; break end
+              end
+              if packed then
+                inline_reply[15] = nil
+                return {'ok', status, newseq_s, table.concat(inline_reply, '\0'), earlier}
+              end
+              return {'ok', status, newseq_s, inline_reply}
+            end
             return {'ok', status, newseq_s}
             """
 
