@@ -324,6 +324,25 @@ struct EventRelayTests {
     }
 
     /// A store as ``store(prefix:)`` with one new `report` task submitted (its id made from `name`).
+    /// Claims step `seq` of the `report` task `id` as `worker` and commits it as `next` to the same step, carrying
+    /// `settled` (the event published for the step before) when given.
+    static func runStep(_ seq: Int64, of id: String, in store: RedisTaskStore, worker: String, settled: InlineEvent? = nil)
+        async throws -> CommitOutcome
+    {
+        let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
+        guard case .run(let claimed) = try await store.claim(message, worker: worker, leaseMilliseconds: 10_000) else {
+            Issue.record("seq \(seq) was not claimed")
+            return .fenced
+        }
+        var next = message
+        next.seq += 1
+        var commit = Commit(
+            task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
+            next: .step(next, queue: "default"))
+        commit.settledEvent = settled
+        return try await store.commit(commit)
+    }
+
     static func storeWithTask(prefix: String, name: String) async throws -> (store: RedisTaskStore, id: String) {
         let store = try await store(prefix: prefix)
         let id = TestServers.uniqueName(name)
@@ -393,17 +412,7 @@ struct EventRelayTests {
         let bus = CapturingBus()
         let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
         func step(_ seq: Int64) async throws -> CommitOutcome {
-            let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
-            guard case .run(let claimed) = try await store.claim(message, worker: "w-inline", leaseMilliseconds: 10_000) else {
-                Issue.record("seq \(seq) was not claimed")
-                return .fenced
-            }
-            var next = message
-            next.seq += 1
-            return try await store.commit(
-                Commit(
-                    task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
-                    next: .step(next, queue: "default")))
+            try await Self.runStep(seq, of: id, in: store, worker: "w-inline")
         }
         let first = try await step(0)
         // `submitted` and `started` were due for the relay and not taken by it: the first commit takes them over, to go
@@ -554,18 +563,7 @@ struct EventRelayTests {
         #expect(store.carriesSettledPublishes)
         let relay = EventRelay(store: store, bus: CapturingBus(), logger: Harness.logger)
         func step(_ seq: Int64, settled: InlineEvent? = nil) async throws -> CommitOutcome {
-            let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
-            guard case .run(let claimed) = try await store.claim(message, worker: "w-settled", leaseMilliseconds: 10_000) else {
-                Issue.record("seq \(seq) was not claimed")
-                return .fenced
-            }
-            var next = message
-            next.seq += 1
-            var commit = Commit(
-                task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
-                next: .step(next, queue: "default"))
-            commit.settledEvent = settled
-            return try await store.commit(commit)
+            try await Self.runStep(seq, of: id, in: store, worker: "w-settled", settled: settled)
         }
         guard case .committed("queued", 1, _, let event0?) = try await step(0) else {
             Issue.record("the first commit did not take over the task's first events")
@@ -623,17 +621,7 @@ struct EventRelayTests {
         let keys = store.settings.keys
         let bucket = keys.bucket(of: id)
         func step(_ seq: Int64) async throws -> CommitOutcome {
-            let message = StepMessage(task: id, agent: "report", step: "start", seq: seq, branch: 0, attempt: 1)
-            guard case .run(let claimed) = try await store.claim(message, worker: "w-packed", leaseMilliseconds: 10_000) else {
-                Issue.record("seq \(seq) was not claimed")
-                return .fenced
-            }
-            var next = message
-            next.seq += 1
-            return try await store.commit(
-                Commit(
-                    task: id, token: claimed.token, seq: seq, kind: .next(step: "start"), stateJSON: "{\"n\":\(seq + 1)}",
-                    next: .step(next, queue: "default")))
+            try await Self.runStep(seq, of: id, in: store, worker: "w-packed")
         }
         func progressMessage(_ event: InlineEvent) throws -> String? {
             let body = try JSONSerialization.jsonObject(with: Data(event.message.body.utf8)) as? [String: Any]
