@@ -800,9 +800,10 @@ enum Scripts {
             end
             redis.call('HSET', KEYS[1], unpack(fields))
             -- The commit's fencing token and what it added to the counters (`baton verify` sums them).
-            local function int0(x) if x == 0 then return '0' end return int(x) end
-            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. int0(dcost) .. ',"tokens":' ..
-              int0(dtokens) .. ',"tool_calls":' .. int0(dcalls) .. ',"steps":' .. (newseq ~= seq and '1' or '0') .. '}'
+            -- (A zero, the usual charge, without string.format.)
+            local counted = '"fence":' .. ARGV[1] .. ',"charged":{"cost":' .. (dcost == 0 and '0' or int(dcost)) ..
+              ',"tokens":' .. (dtokens == 0 and '0' or int(dtokens)) .. ',"tool_calls":' .. (dcalls == 0 and '0' or int(dcalls)) ..
+              ',"steps":' .. (newseq ~= seq and '1' or '0') .. '}'
             if event_data == '' or event_data == '{}' then
               event_data = '{' .. counted .. '}'
             elseif string.sub(event_data, 1, 1) == '{' and string.sub(event_data, -1) == '}' then
@@ -919,7 +920,7 @@ enum Scripts {
             end
             if inline_reply then
               -- The event's fourteen fields as one string, joined by NUL bytes, when none holds one (a field an agent
-              -- wrote may): one bulk string instead of fourteen, which the worker reads with ~40 fewer allocations.
+              -- wrote may): one bulk string instead of fourteen, which the worker reads with ~24 fewer allocations.
               -- Else, or when a field is missing, the fields as an array (RedisTaskStore.inlineEvent reads both).
               local earlier = inline_reply[15]
               local packed = true
