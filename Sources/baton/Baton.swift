@@ -48,6 +48,7 @@ struct BatonCommand: AsyncParsableCommand {
     /// Sets up logging (stderr only, so stdout stays for results), runs the chosen subcommand, and maps the
     /// errors of the server clients to the exit codes of DESIGN.md §7.
     static func main() async {
+        Allocator.prepare()
         CLILogging.bootstrap()
         do {
             var command = try parseAsRoot(nil)

@@ -81,6 +81,14 @@ struct BenchCommand: AsyncParsableCommand {
                         line += String(
                             format: "\nraw (same run, %d chains batched)  %.0f hops/s   Baton / raw = %.2f", result.tasks, raw, ratio)
                     }
+                    if let worker = result.rawWorkerCPUMillisecondsPerHop, let broker = result.rawBrokerCPUMillisecondsPerHop,
+                        let redis = result.rawRedisCPUMillisecondsPerHop
+                    {
+                        line += String(format: "  CPU ms/hop: client %.3f broker %.3f redis %.3f", worker, broker, redis)
+                    }
+                    if let cpu = result.cpuPerHopToRaw {
+                        line += String(format: "\nCPU per hop, chain / raw = %.2f", cpu)
+                    }
                     print(line)
                     for failure in result.failures { print("  failed: \(failure)") }
                 }
@@ -109,6 +117,7 @@ struct BenchCommand: AsyncParsableCommand {
             if summary.ratioToRaw != nil {
                 text += "\nraw \(spread(summary.rawHopsPerSecond, "%.0f")) hops/s   Baton / raw (each round's own pair) = "
                 text += spread(summary.ratioToRaw, "%.2f")
+                text += "\nCPU per hop, chain / raw (each round's own pair) = \(spread(summary.cpuPerHopToRaw, "%.2f"))"
             }
             return text
         }

@@ -6,10 +6,13 @@ import Testing
 @Suite("Step chain bench: medians over rounds")
 struct StepChainSummaryTests {
     static func result(_ hops: Double, raw: Double?, worker: Double = 0.12, verified: Bool = true) -> StepChainBench.Result {
-        StepChainBench.Result(
+        var result = StepChainBench.Result(
             tasks: 200, steps: 20, hops: 4000, workers: 1, wallSeconds: 4000 / hops, hopsPerSecond: hops, p50Milliseconds: 25,
             p99Milliseconds: 50, workerCPUMillisecondsPerHop: worker, brokerCPUMillisecondsPerHop: 0.1, redisCPUMillisecondsPerHop: 0.11,
             verified: verified, failures: [], rawHopsPerSecond: raw, ratioToRaw: raw.map { hops / $0 })
+        // Against a raw loop of 0.08 ms of CPU per hop.
+        result.cpuPerHopToRaw = raw.map { _ in (worker + 0.1 + 0.11) / 0.08 }
+        return result
     }
 
     @Test func eachFiguresMedianIsOfItsOwnRoundsAndTheRatioOfEachRoundsPair() throws {
@@ -27,6 +30,11 @@ struct StepChainSummaryTests {
         #expect(abs(ratio.median - 0.25) < 1e-12)
         #expect(abs(ratio.min - 0.2) < 1e-12)
         #expect(abs(ratio.max - 0.3) < 1e-12)
+        // Each round's own CPU ratio: 0.34, 0.32 and 0.33 over 0.08.
+        let cpu = try #require(summary.cpuPerHopToRaw)
+        #expect(abs(cpu.min - 4.0) < 1e-12)
+        #expect(abs(cpu.median - 4.125) < 1e-12)
+        #expect(abs(cpu.max - 4.25) < 1e-12)
         #expect(summary.verified)
     }
 
@@ -40,6 +48,7 @@ struct StepChainSummaryTests {
         #expect(summary.hopsPerSecond?.max == 5000)
         #expect(summary.rawHopsPerSecond == nil)
         #expect(summary.ratioToRaw == nil)
+        #expect(summary.cpuPerHopToRaw == nil)
         #expect(!summary.verified)
         #expect(!StepChainBench.Summary([]).verified)
     }

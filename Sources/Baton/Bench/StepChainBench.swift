@@ -40,6 +40,14 @@ public struct StepChainBench: Sendable {
         public var failures: [String]
         public var rawHopsPerSecond: Double?
         public var ratioToRaw: Double?
+        /// The raw loop's CPU per hop in the same run: the figures to set the chain's against when the host's speed
+        /// moves between runs (it moves every process's CPU per hop together).
+        public var rawWorkerCPUMillisecondsPerHop: Double?
+        public var rawBrokerCPUMillisecondsPerHop: Double?
+        public var rawRedisCPUMillisecondsPerHop: Double?
+        /// The chain's CPU per hop (worker, broker and Redis together) over the raw loop's in the same run: how many
+        /// times the raw loop's work a hop costs, a figure that moves less than the hop rates when the host's speed moves.
+        public var cpuPerHopToRaw: Double?
         /// Steps run speculatively (without a claim), and of those the ones claimed late.
         public var speculativeSteps = 0
         public var claimedLate = 0
@@ -56,6 +64,10 @@ public struct StepChainBench: Sendable {
             case verified, failures
             case rawHopsPerSecond = "raw_hops_per_s"
             case ratioToRaw = "ratio_to_raw"
+            case rawWorkerCPUMillisecondsPerHop = "raw_worker_cpu_ms_per_hop"
+            case rawBrokerCPUMillisecondsPerHop = "raw_broker_cpu_ms_per_hop"
+            case rawRedisCPUMillisecondsPerHop = "raw_redis_cpu_ms_per_hop"
+            case cpuPerHopToRaw = "cpu_per_hop_to_raw"
             case speculativeSteps = "speculative_steps"
             case claimedLate = "claimed_late"
         }
@@ -199,6 +211,13 @@ public struct StepChainBench: Sendable {
                 redisCPUMillisecondsPerHop: Double(cpu.redisMicros) / Double(hops) / 1000, verified: failures.isEmpty,
                 failures: Array(failures.prefix(20)), rawHopsPerSecond: raw?.hopsPerSecond,
                 ratioToRaw: raw.map { hopsPerSecond / $0.hopsPerSecond },
+                rawWorkerCPUMillisecondsPerHop: raw.map { $0.workerCPUMicrosPerHop / 1000 },
+                rawBrokerCPUMillisecondsPerHop: raw.map { $0.brokerCPUMicrosPerHop / 1000 },
+                rawRedisCPUMillisecondsPerHop: raw.map { $0.redisCPUMicrosPerHop / 1000 },
+                cpuPerHopToRaw: raw.flatMap { raw in
+                    let rawTotal = raw.workerCPUMicrosPerHop + raw.brokerCPUMicrosPerHop + raw.redisCPUMicrosPerHop
+                    return rawTotal > 0 ? Double(cpu.selfMicros + cpu.brokerMicros + cpu.redisMicros) / Double(hops) / rawTotal : nil
+                },
                 speculativeSteps: speculation.started - speculationBefore.started,
                 claimedLate: speculation.claimedLate - speculationBefore.claimedLate)
         }
@@ -258,6 +277,8 @@ extension StepChainBench {
         public var workerCPUMillisecondsPerHop: Spread?
         public var brokerCPUMillisecondsPerHop: Spread?
         public var redisCPUMillisecondsPerHop: Spread?
+        /// ``Result/cpuPerHopToRaw`` of each round.
+        public var cpuPerHopToRaw: Spread?
         /// Every round verified.
         public var verified: Bool
 
@@ -269,6 +290,7 @@ extension StepChainBench {
             case workerCPUMillisecondsPerHop = "worker_cpu_ms_per_hop"
             case brokerCPUMillisecondsPerHop = "broker_cpu_ms_per_hop"
             case redisCPUMillisecondsPerHop = "redis_cpu_ms_per_hop"
+            case cpuPerHopToRaw = "cpu_per_hop_to_raw"
         }
 
         public init(_ results: [Result]) {
@@ -279,6 +301,7 @@ extension StepChainBench {
             workerCPUMillisecondsPerHop = Spread(results.map(\.workerCPUMillisecondsPerHop))
             brokerCPUMillisecondsPerHop = Spread(results.map(\.brokerCPUMillisecondsPerHop))
             redisCPUMillisecondsPerHop = Spread(results.map(\.redisCPUMillisecondsPerHop))
+            cpuPerHopToRaw = Spread(results.compactMap(\.cpuPerHopToRaw))
             verified = !results.isEmpty && results.allSatisfy(\.verified)
         }
     }

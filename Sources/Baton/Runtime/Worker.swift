@@ -107,7 +107,7 @@ public final class Worker: Service, Sendable {
             "worker started",
             metadata: [
                 "agents": "\(registry.names.joined(separator: ","))", "queues": "\(stepQueues.joined(separator: ","))",
-                "concurrency": "\(configuration.concurrency)",
+                "concurrency": "\(configuration.concurrency)", "allocator": "\(Self.allocator)",
             ])
 
         var consumers: [AMQPConsumer] = []
@@ -365,5 +365,14 @@ public final class Worker: Service, Sendable {
             if let letter { BatonMetrics.deadLettered("", letter.reason).increment() }
         }
         try? await consumer.channel.ack(delivery)
+    }
+
+    /// The allocator this process runs on, for the start-up log line: "jemalloc" when `libjemalloc` is mapped (the
+    /// `baton` executable preloads it, see its `Allocator`), else "system".
+    static var allocator: String {
+        // Read to the end: procfs files report a size of 0, so a read of "the whole file" by its size gets nothing.
+        guard let file = FileHandle(forReadingAtPath: "/proc/self/maps"), let data = try? file.readToEnd() else { return "system" }
+        try? file.close()
+        return String(decoding: data, as: UTF8.self).contains("libjemalloc") ? "jemalloc" : "system"
     }
 }
