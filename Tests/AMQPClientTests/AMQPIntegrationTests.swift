@@ -256,7 +256,7 @@ struct AMQPIntegrationTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(4)))
     func brokerClosedConnectionReconnectsAndRedeliversTheUnackedMessage() async throws {
         let name = TestServers.uniqueName("amqp-test-close")
         try await AMQPConnection.withConnection(try Self.configuration(name)) { connection in

@@ -441,7 +441,7 @@ struct CLIOperatorTests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func checkpointDiffIsTheMergePatchBetweenTwoCheckpoints() async throws {
         try await Harness.withClient { (client: BatonClient) async throws in
             let worker = try await Harness.startWorker("cli-diff", client: client)
@@ -646,7 +646,7 @@ struct CLIOperatorTests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func withALiveWorkerQueuesListItsSubmitQueuesAndDoctorPasses() async throws {
         try await Harness.withClient { (client: BatonClient) async throws in
             let worker = try await Harness.startWorker("cli-operator", client: client)

@@ -7,7 +7,7 @@ import Testing
 /// and `-o jsonl` (one JSON object a line), on the real servers.
 @Suite("CLI output formats")
 struct CLIOutputFormatTests {
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func everyReadCommandAnswersJSONAndJSONL() async throws {
         let agent = TestServers.uniqueName("cli-formats")
         let waiting = try await HTTPAPITests.waitingTask(agent: agent)

@@ -10,7 +10,7 @@ extension IntegrationTests {
         SubmitRequest(id: TestServers.uniqueName(name), agent: "report", input: ["documents": 2, "think_ms": 50])
     }
 
-    @Test("baton watch into a pipe prints one plain line per event, in order, until the task ends (exit 0)", .timeLimit(.minutes(2)))
+    @Test("baton watch into a pipe prints one plain line per event, in order, until the task ends (exit 0)", .timeLimit(.minutes(4)))
     func watchIntoAPipe() async throws {
         try await Harness.withClient { client in
             let worker = try await Harness.startWorker("watch-pipe", client: client)
@@ -60,7 +60,7 @@ extension IntegrationTests {
 
     @Test(
         "baton watch on a terminal (tmux) draws progress bars, shows what a task waits for, and ends when the tasks end",
-        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")), .timeLimit(.minutes(2)))
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")), .timeLimit(.minutes(4)))
     func watchInATerminal() async throws {
         try await Harness.withClient { client in
             let worker = try await Harness.startWorker("watch-tty", client: client)

@@ -31,7 +31,7 @@ struct DashboardBrowserTests {
 
     @Test(
         "An operator approves from the Inbox and redrives a dead-letter group; a viewer sees no buttons; nothing leaves the server",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func approveAndRedriveInTheBrowser() async throws {
         if let missing = DashboardBrowser.missing {
             Issue.record(Comment(rawValue: missing))

@@ -81,7 +81,7 @@ struct HTTPAPITests {
 
     // MARK: - Reads and roles
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func readsHaveTheirShapesAndRolesAreEnforced() async throws {
         let agent = TestServers.uniqueName("http-reads")
         let made = try await CLIOperatorTests.deadLetters(
@@ -171,7 +171,7 @@ struct HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func aReadOnlyServerRefusesEveryMutatingRouteWith405() async throws {
         let agent = TestServers.uniqueName("http-ro")
         let queued = try await CLIOperatorTests.withStore { try await Self.task(agent: agent, queue: agent, store: $0) }
@@ -192,7 +192,7 @@ struct HTTPAPITests {
 
     // MARK: - Actions, audit and live events
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func taskActionsStreamLiveInOrderAndAreAuditedWithTheTokensActor() async throws {
         let agent = TestServers.uniqueName("http-act")
         let id = try await CLIOperatorTests.withStore { try await Self.task(agent: agent, queue: agent, store: $0) }
@@ -245,7 +245,7 @@ struct HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func forkOfACancelledTaskStartsBranchOneFromTheKeptCheckpoint() async throws {
         let agent = TestServers.uniqueName("http-fork")
         let id = try await CLIOperatorTests.withStore { try await Self.task(agent: agent, queue: agent, store: $0) }
@@ -283,7 +283,7 @@ struct HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func budgetRaiseResumesATaskInReview() async throws {
         let agent = TestServers.uniqueName("http-budget")
         let id = try await CLIOperatorTests.withStore { store in
@@ -338,7 +338,7 @@ struct HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func bulkRedriveDryRunChangesNothingThenRedrivesExactlyTheMatchesWithAnAuditEntry() async throws {
         let agent = TestServers.uniqueName("http-bulk")
         let made = try await CLIOperatorTests.deadLetters(
@@ -474,7 +474,7 @@ struct HTTPAPITests {
 
     // MARK: - The `baton serve` command
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func theServeCommandRefusesAnOpenAddressAndServesUntilSIGTERM() async throws {
         let open = try await CLITests.baton(["serve", "--bind", "0.0.0.0:0"], environment: ["BATON_HTTP_TOKENS": ""])
         #expect(open.status == 2)
@@ -509,7 +509,7 @@ struct HTTPAPITests {
 
     // MARK: - Metrics
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func metricsShowTheFleetsGaugesAndHonourTheirOwnToken() async throws {
         let agent = TestServers.uniqueName("http-metrics")
         _ = try await CLIOperatorTests.deadLetters(

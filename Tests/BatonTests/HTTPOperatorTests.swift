@@ -34,7 +34,7 @@ extension HTTPAPITests {
 
     /// Every route of DESIGN.md §7 with its role: no token → 401 (also on the event streams), a viewer reads but
     /// cannot act → 403, and the open routes stay open.
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func everyRouteNeedsItsRole() async throws {
         let task = TestServers.uniqueName("http-roles")
         let reads = [
@@ -128,7 +128,7 @@ extension HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func bulkApproveDryRunChangesNothingThenApprovesExactlyTheSelectedApprovals() async throws {
         let agent = TestServers.uniqueName("http-bulk-approve")
         let other = TestServers.uniqueName("http-bulk-other")
@@ -231,7 +231,7 @@ extension HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func deadExportWritesTheFilteredLettersAsJSONLOverTheCLIAndHTTP() async throws {
         let agent = TestServers.uniqueName("dead-export")
         let failure = CLIOperatorTests.Failure(step: "fetch", bucket: "provider_5xx", error: { "upstream 503 for \($0)" })

@@ -24,7 +24,7 @@ extension HTTPAPITests {
         }
     }
 
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func signalsApproveRejectInboxAndStatsOverHTTP() async throws {
         let agent = TestServers.uniqueName("http-signal")
         let id = try await Self.waitingTask(agent: agent)

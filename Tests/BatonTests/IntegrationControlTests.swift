@@ -26,7 +26,7 @@ extension IntegrationTests {
 
     @Test(
         "Cancel stops a running task at its next step boundary; pause holds it and resume continues it, across a SIGKILLed worker",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func cancelPauseResume() async throws {
         try await Harness.withClient { client in
             var first = try await Harness.startWorker("control", client: client)

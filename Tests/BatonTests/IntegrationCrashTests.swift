@@ -11,7 +11,7 @@ extension IntegrationTests {
     /// the task. Each step's record, charge and side effect counts exactly once.
     @Test(
         "A worker killed with SIGKILL mid-step, after the commit, or after publishing: the task completes exactly once",
-        .timeLimit(.minutes(2)), arguments: ["in_step@2", "after_commit@2", "after_publish@2"])
+        .timeLimit(.minutes(4)), arguments: ["in_step@2", "after_commit@2", "after_publish@2"])
     func crash(at point: String) async throws {
         try await Harness.withClient { client in
             // The task runs on a step queue of its own (a chain stays on the queue its message came from), so

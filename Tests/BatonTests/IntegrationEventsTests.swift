@@ -140,7 +140,7 @@ struct IntegrationEventsTests {
     }
 
     /// 7a: a consumer bound with `#` sees every event of each task, in stream order, matching its history.
-    @Test(.timeLimit(.minutes(2))) func aConsumerSeesEveryEventOfEachTaskInOrder() async throws {
+    @Test(.timeLimit(.minutes(4))) func aConsumerSeesEveryEventOfEachTaskInOrder() async throws {
         try await WaitServers.with { servers, client in
             let worker = try await Self.startWorker(servers, "events", client: client)
             defer { worker.process.sigkill() }
@@ -196,7 +196,7 @@ struct IntegrationEventsTests {
     }
 
     /// 7b: a receiver gets signed webhooks that verify; a retried event keeps its `webhook-id`.
-    @Test(.timeLimit(.minutes(2))) func aReceiverGetsSignedWebhooksWithStableIDs() async throws {
+    @Test(.timeLimit(.minutes(4))) func aReceiverGetsSignedWebhooksWithStableIDs() async throws {
         try await WaitServers.with { servers, client in
             // The first request fails (HTTP 503): its event is retried with the same id.
             let receiver = try WebhookReceiver { _, index in index == 0 ? 503 : 200 }
@@ -226,7 +226,7 @@ struct IntegrationEventsTests {
     }
 
     /// HTTP 410 Gone disables the task's webhook after one request; the task view says so.
-    @Test(.timeLimit(.minutes(2))) func aGoneEndpointIsDisabledForTheTask() async throws {
+    @Test(.timeLimit(.minutes(4))) func aGoneEndpointIsDisabledForTheTask() async throws {
         try await WaitServers.with { servers, client in
             let receiver = try WebhookReceiver { _, _ in 410 }
             defer { receiver.stop() }
@@ -249,7 +249,7 @@ struct IntegrationEventsTests {
 
     /// 7c: a receiver that is down for 10 s still gets every event afterwards; meanwhile the task has finished
     /// and its view shows the webhook failing.
-    @Test(.timeLimit(.minutes(2))) func aReceiverDownForTenSecondsGetsEveryEventAfterwards() async throws {
+    @Test(.timeLimit(.minutes(4))) func aReceiverDownForTenSecondsGetsEveryEventAfterwards() async throws {
         try await WaitServers.with { servers, client in
             let port = UInt16(try TestPorts.free())
             let worker = try await Self.startWorker(servers, "webhooks-down", client: client)
@@ -674,7 +674,7 @@ struct EventRelayTests {
 
     /// A webhook that fails for its whole retry schedule is disabled for the task (nothing retried for ever); the
     /// view says why, and every attempt of the event carried the same `webhook-id`.
-    @Test(.timeLimit(.minutes(2))) func aWebhookFailingPastItsScheduleIsDisabled() async throws {
+    @Test(.timeLimit(.minutes(4))) func aWebhookFailingPastItsScheduleIsDisabled() async throws {
         let receiver = try WebhookReceiver { _, _ in 500 }
         defer { receiver.stop() }
         let store = try await Self.store(prefix: "bt-hook")

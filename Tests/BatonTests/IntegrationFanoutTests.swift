@@ -85,7 +85,7 @@ extension IntegrationTests {
         }
     }
 
-    @Test("cancelling a fanout parent cancels its children; the join never runs", .timeLimit(.minutes(2)))
+    @Test("cancelling a fanout parent cancels its children; the join never runs", .timeLimit(.minutes(4)))
     func fanoutCancelCascades() async throws {
         try await Harness.withClient { client in
             let queue = TestServers.uniqueName("it-fanout-cancel")
@@ -130,7 +130,7 @@ extension IntegrationTests {
         }
     }
 
-    @Test("children's charges count against the parent's budget: its cost limit stops them all", .timeLimit(.minutes(2)))
+    @Test("children's charges count against the parent's budget: its cost limit stops them all", .timeLimit(.minutes(4)))
     func fanoutSharedBudget() async throws {
         try await Harness.withClient { client in
             let queue = TestServers.uniqueName("it-fanout-budget")
@@ -320,7 +320,7 @@ extension IntegrationTests {
 }
 
 extension HTTPAPITests {
-    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.available), .timeLimit(.minutes(4)))
     func aChildTaskIsReachableWithItsSlashEncoded() async throws {
         try await Self.withServer { http, client in
             let id = TestServers.uniqueName("http-fanout")

@@ -22,7 +22,7 @@ extension IntegrationTests {
         return (tokens + report.tokens, micros + Charge.micros(fromUSD: report.costUSD))
     }
 
-    @Test("SIGTERM with steps in flight: the worker drains and exits; no step is lost or committed twice", .timeLimit(.minutes(2)))
+    @Test("SIGTERM with steps in flight: the worker drains and exits; no step is lost or committed twice", .timeLimit(.minutes(4)))
     func sigtermDrains() async throws {
         try await Harness.withClient { client in
             let drainTimeout = 5

@@ -22,7 +22,7 @@ struct IntegrationTests {
 
     static let pythonScript = BatonBinary.packageRoot + "/Tests/python/submit_stepchain.py"
 
-    @Test("A stepchain task submitted by Python's pika completes; the reply and `baton status --json` agree", .timeLimit(.minutes(2)))
+    @Test("A stepchain task submitted by Python's pika completes; the reply and `baton status --json` agree", .timeLimit(.minutes(4)))
     func pythonClientSubmit() async throws {
         try await Harness.withClient { client in
             let worker = try await Harness.startWorker("python", client: client)

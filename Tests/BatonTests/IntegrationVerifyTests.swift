@@ -225,7 +225,7 @@ extension IntegrationTests {
 extension IntegrationTests {
     @Test(
         "baton verify: a worker SIGKILLed after the external effect and before Redis recorded it: the re-run is a replay, and the run passes",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func verifyAfterCrashInEffect() async throws {
         try await Harness.withClient { client in
             let (queue, run, directory, sink) = try Self.newRun("it-verify-crash")
@@ -263,7 +263,7 @@ extension IntegrationTests {
 extension IntegrationTests {
     @Test(
         "baton verify: a run whose task was forked from an earlier checkpoint (a second branch re-commits seqs) passes",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func verifyAfterFork() async throws {
         try await Harness.withClient { client in
             let (queue, run, directory, sink) = try Self.newRun("it-verify-fork")
@@ -293,7 +293,7 @@ extension IntegrationTests {
 }
 
 extension IntegrationTests {
-    @Test("baton verify: a run whose dead-lettered task was redriven (and then succeeded on branch 1) passes", .timeLimit(.minutes(2)))
+    @Test("baton verify: a run whose dead-lettered task was redriven (and then succeeded on branch 1) passes", .timeLimit(.minutes(4)))
     func verifyAfterRedrive() async throws {
         try await Harness.withClient { client in
             let (queue, run, directory, sink) = try Self.newRun("it-verify-redrive")

@@ -116,7 +116,7 @@ struct IntegrationWaitTests {
 
     @Test(
         "A signal sent before the wait, one during it (via baton.signals), and one sent twice with the same id: each task resumes exactly once with its payload",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func signalsBeforeDuringAndTwice() async throws {
         try await WaitServers.with { servers, client in
             // Before: the task exists (queued) and its first step is held back until the signal is in.
@@ -193,7 +193,7 @@ struct IntegrationWaitTests {
     }
 
     @Test(
-        "approve racing the timeout: exactly one trigger wins; a losing signal is refused or stays in the mailbox", .timeLimit(.minutes(2)))
+        "approve racing the timeout: exactly one trigger wins; a losing signal is refused or stays in the mailbox", .timeLimit(.minutes(4)))
     func approveRacesTimeout() async throws {
         try await WaitServers.with { servers, client in
             let worker = try await servers.startWorker("race", client: client)
@@ -257,7 +257,7 @@ struct IntegrationWaitTests {
 
     @Test(
         "sleeper sleeps holding no message (no unacked delivery, empty step queue), then wakes by its timer and completes",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func sleeperWakes() async throws {
         try await WaitServers.with { servers, client in
             let worker = try await servers.startWorker("sleeper", client: client)
@@ -291,7 +291,7 @@ struct IntegrationWaitTests {
     }
 
     @Test(
-        "Waiting and sleeping tasks survive the SIGKILL of every worker and still wake (timer, timeout and signal)", .timeLimit(.minutes(2))
+        "Waiting and sleeping tasks survive the SIGKILL of every worker and still wake (timer, timeout and signal)", .timeLimit(.minutes(4))
     )
     func survivesWorkerRestart() async throws {
         try await WaitServers.with { servers, client in
@@ -329,7 +329,7 @@ struct IntegrationWaitTests {
 
     @Test(
         "On Redis: pausing a waiting task pauses it when it wakes; the budget's deadline ends a wait; a full mailbox refuses a signal",
-        .timeLimit(.minutes(2)))
+        .timeLimit(.minutes(4)))
     func pauseDeadlineAndFullMailbox() async throws {
         try await WaitServers.with { servers, client in
             let worker = try await servers.startWorker("pause-deadline", client: client)
@@ -374,7 +374,7 @@ struct IntegrationWaitTests {
         }
     }
 
-    @Test("Invalid signals on baton.signals are dead-lettered with a reason naming the field", .timeLimit(.minutes(2)))
+    @Test("Invalid signals on baton.signals are dead-lettered with a reason naming the field", .timeLimit(.minutes(4)))
     func invalidSignalsAreDeadLettered() async throws {
         try await WaitServers.with { servers, client in
             let worker = try await servers.startWorker("bad-signals", client: client)

@@ -28,7 +28,7 @@ struct LocalServicesTests {
         if let pid = status.redis?.pid { #expect(ProcessInspector.isAlive(pid: pid, command: "redis-server")) }
     }
 
-    @Test(.enabled(if: sharedServersAreLocal), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: sharedServersAreLocal), .timeLimit(.minutes(4)))
     func startTwiceLeavesTheRunningServersAlone() async throws {
         let services = LocalServices()
         let first = try await services.start()
@@ -114,7 +114,7 @@ struct LocalServicesTests {
     /// A start that gives up on a node still booting (the start timeout passed) stops that node: nothing would record
     /// it, so `baton services stop` could not find it, and it would hold the ports the next start needs (a test whose
     /// start failed so left its node running until it was killed by hand, 2026-11-24).
-    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(4)))
     func aStartThatTimesOutStopsTheNodeItLaunched() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }
@@ -132,7 +132,7 @@ struct LocalServicesTests {
     /// A node whose Erlang distribution port another program holds halts before it logs a line or writes its pid
     /// file. The start says so (`startFailed`, with the crash dump's reason) as soon as the node's process is gone (or
     /// no process showed up within the grace after the launcher), not with `timedOut` at the end of the start timeout.
-    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(2)))
+    @Test(.enabled(if: TestServers.required || rabbitMQInstalled), .timeLimit(.minutes(4)))
     func aNodeThatHaltsWhileBootingFailsFastNamingItsFiles() async throws {
         let sandbox = try Sandbox()
         defer { sandbox.remove() }

@@ -3,7 +3,7 @@ import RedisClient
 import TestSupport
 import Testing
 
-@Suite("AUTH and SELECT from the URL", .enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+@Suite("AUTH and SELECT from the URL", .enabled(if: TestServers.available), .timeLimit(.minutes(4)))
 struct RedisAuthTests {
     /// The test server's URL with another database and optional credentials.
     static func url(database: Int, userInfo: String? = nil) throws -> String {

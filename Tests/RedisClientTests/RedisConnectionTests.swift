@@ -3,7 +3,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-@Suite("RedisConnection against a real Redis", .enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+@Suite("RedisConnection against a real Redis", .enabled(if: TestServers.available), .timeLimit(.minutes(4)))
 struct RedisConnectionTests {
     @Test func binarySafeValuesRoundTrip() async throws {
         try await RedisTest.withConnection { redis, prefix in

@@ -2,7 +2,7 @@ import RedisClient
 import TestSupport
 import Testing
 
-@Suite("RedisConnection failure handling", .enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+@Suite("RedisConnection failure handling", .enabled(if: TestServers.available), .timeLimit(.minutes(4)))
 struct RedisRecoveryTests {
     @Test func idleConnectionKilledByTheServerIsHealed() async throws {
         try await RedisTest.withConnection { redis, prefix in

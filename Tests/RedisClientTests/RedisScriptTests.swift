@@ -2,7 +2,7 @@ import RedisClient
 import TestSupport
 import Testing
 
-@Suite("Lua scripts with EVALSHA", .enabled(if: TestServers.available), .timeLimit(.minutes(2)))
+@Suite("Lua scripts with EVALSHA", .enabled(if: TestServers.available), .timeLimit(.minutes(4)))
 struct RedisScriptTests {
     /// A script unique to one test (tests run in parallel and flush the script cache).
     static func incrementBy(_ tag: String) -> RedisScript {
