@@ -13,9 +13,17 @@ import Synchronization
 /// (Outbox entries are not deferred so: `baton verify` holds that nothing is left in an outbox once a run settled,
 /// and a task's last confirmed message has no next commit to carry its removal.)
 final class SettledPublishes: Sendable {
-    private struct Entry: Sendable {
-        var event: InlineEvent
-        var since: ContinuousClock.Instant
+    /// A class: the dictionary's reads, filter and removals copy one reference, not the event's dozen (an
+    /// `InlineEvent` holds ~12 strings and arrays, each retained and released on a copy; with the entry a struct, this
+    /// file made ~1/5 of the worker's retains on the step chain, perf uprobes, twentieth session).
+    private final class Entry: Sendable {
+        let event: InlineEvent
+        let since: ContinuousClock.Instant
+
+        init(event: InlineEvent, since: ContinuousClock.Instant) {
+            self.event = event
+            self.since = since
+        }
     }
 
     private struct State {
@@ -55,8 +63,7 @@ final class SettledPublishes: Sendable {
             return
         }
         let (start, earlier) = state.withLock { state -> (Bool, InlineEvent?) in
-            let earlier = state.entries[event.task]?.event
-            state.entries[event.task] = Entry(event: event, since: .now)
+            let earlier = state.entries.updateValue(Entry(event: event, since: .now), forKey: event.task)?.event
             if state.flushing { return (false, earlier) }
             state.flushing = true
             return (true, earlier)
@@ -86,11 +93,16 @@ final class SettledPublishes: Sendable {
             try? await Task.sleep(for: delay)
             let (due, last): ([InlineEvent], Bool) = state.withLock { state in
                 let now = ContinuousClock.now
-                let due = state.entries.filter { now - $0.value.since >= delay }
-                for (task, _) in due { state.entries.removeValue(forKey: task) }
+                var due: [InlineEvent] = []
+                var dueTasks: [String] = []
+                for (task, entry) in state.entries where now - entry.since >= delay {
+                    dueTasks.append(task)
+                    due.append(entry.event)
+                }
+                for task in dueTasks { state.entries.removeValue(forKey: task) }
                 // The loop ends with the last entry; the next event starts another.
                 if state.entries.isEmpty { state.flushing = false }
-                return (due.map(\.value.event), !state.flushing)
+                return (due, !state.flushing)
             }
             if !due.isEmpty { await store.eventsPublished(due) }
             if last { return }

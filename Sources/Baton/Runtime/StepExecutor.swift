@@ -118,7 +118,9 @@ extension ISO8601DateFormatter {
 
 /// Runs the step protocol of DESIGN.md §5 for one delivery: claim under a lease, run, commit once, publish
 /// the outbox. The same code runs on Redis + RabbitMQ and on the in-memory backend of `BatonTesting`.
-public struct StepExecutor: Sendable {
+/// A class, not a struct: every step's tasks and closures capture the executor, and a struct of a dozen references
+/// was copied (each reference retained and released) into each of them.
+public final class StepExecutor: Sendable {
     public let registry: AgentRegistry
     public let store: any TaskStore
     public let bus: any MessageBus
@@ -130,6 +132,8 @@ public struct StepExecutor: Sendable {
     let states: StateCache
     let settledPublishes: SettledPublishes
     let speculation = SpeculationCounters()
+    /// The event data of a commit that names no other (`{"worker":"<id>"}`), written once.
+    let workerEventData: String
 
     public init(
         registry: AgentRegistry, store: any TaskStore, bus: any MessageBus, workerID: String, settings: ProtocolSettings, logger: Logger
@@ -145,6 +149,7 @@ public struct StepExecutor: Sendable {
         self.leases = LeaseKeeper(store: store, workerID: workerID, settings: settings, drain: drain)
         self.states = StateCache(capacity: settings.stateCacheEntries)
         self.settledPublishes = SettledPublishes(store: store)
+        self.workerEventData = "{\"worker\":" + JSONText.quoted(workerID) + "}"
     }
 
     /// Tells running steps that the worker is shutting down (``StepContext/shouldYield`` becomes true).
@@ -818,7 +823,7 @@ public struct StepExecutor: Sendable {
         default:
             break
         }
-        var eventData = "{\"worker\":" + JSONText.quoted(workerID) + "}"
+        var eventData = workerEventData
         switch p.kind {
         case .retry(let delay, let error, _, _): eventData = "{\"delay_ms\":\(delay),\"error\":\(error)}"
         case .dead(_, let error, _), .fail(let error), .budget(_, let error): eventData = error

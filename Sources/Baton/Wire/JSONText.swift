@@ -111,27 +111,38 @@ extension StepMessage {
     /// nil for anything else, which the caller then decodes the slow way (with its precise errors).
     static func fastDecode(_ body: some Collection<UInt8>) -> StepMessage? {
         var scanner = FlatJSONScanner(Array(body))
-        var strings: [String: String] = [:]
-        var numbers: [String: Int64] = [:]
-        // Entries read: more than the distinct keys means a key repeats, which the generic decoder reads
-        // differently (the first wins there): leave those to it.
-        var entries = 0
+        var task: String?
+        var agent: String?
+        var step: String?
+        var v: Int64?
+        var seq: Int64?
+        var branch: Int64?
+        var attempt: Int64?
+        // A key read twice gives up: the generic decoder reads repeats differently (the first wins there). Keys
+        // are matched as bytes, so no key becomes a String (this runs once per delivery).
+        func take<T>(_ slot: inout T?, _ value: T?) -> Bool {
+            guard slot == nil, let value else { return false }
+            slot = value
+            return true
+        }
         guard scanner.eat(UInt8(ascii: "{")) else { return nil }
         if scanner.eat(UInt8(ascii: "}")) { return nil }
         repeat {
-            guard let key = scanner.string(), scanner.eat(UInt8(ascii: ":")) else { return nil }
-            entries += 1
-            if let value = scanner.string() {
-                strings[key] = value
-            } else if let value = scanner.integer() {
-                numbers[key] = value
-            } else {
-                return nil
+            guard let key = scanner.keyBytes(), scanner.eat(UInt8(ascii: ":")) else { return nil }
+            let taken: Bool
+            switch key {
+            case "task": taken = take(&task, scanner.string())
+            case "agent": taken = take(&agent, scanner.string())
+            case "step": taken = take(&step, scanner.string())
+            case "v": taken = take(&v, scanner.integer())
+            case "seq": taken = take(&seq, scanner.integer())
+            case "branch": taken = take(&branch, scanner.integer())
+            case "attempt": taken = take(&attempt, scanner.integer())
+            default: taken = false
             }
+            guard taken else { return nil }
         } while scanner.eat(UInt8(ascii: ","))
-        guard scanner.eat(UInt8(ascii: "}")), scanner.atEnd, strings.count == 3, numbers.count == 4, entries == 7,
-            let task = strings["task"], let agent = strings["agent"], let step = strings["step"], let v = numbers["v"], v == 1,
-            let seq = numbers["seq"], let branch = numbers["branch"], let attempt = numbers["attempt"]
+        guard scanner.eat(UInt8(ascii: "}")), scanner.atEnd, let task, let agent, let step, v == 1, let seq, let branch, let attempt
         else { return nil }
         return StepMessage(task: task, agent: agent, step: step, seq: seq, branch: branch, attempt: attempt)
     }
@@ -194,6 +205,51 @@ struct FlatJSONScanner {
         guard let text = String(validating: bytes[(position + 1)..<end], as: UTF8.self) else { return nil }
         position = end + 1
         return text
+    }
+
+    /// An object key without escapes, as one of the keys the caller knows (nil, position unchanged, for anything
+    /// else): its bytes are compared in place, never made a String.
+    mutating func keyBytes() -> FlatJSONScanner.Key? {
+        skipSpace()
+        guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { return nil }
+        var end = position + 1
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\"") {
+            if bytes[end] == UInt8(ascii: "\\") || bytes[end] < 0x20 { return nil }
+            end += 1
+        }
+        guard end < bytes.count else { return nil }
+        let key = Key(bytes: bytes, range: (position + 1)..<end)
+        position = end + 1
+        return key
+    }
+
+    /// A key's bytes in the scanned buffer; `case "name":` in a `switch` compares them with a string literal.
+    struct Key: Equatable, ExpressibleByStringLiteral {
+        let bytes: [UInt8]
+        let range: Range<Int>
+        let literal: StaticString?
+
+        init(bytes: [UInt8], range: Range<Int>) {
+            self.bytes = bytes
+            self.range = range
+            self.literal = nil
+        }
+
+        init(stringLiteral value: StaticString) {
+            self.bytes = []
+            self.range = 0..<0
+            self.literal = value
+        }
+
+        static func == (a: Key, b: Key) -> Bool {
+            func view(_ key: Key, _ body: (UnsafeRawBufferPointer) -> Bool) -> Bool {
+                if let literal = key.literal {
+                    return body(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+                }
+                return key.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[key.range])) }
+            }
+            return view(a) { x in view(b) { y in x.count == y.count && x.elementsEqual(y) } }
+        }
     }
 
     /// A non-negative or negative integer of at most 18 digits (nil, position unchanged, otherwise).
