@@ -1,39 +1,173 @@
 /// The basic properties of a message (AMQP 0-9-1 content header). `nil` means "not set".
+///
+/// A value type with copy-on-write storage: a message's properties are copied with it through every queue, batch and
+/// closure of a publish and a delivery, and as thirteen stored fields each copy retained and released every string
+/// and the headers table (~6 % of a worker's retains on the step chain, perf uprobes, twentieth session); now a copy
+/// retains one reference, and a write copies the fields only when the storage is shared.
 public struct AMQPProperties: Sendable, Hashable {
-    public var contentType: String?
-    public var contentEncoding: String?
-    public var headers: AMQPTable?
+    /// Written only through a uniquely referenced reference (``AMQPProperties/mutableStorage``), as the standard
+    /// library's collections do: a shared storage is copied first, so no two values ever see one change.
+    private final class Storage: @unchecked Sendable {
+        var contentType: String?
+        var contentEncoding: String?
+        var headers: AMQPTable?
+        var deliveryMode: UInt8?
+        var priority: UInt8?
+        var correlationID: String?
+        var replyTo: String?
+        var expiration: String?
+        var messageID: String?
+        var timestamp: UInt64?
+        var type: String?
+        var userID: String?
+        var appID: String?
+
+        init() {}
+
+        init(copying other: Storage) {
+            contentType = other.contentType
+            contentEncoding = other.contentEncoding
+            headers = other.headers
+            deliveryMode = other.deliveryMode
+            priority = other.priority
+            correlationID = other.correlationID
+            replyTo = other.replyTo
+            expiration = other.expiration
+            messageID = other.messageID
+            timestamp = other.timestamp
+            type = other.type
+            userID = other.userID
+            appID = other.appID
+        }
+    }
+
+    /// The storage of properties with nothing set, shared (never uniquely referenced, so a write copies it): a
+    /// message without properties allocates nothing for them.
+    private static let empty = Storage()
+
+    private var storage: Storage
+
+    private var mutableStorage: Storage {
+        mutating get {
+            if !isKnownUniquelyReferenced(&storage) { storage = Storage(copying: storage) }
+            return storage
+        }
+    }
+
+    public var contentType: String? {
+        get { storage.contentType }
+        set { mutableStorage.contentType = newValue }
+    }
+    public var contentEncoding: String? {
+        get { storage.contentEncoding }
+        set { mutableStorage.contentEncoding = newValue }
+    }
+    public var headers: AMQPTable? {
+        get { storage.headers }
+        set { mutableStorage.headers = newValue }
+    }
     /// 1 = transient, 2 = persistent.
-    public var deliveryMode: UInt8?
-    public var priority: UInt8?
-    public var correlationID: String?
-    public var replyTo: String?
-    public var expiration: String?
-    public var messageID: String?
+    public var deliveryMode: UInt8? {
+        get { storage.deliveryMode }
+        set { mutableStorage.deliveryMode = newValue }
+    }
+    public var priority: UInt8? {
+        get { storage.priority }
+        set { mutableStorage.priority = newValue }
+    }
+    public var correlationID: String? {
+        get { storage.correlationID }
+        set { mutableStorage.correlationID = newValue }
+    }
+    public var replyTo: String? {
+        get { storage.replyTo }
+        set { mutableStorage.replyTo = newValue }
+    }
+    public var expiration: String? {
+        get { storage.expiration }
+        set { mutableStorage.expiration = newValue }
+    }
+    public var messageID: String? {
+        get { storage.messageID }
+        set { mutableStorage.messageID = newValue }
+    }
     /// Seconds since the epoch.
-    public var timestamp: UInt64?
-    public var type: String?
-    public var userID: String?
-    public var appID: String?
+    public var timestamp: UInt64? {
+        get { storage.timestamp }
+        set { mutableStorage.timestamp = newValue }
+    }
+    public var type: String? {
+        get { storage.type }
+        set { mutableStorage.type = newValue }
+    }
+    public var userID: String? {
+        get { storage.userID }
+        set { mutableStorage.userID = newValue }
+    }
+    public var appID: String? {
+        get { storage.appID }
+        set { mutableStorage.appID = newValue }
+    }
 
     public init(
         contentType: String? = nil, contentEncoding: String? = nil, headers: AMQPTable? = nil, deliveryMode: UInt8? = nil,
         priority: UInt8? = nil, correlationID: String? = nil, replyTo: String? = nil, expiration: String? = nil,
         messageID: String? = nil, timestamp: UInt64? = nil, type: String? = nil, userID: String? = nil, appID: String? = nil
     ) {
-        self.contentType = contentType
-        self.contentEncoding = contentEncoding
-        self.headers = headers
-        self.deliveryMode = deliveryMode
-        self.priority = priority
-        self.correlationID = correlationID
-        self.replyTo = replyTo
-        self.expiration = expiration
-        self.messageID = messageID
-        self.timestamp = timestamp
-        self.type = type
-        self.userID = userID
-        self.appID = appID
+        if contentType == nil, contentEncoding == nil, headers == nil, deliveryMode == nil, priority == nil, correlationID == nil,
+            replyTo == nil, expiration == nil, messageID == nil, timestamp == nil, type == nil, userID == nil, appID == nil
+        {
+            self.storage = Self.empty
+            return
+        }
+        let storage = Storage()
+        storage.contentType = contentType
+        storage.contentEncoding = contentEncoding
+        storage.headers = headers
+        storage.deliveryMode = deliveryMode
+        storage.priority = priority
+        storage.correlationID = correlationID
+        storage.replyTo = replyTo
+        storage.expiration = expiration
+        storage.messageID = messageID
+        storage.timestamp = timestamp
+        storage.type = type
+        storage.userID = userID
+        storage.appID = appID
+        self.storage = storage
+    }
+
+    public static func == (a: AMQPProperties, b: AMQPProperties) -> Bool {
+        if a.storage === b.storage { return true }
+        return a.contentType == b.contentType
+            && a.contentEncoding == b.contentEncoding
+            && a.headers == b.headers
+            && a.deliveryMode == b.deliveryMode
+            && a.priority == b.priority
+            && a.correlationID == b.correlationID
+            && a.replyTo == b.replyTo
+            && a.expiration == b.expiration
+            && a.messageID == b.messageID
+            && a.timestamp == b.timestamp
+            && a.type == b.type
+            && a.userID == b.userID
+            && a.appID == b.appID
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(contentType)
+        hasher.combine(contentEncoding)
+        hasher.combine(headers)
+        hasher.combine(deliveryMode)
+        hasher.combine(priority)
+        hasher.combine(correlationID)
+        hasher.combine(replyTo)
+        hasher.combine(expiration)
+        hasher.combine(messageID)
+        hasher.combine(timestamp)
+        hasher.combine(type)
+        hasher.combine(userID)
+        hasher.combine(appID)
     }
 
     /// Persistent (`delivery_mode = 2`) JSON: what Baton publishes.

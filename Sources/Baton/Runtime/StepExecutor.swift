@@ -515,10 +515,8 @@ public final class StepExecutor: Sendable {
         let source = StepSource(message: message, body: body, routingKey: routingKey)
         switch await executeStep(claimed, lease: lease, source: source, settlement: settlement) {
         case .done(let disposition): return .done(disposition)
-        case .commit(var pending):
-            pending.lease = lease
-            pending.source = source
-            return .commit(pending)
+        case .commit(let pending):
+            return .commit(PendingCommit(pending, lease: lease, source: source))
         }
     }
 
@@ -694,10 +692,11 @@ public final class StepExecutor: Sendable {
             }
         default: break
         }
-        var pending = PendingCommit(
-            claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky, charge: result.uncommitted)
-        pending.usageAfter = usageAfter
-        return .commit(pending)
+        return .commit(
+            PendingCommit(
+                claimed: claimed, kind: kind, state: state, logger: logger, settlement: settlement, sticky: sticky,
+                charge: result.uncommitted,
+                usageAfter: usageAfter))
     }
 
     /// The committed form of a `parallel` outcome: each child's agent, initial state, first step, queue and
@@ -1052,21 +1051,47 @@ struct StepSource: Sendable {
 }
 
 /// A finished step waiting for its commit.
-struct PendingCommit: Sendable {
-    var claimed: ClaimedTask
-    var kind: Commit.Kind
-    var state: String
-    var logger: Logger
-    var settlement: (any DeliverySettlement)?
+/// A class, immutable once made: a step's pending commit passes through the task group's events, the batch's arrays
+/// and the commit's closures, and as a struct each of those copies retained and released its dozen references.
+final class PendingCommit: Sendable {
+    let claimed: ClaimedTask
+    let kind: Commit.Kind
+    let state: String
+    let logger: Logger
+    let settlement: (any DeliverySettlement)?
     /// The decoded input and state to keep in the worker's ``StateCache`` once the commit queued the next step.
-    var sticky: (any Sendable)? = nil
+    let sticky: (any Sendable)?
     /// The step's charges that only its commit records (``Commit/charge``).
-    var charge = Charge()
+    let charge: Charge
     /// The step's lease (speculative until claimed, ``StepLease``) and its delivery.
-    var lease: StepLease? = nil
-    var source: StepSource? = nil
+    let lease: StepLease?
+    let source: StepSource?
     /// The task's counters after this commit, when exact (``SpeculationBasis``).
-    var usageAfter: BudgetUsage? = nil
+    let usageAfter: BudgetUsage?
+
+    init(
+        claimed: ClaimedTask, kind: Commit.Kind, state: String, logger: Logger, settlement: (any DeliverySettlement)?,
+        sticky: (any Sendable)? = nil, charge: Charge = Charge(), lease: StepLease? = nil, source: StepSource? = nil,
+        usageAfter: BudgetUsage? = nil
+    ) {
+        self.claimed = claimed
+        self.kind = kind
+        self.state = state
+        self.logger = logger
+        self.settlement = settlement
+        self.sticky = sticky
+        self.charge = charge
+        self.lease = lease
+        self.source = source
+        self.usageAfter = usageAfter
+    }
+
+    /// `pending` with the step's lease and delivery.
+    convenience init(_ pending: PendingCommit, lease: StepLease, source: StepSource) {
+        self.init(
+            claimed: pending.claimed, kind: pending.kind, state: pending.state, logger: pending.logger, settlement: pending.settlement,
+            sticky: pending.sticky, charge: pending.charge, lease: lease, source: source, usageAfter: pending.usageAfter)
+    }
 }
 
 /// One delivery of a step message, for ``StepExecutor/handleSteps(_:settle:)``.
