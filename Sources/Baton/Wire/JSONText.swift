@@ -192,8 +192,9 @@ struct FlatJSONScanner {
         return true
     }
 
-    /// A string without escapes (nil, position unchanged, otherwise).
-    mutating func string() -> String? {
+    /// The characters of the string literal at the position when it has no escapes (nil otherwise); the position is
+    /// left for the caller to move past the closing quote.
+    mutating func unescapedString() -> Range<Int>? {
         skipSpace()
         guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { return nil }
         var end = position + 1
@@ -202,25 +203,22 @@ struct FlatJSONScanner {
             end += 1
         }
         guard end < bytes.count else { return nil }
-        guard let text = String(validating: bytes[(position + 1)..<end], as: UTF8.self) else { return nil }
-        position = end + 1
+        return (position + 1)..<end
+    }
+
+    /// A string without escapes (nil, position unchanged, otherwise).
+    mutating func string() -> String? {
+        guard let run = unescapedString(), let text = String(validating: bytes[run], as: UTF8.self) else { return nil }
+        position = run.upperBound + 1
         return text
     }
 
     /// An object key without escapes, as one of the keys the caller knows (nil, position unchanged, for anything
     /// else): its bytes are compared in place, never made a String.
     mutating func keyBytes() -> FlatJSONScanner.Key? {
-        skipSpace()
-        guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { return nil }
-        var end = position + 1
-        while end < bytes.count, bytes[end] != UInt8(ascii: "\"") {
-            if bytes[end] == UInt8(ascii: "\\") || bytes[end] < 0x20 { return nil }
-            end += 1
-        }
-        guard end < bytes.count else { return nil }
-        let key = Key(bytes: bytes, range: (position + 1)..<end)
-        position = end + 1
-        return key
+        guard let run = unescapedString() else { return nil }
+        position = run.upperBound + 1
+        return Key(bytes: bytes, range: run)
     }
 
     /// A key's bytes in the scanned buffer; `case "name":` in a `switch` compares them with a string literal.
