@@ -118,6 +118,7 @@ extension ISO8601DateFormatter {
 
 /// Runs the step protocol of DESIGN.md §5 for one delivery: claim under a lease, run, commit once, publish
 /// the outbox. The same code runs on Redis + RabbitMQ and on the in-memory backend of `BatonTesting`.
+///
 /// A class, not a struct: every step's tasks and closures capture the executor, and a struct of a dozen references
 /// was copied (each reference retained and released) into each of them.
 public final class StepExecutor: Sendable {
@@ -1051,6 +1052,7 @@ struct StepSource: Sendable {
 }
 
 /// A finished step waiting for its commit.
+///
 /// A class, immutable once made: a step's pending commit passes through the task group's events, the batch's arrays
 /// and the commit's closures, and as a struct each of those copies retained and released its dozen references.
 final class PendingCommit: Sendable {

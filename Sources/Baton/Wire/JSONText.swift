@@ -128,17 +128,24 @@ extension StepMessage {
         guard scanner.eat(UInt8(ascii: "{")) else { return nil }
         if scanner.eat(UInt8(ascii: "}")) { return nil }
         repeat {
-            guard let key = scanner.keyBytes(), scanner.eat(UInt8(ascii: ":")) else { return nil }
+            guard let key = scanner.key(), scanner.eat(UInt8(ascii: ":")) else { return nil }
             let taken: Bool
-            switch key {
-            case "task": taken = take(&task, scanner.string())
-            case "agent": taken = take(&agent, scanner.string())
-            case "step": taken = take(&step, scanner.string())
-            case "v": taken = take(&v, scanner.integer())
-            case "seq": taken = take(&seq, scanner.integer())
-            case "branch": taken = take(&branch, scanner.integer())
-            case "attempt": taken = take(&attempt, scanner.integer())
-            default: taken = false
+            if scanner.bytes(key, are: "task") {
+                taken = take(&task, scanner.string())
+            } else if scanner.bytes(key, are: "agent") {
+                taken = take(&agent, scanner.string())
+            } else if scanner.bytes(key, are: "step") {
+                taken = take(&step, scanner.string())
+            } else if scanner.bytes(key, are: "v") {
+                taken = take(&v, scanner.integer())
+            } else if scanner.bytes(key, are: "seq") {
+                taken = take(&seq, scanner.integer())
+            } else if scanner.bytes(key, are: "branch") {
+                taken = take(&branch, scanner.integer())
+            } else if scanner.bytes(key, are: "attempt") {
+                taken = take(&attempt, scanner.integer())
+            } else {
+                taken = false
             }
             guard taken else { return nil }
         } while scanner.eat(UInt8(ascii: ","))
@@ -213,41 +220,18 @@ struct FlatJSONScanner {
         return text
     }
 
-    /// An object key without escapes, as one of the keys the caller knows (nil, position unchanged, for anything
-    /// else): its bytes are compared in place, never made a String.
-    mutating func keyBytes() -> FlatJSONScanner.Key? {
+    /// An object key without escapes, as the range of its bytes (nil, position unchanged, otherwise): the caller
+    /// compares them in place (``bytes(_:are:)``), so no key becomes a String.
+    mutating func key() -> Range<Int>? {
         guard let run = unescapedString() else { return nil }
         position = run.upperBound + 1
-        return Key(bytes: bytes, range: run)
+        return run
     }
 
-    /// A key's bytes in the scanned buffer; `case "name":` in a `switch` compares them with a string literal.
-    struct Key: Equatable, ExpressibleByStringLiteral {
-        let bytes: [UInt8]
-        let range: Range<Int>
-        let literal: StaticString?
-
-        init(bytes: [UInt8], range: Range<Int>) {
-            self.bytes = bytes
-            self.range = range
-            self.literal = nil
-        }
-
-        init(stringLiteral value: StaticString) {
-            self.bytes = []
-            self.range = 0..<0
-            self.literal = value
-        }
-
-        static func == (a: Key, b: Key) -> Bool {
-            func view(_ key: Key, _ body: (UnsafeRawBufferPointer) -> Bool) -> Bool {
-                if let literal = key.literal {
-                    return body(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
-                }
-                return key.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[key.range])) }
-            }
-            return view(a) { x in view(b) { y in x.count == y.count && x.elementsEqual(y) } }
-        }
+    /// Whether the bytes at `run` are exactly `literal`'s.
+    func bytes(_ run: Range<Int>, are literal: StaticString) -> Bool {
+        run.count == literal.utf8CodeUnitCount
+            && bytes[run].elementsEqual(UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
 
     /// A non-negative or negative integer of at most 18 digits (nil, position unchanged, otherwise).
