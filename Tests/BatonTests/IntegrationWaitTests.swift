@@ -450,6 +450,47 @@ struct RedisWaitScriptTests {
         }
     }
 
+    @Test("a task at rest keeps its history at its exact size: the same entries, ids and counters in fewer bytes")
+    func historyAtRestIsCompact() async throws {
+        try await Self.withDriver { store, driver, bus in
+            let id = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "timeout"])).id
+            _ = try await Self.deliverLast(driver, bus)
+            #expect(try await TaskQueries(store: store).task(id)?.status == "waiting")
+            let redis = store.redis
+            let key = store.settings.keys.events(id)
+            // The same entries appended to a new stream, as XADD leaves them (its node allocated ahead).
+            let copy = key + ":appended"
+            let entries = try await redis.send("XRANGE", key, "-", "+").array ?? []
+            #expect(entries.count == 3)
+            for entry in entries {
+                let parts = entry.array ?? []
+                let entryID = try #require(parts.first?.string)
+                let fields = (parts.dropFirst().first?.array ?? []).compactMap(\.string)
+                let arguments: [any RedisArgumentConvertible] = [copy, entryID] + (fields as [any RedisArgumentConvertible])
+                _ = try await redis.send(RedisCommand("XADD", arguments: arguments))
+            }
+            let atRest = try #require(try await redis.send("MEMORY", "USAGE", key, "SAMPLES", "0").int)
+            let appended = try #require(try await redis.send("MEMORY", "USAGE", copy, "SAMPLES", "0").int)
+            _ = try await redis.send("DEL", copy)
+            #expect(atRest < appended, "the waiting task's history (\(atRest) B) is no smaller than its entries appended (\(appended) B)")
+            // What the relay counts by is kept: entries added, the last id.
+            let info = try await redis.send("XINFO", "STREAM", key).array ?? []
+            var fields: [String: RedisReply] = [:]
+            for index in stride(from: 0, to: info.count - 1, by: 2) {
+                if let name = info[index].string { fields[name] = info[index + 1] }
+            }
+            #expect(fields["entries-added"]?.int == 3)
+            #expect(fields["last-generated-id"]?.string == entries.last?.array?.first?.string)
+            // Later events go on after it.
+            let timer = try #require(try await redis.send("HGET", store.settings.keys.task(id), "wait_timer").string)
+            #expect(try await store.fireWaitTimer(task: id, timer: timer))
+            let outbox = try await store.pendingOutbox(task: id)
+            _ = await driver.handleStep(body: Array(try #require(outbox.values.first).body.utf8), routingKey: "default")
+            let events = try await TaskQueries(store: store).history(id).map(\.type)
+            #expect(events == ["submitted", "started", "waiting", "woke", "succeeded"])
+        }
+    }
+
     @Test("a timeout routes to onTimeout; the timer, fired twice, wakes once; a signal after it stays in the mailbox")
     func timeoutRoutesToOnTimeout() async throws {
         try await Self.withDriver { store, driver, bus in

@@ -39,10 +39,27 @@ enum Scripts {
           if root then return root .. rest end
           return nil
         end
+        -- The events after which a task runs no step for a while: it was submitted (a queue may hold it), it waits,
+        -- sleeps, backs off, is paused or parked for review, or it ended (its history is kept).
+        local AT_REST = {submitted=true, waiting=true, sleeping=true, retrying=true, paused=true, needs_review=true,
+          succeeded=true, failed=true, cancelled=true, budget_exceeded=true, dead_lettered=true}
+        -- Redis (>= 6.2) allocates a stream's newest node at min(stream-node-max-bytes, 4 KiB) and shrinks a node only
+        -- once it is full: a history of a few events held 4 KiB with Redis's defaults. A task at rest has its
+        -- history rewritten at its exact size: DUMP and RESTORE of the same key keep its entries, ids, last id and
+        -- entries-added (the relay's count); later events grow it one allocation class at a time. Only short
+        -- histories (the cost grows with the entries: ~5 us for 22) and keys without a TTL (RESTORE would drop it).
+        -- Best effort: where RESTORE is refused (an ACL without @dangerous) the stream stays as it is.
+        local COMPACT_MAX_EVENTS = 128
+        local function compact_events(key)
+          if redis.call('XLEN', key) > COMPACT_MAX_EVENTS or redis.call('PTTL', key) ~= -1 then return end
+          local dump = redis.pcall('DUMP', key)
+          if type(dump) == 'string' then redis.pcall('RESTORE', key, 0, dump, 'REPLACE') end
+        end
         -- `unmarked`: the caller scores the task in `events_pending` itself (the commit's hot path: one ZADD, not two).
         local function add_event(key, maxlen, etype, seq, branch, step, now, data, unmarked)
           local eid = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'type', etype, 'seq', seq, 'branch', branch,
             'step', step or '', 'at', now, 'data', data or '{}')
+          if AT_REST[etype] then compact_events(key) end
           if EVENTS_PENDING and not unmarked then
             local member = event_member(key)
             if member then redis.call('ZADD', EVENTS_PENDING, 'NX', now, member) end
