@@ -12,9 +12,11 @@ extension LocalServices {
         appendfsync everysec
         save ""
         protected-mode yes
-        # Memory per waiting task (`baton bench idle`, docs/benchmarks.md): a stream's first node is preallocated at
-        # stream-node-max-bytes (4 KiB by default) and a task hash leaves listpack encoding once a value passes 64 bytes.
-        # With these two a waiting task takes ~2.9 KB instead of ~7.8 KB; `baton bench stepchain` showed no difference.
+        # Memory per task (`baton bench idle`, docs/benchmarks.md): a task hash leaves listpack encoding once a value (a
+        # wait's descriptor, an input) passes hash-max-listpack-value (64 by default): a waiting task takes ~2.4 KB with 128,
+        # ~3.8 KB without. A stream's newest node is preallocated at stream-node-max-bytes (4 KiB by default); Baton rewrites
+        # a short history at its exact size when the task rests, so 512 matters only for long histories.
+        # `baton bench stepchain` showed no difference in throughput with either.
         stream-node-max-bytes 512
         hash-max-listpack-value 128
 

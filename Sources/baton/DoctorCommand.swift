@@ -10,7 +10,8 @@ struct DoctorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor", abstract: "Check Redis, RabbitMQ and the workers; print each problem with its fix.",
         discussion: """
-            Checks: Redis reachable, AOF on, maxmemory-policy noeviction, clock skew against Redis; RabbitMQ reachable, the \
+            Checks: Redis reachable, AOF on, maxmemory-policy noeviction, hash-max-listpack-value ≥ 128 (a warning: memory per \
+            task), clock skew against Redis; RabbitMQ reachable, the \
             topology declared, consumer_timeout above worker.time_slice (read with rabbitmqctl from the node of \
             `baton services`; any other broker: unknown); live workers with fresh heartbeats. Exit 0 when every check \
             passes (a warning or an unknown does not fail it), 1 when one finds a problem. Queue headroom: a step queue \
@@ -111,6 +112,23 @@ struct DoctorCommand: AsyncParsableCommand {
                     "redis_eviction", "maxmemory-policy \(value): under memory pressure Redis would evict task state",
                     fix: "CONFIG SET maxmemory-policy noeviction / maxmemory-policy noeviction in redis.conf"))
         case nil: checks.append(.unknown("redis_eviction", "CONFIG GET maxmemory-policy is not allowed on this server; check redis.conf"))
+        }
+        // Redis 6 calls it hash-max-ziplist-value (7 answers both names).
+        var listpackValue = await config("hash-max-listpack-value")
+        if listpackValue == nil { listpackValue = await config("hash-max-ziplist-value") }
+        switch listpackValue {
+        case .some(let value):
+            if let warning = RedisMemoryAdvice.hashListpackValueWarning(value) {
+                let recommended = RedisMemoryAdvice.recommendedHashListpackValue
+                checks.append(
+                    .warning(
+                        "redis_memory", warning,
+                        fix: "CONFIG SET hash-max-listpack-value \(recommended) / hash-max-listpack-value \(recommended) in redis.conf"))
+            } else {
+                checks.append(.ok("redis_memory", "hash-max-listpack-value \(value)"))
+            }
+        case nil:
+            checks.append(.unknown("redis_memory", "CONFIG GET hash-max-listpack-value is not allowed on this server; check redis.conf"))
         }
         if let time = try? await redis.send("TIME").array, time.count == 2, let seconds = Double(time[0].string ?? ""),
             let micros = Double(time[1].string ?? "")

@@ -672,6 +672,9 @@ struct CLIOperatorTests {
             let problems = (report["items"] as? [[String: Any]] ?? []).filter { $0["status"] as? String == "problem" }
             #expect(doctor.status == 0, "problems: \(problems)")
             #expect(report["ok"] as? Bool == true)
+            // `baton services` runs Redis with the recommended hash-max-listpack-value.
+            let memory = (report["items"] as? [[String: Any]] ?? []).first { $0["check"] as? String == "redis_memory" }
+            #expect(memory?["status"] as? String == "ok", "redis_memory: \(String(describing: memory))")
         }
     }
 

@@ -284,3 +284,16 @@ struct ConfigTests {
         #expect(Duration.seconds(Int64.max / 1000).wholeMilliseconds == Int64.max / 2)
     }
 }
+
+@Suite("Redis memory advice (baton doctor)")
+struct RedisMemoryAdviceTests {
+    @Test("hash-max-listpack-value below 128 (Redis's default 64) is a warning that names the value and the cost")
+    func warnsBelowTheRecommendedValue() throws {
+        let warning = try #require(RedisMemoryAdvice.hashListpackValueWarning("64"))
+        #expect(warning.contains("hash-max-listpack-value 64"))
+        #expect(warning.contains("3.8 KB"))
+        #expect(RedisMemoryAdvice.hashListpackValueWarning("not a number") != nil)
+        #expect(RedisMemoryAdvice.hashListpackValueWarning("128") == nil)
+        #expect(RedisMemoryAdvice.hashListpackValueWarning("512") == nil)
+    }
+}

@@ -405,9 +405,10 @@ struct IntegrationWaitTests {
 @Suite("Redis: wait scripts", .enabled(if: TestServers.available))
 struct RedisWaitScriptTests {
     /// Runs `body` with a store under a key prefix of its own and a driver that keeps what it publishes.
-    static func withDriver(_ body: (RedisTaskStore, StepExecutor, CapturingBus) async throws -> Void) async throws {
-        let redis = try await RedisConnection.connect(
-            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+    static func withDriver(
+        url: String = TestServers.redisURL, _ body: (RedisTaskStore, StepExecutor, CapturingBus) async throws -> Void
+    ) async throws {
+        let redis = try await RedisConnection.connect(configuration: try RedisConfiguration(url: url), logger: Harness.logger)
         var settings = RedisTaskStore.Settings()
         settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-wait-scripts") + ":")
         let store = RedisTaskStore(redis: redis, settings: settings)
@@ -489,6 +490,36 @@ struct RedisWaitScriptTests {
             let events = try await TaskQueries(store: store).history(id).map(\.type)
             #expect(events == ["submitted", "started", "waiting", "woke", "succeeded"])
         }
+    }
+
+    @Test("an ACL user without @dangerous (no RESTORE) runs the same scripts: the history stays as appended, nothing fails")
+    func historyRewriteIsBestEffort() async throws {
+        let admin = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Harness.logger)
+        let user = TestServers.uniqueName("bt-acl")
+        _ = try await admin.send("ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all", "-@dangerous")
+        do {
+            let url = TestServers.redisURL.replacingOccurrences(of: "redis://", with: "redis://\(user):secret@")
+            try await Self.withDriver(url: url) { store, driver, bus in
+                let denied = try await store.redis.pipeline([RedisCommand("RESTORE", arguments: ["bt-acl-probe", "0", "x"])])
+                #expect(denied.first?.errorMessage?.contains("NOPERM") == true, "RESTORE answered \(denied)")
+                let id = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "timeout"])).id
+                _ = try await Self.deliverLast(driver, bus)
+                #expect(try await TaskQueries(store: store).task(id)?.status == "waiting")
+                let timer = try #require(try await store.redis.send("HGET", store.settings.keys.task(id), "wait_timer").string)
+                #expect(try await store.fireWaitTimer(task: id, timer: timer))
+                let outbox = try await store.pendingOutbox(task: id)
+                _ = await driver.handleStep(body: Array(try #require(outbox.values.first).body.utf8), routingKey: "default")
+                let events = try await TaskQueries(store: store).history(id).map(\.type)
+                #expect(events == ["submitted", "started", "waiting", "woke", "succeeded"])
+            }
+        } catch {
+            _ = try? await admin.send("ACL", "DELUSER", user)
+            await admin.close()
+            throw error
+        }
+        _ = try await admin.send("ACL", "DELUSER", user)
+        await admin.close()
     }
 
     @Test("a timeout routes to onTimeout; the timer, fired twice, wakes once; a signal after it stays in the mailbox")
