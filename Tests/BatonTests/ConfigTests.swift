@@ -52,6 +52,7 @@ struct ConfigTests {
         #expect(worker.protocolSettings.lease == defaults.protocolSettings.lease)
         #expect(worker.protocolSettings.defaultLimits == defaults.protocolSettings.defaultLimits)
         #expect(worker.store.keys == defaults.store.keys)
+        #expect(worker.retention == .seconds(7 * 86_400))
         #expect(configuration.file == nil)
     }
 
@@ -88,8 +89,8 @@ struct ConfigTests {
               time_slice: 2m
               heartbeat_interval: 3s
               stale_after: 12s
-            sweeps: {timer_interval: 250ms, outbox_interval: 4s, outbox_age: 6s, stalled_interval: 7s, dead_letter_intake: false}
-            limits: {checkpoint_max_bytes: 2_000_000, submit_max_bytes: 4096, events_max_length: 500, checkpoints_kept: 3}
+            sweeps: {timer_interval: 250ms, outbox_interval: 4s, outbox_age: 6s, stalled_interval: 7s, dead_letter_intake: false, retention_interval: 30s}
+            limits: {checkpoint_max_bytes: 2_000_000, submit_max_bytes: 4096, events_max_length: 500, checkpoints_kept: 3, retention: 3d}
             budget:
               default_max_cost_usd: 2.5
               default_max_tokens: 100000
@@ -116,6 +117,8 @@ struct ConfigTests {
         #expect(worker.outboxSweepAge == .seconds(6))
         #expect(worker.stalledSweepInterval == .seconds(7))
         #expect(worker.deadLetterIntake == false)
+        #expect(worker.retentionSweepInterval == .seconds(30))
+        #expect(worker.retention == .seconds(3 * 86_400))
         #expect(worker.protocolSettings.checkpointMaxBytes == 2_000_000)
         #expect(worker.protocolSettings.submitMaxBytes == 4096)
         #expect(worker.store.eventsMaxLength == 500)
@@ -126,6 +129,11 @@ struct ConfigTests {
                     maxCostMicros: 2_500_000, maxTokens: 100_000, maxSteps: 50, maxToolCalls: 60, maxHandoffs: 70, maxAttempts: 2))
         #expect(worker.queueSettings.deliveryLimit == 4)
         #expect(worker.queueSettings.stepQueueMaxLength == 5000)
+    }
+
+    @Test func retentionZeroKeepsFinishedTasksForever() async throws {
+        #expect(try await Self.load("limits:\n  retention: 0\n").worker.retention == .zero)
+        #expect(try await Self.load("", environment: ["BATON_LIMITS_RETENTION": "12h"]).worker.retention == .seconds(12 * 3600))
     }
 
     @Test func environmentListsAndFlagListsAreCommaSeparated() async throws {
@@ -179,6 +187,8 @@ struct ConfigTests {
         ("worker:\n  queues: fast\n", "worker.queues"),
         ("limits:\n  signal_mailbox: 0\n", "limits.signal_mailbox"),
         ("limits:\n  max_children: 10001\n", "limits.max_children"),
+        ("limits:\n  retention: -1d\n", "limits.retention"),
+        ("sweeps:\n  retention_interval: 0\n", "sweeps.retention_interval"),
     ])
     func aBadValueIsAnErrorNamingItsKey(yaml: String, key: String) async throws {
         let error = await Self.error { try await Self.load(yaml) }

@@ -35,6 +35,7 @@ struct IntegrationMetricsTests {
         "baton_timer_lag_seconds": ("histogram", []),
         "baton_webhook_deliveries_total": ("counter", ["result"]),
         "baton_redrives_total": ("counter", ["agent"]),
+        "baton_tasks_purged_total": ("counter", []),
     ]
 
     /// Family → (TYPE, label names) of `baton serve`'s `/metrics` (computed from Redis and the broker).

@@ -56,11 +56,11 @@ struct WaitServers {
     }
 
     /// Starts `baton worker` (3 s lease) on these servers and waits for its heartbeat.
-    func startWorker(_ name: String, client: BatonClient) async throws -> Harness.Worker {
+    func startWorker(_ name: String, client: BatonClient, environment extra: [String: String] = [:]) async throws -> Harness.Worker {
         let id = TestServers.uniqueName("it-\(name)")
         let process = try WorkerProcess.start(
             executable: try Harness.baton(), arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", "3"],
-            environment: environment(), outputFile: try TestFiles.path("worker-\(name)") + ".log")
+            environment: environment().merging(extra) { $1 }, outputFile: try TestFiles.path("worker-\(name)") + ".log")
         return try await Harness.registered(process, id: id, client: client, timeout: .seconds(20))
     }
 

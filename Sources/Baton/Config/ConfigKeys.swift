@@ -38,12 +38,14 @@ public enum ConfigKeys {
     public static let sweepsOutboxAge = "sweeps.outbox_age"
     public static let sweepsStalledInterval = "sweeps.stalled_interval"
     public static let sweepsDeadLetterIntake = "sweeps.dead_letter_intake"
+    public static let sweepsRetentionInterval = "sweeps.retention_interval"
     public static let limitsCheckpointMaxBytes = "limits.checkpoint_max_bytes"
     public static let limitsSubmitMaxBytes = "limits.submit_max_bytes"
     public static let limitsEventsMaxLength = "limits.events_max_length"
     public static let limitsCheckpointsKept = "limits.checkpoints_kept"
     public static let limitsSignalMailbox = "limits.signal_mailbox"
     public static let limitsMaxChildren = "limits.max_children"
+    public static let limitsRetention = "limits.retention"
     public static let budgetDefaultMaxCostUSD = "budget.default_max_cost_usd"
     public static let budgetDefaultMaxTokens = "budget.default_max_tokens"
     public static let budgetDefaultMaxSteps = "budget.default_max_steps"
@@ -88,12 +90,16 @@ public enum ConfigKeys {
         Key(name: sweepsOutboxAge, defaultValue: "5s", summary: "an outbox this old is republished by the sweep"),
         Key(name: sweepsStalledInterval, defaultValue: "5s", summary: "how often stalled tasks are looked for"),
         Key(name: sweepsDeadLetterIntake, defaultValue: "true", summary: "move baton.dead into Redis for `baton dead`"),
+        Key(name: sweepsRetentionInterval, defaultValue: "1m", summary: "how often finished tasks past limits.retention are deleted"),
         Key(name: limitsCheckpointMaxBytes, defaultValue: "1048576", summary: "largest checkpoint a step may commit"),
         Key(name: limitsSubmitMaxBytes, defaultValue: "1048576", summary: "largest submit body accepted"),
         Key(name: limitsEventsMaxLength, defaultValue: "1000", summary: "events kept per task"),
         Key(name: limitsCheckpointsKept, defaultValue: "5", summary: "checkpoint versions kept per task"),
         Key(name: limitsSignalMailbox, defaultValue: "100", summary: "signals a task keeps unconsumed; one more is refused"),
         Key(name: limitsMaxChildren, defaultValue: "100", summary: "children a task starts over its life (parallel); more fail it"),
+        Key(
+            name: limitsRetention, defaultValue: "7d",
+            summary: "a finished task (not a dead-lettered one) is deleted this long after it ended (0: kept forever)"),
         Key(name: budgetDefaultMaxCostUSD, defaultValue: "~", summary: "cost limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxTokens, defaultValue: "~", summary: "token limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxSteps, defaultValue: "10000", summary: "step limit of a task whose submit sets none"),

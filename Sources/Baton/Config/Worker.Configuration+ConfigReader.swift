@@ -20,6 +20,8 @@ extension Worker.Configuration {
     /// | `sweeps.outbox_age` | 5s |
     /// | `sweeps.stalled_interval` | 5s |
     /// | `sweeps.dead_letter_intake` | true |
+    /// | `sweeps.retention_interval` | 1m |
+    /// | `limits.retention` | 7d (0: finished tasks are kept forever) |
     ///
     /// The URLs are checked here (scheme, host, port), so a typo fails at start, not at the first connect.
     ///
@@ -44,6 +46,8 @@ extension Worker.Configuration {
         outboxSweepAge = try reader.batonDuration(ConfigKeys.sweepsOutboxAge, default: outboxSweepAge)
         stalledSweepInterval = try reader.batonDuration(ConfigKeys.sweepsStalledInterval, default: stalledSweepInterval)
         deadLetterIntake = try reader.batonBool(ConfigKeys.sweepsDeadLetterIntake, default: deadLetterIntake)
+        retentionSweepInterval = try reader.batonDuration(ConfigKeys.sweepsRetentionInterval, default: retentionSweepInterval)
+        retention = try reader.batonDuration(ConfigKeys.limitsRetention, default: retention, minimum: .zero)
         protocolSettings = try ProtocolSettings(reader: reader)
         queueSettings = try Topology.QueueSettings(reader: reader)
         store = try RedisTaskStore.Settings(reader: reader)

@@ -33,6 +33,7 @@ public enum BatonMetrics {
         public static let timerLag = "baton_timer_lag_seconds"
         public static let webhookDeliveries = "baton_webhook_deliveries_total"
         public static let redrives = "baton_redrives_total"
+        public static let tasksPurged = "baton_tasks_purged_total"
     }
 
     /// Histogram buckets (seconds) by metric name, for the Prometheus factory.
@@ -67,6 +68,9 @@ public enum BatonMetrics {
     static let timerLag = Family(Name.timerLag, [], histogram)
     static let webhookDeliveries = Family(Name.webhookDeliveries, ["result"], counter)
     static let redrives = Family(Name.redrives, ["agent"], counter)
+    static let purged = Family(Name.tasksPurged, [], counter)
+    /// Finished tasks the retention sweep deleted.
+    static var tasksPurged: Counter { purged() }
 
     @Sendable static func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
         Counter(label: label, dimensions: dimensions)
@@ -139,6 +143,7 @@ public enum BatonMetrics {
         for queue in queues { _ = duplicateDeliveries(queue) }
         for result in ["delivered", "failed", "gone", "gave_up"] { _ = webhookDeliveries(result) }
         _ = timerLag()
+        _ = purged()
         stepsInFlight(worker).record(0)
     }
 

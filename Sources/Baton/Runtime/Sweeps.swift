@@ -50,6 +50,12 @@ final class Sweeps: Sendable {
             group.addTask { await self.loop(every: self.configuration.timerInterval) { try await self.fireTimers() } }
             group.addTask { await self.loop(every: self.configuration.outboxSweepInterval) { try await self.sweepOutbox() } }
             group.addTask { await self.loop(every: self.configuration.stalledSweepInterval) { try await self.sweepStalled() } }
+            if configuration.retention > .zero {
+                group.addTask {
+                    // At once again while a round found more than it looked at (a backlog after a long pause).
+                    await self.busyLoop(every: self.configuration.retentionSweepInterval) { try await self.sweepFinished() }
+                }
+            }
             group.addTask {
                 let relay = EventRelay(store: self.store, bus: self.eventsBus, logger: self.logger)
                 // A round every timer interval (so a busy task's events go out several per round, not one round
@@ -178,6 +184,19 @@ final class Sweeps: Sendable {
                 await executor.flushOutbox(task: id)
             }
         }
+    }
+
+    /// Deletes finished tasks past `limits.retention` (``RedisTaskStore/purgeFinished(olderThan:limit:)``); true when
+    /// a round left candidates it did not look at.
+    func sweepFinished() async throws -> Bool {
+        let result = try await store.purgeFinished(olderThan: configuration.retention)
+        if result.purged > 0 {
+            BatonMetrics.tasksPurged.increment(by: result.purged)
+            logger.info(
+                "retention: deleted finished tasks",
+                metadata: ["purged": "\(result.purged)", "retention": "\(DurationText.format(configuration.retention))"])
+        }
+        return result.more && !isStopped
     }
 
     /// Republishes tasks whose worker vanished: status running, lease expired, no commit. Running tasks live

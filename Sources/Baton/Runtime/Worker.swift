@@ -31,6 +31,11 @@ public final class Worker: Service, Sendable {
         /// Outbox entries older than this are re-published by the sweep.
         public var outboxSweepAge: Duration = .seconds(5)
         public var stalledSweepInterval: Duration = .seconds(5)
+        /// How long a finished task (succeeded, failed, cancelled, budget_exceeded) is kept before the retention sweep
+        /// deletes its keys (`limits.retention`); zero keeps every task forever.
+        public var retention: Duration = .seconds(7 * 86_400)
+        /// How often finished tasks past their retention are looked for (`sweeps.retention_interval`).
+        public var retentionSweepInterval: Duration = .seconds(60)
         public var heartbeatInterval: Duration = .seconds(2)
         /// Whether this worker consumes `baton.dead` into Redis.
         public var deadLetterIntake = true

@@ -1280,6 +1280,37 @@ enum Scripts {
             end
             return redis.error_reply('unknown action ' .. action)
             """
+    /// Deletes a finished task whose retention has passed (the retention sweep, ``RedisTaskStore/purgeFinished``).
+    /// KEYS: task, index prefix, events pending, webhooks due. ARGV: id, retention ms, checkpoints to delete below
+    /// `seq`, the status index the sweep found it in.
+    /// Answers `purged`, `kept` (not finished, or not long enough ago), `pending` (its outbox, events or webhooks
+    /// are not out yet; a parent whose children have not all ended) or `missing` (its stale index entry removed).
+    static let purgeFinished =
+        common + """
+            local PURGEABLE = {succeeded=true, failed=true, cancelled=true, budget_exceeded=true}
+            local t = redis.call('HMGET', KEYS[1], 'status', 'finished_at', 'seq', 'children_total', 'children_done')
+            local status = t[1]
+            if not status then
+              redis.call('ZREM', KEYS[2] .. ARGV[4], ARGV[1])
+              return 'missing'
+            end
+            local finished = tonumber(t[2] or '')
+            if not PURGEABLE[status] or not finished or finished > now_ms() - tonumber(ARGV[2]) then return 'kept' end
+            local base = string.sub(KEYS[1], 1, -6)
+            -- Nothing of it is still to go out, and no child will record its end in this task's keys.
+            if num(t[4]) > num(t[5]) or redis.call('EXISTS', base .. ':outbox') == 1 or redis.call('ZSCORE', KEYS[3], ARGV[1]) or
+              redis.call('ZSCORE', KEYS[4], ARGV[1]) then
+              return 'pending'
+            end
+            local keys = {KEYS[1], base .. ':budget', base .. ':events', base .. ':effects', base .. ':effects_charged',
+              base .. ':signals', base .. ':signals_seen', base .. ':children'}
+            local seq = num(t[3])
+            for s = math.max(0, seq - tonumber(ARGV[3])), seq do table.insert(keys, base .. ':ckpt:' .. s) end
+            redis.call('UNLINK', unpack(keys))
+            redis.call('ZREM', KEYS[2] .. status, ARGV[1])
+            return 'purged'
+            """
+
     /// Reads what the event relay publishes next for one task. KEYS: task, events, budget. ARGV: max entries.
     /// Answers `{cursor, agent, status, notify, progress fraction, progress message, cost, tokens, entries, trimmed}`:
     /// `trimmed` is the number of events the stream cap (`MAXLEN ~`) removed before the relay published them

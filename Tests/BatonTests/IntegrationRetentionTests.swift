@@ -1,0 +1,104 @@
+import Foundation
+import RedisClient
+import TestSupport
+import Testing
+
+@testable import Baton
+
+/// `limits.retention`: the sweep's script on Redis, driven in-process (the `waiter` test agent's routes).
+@Suite("Redis: retention of finished tasks", .enabled(if: TestServers.available))
+struct RedisRetentionTests {
+    /// Every key under the task's `<prefix>{<root>}…` base.
+    static func keysLeft(_ store: RedisTaskStore, _ id: String) async throws -> [String] {
+        let pattern = store.settings.keys.task(id).dropLast(":task".count) + "*"
+        var cursor = "0"
+        var found: [String] = []
+        repeat {
+            let reply = try await store.redis.send("SCAN", cursor, "MATCH", String(pattern), "COUNT", 1000).array ?? []
+            cursor = reply.first?.string ?? "0"
+            found += (reply.dropFirst().first?.array ?? []).compactMap(\.string)
+        } while cursor != "0"
+        return found
+    }
+
+    @Test("finished tasks past the retention are deleted whole; recent, waiting, dead-lettered and unpublished ones are kept")
+    func deletesOnlyWhatIsDue() async throws {
+        try await RedisWaitScriptTests.withDriver { store, driver, bus in
+            let queries = TaskQueries(store: store)
+            let keys = store.settings.keys
+            // Succeeded: a wait whose time is past wakes in its commit, then the resumed step completes.
+            let done = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "past"])).id
+            _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            // Waiting, cancelled, dead-lettered.
+            var parked: [String] = []
+            for _ in 0..<3 {
+                parked.append(try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "timeout"])).id)
+                _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            }
+            let (waiting, cancelled, dead) = (parked[0], parked[1], parked[2])
+            #expect(try await store.control(task: cancelled, action: "cancel", reason: "test", actor: "test").first == "cancelled")
+            let error = #"{"code":"test","message":"dead-lettered by the test"}"#
+            #expect(
+                try await store.control(task: dead, action: "dead", reason: "test", actor: "test", extra: error).first == "dead_lettered")
+            let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+            while try await relay.round().published > 0 {}
+            #expect(try await queries.task(done)?.status == "succeeded")
+            #expect(try await Self.keysLeft(store, done).count >= 4)
+
+            // Ended less than an hour ago: kept.
+            #expect(try await store.purgeFinished(olderThan: .seconds(3600)) == RedisTaskStore.PurgeResult())
+
+            // A finished task whose events are not all on baton.events yet is kept until they are.
+            let bucket = keys.bucket(of: done)
+            _ = try await store.redis.send("ZADD", keys.eventsPending(bucket: bucket), 0, done)
+            let first = try await store.purgeFinished(olderThan: .zero)
+            #expect(first.pending == 1)
+            #expect(first.purged == 1)
+            #expect(try await queries.task(done)?.status == "succeeded")
+            #expect(try await queries.task(cancelled) == nil)
+            _ = try await store.redis.send("ZREM", keys.eventsPending(bucket: bucket), done)
+
+            let second = try await store.purgeFinished(olderThan: .zero)
+            #expect(second.purged == 1)
+            #expect(second.pending == 0)
+            for id in [done, cancelled] {
+                #expect(try await queries.task(id) == nil)
+                #expect(try await Self.keysLeft(store, id) == [])
+                for status in RedisTaskStore.purgeableStatuses {
+                    let score = try await store.redis.send("ZSCORE", keys.index(bucket: keys.bucket(of: id), status: status), id)
+                    #expect(score.isNull, "\(id) is still in the \(status) index")
+                }
+            }
+            #expect(try await queries.task(waiting)?.status == "waiting")
+            #expect(try await queries.task(dead)?.status == "dead_lettered")
+            #expect(try await store.purgeFinished(olderThan: .zero) == RedisTaskStore.PurgeResult())
+        }
+    }
+
+    @Test(
+        "a worker with limits.retention 1s deletes a finished task about a second after it ended; a sleeping one stays",
+        .timeLimit(.minutes(4)))
+    func workerSweepDeletesFinishedTasks() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await servers.startWorker(
+                "retention", client: client, environment: ["BATON_LIMITS_RETENTION": "1s", "BATON_SWEEPS_RETENTION_INTERVAL": "200ms"])
+            defer { worker.process.sigkill() }
+            let sleeping = try await Harness.submit(
+                client, SubmitRequest(id: TestServers.uniqueName("sleeper"), agent: "sleeper", input: ["seconds": 600]))
+            let done = try await Harness.submit(
+                client, SubmitRequest(id: TestServers.uniqueName("chain"), agent: "stepchain", input: ["steps": 3]))
+            _ = try await Harness.waitForStatus(client, sleeping, ["sleeping"], workers: [worker])
+            let finished = try await Harness.waitForStatus(client, done, ["succeeded"], workers: [worker])
+            #expect(finished.budget.used.steps == 3)
+            let gone = try await eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
+                try await client.queries.task(done) == nil
+            }
+            #expect(gone, "the finished task is still there:\n\(worker.log.suffix(2000))")
+            #expect(try await Self.keysLeft(client.store, done) == [])
+            #expect(try await client.queries.task(sleeping)?.status == "sleeping")
+            #expect(worker.log.contains("retention: deleted finished tasks"))
+            await worker.process.stop()
+        }
+    }
+}
