@@ -81,7 +81,18 @@ final class Sweeps: Sendable {
             } catch {
                 logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: interval)
+            await pause(for: interval)
+        }
+    }
+
+    /// Sleeps `interval`, in slices of at most 250 ms so that a stopping worker is not held by a long period (the
+    /// retention sweep's is a minute).
+    private func pause(for interval: Duration) async {
+        var left = interval
+        while left > .zero && !isStopped && !Task.isCancelled {
+            let slice = min(left, .milliseconds(250))
+            try? await Task.sleep(for: slice)
+            left -= slice
         }
     }
 
@@ -95,7 +106,7 @@ final class Sweeps: Sendable {
             } catch {
                 logger.debug("sweep failed; retrying next round", metadata: ["error": "\(error)"])
             }
-            if !busy { try? await Task.sleep(for: interval) }
+            if !busy { await pause(for: interval) }
         }
     }
 
