@@ -23,13 +23,19 @@ struct RedisRetentionTests {
 
     @Test("finished tasks past the retention are deleted whole; recent, waiting, dead-lettered and unpublished ones are kept")
     func deletesOnlyWhatIsDue() async throws {
-        try await RedisWaitScriptTests.withDriver { store, driver, bus in
+        // One bucket: every task in the same status indexes, so the sweep's paging past a kept task is exercised.
+        try await RedisWaitScriptTests.withDriver(buckets: 1) { store, driver, bus in
             let queries = TaskQueries(store: store)
             let keys = store.settings.keys
             // Succeeded: a wait whose time is past wakes in its commit, then the resumed step completes.
-            let done = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "past"])).id
-            _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
-            _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            var succeeded: [String] = []
+            for _ in 0..<2 {
+                succeeded.append(try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "past"])).id)
+                _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+                _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            }
+            // `done` ended first: the head of its status index.
+            let (done, later) = (succeeded[0], succeeded[1])
             // Waiting, cancelled, dead-lettered.
             var parked: [String] = []
             for _ in 0..<3 {
@@ -49,20 +55,22 @@ struct RedisRetentionTests {
             // Ended less than an hour ago: kept.
             #expect(try await store.purgeFinished(olderThan: .seconds(3600)) == RedisTaskStore.PurgeResult())
 
-            // A finished task whose events are not all on baton.events yet is kept until they are.
+            // A finished task whose events are not all on baton.events yet is kept until they are; one page at a time,
+            // the sweep reads past it to the task that ended after it.
             let bucket = keys.bucket(of: done)
             _ = try await store.redis.send("ZADD", keys.eventsPending(bucket: bucket), 0, done)
-            let first = try await store.purgeFinished(olderThan: .zero)
-            #expect(first.pending == 1)
-            #expect(first.purged == 1)
+            #expect(keys.bucketCount == 1)
+            let first = try await store.purgeFinished(olderThan: .zero, limit: 1)
+            #expect(first == RedisTaskStore.PurgeResult(purged: 2, pending: 1, more: false))
             #expect(try await queries.task(done)?.status == "succeeded")
+            #expect(try await queries.task(later) == nil)
             #expect(try await queries.task(cancelled) == nil)
             _ = try await store.redis.send("ZREM", keys.eventsPending(bucket: bucket), done)
 
             let second = try await store.purgeFinished(olderThan: .zero)
             #expect(second.purged == 1)
             #expect(second.pending == 0)
-            for id in [done, cancelled] {
+            for id in [done, later, cancelled] {
                 #expect(try await queries.task(id) == nil)
                 #expect(try await Self.keysLeft(store, id) == [])
                 for status in RedisTaskStore.purgeableStatuses {

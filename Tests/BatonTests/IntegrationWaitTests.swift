@@ -406,11 +406,11 @@ struct IntegrationWaitTests {
 struct RedisWaitScriptTests {
     /// Runs `body` with a store under a key prefix of its own and a driver that keeps what it publishes.
     static func withDriver(
-        url: String = TestServers.redisURL, _ body: (RedisTaskStore, StepExecutor, CapturingBus) async throws -> Void
+        url: String = TestServers.redisURL, buckets: Int = 16, _ body: (RedisTaskStore, StepExecutor, CapturingBus) async throws -> Void
     ) async throws {
         let redis = try await RedisConnection.connect(configuration: try RedisConfiguration(url: url), logger: Harness.logger)
         var settings = RedisTaskStore.Settings()
-        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-wait-scripts") + ":")
+        settings.keys = RedisKeys(prefix: TestServers.uniqueName("bt-wait-scripts") + ":", bucketCount: buckets)
         let store = RedisTaskStore(redis: redis, settings: settings)
         let bus = CapturingBus()
         var registry = AgentRegistry()

@@ -197,8 +197,9 @@ final class Sweeps: Sendable {
         }
     }
 
-    /// Deletes finished tasks past `limits.retention` (``RedisTaskStore/purgeFinished(olderThan:limit:)``); true when
-    /// a round left candidates it did not look at.
+    /// Deletes finished tasks past `limits.retention` (``RedisTaskStore/purgeFinished(olderThan:limit:pages:chunk:)``);
+    /// true when the round deleted tasks and left candidates it did not look at (a backlog: the next round starts at
+    /// once).
     func sweepFinished() async throws -> Bool {
         let result = try await store.purgeFinished(olderThan: configuration.retention)
         if result.purged > 0 {
@@ -207,7 +208,7 @@ final class Sweeps: Sendable {
                 "retention: deleted finished tasks",
                 metadata: ["purged": "\(result.purged)", "retention": "\(DurationText.format(configuration.retention))"])
         }
-        return result.more && !isStopped
+        return result.more && result.purged > 0 && !isStopped
     }
 
     /// Republishes tasks whose worker vanished: status running, lease expired, no commit. Running tasks live

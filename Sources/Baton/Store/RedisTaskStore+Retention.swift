@@ -13,53 +13,74 @@ extension RedisTaskStore {
         /// Tasks past their retention kept for now: events, webhooks or outbox messages not out yet, or children
         /// still running.
         public var pending = 0
-        /// Whether some index had more candidates than `limit`: call again.
+        /// Whether some index had more candidates than the pages looked at: call again.
         public var more = false
     }
 
     /// Deletes every key of the finished tasks (``purgeableStatuses``) that ended at least `olderThan` ago by Redis's
     /// clock: task hash, budget, history, checkpoints, effects, signals, children's results, and the status index
-    /// entry. Looks at most `limit` candidates per bucket and status. Each task is checked and deleted in one script,
-    /// so any number of workers may run this at once.
-    public func purgeFinished(olderThan retention: Duration, limit: Int = 500) async throws -> PurgeResult {
+    /// entry. Each task is checked and deleted in one script, so any number of workers may run this at once.
+    ///
+    /// Reads each bucket's status index oldest first, `limit` candidates at a time and up to `pages` pages, past the
+    /// tasks it has to keep for now (a head of tasks whose webhooks are still retried does not block the rest);
+    /// sends the scripts `chunk` at a time, so a backlog never holds Redis for long.
+    public func purgeFinished(olderThan retention: Duration, limit: Int = 200, pages: Int = 10, chunk: Int = 200) async throws
+        -> PurgeResult
+    {
         let retentionMilliseconds = retention.wholeMilliseconds
         let time = try await redis.send("TIME").array ?? []
         let now = (Int64(time.first?.string ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first?.string ?? "") ?? 0) / 1000
         let cutoff = now - retentionMilliseconds
-        var lookups: [(bucket: Int, status: String)] = []
-        var commands: [RedisCommand] = []
-        for bucket in 0..<keys.bucketCount {
-            for status in Self.purgeableStatuses {
-                lookups.append((bucket, status))
-                commands.append(
-                    RedisCommand("ZRANGEBYSCORE", keys.index(bucket: bucket, status: status), "-inf", cutoff, "LIMIT", 0, limit))
-            }
-        }
-        var result = PurgeResult()
-        var purges: [RedisCommand] = []
         // Checkpoints below the task's seq: those kept, and some that a larger `checkpoints_kept` left before.
         let window = settings.checkpointsKept + 64
-        for (lookup, reply) in zip(lookups, try await redis.pipeline(commands)) {
-            let ids = (reply.array ?? []).compactMap(\.string)
-            if ids.count >= limit { result.more = true }
-            for id in ids {
-                purges.append(
-                    .evalSHA(
+        let indexes = (0..<keys.bucketCount).flatMap { bucket in Self.purgeableStatuses.map { (bucket: bucket, status: $0) } }
+        // Per index, the entries before the next page: those kept (a purged or missing task leaves the index).
+        var offsets = [Int](repeating: 0, count: indexes.count)
+        var open = Array(indexes.indices)
+        var result = PurgeResult()
+        for _ in 0..<max(1, pages) where !open.isEmpty {
+            let pageReplies = try await redis.pipeline(
+                open.map { index in
+                    let (bucket, status) = indexes[index]
+                    return RedisCommand(
+                        "ZRANGEBYSCORE", keys.index(bucket: bucket, status: status), "-inf", cutoff, "LIMIT", offsets[index], limit)
+                })
+            var purges: [(index: Int, command: RedisCommand)] = []
+            var stillOpen: [Int] = []
+            for (index, reply) in zip(open, pageReplies) {
+                let ids = (reply.array ?? []).compactMap(\.string)
+                if ids.count >= limit { stillOpen.append(index) }
+                offsets[index] += ids.count
+                let (bucket, status) = indexes[index]
+                for id in ids {
+                    let command = RedisCommand.evalSHA(
                         Self.purgeFinishedScript,
                         keys: [
-                            keys.task(id), keys.indexPrefix(bucket: lookup.bucket), keys.eventsPending(bucket: lookup.bucket),
-                            keys.webhooksDue(bucket: lookup.bucket),
-                        ], args: [id, retentionMilliseconds, window, lookup.status]))
+                            keys.task(id), keys.indexPrefix(bucket: bucket), keys.eventsPending(bucket: bucket),
+                            keys.webhooksDue(bucket: bucket),
+                        ],
+                        args: [id, retentionMilliseconds, window, status])
+                    purges.append((index, command))
+                }
             }
-        }
-        guard !purges.isEmpty else { return result }
-        for reply in try await redis.pipeline(purges) {
-            switch reply.string {
-            case "purged": result.purged += 1
-            case "pending": result.pending += 1
-            default: break
+            var start = 0
+            while start < purges.count {
+                let batch = purges[start..<min(start + max(1, chunk), purges.count)]
+                start = batch.endIndex
+                for (purge, reply) in zip(batch, try await redis.pipeline(batch.map(\.command))) {
+                    switch reply.string {
+                    case "purged":
+                        result.purged += 1
+                        offsets[purge.index] -= 1
+                    case "missing": offsets[purge.index] -= 1
+                    case "pending": result.pending += 1
+                    default: break
+                    }
+                }
             }
+            open = stillOpen
         }
+        result.more = !open.isEmpty
         return result
     }
 }
