@@ -24,7 +24,7 @@ extension RedisTaskStore {
     /// Reads each bucket's status index oldest first, `limit` candidates at a time and up to `pages` pages, past the
     /// tasks it has to keep for now (a head of tasks whose webhooks are still retried does not block the rest);
     /// sends the scripts `chunk` at a time, so a backlog never holds Redis for long.
-    public func purgeFinished(olderThan retention: Duration, limit: Int = 200, pages: Int = 10, chunk: Int = 200) async throws
+    public func purgeFinished(olderThan retention: Duration, limit: Int = 100, pages: Int = 3, chunk: Int = 200) async throws
         -> PurgeResult
     {
         let retentionMilliseconds = retention.wholeMilliseconds
