@@ -81,6 +81,32 @@ struct RedisRetentionTests {
             #expect(try await queries.task(waiting)?.status == "waiting")
             #expect(try await queries.task(dead)?.status == "dead_lettered")
             #expect(try await store.purgeFinished(olderThan: .zero) == RedisTaskStore.PurgeResult())
+
+            // A dead-lettered task goes `limits.retention` after an operator discards its dead letter.
+            let client = BatonClient(store: store, amqp: nil, channel: nil, logger: Harness.logger)
+            let letter = try await store.recordDeadLetter(
+                ["task_id": dead, "reason": "retries_exhausted", "error": "test", "agent": "waiter", "body": "{}"]
+            ).id
+            #expect(try await store.purgeFinished(olderThan: .zero) == RedisTaskStore.PurgeResult())
+            #expect(try await client.discard(deadLetter: letter, reason: "test", actor: "test") == .done("discarded"))
+            #expect(try await store.purgeFinished(olderThan: .seconds(3600)) == RedisTaskStore.PurgeResult())
+            #expect(try await store.purgeFinished(olderThan: .zero).purged == 1)
+            #expect(try await queries.task(dead) == nil)
+            #expect(try await Self.keysLeft(store, dead) == [])
+            #expect(try await store.redis.send("ZCARD", keys.discarded(bucket: 0)).int == 0)
+            #expect(try await store.redis.send("ZCARD", keys.index(bucket: 0, status: "dead_lettered")).int == 0)
+            // Only a dead-lettered task is marked; one redriven after the discard is dropped from the discarded.
+            #expect(try await store.markDeadLetterDiscarded(task: waiting) == false)
+            let redriven = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "timeout"])).id
+            _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            #expect(
+                try await store.control(task: redriven, action: "dead", reason: "test", actor: "test", extra: error).first
+                    == "dead_lettered")
+            #expect(try await store.markDeadLetterDiscarded(task: redriven))
+            #expect(try await store.control(task: redriven, action: "redrive", reason: "test", actor: "test").first == "redriven")
+            #expect(try await store.purgeFinished(olderThan: .zero) == RedisTaskStore.PurgeResult())
+            #expect(try await store.redis.send("ZCARD", keys.discarded(bucket: 0)).int == 0)
+            #expect(try await queries.task(redriven)?.status == "queued")
         }
     }
 

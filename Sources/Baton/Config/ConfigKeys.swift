@@ -99,7 +99,8 @@ public enum ConfigKeys {
         Key(name: limitsMaxChildren, defaultValue: "100", summary: "children a task starts over its life (parallel); more fail it"),
         Key(
             name: limitsRetention, defaultValue: "7d",
-            summary: "a finished task (not a dead-lettered one) is deleted this long after it ended (0: kept forever)"),
+            summary:
+                "a finished task is deleted this long after it ended, a dead-lettered one after its dead letter is discarded (0: never)"),
         Key(name: budgetDefaultMaxCostUSD, defaultValue: "~", summary: "cost limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxTokens, defaultValue: "~", summary: "token limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxSteps, defaultValue: "10000", summary: "step limit of a task whose submit sets none"),

@@ -129,6 +129,9 @@ public struct RedisKeys: Sendable, Hashable {
     public func eventsPending(bucket: Int) -> String { bucketKeys(bucket).eventsPending }
     /// Tasks whose webhook has events to deliver, scored by the next attempt's time.
     public func webhooksDue(bucket: Int) -> String { bucketKeys(bucket).webhooksDue }
+    /// Dead-lettered tasks whose dead letter an operator discarded, scored by the discard: retention deletes them
+    /// `limits.retention` later (their status index cannot say when the discard was).
+    public func discarded(bucket: Int) -> String { "\(prefix)discarded:{\(bucket)}" }
     public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
     public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
     /// The fingerprint groups of a dead-letter bucket: a set of fingerprints, and per fingerprint a hash with

@@ -3,7 +3,29 @@ import RedisClient
 extension RedisTaskStore {
     static let purgeFinishedScript = RedisScript(Scripts.purgeFinished)
 
-    /// The statuses whose tasks retention deletes. A dead-lettered task is kept: `baton dead redrive` needs it.
+    /// KEYS: task, discarded (its bucket's). ARGV: id.
+    static let markDiscardedScript = RedisScript(
+        """
+        if redis.call('HGET', KEYS[1], 'status') ~= 'dead_lettered' then return 0 end
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('HSET', KEYS[1], 'dead_discarded_at', now)
+        redis.call('ZADD', KEYS[2], now, ARGV[1])
+        return 1
+        """)
+
+    /// Records that an operator discarded the dead letter of task `id` (a no-op unless it is dead-lettered): retention
+    /// then deletes the task `limits.retention` after the discard. Dead-lettered again later (after a redrive), it
+    /// is kept again until that dead letter is discarded too.
+    @discardableResult
+    public func markDeadLetterDiscarded(task id: String) async throws -> Bool {
+        let reply = try await redis.evalSHA(
+            Self.markDiscardedScript, keys: [keys.task(id), keys.discarded(bucket: keys.bucket(of: id))], args: [id])
+        return reply.int == 1
+    }
+
+    /// The statuses whose tasks retention deletes. A dead-lettered task is kept while its dead letter is (`baton dead
+    /// redrive` needs it), and deleted `limits.retention` after an operator discards the letter.
     public static let purgeableStatuses = ["succeeded", "failed", "cancelled", "budget_exceeded"]
 
     /// What one retention round did.
@@ -33,7 +55,10 @@ extension RedisTaskStore {
         let cutoff = now - retentionMilliseconds
         // Checkpoints below the task's seq: those kept, and some that a larger `checkpoints_kept` left before.
         let window = settings.checkpointsKept + 64
-        let indexes = (0..<keys.bucketCount).flatMap { bucket in Self.purgeableStatuses.map { (bucket: bucket, status: $0) } }
+        // Each bucket's status indexes, and its discarded dead-lettered tasks (`status` "discarded").
+        let indexes = (0..<keys.bucketCount).flatMap { bucket in
+            (Self.purgeableStatuses + ["discarded"]).map { (bucket: bucket, status: $0) }
+        }
         // Per index, the entries before the next page: those kept (a purged or missing task leaves the index).
         var offsets = [Int](repeating: 0, count: indexes.count)
         var open = Array(indexes.indices)
@@ -42,8 +67,8 @@ extension RedisTaskStore {
             let pageReplies = try await redis.pipeline(
                 open.map { index in
                     let (bucket, status) = indexes[index]
-                    return RedisCommand(
-                        "ZRANGEBYSCORE", keys.index(bucket: bucket, status: status), "-inf", cutoff, "LIMIT", offsets[index], limit)
+                    let key = status == "discarded" ? keys.discarded(bucket: bucket) : keys.index(bucket: bucket, status: status)
+                    return RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "LIMIT", offsets[index], limit)
                 })
             var purges: [(index: Int, command: RedisCommand)] = []
             var stillOpen: [Int] = []
@@ -57,7 +82,7 @@ extension RedisTaskStore {
                         Self.purgeFinishedScript,
                         keys: [
                             keys.task(id), keys.indexPrefix(bucket: bucket), keys.eventsPending(bucket: bucket),
-                            keys.webhooksDue(bucket: bucket),
+                            keys.webhooksDue(bucket: bucket), keys.discarded(bucket: bucket),
                         ],
                         args: [id, retentionMilliseconds, window, status])
                     purges.append((index, command))
@@ -72,7 +97,7 @@ extension RedisTaskStore {
                     case "purged":
                         result.purged += 1
                         offsets[purge.index] -= 1
-                    case "missing": offsets[purge.index] -= 1
+                    case "missing", "dropped": offsets[purge.index] -= 1
                     case "pending": result.pending += 1
                     default: break
                     }

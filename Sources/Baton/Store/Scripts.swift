@@ -1280,22 +1280,38 @@ enum Scripts {
             end
             return redis.error_reply('unknown action ' .. action)
             """
-    /// Deletes a finished task whose retention has passed (the retention sweep, ``RedisTaskStore/purgeFinished``).
-    /// KEYS: task, index prefix, events pending, webhooks due. ARGV: id, retention ms, checkpoints to delete below
-    /// `seq`, the status index the sweep found it in.
+    /// Deletes a finished task whose retention has passed (the retention sweep, ``RedisTaskStore/purgeFinished``):
+    /// succeeded, failed, cancelled or budget_exceeded, counted from `finished_at`; or dead-lettered with its dead
+    /// letter discarded after it was dead-lettered, counted from the discard.
+    /// KEYS: task, index prefix, events pending, webhooks due, discarded. ARGV: id, retention ms, checkpoints to delete
+    /// below `seq`, where the sweep found it (a status index's status, or `discarded`).
     /// Answers `purged`, `kept` (not finished, or not long enough ago), `pending` (its outbox, events or webhooks
-    /// are not out yet; a parent whose children have not all ended) or `missing` (its stale index entry removed).
+    /// are not out yet; a parent whose children have not all ended), `missing` (its stale entry removed) or `dropped`
+    /// (found among the discarded but dead-lettered again or redriven since: removed from there).
     static let purgeFinished =
         common + """
             local PURGEABLE = {succeeded=true, failed=true, cancelled=true, budget_exceeded=true}
-            local t = redis.call('HMGET', KEYS[1], 'status', 'finished_at', 'seq', 'children_total', 'children_done')
+            local from = ARGV[4] == 'discarded' and KEYS[5] or (KEYS[2] .. ARGV[4])
+            local t = redis.call('HMGET', KEYS[1], 'status', 'finished_at', 'seq', 'children_total', 'children_done', 'dead_discarded_at')
             local status = t[1]
             if not status then
-              redis.call('ZREM', KEYS[2] .. ARGV[4], ARGV[1])
+              redis.call('ZREM', from, ARGV[1])
               return 'missing'
             end
-            local finished = tonumber(t[2] or '')
-            if not PURGEABLE[status] or not finished or finished > now_ms() - tonumber(ARGV[2]) then return 'kept' end
+            local finished, ended = tonumber(t[2] or ''), nil
+            if PURGEABLE[status] then
+              ended = finished
+            elseif status == 'dead_lettered' and finished and tonumber(t[6] or '') and tonumber(t[6]) >= finished then
+              ended = tonumber(t[6])
+            end
+            if not ended then
+              if ARGV[4] == 'discarded' then
+                redis.call('ZREM', KEYS[5], ARGV[1])
+                return 'dropped'
+              end
+              return 'kept'
+            end
+            if ended > now_ms() - tonumber(ARGV[2]) then return 'kept' end
             local base = string.sub(KEYS[1], 1, -6)
             -- Nothing of it is still to go out, and no child will record its end in this task's keys.
             if num(t[4]) > num(t[5]) or redis.call('EXISTS', base .. ':outbox') == 1 or redis.call('ZSCORE', KEYS[3], ARGV[1]) or
@@ -1308,6 +1324,7 @@ enum Scripts {
             for s = math.max(0, seq - tonumber(ARGV[3])), seq do table.insert(keys, base .. ':ckpt:' .. s) end
             redis.call('UNLINK', unpack(keys))
             redis.call('ZREM', KEYS[2] .. status, ARGV[1])
+            redis.call('ZREM', KEYS[5], ARGV[1])
             return 'purged'
             """
 
