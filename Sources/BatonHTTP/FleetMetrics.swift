@@ -64,8 +64,7 @@ struct FleetMetrics: Sendable {
         var tasks: [Pair: Int] = [:]
         var waiting: [Pair: Int] = [:]
         var oldest: [Pair: Int64] = [:]
-        let time = try await redis.send("TIME").array ?? []
-        let now = (Int64(time.first?.string ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first?.string ?? "") ?? 0) / 1000
+        let now = try await redis.serverTimeMilliseconds()
         for start in stride(from: 0, to: ids.count, by: 500) {
             let chunk = ids[start..<min(ids.count, start + 500)]
             let replies = try await redis.pipeline(

@@ -231,3 +231,11 @@ public final class RedisConnection: TaskExecutor, Sendable {
 /// `signal(SIGPIPE, SIG_IGN)`, run once before the first connect: hiredis writes with write(2), and a write
 /// to a socket the server closed would otherwise kill the process.
 private let ignoreSIGPIPE: Void = baton_ignore_sigpipe()
+
+extension RedisConnection {
+    /// Redis's clock (`TIME`) in milliseconds since 1970: the clock the scripts use for leases, timers and indexes.
+    public func serverTimeMilliseconds() async throws -> Int64 {
+        let time = try await send("TIME").array ?? []
+        return (Int64(time.first?.string ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first?.string ?? "") ?? 0) / 1000
+    }
+}

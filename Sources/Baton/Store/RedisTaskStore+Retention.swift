@@ -50,8 +50,7 @@ extension RedisTaskStore {
         -> PurgeResult
     {
         let retentionMilliseconds = retention.wholeMilliseconds
-        let time = try await redis.send("TIME").array ?? []
-        let now = (Int64(time.first?.string ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first?.string ?? "") ?? 0) / 1000
+        let now = try await redis.serverTimeMilliseconds()
         let cutoff = now - retentionMilliseconds
         // Checkpoints below the task's seq: those kept, and some that a larger `checkpoints_kept` left before.
         let window = settings.checkpointsKept + 64

@@ -236,8 +236,7 @@ public struct TaskQueries: Sendable {
     /// Workers that sent a heartbeat, most recent first.
     public func workers() async throws -> [WorkerView] {
         let reply = try await redis.send("ZREVRANGE", keys.workers, 0, -1, "WITHSCORES")
-        let time = try await redis.send("TIME").array ?? []
-        let now = (Int64(time.first?.string ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first?.string ?? "") ?? 0) / 1000
+        let now = try await redis.serverTimeMilliseconds()
         let flat = reply.array ?? []
         var ids: [(String, Int64)] = []
         var index = 0

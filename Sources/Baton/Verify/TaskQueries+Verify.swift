@@ -20,8 +20,7 @@ extension TaskQueries {
     /// `effectsPath` (nil: no sink).
     public func runSnapshot(run: String, effectsPath: String?, batch: Int = 200) async throws -> RunSnapshot {
         let roots = try await runTasks(run)
-        let time = try await redis.send("TIME").array ?? []
-        let now = (Int64(time.first?.string ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first?.string ?? "") ?? 0) / 1000
+        let now = try await redis.serverTimeMilliseconds()
         var tasks: [String: RunSnapshot.TaskRecord] = [:]
         var pending = roots
         while !pending.isEmpty {
