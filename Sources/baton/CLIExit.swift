@@ -19,6 +19,11 @@ enum CLIExit {
     /// A usage error: ArgumentParser's `ValidationError` and parse errors already exit with `EX_USAGE` (64).
     static let usage: Int32 = 64
 
+    /// What a command that names a missing task says (it may have ended longer than `limits.retention` ago).
+    static func noTask(_ id: String) -> String {
+        "no task '\(id)' (a finished task is deleted limits.retention after it ended, 7 days by default)"
+    }
+
     /// Maps an error that escaped a command to what `main` exits with: errors of the server clients become
     /// exit code 2 (connection) or 1 with their message on stderr; ArgumentParser's own errors pass unchanged.
     static func map(_ error: any Error) -> any Error {

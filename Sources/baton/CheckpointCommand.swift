@@ -67,7 +67,7 @@ struct CheckpointCommand: AsyncParsableCommand {
         let printer = global.output.printer
         try await withClient(global.connection) { client in
             guard let view = try await client.queries.task(task) else {
-                Terminal.error("no task '\(task)'")
+                Terminal.error(CLIExit.noTask(task))
                 throw ExitCode(CLIExit.notFound)
             }
             func load(_ seq: Int64?) async throws -> (seq: Int64, state: JSONValue) {

@@ -104,7 +104,7 @@ struct HistoryCommand: AsyncParsableCommand {
         let printer = global.output.printer
         try await withClient(global.connection) { client in
             guard try await client.queries.task(task) != nil else {
-                Terminal.error("no task '\(task)'")
+                Terminal.error(CLIExit.noTask(task))
                 throw ExitCode(CLIExit.notFound)
             }
             let events = try await client.queries.history(task, branch: branch)

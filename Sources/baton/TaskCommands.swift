@@ -162,7 +162,7 @@ struct StatusCommand: AsyncParsableCommand {
         let printer = global.output.printer
         try await withClient(global.connection) { client in
             guard let view = try await client.queries.task(task) else {
-                Terminal.error("no task '\(task)'")
+                Terminal.error(CLIExit.noTask(task))
                 throw ExitCode(CLIExit.notFound)
             }
             let tenantUsage = try await view.tenant.asyncMap { try await client.tenantUsage($0) } ?? nil

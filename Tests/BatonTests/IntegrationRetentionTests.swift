@@ -130,6 +130,9 @@ struct RedisRetentionTests {
             }
             #expect(gone, "the finished task is still there:\n\(worker.log.suffix(2000))")
             #expect(try await Self.keysLeft(client.store, done) == [])
+            let status = try await servers.cli(["status", done])
+            #expect(status.status == 4)
+            #expect(status.error.contains("limits.retention"), "stderr: \(status.error)")
             #expect(try await client.queries.task(sleeping)?.status == "sleeping")
             #expect(worker.log.contains("retention: deleted finished tasks"))
             await worker.process.stop()
