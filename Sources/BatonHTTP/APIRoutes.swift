@@ -441,7 +441,12 @@ struct APIRoutes: Sendable {
         let id = signal.task
         let outcome = try await client.signal(signal)
         switch outcome {
-        case .notFound: throw Problem.notFound("no task '\(id)'", fix: "check the id (GET /v1/tasks lists tasks)")
+        case .notFound:
+            throw Problem.notFound(
+                "no task '\(id)'",
+                fix:
+                    "check the id (GET /v1/tasks lists tasks); a finished task is deleted limits.retention after it ended (7 days by default)"
+            )
         case .terminal(let status):
             throw Problem.conflict("task '\(id)' already ended (\(status)): it takes no signals", fix: "fork it to continue")
         case .mailboxFull(let cap):
@@ -552,7 +557,11 @@ struct APIRoutes: Sendable {
     func task(_ context: BasicRequestContext) async throws -> TaskView {
         let id = try Self.taskID(context)
         guard let task = try await queries.task(id) else {
-            throw Problem.notFound("no task '\(id)'", fix: "check the id (GET /v1/tasks lists tasks)")
+            throw Problem.notFound(
+                "no task '\(id)'",
+                fix:
+                    "check the id (GET /v1/tasks lists tasks); a finished task is deleted limits.retention after it ended (7 days by default)"
+            )
         }
         return task
     }
