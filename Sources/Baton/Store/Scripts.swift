@@ -1280,6 +1280,7 @@ enum Scripts {
             end
             return redis.error_reply('unknown action ' .. action)
             """
+
     /// Deletes a finished task whose retention has passed (the retention sweep, ``RedisTaskStore/purgeFinished``):
     /// succeeded, failed, cancelled or budget_exceeded, counted from `finished_at`; or dead-lettered with its dead
     /// letter discarded after it was dead-lettered, counted from the discard.
