@@ -111,10 +111,15 @@ struct RedisRetentionTests {
     }
 
     @Test(
-        "a worker with limits.retention 1s deletes a finished task about a second after it ended; a sleeping one stays",
+        "a worker with limits.retention 1s deletes a finished task about a second after it ended; a sleeping one stays; workers silent for a day leave the registry",
         .timeLimit(.minutes(4)))
     func workerSweepDeletesFinishedTasks() async throws {
         try await WaitServers.with { servers, client in
+            // A worker that crashed two days ago (never deregistered) and one silent for an hour.
+            let workers = servers.settings.keys.workers
+            let now = try await client.store.redis.serverTimeMilliseconds()
+            _ = try await client.store.redis.send(
+                "ZADD", workers, now - 2 * 86_400_000, "crashed-long-ago", now - 3_600_000, "crashed-lately")
             let worker = try await servers.startWorker(
                 "retention", client: client, environment: ["BATON_LIMITS_RETENTION": "1s", "BATON_SWEEPS_RETENTION_INTERVAL": "200ms"])
             defer { worker.process.sigkill() }
@@ -135,6 +140,10 @@ struct RedisRetentionTests {
             #expect(status.error.contains("limits.retention"), "stderr: \(status.error)")
             #expect(try await client.queries.task(sleeping)?.status == "sleeping")
             #expect(worker.log.contains("retention: deleted finished tasks"))
+            // Its heartbeat dropped the worker silent for more than a day from the registry, not the other.
+            let registered = try await client.queries.workers().map(\.id)
+            #expect(!registered.contains("crashed-long-ago"))
+            #expect(registered.contains("crashed-lately"))
             await worker.process.stop()
         }
     }

@@ -18,6 +18,9 @@ final class Sweeps: Sendable {
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         redis.call('ZADD', KEYS[1], now, ARGV[1])
+        -- Workers silent for a day leave the registry (a crashed one never deregisters; autoscaled fleets name each
+        -- pod anew): `baton workers` shows a dead worker for a day, and no lease outlives its holder by that much.
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 86400000)
         redis.call('HSET', KEYS[2], 'id', ARGV[1], 'heartbeat_at', now, 'in_flight', ARGV[2], 'info', ARGV[3])
         redis.call('PEXPIRE', KEYS[2], ARGV[4])
         return redis.call('HGET', KEYS[2], 'drain') or ''
