@@ -12,15 +12,7 @@ extension CLITests {
         let redis = try await RedisConnection.connect(
             configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.cli-bench-tests"))
         defer { Task { await redis.close() } }
-        var cursor = "0"
-        var found: [String] = []
-        repeat {
-            let reply = try await redis.send(RedisCommand("SCAN", cursor, "MATCH", prefix + "*", "COUNT", 5000))
-            let parts = try #require(reply.array)
-            cursor = try #require(parts.first?.string)
-            found += (parts.last?.array ?? []).compactMap(\.string)
-        } while cursor != "0"
-        return found
+        return try await Harness.scanKeys(redis, matching: prefix + "*")
     }
 
     @Test(.enabled(if: TestServers.available)) func benchIdleReportsWaitingTasksAndCleansUp() async throws {

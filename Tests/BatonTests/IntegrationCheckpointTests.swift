@@ -11,15 +11,7 @@ import Testing
 struct IntegrationCheckpointTests {
     /// The keys under the store's prefix whose name contains `part` (SCAN, never KEYS).
     static func keys(containing part: String, in store: RedisTaskStore) async throws -> [String] {
-        var found: [String] = []
-        var cursor = "0"
-        repeat {
-            let reply = try await store.redis.send("SCAN", cursor, "MATCH", store.settings.keys.prefix + "*" + part + "*", "COUNT", 1000)
-            let parts = reply.array ?? []
-            cursor = parts.first?.string ?? "0"
-            found += (parts.count > 1 ? parts[1].array ?? [] : []).compactMap(\.string)
-        } while cursor != "0"
-        return found
+        try await Harness.scanKeys(store.redis, matching: store.settings.keys.prefix + "*" + part + "*")
     }
 
     static func claim(_ store: RedisTaskStore, _ id: String, seq: Int64, worker: String = "w-ckpt") async throws -> ClaimedTask? {

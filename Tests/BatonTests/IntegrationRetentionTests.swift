@@ -10,15 +10,7 @@ import Testing
 struct RedisRetentionTests {
     /// Every key under the task's `<prefix>{<root>}…` base.
     static func keysLeft(_ store: RedisTaskStore, _ id: String) async throws -> [String] {
-        let pattern = store.settings.keys.task(id).dropLast(":task".count) + "*"
-        var cursor = "0"
-        var found: [String] = []
-        repeat {
-            let reply = try await store.redis.send("SCAN", cursor, "MATCH", String(pattern), "COUNT", 1000).array ?? []
-            cursor = reply.first?.string ?? "0"
-            found += (reply.dropFirst().first?.array ?? []).compactMap(\.string)
-        } while cursor != "0"
-        return found
+        try await Harness.scanKeys(store.redis, matching: String(store.settings.keys.task(id).dropLast(":task".count)) + "*")
     }
 
     @Test("finished tasks past the retention are deleted whole; recent, waiting, dead-lettered and unpublished ones are kept")

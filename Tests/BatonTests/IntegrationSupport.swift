@@ -2,6 +2,7 @@ import AMQPClient
 import BatonExamples
 import Foundation
 import Logging
+import RedisClient
 import Synchronization
 import TestSupport
 import Testing
@@ -11,6 +12,18 @@ import Testing
 /// Shared helpers of the worker integration tests (``IntegrationTests``): real `baton worker` child processes
 /// on the servers of `scripts/test`, a client, polls with deadlines.
 enum Harness {
+    /// The keys matching a `SCAN` pattern (never `KEYS`), over the whole keyspace.
+    static func scanKeys(_ redis: RedisConnection, matching pattern: String) async throws -> [String] {
+        var cursor = "0"
+        var found: [String] = []
+        repeat {
+            let parts = try await redis.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000).array ?? []
+            cursor = parts.first?.string ?? "0"
+            found += (parts.dropFirst().first?.array ?? []).compactMap(\.string)
+        } while cursor != "0"
+        return found
+    }
+
     static let logger = Logger(label: "baton.integration-tests")
 
     /// The `baton` binary, or a recorded failure.
