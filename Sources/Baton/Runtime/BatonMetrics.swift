@@ -68,9 +68,8 @@ public enum BatonMetrics {
     static let timerLag = Family(Name.timerLag, [], histogram)
     static let webhookDeliveries = Family(Name.webhookDeliveries, ["result"], counter)
     static let redrives = Family(Name.redrives, ["agent"], counter)
-    static let purged = Family(Name.tasksPurged, [], counter)
     /// Finished tasks the retention sweep deleted.
-    static var tasksPurged: Counter { purged() }
+    static let purged = Family(Name.tasksPurged, [], counter)
 
     @Sendable static func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
         Counter(label: label, dimensions: dimensions)

@@ -213,7 +213,7 @@ final class Sweeps: Sendable {
     func sweepFinished() async throws -> Bool {
         let result = try await store.purgeFinished(olderThan: configuration.retention)
         if result.purged > 0 {
-            BatonMetrics.tasksPurged.increment(by: result.purged)
+            BatonMetrics.purged().increment(by: result.purged)
             logger.info(
                 "retention: deleted finished tasks",
                 metadata: ["purged": "\(result.purged)", "retention": "\(DurationText.format(configuration.retention))"])
