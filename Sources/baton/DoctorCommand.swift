@@ -157,8 +157,30 @@ struct DoctorCommand: AsyncParsableCommand {
                 checks.append(.ok("workers", "\(live.count) live worker(s)\(staleText)"))
             }
         }
+        if let stuck = try? await TaskQueries(store: store).stuckOutboxes(olderThan: .seconds(60)) {
+            checks.append(outboxCheck(stuck))
+        }
         await redis.close()
         return checks
+    }
+
+    /// Messages committed over a minute ago that RabbitMQ has not taken (``TaskQueries/stuckOutboxes(olderThan:limit:)``).
+    static func outboxCheck(_ stuck: [TaskQueries.StuckOutbox]) -> Check {
+        guard let oldest = stuck.first else {
+            return .ok("outbox", "no committed message has waited over a minute for RabbitMQ")
+        }
+        var tasksPerKey: [String: Int] = [:]
+        for entry in stuck { for key in entry.routingKeys { tasksPerKey[key, default: 0] += 1 } }
+        let keys = tasksPerKey.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+        let named = keys.prefix(10).map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+        let age = DurationText.format(.milliseconds(oldest.ageMilliseconds / 1000 * 1000))
+        return .warning(
+            "outbox",
+            "\(stuck.count) task(s) hold messages committed over a minute ago that RabbitMQ has not taken, by queue: \(named); "
+                + "the oldest, task \(oldest.task), for \(age)",
+            fix: "the workers' log says why: a step queue no worker has declared (start one that consumes it: `baton worker --queues "
+                + "\(keys.prefix(3).map(\.key).joined(separator: ","))`, or cancel the tasks), or RabbitMQ refusing publishes "
+                + "(a full queue, a memory or disk alarm: `baton queues`, `rabbitmqctl status`)")
     }
 
     static func redactedRedis(_ url: String) -> String {

@@ -1,6 +1,8 @@
+import AMQPClient
 import Foundation
 import Logging
 import RedisClient
+import Synchronization
 import TestSupport
 import Testing
 
@@ -34,5 +36,137 @@ struct OutboxSweepTests {
             throw error
         }
         await redis.close()
+    }
+
+    /// A bus that counts what it is asked to publish, then publishes it.
+    final class CountingBus: MessageBus {
+        let inner: any MessageBus
+        let published = Mutex(0)
+        init(_ inner: any MessageBus) { self.inner = inner }
+        func publish(_ messages: [OutboxMessage]) async -> [(any Error)?] {
+            published.withLock { $0 += messages.count }
+            return await inner.publish(messages)
+        }
+    }
+
+    /// A task whose first step names a queue no worker has declared: the broker returns it (`mandatory`), it stays in
+    /// the outbox, and the sweep puts the next try off with a backoff instead of re-publishing it every sweep, with
+    /// one warning that names the queue; once the queue exists the next try publishes it. `baton doctor` reports the
+    /// task. A finished task's unroutable step message is dropped.
+    @Test func anUnroutableStepMessageIsPutOffWarnedOnceAndPublishedOnceItsQueueExists() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
+        let connection = try await AMQPConnection.connect(
+            try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-outbox-test"),
+            logger: Logger(label: "baton.outbox-tests"))
+        let prefix = TestServers.uniqueName("outbox-unroutable") + ":"
+        let queue = TestServers.uniqueName("it-noqueue")
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: prefix)
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        func cleanUp() async {
+            _ = try? await Harness.deleteQueue(Topology.stepsQueue(queue))
+            if let left = try? await Harness.scanKeys(redis, matching: prefix + "*"), !left.isEmpty {
+                _ = try? await redis.send(RedisCommand("DEL", arguments: left.map { $0 as any RedisArgumentConvertible }))
+            }
+            await connection.close()
+            await redis.close()
+        }
+        do {
+            let bus = CountingBus(AMQPBus(channel: try await connection.openChannel(confirms: true)))
+            let executor = StepExecutor(
+                registry: .examples, store: store, bus: bus, workerID: TestServers.uniqueName("it-sweeper"), settings: ProtocolSettings(),
+                logger: Harness.logger)
+            var configuration = Worker.Configuration(amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL)
+            configuration.store = settings
+            let recorder = StepLogHandlerTests.Recorder()
+            let sweeps = Sweeps(
+                store: store, executor: executor, configuration: configuration, logger: StepLogHandlerTests.workerLogger(recorder))
+
+            func create(_ id: String) async throws {
+                let runner = try #require(AgentRegistry.examples["stepchain"])
+                let input = Array(#"{"steps":2}"#.utf8)
+                let task = NewTask(
+                    id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
+                    stateJSON: try runner.initialState(input),
+                    firstStep: runner.steps[0], queue: queue, limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
+                    tenant: "")
+                #expect(try await store.submit(task) == .created)
+            }
+            let id = TestServers.uniqueName("unroutable")
+            try await create(id)
+            let index = keys.outboxIndex(bucket: keys.bucket(of: id))
+            // As if the submit's own publish had failed long enough ago for the sweep to take it.
+            func age() async throws { try await redis.send("ZADD", index, "XX", 1, id) }
+            func score() async throws -> Int64 { try #require(Int64(try await redis.send("ZSCORE", index, id).string ?? "")) }
+            // A sweep, and Redis's clock before and after it: its claim re-scored the task in between.
+            func sweep() async throws -> ClosedRange<Int64> {
+                let before = try await redis.serverTimeMilliseconds()
+                try await sweeps.sweepOutbox()
+                return before...(try await redis.serverTimeMilliseconds())
+            }
+            func warnings() -> [String] { recorder.lines.withLock { $0.filter { $0.hasPrefix("warning") } } }
+
+            try await age()
+            let firstSweep = try await sweep()
+            #expect(bus.published.withLock { $0 } == 1)
+            #expect(try await store.pendingOutbox(task: id).count == 1, "the returned message stays in the outbox")
+            // Claimed again once its score is the sweep age (5 s) old: the first backoff (10 s) puts it 5 s ahead.
+            let first = try await score()
+            #expect((firstSweep.lowerBound + 5_000)...(firstSweep.upperBound + 5_000) ~= first, "\(first) after \(firstSweep)")
+            #expect(warnings().count == 1, "\(recorder.lines.withLock { $0 })")
+            let warning = try #require(warnings().first)
+            #expect(warning.contains("no queue bound") && warning.contains(queue) && warning.contains("--queues \(queue)"), "\(warning)")
+
+            let again = try await sweep()
+            if again.upperBound < firstSweep.lowerBound + 10_000 {  // (a box so loaded that 10 s passed proves nothing)
+                #expect(bus.published.withLock { $0 } == 1, "a put-off message is not tried again before its time")
+            }
+
+            try await age()
+            let secondSweep = try await sweep()
+            #expect(bus.published.withLock { $0 } >= 2)
+            let second = try await score()
+            #expect(
+                (secondSweep.lowerBound + 15_000)...(secondSweep.upperBound + 15_000) ~= second,
+                "the backoff doubles: \(second) after \(secondSweep)")
+            #expect(warnings().count == 1, "later failures are not warned again")
+
+            // Doctor names the task and its queue once the message has waited over a minute.
+            try await redis.send("HSET", keys.task(id), "updated_at", try await redis.serverTimeMilliseconds() - 120_000)
+            let stuck = try await TaskQueries(store: store).stuckOutboxes(olderThan: .seconds(60))
+            #expect(stuck.map(\.task) == [id] && stuck.first?.routingKeys == [queue], "\(stuck)")
+            let doctor = try await CLIOperatorTests.baton(["doctor", "-o", "json"], environment: ["BATON_REDIS_KEY_PREFIX": prefix])
+            let items = try #require(try CLIOperatorTests.json(doctor.output)["items"] as? [[String: Any]], "\(doctor.error)")
+            let outbox = try #require(items.first { $0["check"] as? String == "outbox" }, "\(items)")
+            #expect(outbox["status"] as? String == "warning")
+            #expect((outbox["detail"] as? String)?.contains("\(queue) (1)") == true, "\(outbox)")
+            #expect((outbox["fix"] as? String)?.contains("--queues \(queue)") == true, "\(outbox)")
+
+            // The queue appears (a worker for it starts): the next try publishes the message and empties the outbox.
+            let declare = try await connection.openChannel()
+            try await Topology.declare(on: declare, agents: [], queues: [queue], settings: Topology.QueueSettings())
+            try await age()
+            try await sweeps.sweepOutbox()
+            #expect(bus.published.withLock { $0 } >= 3)
+            #expect(try await store.pendingOutbox(task: id).isEmpty)
+            #expect(try await declare.inspectQueue(Topology.stepsQueue(queue)).messageCount == 1)
+            #expect(try await TaskQueries(store: store).stuckOutboxes(olderThan: .seconds(60)).isEmpty)
+
+            // A finished task's own step message that no queue takes is dropped, not retried forever.
+            _ = try await declare.deleteQueue(Topology.stepsQueue(queue))
+            let finished = TestServers.uniqueName("unroutable-done")
+            try await create(finished)
+            try await redis.send("HSET", keys.task(finished), "status", "cancelled")
+            try await redis.send("ZADD", keys.outboxIndex(bucket: keys.bucket(of: finished)), "XX", 1, finished)
+            try await sweeps.sweepOutbox()
+            #expect(try await store.pendingOutbox(task: finished).isEmpty)
+            #expect(recorder.lines.withLock { $0.contains { $0.contains("dropped the unroutable step message of a finished task") } })
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
     }
 }

@@ -1,18 +1,42 @@
+import AMQPClient
 import Logging
 
 /// Publishing a task's outbox: every entry with confirms, then removed from Redis. What fails stays for the
 /// outbox sweep (duplicates are harmless: the step protocol dedupes by seq).
 public enum Outbox {
-    public static func flush(task: String, store: any TaskStore, bus: any MessageBus, logger: Logger) async {
+    /// An entry a flush left in the outbox, and why.
+    public struct Leftover: Sendable {
+        public var id: String
+        public var message: OutboxMessage
+        public var error: any Error
+        /// RabbitMQ answered that no queue takes the message (a `mandatory` publish came back as `basic.return`): the
+        /// broker is up and the queue is missing, which a retry seconds later will not change.
+        public var unroutable: Bool { (error as? AMQPError)?.code == .unroutable }
+    }
+
+    /// Publishes what `task`'s outbox holds and removes what the broker confirmed; returns what stayed (empty too when
+    /// Redis failed: that is logged, and the sweep retries it).
+    @discardableResult
+    public static func flush(task: String, store: any TaskStore, bus: any MessageBus, logger: Logger) async -> [Leftover] {
         do {
             let pending = try await store.pendingOutbox(task: task)
-            guard !pending.isEmpty else { return }
+            guard !pending.isEmpty else { return [] }
             let entries = pending.sorted { $0.key < $1.key }
             let results = await bus.publish(entries.map(\.value))
-            let done = zip(entries, results).filter { $0.1 == nil }.map(\.0.key)
+            var done: [String] = []
+            var left: [Leftover] = []
+            for (entry, result) in zip(entries, results) {
+                if let result {
+                    left.append(Leftover(id: entry.key, message: entry.value, error: result))
+                } else {
+                    done.append(entry.key)
+                }
+            }
             try await store.outboxDone(task: task, ids: done)
+            return left
         } catch {
             logger.warning("outbox not flushed; the outbox sweep retries it", metadata: ["task.id": "\(task)", "error": "\(error)"])
+            return []
         }
     }
 }

@@ -219,8 +219,9 @@ public final class StepExecutor: Sendable {
         store.outboxDoneWithoutWaiting(task: task.id, ids: [outboxID])
     }
 
-    /// Publishes whatever a task's outbox still holds, then removes it. Failures stay for the outbox sweep.
-    public func flushOutbox(task: String) async {
+    /// Publishes whatever a task's outbox still holds, then removes it. Failures stay for the outbox sweep (returned).
+    @discardableResult
+    public func flushOutbox(task: String) async -> [Outbox.Leftover] {
         await Outbox.flush(task: task, store: store, bus: bus, logger: logger)
     }
 

@@ -12,6 +12,10 @@ final class Sweeps: Sendable {
     let configuration: Worker.Configuration
     let logger: Logger
     private let stopped = Atomic<Bool>(false)
+    private let pauses = SweepPauses()
+    /// Tasks whose step message the outbox sweep found unroutable, with how many sweeps in a row did
+    /// (``postponeUnroutable(task:left:)``); this process's count.
+    private let unroutable = Mutex<[String: Int]>([:])
 
     static let heartbeatScript = RedisScript(
         """
@@ -43,7 +47,10 @@ final class Sweeps: Sendable {
     var keys: RedisKeys { store.settings.keys }
     var redis: RedisConnection { store.redis }
 
-    func stop() { stopped.store(true, ordering: .relaxed) }
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        pauses.stop()
+    }
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
     /// - Parameter onDrainRequest: called (with the request's JSON) when a heartbeat finds a drain request for this
@@ -92,16 +99,8 @@ final class Sweeps: Sendable {
         }
     }
 
-    /// Sleeps `interval`, in slices of at most 250 ms so that a stopping worker is not held by a long period (the
-    /// retention sweep's is a minute).
-    private func pause(for interval: Duration) async {
-        var left = interval
-        while left > .zero && !isStopped && !Task.isCancelled {
-            let slice = min(left, .milliseconds(250))
-            try? await Task.sleep(for: slice)
-            left -= slice
-        }
-    }
+    /// Sleeps `interval`, or less when the worker stops meanwhile (``SweepPauses``).
+    private func pause(for interval: Duration) async { await pauses.pause(for: interval) }
 
     /// Like ``loop(every:_:)``, but runs the next round at once while a round finds work (the event relay catches
     /// up in batches, then polls).
@@ -201,9 +200,73 @@ final class Sweeps: Sendable {
             })
         for reply in replies {
             for id in (reply.array ?? []).compactMap(\.string) {
-                logger.info("outbox sweep: re-publishing what a crash left behind", metadata: ["task.id": "\(id)"])
-                await executor.flushOutbox(task: id)
+                if unroutable.withLock({ $0[id] == nil }) {
+                    logger.info("outbox sweep: re-publishing what a crash or an outage left behind", metadata: ["task.id": "\(id)"])
+                }
+                let left = await executor.flushOutbox(task: id)
+                try await postponeUnroutable(task: id, left: left.filter(\.unroutable))
             }
+        }
+    }
+
+    /// The most a task's unroutable step message waits between two tries (``unroutableBackoff(failures:age:)``).
+    static let unroutableBackoffLimit: Duration = .seconds(60)
+
+    /// The wait after the `failures`-th sweep in a row found no queue for a task's message: twice the sweep age,
+    /// doubled each time, at most ``unroutableBackoffLimit`` (or the age, if that is longer).
+    static func unroutableBackoff(failures: Int, age: Duration) -> Duration {
+        max(min(age * (1 << min(max(failures, 1), 16)), unroutableBackoffLimit), age)
+    }
+
+    /// What follows a sweep's flush of `task` that left `left` (its unroutable entries). RabbitMQ is up and has no
+    /// queue bound for them (a queue no worker has declared yet, or one an operator deleted): a retry five seconds
+    /// later would fail the same way, every five seconds, for as long as the queue is missing. So the task's next try
+    /// is put off with a backoff (its outbox-index score moves ahead), the first failure is a warning that names the
+    /// queue and the fix, and the later ones are logged at debug. A finished task's own step messages are dropped:
+    /// delivered, they would be acked as the duplicates of a finished task, and kept, they would keep the task from
+    /// retention forever.
+    private func postponeUnroutable(task: String, left: [Outbox.Leftover]) async throws {
+        guard !left.isEmpty else {
+            unroutable.withLock { _ = $0.removeValue(forKey: task) }
+            return
+        }
+        let status = try await redis.send(RedisCommand("HGET", keys.task(task), "status")).string ?? ""
+        if TaskView.terminalStatuses.contains(status) {
+            let own = left.filter { $0.message.exchange == Topology.stepsExchange && $0.message.headers["x-baton-task"] == task }
+            if !own.isEmpty {
+                try await store.outboxDone(task: task, ids: own.map(\.id))
+                logger.info(
+                    "outbox sweep: dropped the unroutable step message of a finished task",
+                    metadata: ["task.id": "\(task)", "status": "\(status)", "queue": "\(own[0].message.routingKey)"])
+            }
+            if own.count == left.count {
+                unroutable.withLock { _ = $0.removeValue(forKey: task) }
+                return
+            }
+        }
+        let failures = unroutable.withLock { counts in
+            // A bound on what a process remembers: a fleet-wide backlog of unroutable tasks starts over at the first
+            // backoff rather than growing this map without limit.
+            if counts.count >= 10_000 && counts[task] == nil { counts.removeAll() }
+            counts[task, default: 0] += 1
+            return counts[task] ?? 1
+        }
+        let age = configuration.outboxSweepAge
+        let backoff = Self.unroutableBackoff(failures: failures, age: age)
+        // The claim re-scored the task to Redis's now; it is claimed again once its score is `age` old.
+        let ahead = (backoff - age).components
+        let milliseconds = ahead.seconds * 1000 + ahead.attoseconds / 1_000_000_000_000_000
+        try await redis.send(RedisCommand("ZADD", keys.outboxIndex(bucket: keys.bucket(of: task)), "XX", "INCR", milliseconds, task))
+        let queues = Set(left.map(\.message.routingKey)).sorted().joined(separator: ",")
+        let metadata: Logger.Metadata = [
+            "task.id": "\(task)", "queue": "\(queues)", "failures": "\(failures)", "next_try": "\(DurationText.format(backoff))",
+        ]
+        if failures == 1 {
+            logger.warning(
+                "step message not published: RabbitMQ has no queue bound to '\(Topology.stepsExchange)' for '\(queues)'; it stays in the task's outbox and is retried with a backoff (up to every \(DurationText.format(Self.unroutableBackoffLimit))). Fix: start a worker that consumes that queue (`baton worker --queues \(queues)`), or cancel the task",
+                metadata: metadata)
+        } else {
+            logger.debug("step message still unroutable", metadata: metadata)
         }
     }
 
@@ -243,5 +306,48 @@ final class Sweeps: Sendable {
                 }
             }
         }
+    }
+}
+
+/// The sweeps' pauses between rounds, cut short when the worker stops: a stopping worker is not held by a long period
+/// (the retention sweep's is a minute), and a pause costs one timer, not a wake-up every few hundred milliseconds (an
+/// idle worker's sweeps wake ~25 times a second, the timer sweep and the event relay's ten each among them).
+final class SweepPauses: Sendable {
+    private struct State {
+        var stopped = false
+        var sleepers: [Int: Task<Void, Never>] = [:]
+        var next = 0
+    }
+    private let state = Mutex(State())
+
+    /// Ends every pause now and each later one at once.
+    func stop() {
+        let sleepers = state.withLock { state in
+            state.stopped = true
+            defer { state.sleepers = [:] }
+            return Array(state.sleepers.values)
+        }
+        for sleeper in sleepers { sleeper.cancel() }
+    }
+
+    /// Sleeps `interval`, or until ``stop()`` or the calling task's cancellation.
+    func pause(for interval: Duration) async {
+        let sleeper = Task<Void, Never> { try? await Task.sleep(for: interval) }
+        let key: Int? = state.withLock { state in
+            guard !state.stopped else { return nil }
+            state.next += 1
+            state.sleepers[state.next] = sleeper
+            return state.next
+        }
+        guard let key else {
+            sleeper.cancel()
+            return
+        }
+        await withTaskCancellationHandler {
+            await sleeper.value
+        } onCancel: {
+            sleeper.cancel()
+        }
+        state.withLock { _ = $0.sleepers.removeValue(forKey: key) }
     }
 }
