@@ -172,7 +172,8 @@ struct DoctorCommand: AsyncParsableCommand {
         var tasksPerKey: [String: Int] = [:]
         for entry in stuck { for key in entry.routingKeys { tasksPerKey[key, default: 0] += 1 } }
         let keys = tasksPerKey.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
-        let named = keys.prefix(10).map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+        var named = keys.prefix(5).map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+        if keys.count > 5 { named += " and \(keys.count - 5) more queue(s)" }
         let age = DurationText.format(.milliseconds(oldest.ageMilliseconds / 1000 * 1000))
         return .warning(
             "outbox",
