@@ -119,6 +119,11 @@ struct OutboxSweepTests {
             let warning = try #require(warnings().first)
             #expect(warning.contains("no queue bound") && warning.contains(queue) && warning.contains("--queues \(queue)"), "\(warning)")
 
+            let view = try await TaskQueries(store: store).task(id)
+            #expect(
+                view?.status == "queued" && view?.statusReason?.contains("no queue bound for '\(queue)'") == true,
+                "\(String(describing: view))")
+
             let again = try await sweep()
             if again.upperBound < firstSweep.lowerBound + 10_000 {  // (a box so loaded that 10 s passed proves nothing)
                 #expect(bus.published.withLock { $0 } == 1, "a put-off message is not tried again before its time")

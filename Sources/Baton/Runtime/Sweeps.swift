@@ -30,6 +30,15 @@ final class Sweeps: Sendable {
         return redis.call('HGET', KEYS[2], 'drain') or ''
         """)
 
+    /// A queued task whose step message no queue takes says so in its `status_reason` (`baton status`, the API);
+    /// the claim of its step clears it. KEYS: task. ARGV: reason.
+    static let unroutableReasonScript = RedisScript(
+        """
+        if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+        redis.call('HSET', KEYS[1], 'status_reason', ARGV[1])
+        return 1
+        """)
+
     /// Where the event relay publishes (the executor's bus unless given).
     let eventsBus: any MessageBus
 
@@ -262,6 +271,9 @@ final class Sweeps: Sendable {
             "task.id": "\(task)", "queue": "\(queues)", "failures": "\(failures)", "next_try": "\(DurationText.format(backoff))",
         ]
         if failures == 1 {
+            _ = try await redis.evalSHA(
+                Self.unroutableReasonScript, keys: [keys.task(task)],
+                args: ["step message not published: no queue bound for '\(queues)' (start a worker with --queues \(queues))"])
             logger.warning(
                 "step message not published: RabbitMQ has no queue bound to '\(Topology.stepsExchange)' for '\(queues)'; it stays in the task's outbox and is retried with a backoff (up to every \(DurationText.format(Self.unroutableBackoffLimit))). Fix: start a worker that consumes that queue (`baton worker --queues \(queues)`), or cancel the task",
                 metadata: metadata)
