@@ -174,4 +174,56 @@ struct OutboxSweepTests {
         }
         await cleanUp()
     }
+
+    /// A bus whose broker refuses everything (as while RabbitMQ is down).
+    struct RefusingBus: MessageBus {
+        struct Down: Error {}
+        func publish(_ messages: [OutboxMessage]) async -> [(any Error)?] { messages.map { _ in Down() } }
+    }
+
+    /// Any other failure (the broker down) keeps the sweep's plain retry, without a backoff, and is said once per task.
+    @Test func aTaskLeftByAnOutageIsRetriedEverySweepAndAnnouncedOnce() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
+        let prefix = TestServers.uniqueName("outbox-outage") + ":"
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: prefix)
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let keys = settings.keys
+        let executor = StepExecutor(
+            registry: .examples, store: store, bus: RefusingBus(), workerID: TestServers.uniqueName("it-sweeper"),
+            settings: ProtocolSettings(),
+            logger: Harness.logger)
+        var configuration = Worker.Configuration(amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL)
+        configuration.store = settings
+        let recorder = StepLogHandlerTests.Recorder()
+        let sweeps = Sweeps(
+            store: store, executor: executor, configuration: configuration, logger: StepLogHandlerTests.workerLogger(recorder))
+        let id = TestServers.uniqueName("outage")
+        let index = keys.outboxIndex(bucket: keys.bucket(of: id))
+        do {
+            try await redis.send(
+                "HSET", keys.outbox(id), "entry-1",
+                OutboxMessage.step(.init(task: id, agent: "stepchain", step: "work", seq: 0, branch: 0, attempt: 1), queue: "default")
+                    .jsonText)
+            for round in 1...3 {
+                try await redis.send("ZADD", index, 1, id)
+                let before = try await redis.serverTimeMilliseconds()
+                try await sweeps.sweepOutbox()
+                let score = try #require(Int64(try await redis.send("ZSCORE", index, id).string ?? ""))
+                let after = try await redis.serverTimeMilliseconds()
+                #expect(score >= before && score <= after, "round \(round): re-scored to the claim, not put off")
+            }
+            #expect(try await store.pendingOutbox(task: id).count == 1)
+            let announced = recorder.lines.withLock { $0.filter { $0.contains("re-publishing what a crash or an outage left behind") } }
+            #expect(announced.count == 1, "\(recorder.lines.withLock { $0 })")
+            #expect(!recorder.lines.withLock { $0.contains { $0.hasPrefix("warning") } })
+        } catch {
+            _ = try? await redis.send("DEL", keys.outbox(id), index)
+            await redis.close()
+            throw error
+        }
+        _ = try? await redis.send("DEL", keys.outbox(id), index)
+        await redis.close()
+    }
 }

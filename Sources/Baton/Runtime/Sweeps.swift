@@ -13,9 +13,9 @@ final class Sweeps: Sendable {
     let logger: Logger
     private let stopped = Atomic<Bool>(false)
     private let pauses = SweepPauses()
-    /// Tasks whose step message the outbox sweep found unroutable, with how many sweeps in a row did
-    /// (``postponeUnroutable(task:left:)``); this process's count.
-    private let unroutable = Mutex<[String: Int]>([:])
+    /// Tasks the outbox sweep re-published without emptying their outbox, with how many sweeps in a row found their
+    /// step message unroutable (``postponeUnroutable(task:left:)``); this process's count.
+    private let retried = Mutex<[String: Int]>([:])
 
     static let heartbeatScript = RedisScript(
         """
@@ -209,11 +209,19 @@ final class Sweeps: Sendable {
             })
         for reply in replies {
             for id in (reply.array ?? []).compactMap(\.string) {
-                if unroutable.withLock({ $0[id] == nil }) {
+                // Said once per task and process: a broker outage or a missing queue leaves a task to several rounds.
+                if retried.withLock({ $0[id] == nil }) {
                     logger.info("outbox sweep: re-publishing what a crash or an outage left behind", metadata: ["task.id": "\(id)"])
                 }
                 let left = await executor.flushOutbox(task: id)
-                try await postponeUnroutable(task: id, left: left.filter(\.unroutable))
+                if left.isEmpty {
+                    retried.withLock { _ = $0.removeValue(forKey: id) }
+                } else if left.contains(where: \.unroutable) {
+                    try await postponeUnroutable(task: id, left: left.filter(\.unroutable))
+                } else {
+                    remember(id, unroutable: false)
+                    logger.debug("outbox sweep: not published yet", metadata: ["task.id": "\(id)", "error": "\(left[0].error)"])
+                }
             }
         }
     }
@@ -235,10 +243,6 @@ final class Sweeps: Sendable {
     /// delivered, they would be acked as the duplicates of a finished task, and kept, they would keep the task from
     /// retention forever.
     private func postponeUnroutable(task: String, left: [Outbox.Leftover]) async throws {
-        guard !left.isEmpty else {
-            unroutable.withLock { _ = $0.removeValue(forKey: task) }
-            return
-        }
         let status = try await redis.send(RedisCommand("HGET", keys.task(task), "status")).string ?? ""
         if TaskView.terminalStatuses.contains(status) {
             let own = left.filter { $0.message.exchange == Topology.stepsExchange && $0.message.headers["x-baton-task"] == task }
@@ -249,17 +253,11 @@ final class Sweeps: Sendable {
                     metadata: ["task.id": "\(task)", "status": "\(status)", "queue": "\(own[0].message.routingKey)"])
             }
             if own.count == left.count {
-                unroutable.withLock { _ = $0.removeValue(forKey: task) }
+                retried.withLock { _ = $0.removeValue(forKey: task) }
                 return
             }
         }
-        let failures = unroutable.withLock { counts in
-            // A bound on what a process remembers: a fleet-wide backlog of unroutable tasks starts over at the first
-            // backoff rather than growing this map without limit.
-            if counts.count >= 10_000 && counts[task] == nil { counts.removeAll() }
-            counts[task, default: 0] += 1
-            return counts[task] ?? 1
-        }
+        let failures = remember(task, unroutable: true)
         let age = configuration.outboxSweepAge
         let backoff = Self.unroutableBackoff(failures: failures, age: age)
         // The claim re-scored the task to Redis's now; it is claimed again once its score is `age` old.
@@ -279,6 +277,19 @@ final class Sweeps: Sendable {
                 metadata: metadata)
         } else {
             logger.debug("step message still unroutable", metadata: metadata)
+        }
+    }
+
+    /// Records that a sweep left `task`'s outbox not empty; returns how many sweeps in a row found its message
+    /// unroutable (counted when `unroutable`). A bound on what a process remembers: past 10,000 tasks it starts over
+    /// (a fleet-wide backlog goes back to the first backoff, and says so once more per task).
+    @discardableResult
+    private func remember(_ task: String, unroutable: Bool) -> Int {
+        retried.withLock { counts in
+            if counts.count >= 10_000 && counts[task] == nil { counts.removeAll() }
+            let count = (counts[task] ?? 0) + (unroutable ? 1 : 0)
+            counts[task] = count
+            return count
         }
     }
 
