@@ -49,6 +49,24 @@ struct OutboxSweepTests {
         }
     }
 
+    /// The sweeps of a worker under key prefix `prefix` that publishes through `bus` and logs into a recorder.
+    static func sweeps(redis: RedisConnection, prefix: String, bus: any MessageBus) -> (
+        sweeps: Sweeps, store: RedisTaskStore, log: StepLogHandlerTests.Recorder
+    ) {
+        var settings = RedisTaskStore.Settings()
+        settings.keys = RedisKeys(prefix: prefix)
+        let store = RedisTaskStore(redis: redis, settings: settings)
+        let executor = StepExecutor(
+            registry: .examples, store: store, bus: bus, workerID: TestServers.uniqueName("it-sweeper"), settings: ProtocolSettings(),
+            logger: Harness.logger)
+        var configuration = Worker.Configuration(amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL)
+        configuration.store = settings
+        let recorder = StepLogHandlerTests.Recorder()
+        let sweeps = Sweeps(
+            store: store, executor: executor, configuration: configuration, logger: StepLogHandlerTests.workerLogger(recorder))
+        return (sweeps, store, recorder)
+    }
+
     /// A task whose first step names a queue no worker has declared: the broker returns it (`mandatory`), it stays in
     /// the outbox, and the sweep puts the next try off with a backoff instead of re-publishing it every sweep, with
     /// one warning that names the queue; once the queue exists the next try publishes it. `baton doctor` reports the
@@ -61,10 +79,7 @@ struct OutboxSweepTests {
             logger: Logger(label: "baton.outbox-tests"))
         let prefix = TestServers.uniqueName("outbox-unroutable") + ":"
         let queue = TestServers.uniqueName("it-noqueue")
-        var settings = RedisTaskStore.Settings()
-        settings.keys = RedisKeys(prefix: prefix)
-        let store = RedisTaskStore(redis: redis, settings: settings)
-        let keys = settings.keys
+        let keys = RedisKeys(prefix: prefix)
         func cleanUp() async {
             _ = try? await Harness.deleteQueue(Topology.stepsQueue(queue))
             if let left = try? await Harness.scanKeys(redis, matching: prefix + "*"), !left.isEmpty {
@@ -75,14 +90,7 @@ struct OutboxSweepTests {
         }
         do {
             let bus = CountingBus(AMQPBus(channel: try await connection.openChannel(confirms: true)))
-            let executor = StepExecutor(
-                registry: .examples, store: store, bus: bus, workerID: TestServers.uniqueName("it-sweeper"), settings: ProtocolSettings(),
-                logger: Harness.logger)
-            var configuration = Worker.Configuration(amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL)
-            configuration.store = settings
-            let recorder = StepLogHandlerTests.Recorder()
-            let sweeps = Sweeps(
-                store: store, executor: executor, configuration: configuration, logger: StepLogHandlerTests.workerLogger(recorder))
+            let (sweeps, store, recorder) = Self.sweeps(redis: redis, prefix: prefix, bus: bus)
 
             func create(_ id: String) async throws {
                 let runner = try #require(AgentRegistry.examples["stepchain"])
@@ -186,19 +194,8 @@ struct OutboxSweepTests {
         let redis = try await RedisConnection.connect(
             configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
         let prefix = TestServers.uniqueName("outbox-outage") + ":"
-        var settings = RedisTaskStore.Settings()
-        settings.keys = RedisKeys(prefix: prefix)
-        let store = RedisTaskStore(redis: redis, settings: settings)
-        let keys = settings.keys
-        let executor = StepExecutor(
-            registry: .examples, store: store, bus: RefusingBus(), workerID: TestServers.uniqueName("it-sweeper"),
-            settings: ProtocolSettings(),
-            logger: Harness.logger)
-        var configuration = Worker.Configuration(amqpURL: TestServers.amqpURL, redisURL: TestServers.redisURL)
-        configuration.store = settings
-        let recorder = StepLogHandlerTests.Recorder()
-        let sweeps = Sweeps(
-            store: store, executor: executor, configuration: configuration, logger: StepLogHandlerTests.workerLogger(recorder))
+        let keys = RedisKeys(prefix: prefix)
+        let (sweeps, store, recorder) = Self.sweeps(redis: redis, prefix: prefix, bus: RefusingBus())
         let id = TestServers.uniqueName("outage")
         let index = keys.outboxIndex(bucket: keys.bucket(of: id))
         do {
