@@ -102,6 +102,52 @@ struct RedisRetentionTests {
         }
     }
 
+    @Test("a dead letter nobody acted on is discarded after limits.dead_letter_retention, audited; its task then follows retention")
+    func expiresOldDeadLetters() async throws {
+        try await RedisWaitScriptTests.withDriver { store, driver, bus in
+            let queries = TaskQueries(store: store)
+            let keys = store.settings.keys
+            let id = try await driver.submit(SubmitRequest(agent: "waiter", input: ["mode": "timeout"])).id
+            _ = try await RedisWaitScriptTests.deliverLast(driver, bus)
+            let error = #"{"code":"test","message":"dead-lettered by the test"}"#
+            #expect(try await store.control(task: id, action: "dead", reason: "test", actor: "test", extra: error).first == "dead_lettered")
+            let relay = EventRelay(store: store, bus: bus, logger: Harness.logger)
+            while try await relay.round().published > 0 {}
+            let fields = ["task_id": id, "reason": "retries_exhausted", "error": "test", "agent": "waiter", "body": "{}"]
+            let old = try await store.recordDeadLetter(fields, now: Date(timeIntervalSinceNow: -2 * 86_400)).id
+            var recent = fields
+            recent["task_id"] = TestServers.uniqueName("other")
+            let fresh = try await store.recordDeadLetter(recent).id
+
+            let (sweeps, _, log) = OutboxSweepTests.sweeps(redis: store.redis, prefix: keys.prefix, bus: bus) {
+                $0.deadLetterRetention = .seconds(86_400)
+            }
+            #expect(try await sweeps.expireDeadLetters())
+            #expect(try await queries.deadLetter(old) == nil)
+            #expect(try await queries.deadLetter(fresh) != nil, "a dead letter younger than the retention stays")
+            #expect(try await sweeps.expireDeadLetters() == false)
+            let audit = try await store.redis.send("XREVRANGE", keys.audit, "+", "-", "COUNT", 1)
+            let entry = TaskQueries.hash(try #require(audit.array?.first?.array?.last))
+            #expect(entry["action"] == "dead.expire" && entry["count"] == "1", "\(entry)")
+            #expect(log.lines.withLock { $0.contains { $0.contains("discarded dead letters nobody acted on") } })
+
+            // Its task is marked discarded, so retention deletes it like a discarded one.
+            #expect(try await queries.task(id)?.status == "dead_lettered")
+            #expect(try await store.purgeFinished(olderThan: .zero).purged == 1)
+            #expect(try await queries.task(id) == nil)
+            #expect(try await Self.keysLeft(store, id) == [])
+
+            // 0 keeps dead letters until an operator acts.
+            let (keeping, _, _) = OutboxSweepTests.sweeps(redis: store.redis, prefix: keys.prefix, bus: bus) {
+                $0.deadLetterRetention = .zero
+            }
+            _ = try await store.recordDeadLetter(recent, now: Date(timeIntervalSinceNow: -400 * 86_400))
+            #expect(try await keeping.expireDeadLetters() == false)
+            #expect(try await store.expireDeadLetters(olderThan: .seconds(86_400)) == 1)
+            for key in try await Harness.scanKeys(store.redis, matching: keys.prefix + "*") { _ = try await store.redis.send("DEL", key) }
+        }
+    }
+
     @Test(
         "a worker with limits.retention 1s deletes a finished task about a second after it ended; a sleeping one stays; workers silent for a day leave the registry",
         .timeLimit(.minutes(4)))

@@ -46,6 +46,7 @@ public enum ConfigKeys {
     public static let limitsSignalMailbox = "limits.signal_mailbox"
     public static let limitsMaxChildren = "limits.max_children"
     public static let limitsRetention = "limits.retention"
+    public static let limitsDeadLetterRetention = "limits.dead_letter_retention"
     public static let budgetDefaultMaxCostUSD = "budget.default_max_cost_usd"
     public static let budgetDefaultMaxTokens = "budget.default_max_tokens"
     public static let budgetDefaultMaxSteps = "budget.default_max_steps"
@@ -101,6 +102,9 @@ public enum ConfigKeys {
             name: limitsRetention, defaultValue: "7d",
             summary:
                 "a finished task is deleted this long after it ended, a dead-lettered one after its dead letter is discarded (0: never)"),
+        Key(
+            name: limitsDeadLetterRetention, defaultValue: "180d",
+            summary: "a dead letter nobody redrove or discarded is discarded this long after it was taken in (0: never)"),
         Key(name: budgetDefaultMaxCostUSD, defaultValue: "~", summary: "cost limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxTokens, defaultValue: "~", summary: "token limit of a task whose submit sets none (~: none)"),
         Key(name: budgetDefaultMaxSteps, defaultValue: "10000", summary: "step limit of a task whose submit sets none"),

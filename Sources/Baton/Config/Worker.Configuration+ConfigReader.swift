@@ -22,6 +22,7 @@ extension Worker.Configuration {
     /// | `sweeps.dead_letter_intake` | true |
     /// | `sweeps.retention_interval` | 1m |
     /// | `limits.retention` | 7d (0: finished tasks are kept forever) |
+    /// | `limits.dead_letter_retention` | 180d (0: dead letters are kept until an operator acts) |
     ///
     /// The URLs are checked here (scheme, host, port), so a typo fails at start, not at the first connect.
     ///
@@ -48,6 +49,7 @@ extension Worker.Configuration {
         deadLetterIntake = try reader.batonBool(ConfigKeys.sweepsDeadLetterIntake, default: deadLetterIntake)
         retentionSweepInterval = try reader.batonDuration(ConfigKeys.sweepsRetentionInterval, default: retentionSweepInterval)
         retention = try reader.batonDuration(ConfigKeys.limitsRetention, default: retention, minimum: .zero)
+        deadLetterRetention = try reader.batonDuration(ConfigKeys.limitsDeadLetterRetention, default: deadLetterRetention, minimum: .zero)
         protocolSettings = try ProtocolSettings(reader: reader)
         queueSettings = try Topology.QueueSettings(reader: reader)
         store = try RedisTaskStore.Settings(reader: reader)

@@ -344,10 +344,7 @@ public final class BatonClient: Sendable {
     /// Discards a dead letter, recorded in the audit stream unless `audit` is false (a bulk action records one entry
     /// for all). Its task, if any, stays `dead_lettered`, and retention deletes it `limits.retention` after the discard.
     public func discard(deadLetter id: String, reason: String, actor: String, audit: Bool = true) async throws -> ActionResult {
-        let task = try await queries.deadLetter(id)?.taskID
-        guard try await store.deleteDeadLetter(id) else { return .notFound }
-        // After the letter is gone (a crash in between keeps the task, never a letter without its task).
-        if let task { try await store.markDeadLetterDiscarded(task: task) }
+        guard try await store.discardDeadLetter(id) else { return .notFound }
         if audit { try await queries.audit(actor: actor, action: "dead.discard", target: id, reason: reason) }
         return .done("discarded")
     }

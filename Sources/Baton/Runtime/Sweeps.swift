@@ -69,13 +69,14 @@ final class Sweeps: Sendable {
             group.addTask { await self.loop(every: self.configuration.timerInterval) { try await self.fireTimers() } }
             group.addTask { await self.loop(every: self.configuration.outboxSweepInterval) { try await self.sweepOutbox() } }
             group.addTask { await self.loop(every: self.configuration.stalledSweepInterval) { try await self.sweepStalled() } }
-            if configuration.retention > .zero {
+            if configuration.retention > .zero || configuration.deadLetterRetention > .zero {
                 group.addTask {
                     // A second after a round that left a backlog (retention switched on over months of history): up to
                     // 300 tasks per status index and bucket a round; measured, 50,000 succeeded tasks in 16 buckets went
                     // at ~4,300 a second for ~15 % of a Redis core (docs/benchmarks.md), and steps keep going.
                     await self.busyLoop(every: self.configuration.retentionSweepInterval, busyInterval: .seconds(1)) {
-                        try await self.sweepFinished()
+                        let expired = try await self.expireDeadLetters()
+                        return try await self.sweepFinished() || expired
                     }
                 }
             }
@@ -293,10 +294,27 @@ final class Sweeps: Sendable {
         }
     }
 
+    /// Discards dead letters older than `limits.dead_letter_retention` (their tasks then follow `limits.retention`);
+    /// true when it discarded some (more may be left: the next round comes a second later).
+    func expireDeadLetters() async throws -> Bool {
+        let retention = configuration.deadLetterRetention
+        guard retention > .zero else { return false }
+        let expired = try await store.expireDeadLetters(olderThan: retention)
+        guard expired > 0 else { return false }
+        try await TaskQueries(store: store).audit(
+            actor: "sweep:\(configuration.workerID)", action: "dead.expire", target: "dead letters", count: expired,
+            reason: "older than limits.dead_letter_retention (\(DurationText.format(retention)))")
+        logger.info(
+            "retention: discarded dead letters nobody acted on",
+            metadata: ["discarded": "\(expired)", "dead_letter_retention": "\(DurationText.format(retention))"])
+        return !isStopped
+    }
+
     /// Deletes finished tasks past `limits.retention` (``RedisTaskStore/purgeFinished(olderThan:limit:pages:chunk:)``);
     /// true when the round deleted tasks and left candidates it did not look at (a backlog: the next round starts at
     /// once).
     func sweepFinished() async throws -> Bool {
+        guard configuration.retention > .zero else { return false }
         let result = try await store.purgeFinished(olderThan: configuration.retention)
         if result.purged > 0 {
             BatonMetrics.purged().increment(by: result.purged)

@@ -34,6 +34,9 @@ public final class Worker: Service, Sendable {
         /// How long a finished task (succeeded, failed, cancelled, budget_exceeded) is kept before the retention sweep
         /// deletes its keys (`limits.retention`); zero keeps every task forever.
         public var retention: Duration = .seconds(7 * 86_400)
+        /// How long a dead letter nobody redrove or discarded is kept before the retention sweep discards it
+        /// (`limits.dead_letter_retention`; Sidekiq keeps dead jobs six months); zero keeps them until an operator acts.
+        public var deadLetterRetention: Duration = .seconds(180 * 86_400)
         /// How often finished tasks past their retention are looked for (`sweeps.retention_interval`).
         public var retentionSweepInterval: Duration = .seconds(60)
         public var heartbeatInterval: Duration = .seconds(2)

@@ -56,6 +56,32 @@ extension RedisTaskStore {
         return reply.int == 1
     }
 
+    /// Discards a dead letter: removes it (``deleteDeadLetter(_:)``), then marks its task discarded, so that retention
+    /// deletes the task `limits.retention` later. Returns false when the letter was already gone.
+    public func discardDeadLetter(_ id: String) async throws -> Bool {
+        let task = try await redis.send(RedisCommand("HGET", keys.deadItem(bucket: keys.bucket(of: id), id: id), "task_id")).string
+        guard try await deleteDeadLetter(id) else { return false }
+        // After the letter is gone (a crash in between keeps the task, never a letter without its task).
+        if let task, !task.isEmpty { try await markDeadLetterDiscarded(task: task) }
+        return true
+    }
+
+    /// Discards the dead letters taken in more than `olderThan` ago (`limits.dead_letter_retention`), oldest first, at
+    /// most `limit` of each bucket; returns how many. An operator who never drains `baton dead` would otherwise keep
+    /// every dead letter, and its task, forever.
+    public func expireDeadLetters(olderThan: Duration, limit: Int = 100) async throws -> Int {
+        let now = try await redis.serverTimeMilliseconds()
+        let age = olderThan.components
+        let cutoff = now - (age.seconds * 1000 + age.attoseconds / 1_000_000_000_000_000)
+        let replies = try await redis.pipeline(
+            (0..<keys.bucketCount).map { RedisCommand("ZRANGEBYSCORE", keys.dead(bucket: $0), "-inf", cutoff, "LIMIT", 0, limit) })
+        var expired = 0
+        for id in replies.flatMap({ ($0.array ?? []).compactMap(\.string) }) where try await discardDeadLetter(id) {
+            expired += 1
+        }
+        return expired
+    }
+
     /// A stable id, so a redelivered dead letter is stored once: FNV-1a of when, why, the body and the task.
     static func deadLetterID(_ fields: [String: String]) -> String {
         var hash: UInt64 = 14_695_981_039_346_656_037
