@@ -307,7 +307,9 @@ struct APIRoutes: Sendable {
         try await queries.audit(actor: caller.actor, action: "submit", target: reply.taskID, reason: "agent=\(submit.agent)")
         var headers = HTTPFields()
         headers[.location] = "/v1/tasks/\(reply.taskID)"
-        let answer = JSONValue.object(["v": 1, "task_id": .string(reply.taskID), "status": .string(reply.status ?? "submitted")])
+        var fields: [String: JSONValue] = ["v": 1, "task_id": .string(reply.taskID), "status": .string(reply.status ?? "submitted")]
+        if let warning = reply.warning { fields["warning"] = .string(warning) }
+        let answer = JSONValue.object(fields)
         return try Self.json(answer, status: .accepted, headers: headers)
     }
 

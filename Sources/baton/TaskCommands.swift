@@ -135,6 +135,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 Terminal.error("the worker refused the submit (\(error.code)): \(error.message)")
                 throw ExitCode(CLIExit.failed)
             }
+            if let warning = reply.warning { Terminal.note("warning: \(warning)") }
             if reply.status == nil {
                 Terminal.note("submitted \(reply.taskID); no worker answered yet (is `baton worker` running for agent '\(agent)'?)")
             }

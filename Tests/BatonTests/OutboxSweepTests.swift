@@ -157,7 +157,11 @@ struct OutboxSweepTests {
             try await redis.send("HSET", keys.task(id), "updated_at", try await redis.serverTimeMilliseconds() - 120_000)
             let stuck = try await TaskQueries(store: store).stuckOutboxes(olderThan: .seconds(60))
             #expect(stuck.map(\.task) == [id] && stuck.first?.routingKeys == [queue], "\(stuck)")
-            let doctor = try await CLIOperatorTests.baton(["doctor", "-o", "json"], environment: ["BATON_REDIS_KEY_PREFIX": prefix])
+            // (RabbitMQ pointed at a closed port: its checks end at once, without `rabbitmqctl`, which costs seconds of
+            // CPU on a box running the suite.)
+            let doctor = try await CLIOperatorTests.baton(
+                ["doctor", "-o", "json"],
+                environment: ["BATON_REDIS_KEY_PREFIX": prefix, "BATON_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"])
             let items = try #require(try CLIOperatorTests.json(doctor.output)["items"] as? [[String: Any]], "\(doctor.error)")
             let outbox = try #require(items.first { $0["check"] as? String == "outbox" }, "\(items)")
             #expect(outbox["status"] as? String == "warning")
@@ -229,5 +233,71 @@ struct OutboxSweepTests {
         }
         _ = try? await redis.send("DEL", keys.outbox(id), index)
         await redis.close()
+    }
+
+    /// An agent whose step queue no worker of the test servers declares (the test deletes it first).
+    struct NoQueueAgent: Agent {
+        struct Input: Codable, Sendable {}
+        struct State: Codable, Sendable {}
+        static let name = "it-no-queue-agent"
+        static let steps = ["start"]
+        static let queue = "it-no-such-queue"
+        static var options: AgentOptions { AgentOptions(queue: queue) }
+        init() {}
+        func initialState(for input: Input) throws -> State { State() }
+        func run(step: String, context: StepContext<NoQueueAgent>) async throws -> StepOutcome { .complete(["ok": .bool(true)]) }
+    }
+
+    /// The worker that takes a submit tells its submitter (the reply's `warning`: `baton submit`, `POST /v1/tasks`)
+    /// when the new task's first step found no queue; the task is created and waits in its outbox.
+    @Test func aSubmitWhoseFirstStepFindsNoQueueTellsItsSubmitter() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
+        let connection = try await AMQPConnection.connect(
+            try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-outbox-test"),
+            logger: Logger(label: "baton.outbox-tests"))
+        let prefix = TestServers.uniqueName("outbox-submit") + ":"
+        let queue = Topology.stepsQueue(NoQueueAgent.queue)
+        func cleanUp() async {
+            _ = try? await Harness.deleteQueue(queue)
+            if let left = try? await Harness.scanKeys(redis, matching: prefix + "*"), !left.isEmpty {
+                _ = try? await redis.send(RedisCommand("DEL", arguments: left.map { $0 as any RedisArgumentConvertible }))
+            }
+            await connection.close()
+            await redis.close()
+        }
+        do {
+            try await Harness.deleteQueue(queue)
+            var settings = RedisTaskStore.Settings()
+            settings.keys = RedisKeys(prefix: prefix)
+            let store = RedisTaskStore(redis: redis, settings: settings)
+            var registry = AgentRegistry()
+            registry.register(NoQueueAgent())
+            let executor = StepExecutor(
+                registry: registry, store: store, bus: AMQPBus(channel: try await connection.openChannel(confirms: true)),
+                workerID: TestServers.uniqueName("it-submitter"), settings: ProtocolSettings(), logger: Harness.logger)
+
+            let taken = try await executor.take(SubmitRequest(agent: NoQueueAgent.name, input: [:]))
+            #expect(taken.status == "queued")
+            #expect(taken.warning?.contains("no step queue '\(NoQueueAgent.queue)'") == true, "\(String(describing: taken.warning))")
+            #expect(taken.warning?.contains("--queues \(NoQueueAgent.queue)") == true)
+            #expect(try await store.pendingOutbox(task: taken.id).count == 1, "the first step waits in the outbox")
+            // The same id submitted again: the task exists, and the submitter is told again.
+            let again = try await executor.take(SubmitRequest(id: taken.id, agent: NoQueueAgent.name, input: [:]))
+            #expect(again.id == taken.id && again.warning != nil)
+
+            // Once a worker has declared the queue: no warning, and the resubmit's flush queues the waiting step.
+            let declare = try await connection.openChannel()
+            try await Topology.declare(on: declare, agents: [], queues: [NoQueueAgent.queue], settings: Topology.QueueSettings())
+            let third = try await executor.take(SubmitRequest(id: taken.id, agent: NoQueueAgent.name, input: [:]))
+            #expect(third.warning == nil)
+            #expect(try await store.pendingOutbox(task: taken.id).isEmpty)
+            #expect(try await executor.take(SubmitRequest(agent: NoQueueAgent.name, input: [:])).warning == nil)
+            #expect(try await declare.inspectQueue(queue).messageCount == 2)
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
     }
 }

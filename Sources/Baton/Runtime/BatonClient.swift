@@ -55,6 +55,8 @@ public final class BatonClient: Sendable {
         /// `queued` (or the existing task's status), nil when no worker answered within the wait.
         public var status: String?
         public var error: (code: String, message: String)?
+        /// What the worker wants the submitter to know: the task was created, but its first step found no queue.
+        public var warning: String?
     }
 
     /// Publishes a submit to `baton.submit` (as any service would) and waits up to `replyTimeout` for a
@@ -107,7 +109,9 @@ public final class BatonClient: Sendable {
             return SubmitReply(
                 taskID: id, status: nil, error: (error["code"]?.stringValue ?? "error", error["message"]?.stringValue ?? error.jsonString))
         }
-        return SubmitReply(taskID: json["task_id"]?.stringValue ?? id, status: json["status"]?.stringValue, error: nil)
+        return SubmitReply(
+            taskID: json["task_id"]?.stringValue ?? id, status: json["status"]?.stringValue, error: nil,
+            warning: json["warning"]?.stringValue)
     }
 
     /// The outcome of an operator action on one task.

@@ -11,7 +11,16 @@ public enum Outbox {
         public var error: any Error
         /// RabbitMQ answered that no queue takes the message (a `mandatory` publish came back as `basic.return`): the
         /// broker is up and the queue is missing, which a retry seconds later will not change.
-        public var unroutable: Bool { (error as? AMQPError)?.code == .unroutable }
+        public var unroutable: Bool { Outbox.isUnroutable(error) }
+    }
+
+    /// True when RabbitMQ returned a `mandatory` message because no queue is bound for it.
+    public static func isUnroutable(_ error: (any Error)?) -> Bool { (error as? AMQPError)?.code == .unroutable }
+
+    /// What a submitter is told when its task's first step found no queue (the task is created and waits in its outbox).
+    static func noQueueWarning(_ queue: String) -> String {
+        "RabbitMQ has no step queue '\(queue)' yet: the task waits in its outbox until a worker consumes that queue "
+            + "(`baton worker --queues \(queue)`)"
     }
 
     /// Publishes what `task`'s outbox holds and removes what the broker confirmed; returns what stayed (empty too when

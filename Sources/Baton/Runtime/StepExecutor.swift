@@ -161,11 +161,30 @@ public final class StepExecutor: Sendable {
     /// Creates the task of a submit (idempotent by id) and publishes its first step. Returns the task id and
     /// status, or throws a ``BatonError`` naming the field to fix.
     public func submit(body: [UInt8]) async throws -> (id: String, status: String) {
-        let request = try SubmitRequest.decode(body, maxBytes: settings.submitMaxBytes)
-        return try await submit(request)
+        let taken = try await take(body: body)
+        return (taken.id, taken.status)
     }
 
     public func submit(_ request: SubmitRequest) async throws -> (id: String, status: String) {
+        let taken = try await take(request)
+        return (taken.id, taken.status)
+    }
+
+    /// What a submit did: the task, its status, and what its submitter should know.
+    public struct SubmitTaken: Sendable {
+        public var id: String
+        public var status: String
+        /// Set when the new task's first step found no queue in RabbitMQ (``Outbox/noQueueWarning(_:)``).
+        public var warning: String?
+    }
+
+    /// ``submit(body:)``, with the warning for the submitter (the worker's reply carries it).
+    public func take(body: [UInt8]) async throws -> SubmitTaken {
+        try await take(try SubmitRequest.decode(body, maxBytes: settings.submitMaxBytes))
+    }
+
+    /// ``submit(_:)``, with the warning for the submitter.
+    public func take(_ request: SubmitRequest) async throws -> SubmitTaken {
         try request.validate()
         guard let runner = registry[request.agent] else {
             throw BatonError(
@@ -197,26 +216,30 @@ public final class StepExecutor: Sendable {
                     task: id, seq: 0, branch: 0, agent: request.agent, value: sticky,
                     basis: SpeculationBasis(token: 0, limits: task.limits, usage: BudgetUsage()), evicting: false)
             }
-            await publishFirstStep(task, outboxID: outboxID)
-            return (id, "queued")
+            let warning = await publishFirstStep(task, outboxID: outboxID)
+            return SubmitTaken(id: id, status: "queued", warning: warning)
         case .exists(let status):
-            await flushOutbox(task: id)
-            return (id, status)
+            let left = await flushOutbox(task: id)
+            let queue = left.first(where: \.unroutable)?.message.routingKey
+            return SubmitTaken(id: id, status: status, warning: queue.map(Outbox.noQueueWarning))
         }
     }
 
     /// Publishes a new task's first step message, which its submit also wrote to the task's outbox (entry `outboxID`),
     /// and removes that entry once the broker confirmed it, without waiting. What is not confirmed stays for the outbox
     /// sweep, as ``flushOutbox(task:)`` leaves it.
-    func publishFirstStep(_ task: NewTask, outboxID: String) async {
+    /// Returns the submitter's warning when RabbitMQ has no queue for the step.
+    @discardableResult
+    func publishFirstStep(_ task: NewTask, outboxID: String) async -> String? {
         let results = await bus.publish([.step(task.firstMessage, queue: task.queue)])
         guard results.count == 1, results[0] == nil else {
             logger.warning(
                 "first step not published; the outbox sweep retries it",
                 metadata: ["task.id": "\(task.id)", "error": "\(String(describing: results.first ?? nil))"])
-            return
+            return Outbox.isUnroutable(results.first ?? nil) ? Outbox.noQueueWarning(task.queue) : nil
         }
         store.outboxDoneWithoutWaiting(task: task.id, ids: [outboxID])
+        return nil
     }
 
     /// Publishes whatever a task's outbox still holds, then removes it. Failures stay for the outbox sweep (returned).

@@ -323,8 +323,10 @@ public final class Worker: Service, Sendable {
         var letter: DeadLetter? = nil
         do {
             try JSONCoding.checkContentType(delivery.properties.contentType, what: "the submit")
-            let (id, status) = try await executor.submit(body: delivery.body)
-            reply = ["v": 1, "task_id": .string(id), "status": .string(status)]
+            let taken = try await executor.take(body: delivery.body)
+            var fields: [String: JSONValue] = ["v": 1, "task_id": .string(taken.id), "status": .string(taken.status)]
+            if let warning = taken.warning { fields["warning"] = .string(warning) }
+            reply = .object(fields)
         } catch let error as BatonError {
             let reason =
                 switch error.code {
