@@ -145,7 +145,7 @@ struct OutboxSweepTests {
             // The second failure, or the third where the sweep above came over 10 s after the first (a loaded box).
             let failures = bus.published.withLock { $0 }
             #expect(failures >= 2)
-            let ahead = (Sweeps.unroutableBackoff(failures: failures, age: .seconds(5)) - .seconds(5)).components.seconds * 1000
+            let ahead = (Sweeps.unroutableBackoff(failures: failures, age: .seconds(5)) - .seconds(5)).wholeMilliseconds
             #expect(ahead >= 15_000, "the backoff doubles")
             let second = try await score()
             #expect(

@@ -262,8 +262,7 @@ final class Sweeps: Sendable {
         let age = configuration.outboxSweepAge
         let backoff = Self.unroutableBackoff(failures: failures, age: age)
         // The claim re-scored the task to Redis's now; it is claimed again once its score is `age` old.
-        let ahead = (backoff - age).components
-        let milliseconds = ahead.seconds * 1000 + ahead.attoseconds / 1_000_000_000_000_000
+        let milliseconds = (backoff - age).wholeMilliseconds
         try await redis.send(RedisCommand("ZADD", keys.outboxIndex(bucket: keys.bucket(of: task)), "XX", "INCR", milliseconds, task))
         let queues = Set(left.map(\.message.routingKey)).sorted().joined(separator: ",")
         let metadata: Logger.Metadata = [

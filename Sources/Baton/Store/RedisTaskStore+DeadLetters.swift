@@ -71,8 +71,7 @@ extension RedisTaskStore {
     /// every dead letter, and its task, forever.
     public func expireDeadLetters(olderThan: Duration, limit: Int = 100) async throws -> Int {
         let now = try await redis.serverTimeMilliseconds()
-        let age = olderThan.components
-        let cutoff = now - (age.seconds * 1000 + age.attoseconds / 1_000_000_000_000_000)
+        let cutoff = now - olderThan.wholeMilliseconds
         let replies = try await redis.pipeline(
             (0..<keys.bucketCount).map { RedisCommand("ZRANGEBYSCORE", keys.dead(bucket: $0), "-inf", cutoff, "LIMIT", 0, limit) })
         var expired = 0

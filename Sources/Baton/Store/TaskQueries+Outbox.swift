@@ -23,7 +23,7 @@ extension TaskQueries {
     /// seconds. Reads at most `limit` entries of each bucket's outbox index.
     public func stuckOutboxes(olderThan: Duration, limit: Int = 1000) async throws -> [StuckOutbox] {
         let now = try await redis.serverTimeMilliseconds()
-        let bound = olderThan.components.seconds * 1000 + olderThan.components.attoseconds / 1_000_000_000_000_000
+        let bound = olderThan.wholeMilliseconds
         let indexes = try await redis.pipeline(
             (0..<keys.bucketCount).map { RedisCommand("ZRANGE", keys.outboxIndex(bucket: $0), 0, limit - 1) })
         let ids = indexes.flatMap { ($0.array ?? []).compactMap(\.string) }
