@@ -70,21 +70,17 @@ struct OutboxSweepTests {
         return (sweeps, store, recorder)
     }
 
-    /// A task whose first step names a queue no worker has declared: the broker returns it (`mandatory`), it stays in
-    /// the outbox, and the sweep puts the next try off with a backoff instead of re-publishing it every sweep, with
-    /// one warning that names the queue; once the queue exists the next try publishes it. `baton doctor` reports the
-    /// task. A finished task's unroutable step message is dropped.
-    @Test func anUnroutableStepMessageIsPutOffWarnedOnceAndPublishedOnceItsQueueExists() async throws {
+    /// Connects to both servers, runs `body`, then deletes step queue `queue` and every key under `prefix`.
+    static func withServers(
+        prefix: String, deleting queue: String, _ body: (RedisConnection, AMQPConnection) async throws -> Void
+    ) async throws {
         let redis = try await RedisConnection.connect(
             configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
         let connection = try await AMQPConnection.connect(
             try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-outbox-test"),
             logger: Logger(label: "baton.outbox-tests"))
-        let prefix = TestServers.uniqueName("outbox-unroutable") + ":"
-        let queue = TestServers.uniqueName("it-noqueue")
-        let keys = RedisKeys(prefix: prefix)
         func cleanUp() async {
-            _ = try? await Harness.deleteQueue(Topology.stepsQueue(queue))
+            _ = try? await Harness.deleteQueue(queue)
             if let left = try? await Harness.scanKeys(redis, matching: prefix + "*"), !left.isEmpty {
                 _ = try? await redis.send(RedisCommand("DEL", arguments: left.map { $0 as any RedisArgumentConvertible }))
             }
@@ -92,6 +88,23 @@ struct OutboxSweepTests {
             await redis.close()
         }
         do {
+            try await body(redis, connection)
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
+    }
+
+    /// A task whose first step names a queue no worker has declared: the broker returns it (`mandatory`), it stays in
+    /// the outbox, and the sweep puts the next try off with a backoff instead of re-publishing it every sweep, with
+    /// one warning that names the queue; once the queue exists the next try publishes it. `baton doctor` reports the
+    /// task. A finished task's unroutable step message is dropped.
+    @Test func anUnroutableStepMessageIsPutOffWarnedOnceAndPublishedOnceItsQueueExists() async throws {
+        let prefix = TestServers.uniqueName("outbox-unroutable") + ":"
+        let queue = TestServers.uniqueName("it-noqueue")
+        let keys = RedisKeys(prefix: prefix)
+        try await Self.withServers(prefix: prefix, deleting: Topology.stepsQueue(queue)) { redis, connection in
             let bus = CountingBus(AMQPBus(channel: try await connection.openChannel(confirms: true)))
             let (sweeps, store, recorder) = Self.sweeps(redis: redis, prefix: prefix, bus: bus)
 
@@ -187,11 +200,7 @@ struct OutboxSweepTests {
             try await sweeps.sweepOutbox()
             #expect(try await store.pendingOutbox(task: finished).isEmpty)
             #expect(recorder.lines.withLock { $0.contains { $0.contains("dropped the unroutable step message of a finished task") } })
-        } catch {
-            await cleanUp()
-            throw error
         }
-        await cleanUp()
     }
 
     /// A bus whose broker refuses everything (as while RabbitMQ is down).
@@ -251,22 +260,9 @@ struct OutboxSweepTests {
     /// The worker that takes a submit tells its submitter (the reply's `warning`: `baton submit`, `POST /v1/tasks`)
     /// when the new task's first step found no queue; the task is created and waits in its outbox.
     @Test func aSubmitWhoseFirstStepFindsNoQueueTellsItsSubmitter() async throws {
-        let redis = try await RedisConnection.connect(
-            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
-        let connection = try await AMQPConnection.connect(
-            try AMQPConfiguration(url: TestServers.amqpURL, connectionName: "baton-outbox-test"),
-            logger: Logger(label: "baton.outbox-tests"))
         let prefix = TestServers.uniqueName("outbox-submit") + ":"
         let queue = Topology.stepsQueue(NoQueueAgent.queue)
-        func cleanUp() async {
-            _ = try? await Harness.deleteQueue(queue)
-            if let left = try? await Harness.scanKeys(redis, matching: prefix + "*"), !left.isEmpty {
-                _ = try? await redis.send(RedisCommand("DEL", arguments: left.map { $0 as any RedisArgumentConvertible }))
-            }
-            await connection.close()
-            await redis.close()
-        }
-        do {
+        try await Self.withServers(prefix: prefix, deleting: queue) { redis, connection in
             try await Harness.deleteQueue(queue)
             var settings = RedisTaskStore.Settings()
             settings.keys = RedisKeys(prefix: prefix)
@@ -294,10 +290,6 @@ struct OutboxSweepTests {
             #expect(try await store.pendingOutbox(task: taken.id).isEmpty)
             #expect(try await executor.take(SubmitRequest(agent: NoQueueAgent.name, input: [:])).warning == nil)
             #expect(try await declare.inspectQueue(queue).messageCount == 2)
-        } catch {
-            await cleanUp()
-            throw error
         }
-        await cleanUp()
     }
 }
