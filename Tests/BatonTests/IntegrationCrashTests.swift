@@ -43,8 +43,13 @@ extension IntegrationTests {
             let atCrash = try #require(try await client.queries.task(id))
             #expect(atCrash.status != "succeeded")
 
-            // The stalled-task sweep republishes to the task's own queue (`default`).
-            let rescuer = try await Harness.startWorker("rescue", client: client, arguments: ["--queues", "\(queue),default"])
+            // The stalled-task sweep republishes to the task's own queue (`default`). The rescuer holds its steps with
+            // the default lease (15 s): copies of the step it runs are about (the crash left them), and a 3 s lease
+            // would let one take a step over from a rescuer that a loaded CI box stalls for 3 s, running the step's
+            // side effect again — what `sideEffect`'s doc says a holder frozen past its lease allows (seen three times
+            // in 22 sessions of full-suite runs). The crashed worker's 3 s lease keeps the rescue quick.
+            let rescuer = try await Harness.startWorker(
+                "rescue", client: client, arguments: ["--queues", "\(queue),default"], lease: 15)
             defer { rescuer.process.sigkill() }
             let view = try await Harness.waitForStatus(client, id, ["succeeded"], timeout: .seconds(45), workers: [crashing, rescuer])
 

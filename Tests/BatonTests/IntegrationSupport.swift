@@ -49,17 +49,17 @@ enum Harness {
         var log: String { process.output }
     }
 
-    /// Starts `baton worker` with a 3 s lease, waits until its heartbeat is in Redis.
+    /// Starts `baton worker` with a 3 s lease (unless `lease` says otherwise), waits until its heartbeat is in Redis.
     static func startWorker(
         _ name: String, client: BatonClient, crashPoint: String? = nil, arguments: [String] = [], drainTimeout: Int = 3,
-        environment moreEnvironment: [String: String] = [:]
+        lease: Int = 3, environment moreEnvironment: [String: String] = [:]
     ) async throws -> Worker {
         let id = TestServers.uniqueName("it-\(name)")
         var extra: [String: String] = moreEnvironment
         if let crashPoint { extra["BATON_CRASH_POINT"] = crashPoint }
         let process = try WorkerProcess.start(
             executable: try baton(),
-            arguments: ["worker", "--id", id, "--lease", "3", "--drain-timeout", String(drainTimeout)] + arguments,
+            arguments: ["worker", "--id", id, "--lease", String(lease), "--drain-timeout", String(drainTimeout)] + arguments,
             environment: environment(extra), outputFile: try TestFiles.path("worker-\(name)") + ".log")
         return try await registered(process, id: id, client: client)
     }
