@@ -153,18 +153,22 @@ struct OutboxSweepTests {
                 #expect(bus.published.withLock { $0 } == 1, "a put-off message is not tried again before its time")
             }
 
-            try await age()
-            let secondSweep = try await sweep()
-            // The second failure, or the third where the sweep above came over 10 s after the first (a loaded box).
-            let failures = bus.published.withLock { $0 }
-            #expect(failures >= 2)
-            let ahead = (Sweeps.unroutableBackoff(failures: failures, age: .seconds(5)) - .seconds(5)).wholeMilliseconds
-            #expect(ahead >= 15_000, "the backoff doubles")
-            let second = try await score()
-            #expect(
-                (secondSweep.lowerBound + ahead)...(secondSweep.upperBound + ahead) ~= second,
-                "\(failures) failures: \(second) after \(secondSweep)")
-            #expect(warnings().count == 1, "later failures are not warned again")
+            // The wait grows with how long the task has been stuck (since its last update, by Redis's clock), whichever
+            // worker tries it: stuck 30 s, the next try comes 30 s after this one; stuck 10 min, a minute after.
+            for (stuckFor, wait) in [(30_000, 30_000), (600_000, 60_000)] as [(Int64, Int64)] {
+                let setAt = try await redis.serverTimeMilliseconds()
+                try await redis.send("HSET", keys.task(id), "updated_at", setAt - stuckFor)
+                try await age()
+                let sweepTime = try await sweep()
+                let ahead = wait - 5_000
+                let extra = wait == 60_000 ? 0 : 1  // (the stuck time grows while the test runs, up to the cap)
+                let low = sweepTime.lowerBound + ahead + Int64(extra) * (sweepTime.lowerBound - setAt)
+                let high = sweepTime.upperBound + ahead + Int64(extra) * (sweepTime.upperBound - setAt)
+                let next = try await score()
+                #expect((low...high) ~= next, "stuck \(stuckFor) ms: \(next) not in \(low)...\(high)")
+            }
+            #expect(bus.published.withLock { $0 } >= 3)
+            #expect(warnings().count == 1, "one warning per queue (and process) in five minutes")
 
             // Doctor names the task and its queue once the message has waited over a minute.
             try await redis.send("HSET", keys.task(id), "updated_at", try await redis.serverTimeMilliseconds() - 120_000)
@@ -200,6 +204,25 @@ struct OutboxSweepTests {
             try await sweeps.sweepOutbox()
             #expect(try await store.pendingOutbox(task: finished).isEmpty)
             #expect(recorder.lines.withLock { $0.contains { $0.contains("dropped the unroutable step message of a finished task") } })
+
+            // A parent's outbox holds its children's first steps: each message is judged by its own task. A cancelled
+            // child's is dropped, a queued child's stays and that child says why; the waiting parent keeps its own.
+            let parent = TestServers.uniqueName("unroutable-parent")
+            try await create(parent)
+            try await redis.send("HSET", keys.task(parent), "status", "waiting")
+            for (child, status) in [("\(parent)/1", "queued"), ("\(parent)/2", "cancelled")] {
+                try await redis.send("HSET", keys.task(child), "status", status, "updated_at", try await redis.serverTimeMilliseconds())
+                let message = OutboxMessage.step(
+                    StepMessage(task: child, agent: "stepchain", step: "work", seq: 0, branch: 0, attempt: 1), queue: queue)
+                try await redis.send("HSET", keys.outbox(parent), "child-\(child)", message.jsonText)
+            }
+            try await redis.send("ZADD", keys.outboxIndex(bucket: keys.bucket(of: parent)), "XX", 1, parent)
+            try await sweeps.sweepOutbox()
+            #expect(Set(try await store.pendingOutbox(task: parent).keys).count == 2)
+            #expect(try await store.pendingOutbox(task: parent)["child-\(parent)/2"] == nil, "the cancelled child's step is dropped")
+            let child = try await redis.send("HGET", keys.task("\(parent)/1"), "status_reason").string
+            #expect(child?.contains("no queue bound for '\(queue)'") == true, "\(String(describing: child))")
+            #expect((try await redis.send("HGET", keys.task(parent), "status_reason").string ?? "").isEmpty)
         }
     }
 

@@ -13,9 +13,10 @@ final class Sweeps: Sendable {
     let logger: Logger
     private let stopped = Atomic<Bool>(false)
     private let pauses = SweepPauses()
-    /// Tasks the outbox sweep re-published without emptying their outbox, with how many sweeps in a row found their
-    /// step message unroutable (``postponeUnroutable(task:left:)``); this process's count.
-    private let retried = Mutex<[String: Int]>([:])
+    /// Tasks the outbox sweep re-published without emptying their outbox (each is announced once per process).
+    private let retried = Mutex<Set<String>>([])
+    /// When this process last warned about each step queue that RabbitMQ has no queue for.
+    private let warnedQueues = Mutex<[String: ContinuousClock.Instant]>([:])
 
     static let heartbeatScript = RedisScript(
         """
@@ -75,8 +76,12 @@ final class Sweeps: Sendable {
                     // 300 tasks per status index and bucket a round; measured, 50,000 succeeded tasks in 16 buckets went
                     // at ~4,300 a second for ~15 % of a Redis core (docs/benchmarks.md), and steps keep going.
                     await self.busyLoop(every: self.configuration.retentionSweepInterval, busyInterval: .seconds(1)) {
-                        let expired = try await self.expireDeadLetters()
-                        return try await self.sweepFinished() || expired
+                        // Each job on its own: one failing does not hold the other back.
+                        var busy = false
+                        do { busy = try await self.expireDeadLetters() } catch {
+                            self.logger.debug("dead-letter expiry failed; retrying next round", metadata: ["error": "\(error)"])
+                        }
+                        return try await self.sweepFinished() || busy
                     }
                 }
             }
@@ -203,7 +208,7 @@ final class Sweeps: Sendable {
 
     /// Re-publishes outbox entries a crash left behind (older than the sweep age).
     func sweepOutbox() async throws {
-        let age = Int64(configuration.outboxSweepAge.components.seconds * 1000)
+        let age = configuration.outboxSweepAge.wholeMilliseconds
         let replies = try await redis.pipeline(
             (0..<keys.bucketCount).map {
                 .evalSHA(RedisTaskStore.claimOutboxScript, keys: [keys.outboxIndex(bucket: $0)], args: [age, 200, keys.prefix])
@@ -211,85 +216,102 @@ final class Sweeps: Sendable {
         for reply in replies {
             for id in (reply.array ?? []).compactMap(\.string) {
                 // Said once per task and process: a broker outage or a missing queue leaves a task to several rounds.
-                if retried.withLock({ $0[id] == nil }) {
+                let announced = retried.withLock { seen in
+                    if seen.count >= 10_000 && !seen.contains(id) { seen.removeAll() }
+                    return !seen.insert(id).inserted
+                }
+                if !announced {
                     logger.info("outbox sweep: re-publishing what a crash or an outage left behind", metadata: ["task.id": "\(id)"])
                 }
                 let left = await executor.flushOutbox(task: id)
                 if left.isEmpty {
-                    retried.withLock { _ = $0.removeValue(forKey: id) }
+                    retried.withLock { _ = $0.remove(id) }
                 } else if left.contains(where: \.unroutable) {
                     try await postponeUnroutable(task: id, left: left.filter(\.unroutable))
                 } else {
-                    remember(id, unroutable: false)
                     logger.debug("outbox sweep: not published yet", metadata: ["task.id": "\(id)", "error": "\(left[0].error)"])
                 }
             }
         }
     }
 
-    /// The most a task's unroutable step message waits between two tries (``unroutableBackoff(failures:age:)``).
+    /// The most a task's unroutable step message waits between two tries (``unroutableBackoff(stuck:age:)``).
     static let unroutableBackoffLimit: Duration = .seconds(60)
+    /// How often this process warns about one missing queue.
+    static let unroutableWarningInterval: Duration = .seconds(300)
 
-    /// The wait after the `failures`-th sweep in a row found no queue for a task's message: twice the sweep age,
-    /// doubled each time, at most ``unroutableBackoffLimit`` (or the age, if that is longer).
-    static func unroutableBackoff(failures: Int, age: Duration) -> Duration {
-        max(min(age * (1 << min(max(failures, 1), 16)), unroutableBackoffLimit), age)
+    /// The wait before the next try of a task whose step message no queue took, from how long its outbox has been
+    /// stuck (since the task's last update, by Redis's clock): at least twice the sweep age, at most
+    /// ``unroutableBackoffLimit`` (or twice the age, if that is longer). Tries come after ~10 s, 20 s, 40 s, then every
+    /// minute, whichever worker makes them, and a task stuck again after a later commit starts over.
+    static func unroutableBackoff(stuck: Duration, age: Duration) -> Duration {
+        let least = age * 2
+        return min(max(stuck, least), max(unroutableBackoffLimit, least))
     }
 
     /// What follows a sweep's flush of `task` that left `left` (its unroutable entries). RabbitMQ is up and has no
     /// queue bound for them (a queue no worker has declared yet, or one an operator deleted): a retry five seconds
     /// later would fail the same way, every five seconds, for as long as the queue is missing. So the task's next try
-    /// is put off with a backoff (its outbox-index score moves ahead), the first failure is a warning that names the
-    /// queue and the fix, and the later ones are logged at debug. A finished task's own step messages are dropped:
-    /// delivered, they would be acked as the duplicates of a finished task, and kept, they would keep the task from
-    /// retention forever.
+    /// is put off (its outbox-index score moves ahead), the task each message is for says why in its `status_reason`,
+    /// and the process warns once per queue every five minutes (debug lines otherwise). Step messages of finished tasks
+    /// are dropped: delivered, they would be acked as the duplicates of a finished task, and kept, they would keep the
+    /// task whose outbox holds them (a parent holds its children's first steps) from retention forever.
     private func postponeUnroutable(task: String, left: [Outbox.Leftover]) async throws {
-        let status = try await redis.send(RedisCommand("HGET", keys.task(task), "status")).string ?? ""
-        if TaskView.terminalStatuses.contains(status) {
-            let own = left.filter { $0.message.exchange == Topology.stepsExchange && $0.message.headers["x-baton-task"] == task }
-            if !own.isEmpty {
-                try await store.outboxDone(task: task, ids: own.map(\.id))
+        func owner(_ entry: Outbox.Leftover) -> String { entry.message.headers["x-baton-task"] ?? task }
+        let owners = Set(left.map(owner)).sorted()
+        let statuses = try await redis.pipeline(owners.map { RedisCommand("HGET", keys.task($0), "status") })
+        var finished: [String: String] = [:]
+        for (id, reply) in zip(owners, statuses) {
+            if let status = reply.string, TaskView.terminalStatuses.contains(status) { finished[id] = status }
+        }
+        let dropped = left.filter { $0.message.exchange == Topology.stepsExchange && finished[owner($0)] != nil }
+        if !dropped.isEmpty {
+            try await store.outboxDone(task: task, ids: dropped.map(\.id))
+            for entry in dropped {
                 logger.info(
                     "outbox sweep: dropped the unroutable step message of a finished task",
-                    metadata: ["task.id": "\(task)", "status": "\(status)", "queue": "\(own[0].message.routingKey)"])
-            }
-            if own.count == left.count {
-                retried.withLock { _ = $0.removeValue(forKey: task) }
-                return
+                    metadata: [
+                        "task.id": "\(owner(entry))", "status": "\(finished[owner(entry)] ?? "")", "queue": "\(entry.message.routingKey)",
+                    ])
             }
         }
-        let failures = remember(task, unroutable: true)
+        let kept = left.filter { entry in !dropped.contains { $0.id == entry.id } }
+        guard !kept.isEmpty else {
+            retried.withLock { _ = $0.remove(task) }
+            return
+        }
+        let now = try await redis.serverTimeMilliseconds()
+        let updated = Int64(try await redis.send(RedisCommand("HGET", keys.task(task), "updated_at")).string ?? "") ?? now
         let age = configuration.outboxSweepAge
-        let backoff = Self.unroutableBackoff(failures: failures, age: age)
+        let backoff = Self.unroutableBackoff(stuck: .milliseconds(max(0, now - updated)), age: age)
         // The claim re-scored the task to Redis's now; it is claimed again once its score is `age` old.
-        let milliseconds = (backoff - age).wholeMilliseconds
-        try await redis.send(RedisCommand("ZADD", keys.outboxIndex(bucket: keys.bucket(of: task)), "XX", "INCR", milliseconds, task))
-        let queues = Set(left.map(\.message.routingKey)).sorted().joined(separator: ",")
-        let metadata: Logger.Metadata = [
-            "task.id": "\(task)", "queue": "\(queues)", "failures": "\(failures)", "next_try": "\(DurationText.format(backoff))",
-        ]
-        if failures == 1 {
-            _ = try await redis.evalSHA(
-                Self.unroutableReasonScript, keys: [keys.task(task)],
-                args: ["step message not published: no queue bound for '\(queues)' (start a worker with --queues \(queues))"])
-            logger.warning(
-                "step message not published: RabbitMQ has no queue bound to '\(Topology.stepsExchange)' for '\(queues)'; it stays in the task's outbox and is retried with a backoff (up to every \(DurationText.format(Self.unroutableBackoffLimit))). Fix: start a worker that consumes that queue (`baton worker --queues \(queues)`), or cancel the task",
-                metadata: metadata)
-        } else {
-            logger.debug("step message still unroutable", metadata: metadata)
+        try await redis.send(
+            RedisCommand("ZADD", keys.outboxIndex(bucket: keys.bucket(of: task)), "XX", "INCR", (backoff - age).wholeMilliseconds, task))
+        var reasons: [RedisCommand] = []
+        for (id, entries) in Dictionary(grouping: kept, by: owner) where finished[id] == nil {
+            let queues = Set(entries.map(\.message.routingKey)).sorted().joined(separator: ",")
+            reasons.append(
+                .evalSHA(
+                    Self.unroutableReasonScript, keys: [keys.task(id)],
+                    args: ["step message not published: no queue bound for '\(queues)' (start a worker with --queues \(queues))"]))
         }
-    }
-
-    /// Records that a sweep left `task`'s outbox not empty; returns how many sweeps in a row found its message
-    /// unroutable (counted when `unroutable`). A bound on what a process remembers: past 10,000 tasks it starts over
-    /// (a fleet-wide backlog goes back to the first backoff, and says so once more per task).
-    @discardableResult
-    private func remember(_ task: String, unroutable: Bool) -> Int {
-        retried.withLock { counts in
-            if counts.count >= 10_000 && counts[task] == nil { counts.removeAll() }
-            let count = (counts[task] ?? 0) + (unroutable ? 1 : 0)
-            counts[task] = count
-            return count
+        if !reasons.isEmpty { _ = try await redis.pipeline(reasons) }
+        for queue in Set(kept.map(\.message.routingKey)).sorted() {
+            let metadata: Logger.Metadata = ["task.id": "\(task)", "queue": "\(queue)", "next_try": "\(DurationText.format(backoff))"]
+            let clock = ContinuousClock()
+            let warn = warnedQueues.withLock { warned in
+                if let last = warned[queue], clock.now - last < Self.unroutableWarningInterval { return false }
+                if warned.count >= 1_000 { warned.removeAll() }
+                warned[queue] = clock.now
+                return true
+            }
+            if warn {
+                logger.warning(
+                    "step message not published: RabbitMQ has no queue bound to '\(Topology.stepsExchange)' for '\(queue)'; it stays in the task's outbox and is retried with a backoff (up to every \(DurationText.format(Self.unroutableBackoffLimit))), and so do other tasks' for this queue (said again in \(DurationText.format(Self.unroutableWarningInterval)) if it lasts). Fix: start a worker that consumes that queue (`baton worker --queues \(queue)`), or cancel the tasks",
+                    metadata: metadata)
+            } else {
+                logger.debug("step message still unroutable", metadata: metadata)
+            }
         }
     }
 

@@ -75,8 +75,14 @@ extension RedisTaskStore {
         let replies = try await redis.pipeline(
             (0..<keys.bucketCount).map { RedisCommand("ZRANGEBYSCORE", keys.dead(bucket: $0), "-inf", cutoff, "LIMIT", 0, limit) })
         var expired = 0
-        for id in replies.flatMap({ ($0.array ?? []).compactMap(\.string) }) where try await discardDeadLetter(id) {
-            expired += 1
+        for id in replies.flatMap({ ($0.array ?? []).compactMap(\.string) }) {
+            do {
+                if try await discardDeadLetter(id) { expired += 1 }
+            } catch {
+                // What was discarded is reported (and audited); the rest waits for the next round.
+                if expired > 0 { return expired }
+                throw error
+            }
         }
         return expired
     }

@@ -20,13 +20,20 @@ extension TaskQueries {
     /// Tasks whose outbox still holds messages `olderThan` after the task's last update: committed, and not
     /// taken by RabbitMQ since (a queue nobody declared, a full queue, a broker refusing publishes). A healthy
     /// fleet empties an outbox within milliseconds, and the outbox sweep retries one left by a crash within
-    /// seconds. Reads at most `limit` entries of each bucket's outbox index.
+    /// seconds. Reads at most `limit` entries from each end of each bucket's outbox index.
     public func stuckOutboxes(olderThan: Duration, limit: Int = 1000) async throws -> [StuckOutbox] {
         let now = try await redis.serverTimeMilliseconds()
         let bound = olderThan.wholeMilliseconds
+        // Both ends of each index: the oldest entries, and the tasks the sweep has put off (scored ahead of now).
         let indexes = try await redis.pipeline(
-            (0..<keys.bucketCount).map { RedisCommand("ZRANGE", keys.outboxIndex(bucket: $0), 0, limit - 1) })
-        let ids = indexes.flatMap { ($0.array ?? []).compactMap(\.string) }
+            (0..<keys.bucketCount).flatMap {
+                [
+                    RedisCommand("ZRANGE", keys.outboxIndex(bucket: $0), 0, limit - 1),
+                    RedisCommand("ZRANGE", keys.outboxIndex(bucket: $0), -limit, -1),
+                ]
+            })
+        var seen = Set<String>()
+        let ids = indexes.flatMap { ($0.array ?? []).compactMap(\.string) }.filter { seen.insert($0).inserted }
         guard !ids.isEmpty else { return [] }
         let replies = try await redis.pipeline(
             ids.flatMap { [RedisCommand("HGET", keys.task($0), "updated_at"), RedisCommand("HVALS", keys.outbox($0))] })
