@@ -315,4 +315,44 @@ struct OutboxSweepTests {
             #expect(try await declare.inspectQueue(queue).messageCount == 2)
         }
     }
+
+    /// The stalled sweep republishes a running task whose lease expired with no live holder, and leaves the queued
+    /// tasks that share its index alone (it reads their status instead of running the script for each).
+    @Test func theStalledSweepTakesRunningTasksOnly() async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
+        let prefix = TestServers.uniqueName("stalled-sweep") + ":"
+        let keys = RedisKeys(prefix: prefix)
+        let (sweeps, store, _) = Self.sweeps(redis: redis, prefix: prefix, bus: CapturingBus())
+        do {
+            let runner = try #require(AgentRegistry.examples["stepchain"])
+            let input = Array(#"{"steps":2}"#.utf8)
+            var ids: [String] = []
+            for name in ["stalled-running", "stalled-queued"] {
+                let id = TestServers.uniqueName(name)
+                let task = NewTask(
+                    id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
+                    stateJSON: try runner.initialState(input),
+                    firstStep: runner.steps[0], queue: "default", limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
+                    tenant: "")
+                #expect(try await store.submit(task) == .created)
+                try await redis.send("ZADD", keys.index(bucket: keys.bucket(of: id), status: "queued"), 1, id)
+                ids.append(id)
+            }
+            let (running, queued) = (ids[0], ids[1])
+            try await redis.send("HSET", keys.task(running), "status", "running", "lease_owner", "a-worker-long-gone", "lease_until", 1)
+            let queuedEvents = try await TaskQueries(store: store).history(queued).count
+            try await sweeps.sweepStalled()
+            #expect(try await TaskQueries(store: store).task(running)?.status == "queued")
+            #expect(try await TaskQueries(store: store).history(running).contains { $0.type == "retrying" })
+            #expect(try await TaskQueries(store: store).task(queued)?.status == "queued")
+            #expect(try await TaskQueries(store: store).history(queued).count == queuedEvents)
+        } catch {
+            for key in (try? await Harness.scanKeys(redis, matching: prefix + "*")) ?? [] { _ = try? await redis.send("DEL", key) }
+            await redis.close()
+            throw error
+        }
+        for key in try await Harness.scanKeys(redis, matching: prefix + "*") { _ = try await redis.send("DEL", key) }
+        await redis.close()
+    }
 }

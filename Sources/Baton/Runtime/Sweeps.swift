@@ -355,17 +355,21 @@ final class Sweeps: Sendable {
             (0..<keys.bucketCount).map {
                 RedisCommand("ZRANGEBYSCORE", keys.index(bucket: $0, status: "queued"), "-inf", cutoff, "LIMIT", 0, 200)
             })
-        for reply in replies {
-            // A step this worker runs is not stalled, whatever its lease in Redis says (it lapses when the whole process
-            // stalls past it); republishing it would run the step, and a side effect in flight, a second time.
-            for id in (reply.array ?? []).compactMap(\.string) where !executor.leases.isRunning(task: id) {
-                let result = try await store.republishStalled(task: id, actor: "sweep:\(configuration.workerID)")
-                if result.first == "republished" {
-                    let agent = (try? await redis.send(RedisCommand("HGET", keys.task(id), "agent")))?.string ?? ""
-                    BatonMetrics.stalledRepublished(agent).increment()
-                    logger.warning("stalled task republished from its checkpoint", metadata: ["task.id": "\(id)"])
-                    await executor.flushOutbox(task: id)
-                }
+        // A step this worker runs is not stalled, whatever its lease in Redis says (it lapses when the whole process
+        // stalls past it); republishing it would run the step, and a side effect in flight, a second time.
+        let candidates = replies.flatMap { ($0.array ?? []).compactMap(\.string) }.filter { !executor.leases.isRunning(task: $0) }
+        guard !candidates.isEmpty else { return }
+        // Only running tasks can be stalled: the index also holds queued ones (their messages wait in a queue or an
+        // outbox), which the script would answer `live` one call each, every round (a backlog of queued tasks made
+        // each worker's sweep run thousands of scripts a minute for nothing).
+        let statuses = try await redis.pipeline(candidates.map { RedisCommand("HGET", keys.task($0), "status") })
+        for (id, status) in zip(candidates, statuses) where status.string == "running" {
+            let result = try await store.republishStalled(task: id, actor: "sweep:\(configuration.workerID)")
+            if result.first == "republished" {
+                let agent = (try? await redis.send(RedisCommand("HGET", keys.task(id), "agent")))?.string ?? ""
+                BatonMetrics.stalledRepublished(agent).increment()
+                logger.warning("stalled task republished from its checkpoint", metadata: ["task.id": "\(id)"])
+                await executor.flushOutbox(task: id)
             }
         }
     }
