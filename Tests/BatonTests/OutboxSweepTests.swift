@@ -96,6 +96,29 @@ struct OutboxSweepTests {
         await cleanUp()
     }
 
+    /// Connects to Redis, runs `body` with sweeps under a key prefix of their own (``sweeps(redis:prefix:bus:configure:)``),
+    /// then deletes every key under that prefix.
+    static func withSweeps(
+        _ name: String, bus: any MessageBus,
+        _ body: (RedisConnection, RedisKeys, Sweeps, RedisTaskStore, StepLogHandlerTests.Recorder) async throws -> Void
+    ) async throws {
+        let redis = try await RedisConnection.connect(
+            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
+        let prefix = TestServers.uniqueName(name) + ":"
+        let (sweeps, store, recorder) = Self.sweeps(redis: redis, prefix: prefix, bus: bus)
+        func cleanUp() async {
+            for key in (try? await Harness.scanKeys(redis, matching: prefix + "*")) ?? [] { _ = try? await redis.send("DEL", key) }
+            await redis.close()
+        }
+        do {
+            try await body(redis, RedisKeys(prefix: prefix), sweeps, store, recorder)
+        } catch {
+            await cleanUp()
+            throw error
+        }
+        await cleanUp()
+    }
+
     /// A task whose first step names a queue no worker has declared: the broker returns it (`mandatory`), it stays in
     /// the outbox, and the sweep puts the next try off with a backoff instead of re-publishing it every sweep, with
     /// one warning that names the queue; once the queue exists the next try publishes it. `baton doctor` reports the
@@ -234,14 +257,9 @@ struct OutboxSweepTests {
 
     /// Any other failure (the broker down) keeps the sweep's plain retry, without a backoff, and is said once per task.
     @Test func aTaskLeftByAnOutageIsRetriedEverySweepAndAnnouncedOnce() async throws {
-        let redis = try await RedisConnection.connect(
-            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
-        let prefix = TestServers.uniqueName("outbox-outage") + ":"
-        let keys = RedisKeys(prefix: prefix)
-        let (sweeps, store, recorder) = Self.sweeps(redis: redis, prefix: prefix, bus: RefusingBus())
-        let id = TestServers.uniqueName("outage")
-        let index = keys.outboxIndex(bucket: keys.bucket(of: id))
-        do {
+        try await Self.withSweeps("outbox-outage", bus: RefusingBus()) { redis, keys, sweeps, store, recorder in
+            let id = TestServers.uniqueName("outage")
+            let index = keys.outboxIndex(bucket: keys.bucket(of: id))
             try await redis.send(
                 "HSET", keys.outbox(id), "entry-1",
                 OutboxMessage.step(.init(task: id, agent: "stepchain", step: "work", seq: 0, branch: 0, attempt: 1), queue: "default")
@@ -258,13 +276,7 @@ struct OutboxSweepTests {
             let announced = recorder.lines.withLock { $0.filter { $0.contains("re-publishing what a crash or an outage left behind") } }
             #expect(announced.count == 1, "\(recorder.lines.withLock { $0 })")
             #expect(!recorder.lines.withLock { $0.contains { $0.hasPrefix("warning") } })
-        } catch {
-            _ = try? await redis.send("DEL", keys.outbox(id), index)
-            await redis.close()
-            throw error
         }
-        _ = try? await redis.send("DEL", keys.outbox(id), index)
-        await redis.close()
     }
 
     /// An agent whose step queue no worker of the test servers declares (the test deletes it first).
@@ -319,12 +331,7 @@ struct OutboxSweepTests {
     /// The stalled sweep republishes a running task whose lease expired with no live holder, and leaves the queued
     /// tasks that share its index alone (it reads their status instead of running the script for each).
     @Test func theStalledSweepTakesRunningTasksOnly() async throws {
-        let redis = try await RedisConnection.connect(
-            configuration: try RedisConfiguration(url: TestServers.redisURL), logger: Logger(label: "baton.outbox-tests"))
-        let prefix = TestServers.uniqueName("stalled-sweep") + ":"
-        let keys = RedisKeys(prefix: prefix)
-        let (sweeps, store, _) = Self.sweeps(redis: redis, prefix: prefix, bus: CapturingBus())
-        do {
+        try await Self.withSweeps("stalled-sweep", bus: CapturingBus()) { redis, keys, sweeps, store, _ in
             let runner = try #require(AgentRegistry.examples["stepchain"])
             let input = Array(#"{"steps":2}"#.utf8)
             var ids: [String] = []
@@ -347,12 +354,6 @@ struct OutboxSweepTests {
             #expect(try await TaskQueries(store: store).history(running).contains { $0.type == "retrying" })
             #expect(try await TaskQueries(store: store).task(queued)?.status == "queued")
             #expect(try await TaskQueries(store: store).history(queued).count == queuedEvents)
-        } catch {
-            for key in (try? await Harness.scanKeys(redis, matching: prefix + "*")) ?? [] { _ = try? await redis.send("DEL", key) }
-            await redis.close()
-            throw error
         }
-        for key in try await Harness.scanKeys(redis, matching: prefix + "*") { _ = try await redis.send("DEL", key) }
-        await redis.close()
     }
 }

@@ -259,7 +259,9 @@ final class Sweeps: Sendable {
     private func postponeUnroutable(task: String, left: [Outbox.Leftover]) async throws {
         func owner(_ entry: Outbox.Leftover) -> String { entry.message.headers["x-baton-task"] ?? task }
         let owners = Set(left.map(owner)).sorted()
-        let statuses = try await redis.pipeline(owners.map { RedisCommand("HGET", keys.task($0), "status") })
+        // The owners' statuses, and when the outbox's own task was last updated (how long it has been stuck).
+        let statuses = try await redis.pipeline(
+            owners.map { RedisCommand("HGET", keys.task($0), "status") } + [RedisCommand("HGET", keys.task(task), "updated_at")])
         var finished: [String: String] = [:]
         for (id, reply) in zip(owners, statuses) {
             if let status = reply.string, TaskView.terminalStatuses.contains(status) { finished[id] = status }
@@ -281,7 +283,7 @@ final class Sweeps: Sendable {
             return
         }
         let now = try await redis.serverTimeMilliseconds()
-        let updated = Int64(try await redis.send(RedisCommand("HGET", keys.task(task), "updated_at")).string ?? "") ?? now
+        let updated = statuses.last?.string.flatMap { Int64($0) } ?? now
         let age = configuration.outboxSweepAge
         let backoff = Self.unroutableBackoff(stuck: .milliseconds(max(0, now - updated)), age: age)
         // The claim re-scored the task to Redis's now; it is claimed again once its score is `age` old.
@@ -362,12 +364,11 @@ final class Sweeps: Sendable {
         // Only running tasks can be stalled: the index also holds queued ones (their messages wait in a queue or an
         // outbox), which the script would answer `live` one call each, every round (a backlog of queued tasks made
         // each worker's sweep run thousands of scripts a minute for nothing).
-        let statuses = try await redis.pipeline(candidates.map { RedisCommand("HGET", keys.task($0), "status") })
-        for (id, status) in zip(candidates, statuses) where status.string == "running" {
+        let fields = try await redis.pipeline(candidates.map { RedisCommand("HMGET", keys.task($0), "status", "agent") })
+        for (id, reply) in zip(candidates, fields) where reply.array?.first?.string == "running" {
             let result = try await store.republishStalled(task: id, actor: "sweep:\(configuration.workerID)")
             if result.first == "republished" {
-                let agent = (try? await redis.send(RedisCommand("HGET", keys.task(id), "agent")))?.string ?? ""
-                BatonMetrics.stalledRepublished(agent).increment()
+                BatonMetrics.stalledRepublished(reply.array?.last?.string ?? "").increment()
                 logger.warning("stalled task republished from its checkpoint", metadata: ["task.id": "\(id)"])
                 await executor.flushOutbox(task: id)
             }
