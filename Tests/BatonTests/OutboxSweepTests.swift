@@ -356,4 +356,29 @@ struct OutboxSweepTests {
             #expect(try await TaskQueries(store: store).history(queued).count == queuedEvents)
         }
     }
+
+    /// More older queued tasks in a bucket than one page (a queue nobody consumes) do not hide a stalled running task:
+    /// the sweep pages on past the oldest entries.
+    @Test func theStalledSweepPagesPastABacklogOfQueuedTasks() async throws {
+        try await Self.withSweeps("stalled-paging", bus: CapturingBus()) { redis, keys, sweeps, store, _ in
+            let runner = try #require(AgentRegistry.examples["stepchain"])
+            let input = Array(#"{"steps":2}"#.utf8)
+            let id = TestServers.uniqueName("stalled-behind-backlog")
+            let task = NewTask(
+                id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self), stateJSON: try runner.initialState(input),
+                firstStep: runner.steps[0], queue: "default", limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
+                tenant: "")
+            #expect(try await store.submit(task) == .created)
+            let index = keys.index(bucket: keys.bucket(of: id), status: "queued")
+            // A page and a half of older entries (task ids whose hashes are gone read as not running).
+            let backlog = Sweeps.stalledPage * 3 / 2
+            try await redis.send(RedisCommand("ZADD", arguments: [index] + (0..<backlog).flatMap { ["0", "\(id)-debris-\($0)"] }))
+            try await redis.send("ZADD", index, 1, id)
+            try await redis.send("HSET", keys.task(id), "status", "running", "lease_owner", "a-worker-long-gone", "lease_until", 1)
+            try await sweeps.sweepStalled()
+            #expect(try await TaskQueries(store: store).task(id)?.status == "queued")
+            #expect(try await TaskQueries(store: store).history(id).contains { $0.type == "retrying" })
+            try await redis.send(RedisCommand("ZREM", arguments: [index] + (0..<backlog).map { "\(id)-debris-\($0)" }))
+        }
+    }
 }

@@ -17,6 +17,11 @@ final class Sweeps: Sendable {
     private let retried = Mutex<Set<String>>([])
     /// When this process last warned about each step queue that RabbitMQ has no queue for.
     private let warnedQueues = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// Where the stalled sweep's next page starts in each bucket's active index (past the first page, which every
+    /// round reads).
+    private let stalledCursors = Mutex<[Int: Int]>([:])
+    /// Entries the stalled sweep reads per page of a bucket's active index.
+    static let stalledPage = 200
 
     static let heartbeatScript = RedisScript(
         """
@@ -349,17 +354,34 @@ final class Sweeps: Sendable {
     }
 
     /// Republishes tasks whose worker vanished: status running, lease expired, no commit. Running tasks live
-    /// in the `queued` (active) index, scored by their last commit.
+    /// in the `queued` (active) index, scored by their last commit, next to queued tasks. Each round reads the oldest
+    /// page of every bucket and one more page that moves on from round to round, so a backlog of older queued tasks
+    /// (a queue no worker consumes, a batch waiting for free workers) delays a stalled task by a few rounds instead of
+    /// hiding it: 100,000 such tasks in one bucket take ~500 rounds to page through.
     func sweepStalled() async throws {
         let lease = executor.settings.leaseMilliseconds
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - lease
+        let page = Self.stalledPage
+        let cursors = stalledCursors.withLock { cursors in (0..<keys.bucketCount).map { cursors[$0] ?? page } }
         let replies = try await redis.pipeline(
-            (0..<keys.bucketCount).map {
-                RedisCommand("ZRANGEBYSCORE", keys.index(bucket: $0, status: "queued"), "-inf", cutoff, "LIMIT", 0, 200)
+            (0..<keys.bucketCount).flatMap { bucket in
+                let key = keys.index(bucket: bucket, status: "queued")
+                return [
+                    RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "LIMIT", 0, page),
+                    RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "LIMIT", cursors[bucket], page),
+                ]
             })
+        let pages = replies.map { ($0.array ?? []).compactMap(\.string) }
+        stalledCursors.withLock { next in
+            for bucket in 0..<keys.bucketCount {
+                let (first, later) = (pages[2 * bucket], pages[2 * bucket + 1])
+                next[bucket] = first.count < page || later.count < page ? page : cursors[bucket] + later.count
+            }
+        }
+        var seen = Set<String>()
         // A step this worker runs is not stalled, whatever its lease in Redis says (it lapses when the whole process
         // stalls past it); republishing it would run the step, and a side effect in flight, a second time.
-        let candidates = replies.flatMap { ($0.array ?? []).compactMap(\.string) }.filter { !executor.leases.isRunning(task: $0) }
+        let candidates = pages.joined().filter { seen.insert($0).inserted && !executor.leases.isRunning(task: $0) }
         guard !candidates.isEmpty else { return }
         // Only running tasks can be stalled: the index also holds queued ones (their messages wait in a queue or an
         // outbox), which the script would answer `live` one call each, every round (a backlog of queued tasks made
