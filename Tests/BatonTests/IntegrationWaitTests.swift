@@ -3,6 +3,7 @@ import Baton
 import BatonExamples
 import Foundation
 import RedisClient
+import Synchronization
 import TestSupport
 import Testing
 
@@ -286,6 +287,55 @@ struct IntegrationWaitTests {
             #expect((done.result?["fired_lateness_ms"]?.intValue ?? .max) <= (done.result?["lateness_ms"]?.intValue ?? -1) + 1)
             let history = try await client.queries.history(id)
             #expect(history.map(\.type).filter { ["sleeping", "woke", "succeeded"].contains($0) } == ["sleeping", "woke", "succeeded"])
+            await worker.process.stop()
+        }
+    }
+
+    @Test(
+        "a sleep longer than sweeps.prewarm_lead is told waking_soon once before it wakes (history and baton.events); a shorter one is not",
+        .timeLimit(.minutes(4)))
+    func sleeperIsToldItWakesSoon() async throws {
+        try await WaitServers.with { servers, client in
+            let worker = try await servers.startWorker("prewarm", client: client, environment: ["BATON_SWEEPS_PREWARM_LEAD": "2s"])
+            defer { worker.process.sigkill() }
+            // Whatever warms workspaces up listens on baton.events for this type.
+            let connection = try await AMQPConnection.connect(
+                try AMQPConfiguration(url: servers.amqpURL, connectionName: "baton-prewarm-test"), logger: Harness.logger)
+            let channel = try await connection.openChannel(prefetch: 10)
+            let queue = TestServers.uniqueName("prewarm-listener")
+            try await channel.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
+            try await channel.bindQueue(queue, exchange: Topology.eventsExchange, routingKey: "sleeper.#.waking_soon")
+            let consumer = try await channel.consume(queue: queue, exclusive: true)
+            let heard = Mutex<[JSONValue]>([])
+            let listener = Task {
+                for try await delivery in consumer.deliveries {
+                    heard.withLock { $0.append((try? JSONValue.parse(delivery.body)) ?? .null) }
+                    try await channel.ack(delivery)
+                }
+            }
+            defer { listener.cancel() }
+            let long = try await Harness.submit(
+                client, SubmitRequest(id: TestServers.uniqueName("prewarm-long"), agent: "sleeper", input: ["seconds": 5]))
+            let short = try await Harness.submit(
+                client, SubmitRequest(id: TestServers.uniqueName("prewarm-short"), agent: "sleeper", input: ["seconds": 1]))
+            for id in [long, short] { _ = try await Harness.waitForStatus(client, id, ["succeeded"], workers: [worker]) }
+            let history = try await client.queries.history(long)
+            let kinds = ["sleeping", "waking_soon", "woke", "succeeded"]
+            #expect(history.map(\.type).filter { kinds.contains($0) } == kinds)
+            let soon = try #require(history.first { $0.type == "waking_soon" })
+            let sleeping = try #require(history.first { $0.type == "sleeping" })
+            #expect(soon.data?["wake_at"]?.stringValue == sleeping.data?["at"]?.stringValue)
+            #expect(soon.data?["trigger"]?.stringValue == "time")
+            #expect(soon.step == "wake")
+            #expect(try await client.queries.history(short).contains { $0.type == "waking_soon" } == false)
+            let published = await eventually(timeout: .seconds(10)) { heard.withLock { !$0.isEmpty } }
+            #expect(published, "no waking_soon on baton.events")
+            let event = heard.withLock { $0.first }
+            #expect(event?["task_id"]?.stringValue == long)
+            #expect(event?["status"]?.stringValue == "sleeping")
+            #expect(heard.withLock { $0.count } == 1)
+            listener.cancel()
+            await connection.close()
             await worker.process.stop()
         }
     }

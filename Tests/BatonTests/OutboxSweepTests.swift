@@ -381,4 +381,51 @@ struct OutboxSweepTests {
             try await redis.send(RedisCommand("ZREM", arguments: [index] + (0..<backlog).map { "\(id)-debris-\($0)" }))
         }
     }
+
+    /// `waking_soon` (`sweeps.prewarm_lead`, 60 s by default): told once to a task whose wait longer than the lead ends
+    /// within it, never for a short wait or the budget's deadline, nor again when a round finds the same timer.
+    @Test func aLongWaitEndingWithinTheLeadIsToldItWakesSoonOnce() async throws {
+        try await Self.withSweeps("prewarm", bus: CapturingBus()) { redis, keys, sweeps, store, _ in
+            let runner = try #require(AgentRegistry.examples["stepchain"])
+            let input = Array(#"{"steps":2}"#.utf8)
+            let time = try await redis.send("TIME").array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
+            let now = try #require(time.first) * 1000 + (time.count > 1 ? time[1] / 1000 : 0)
+            let due = now + 30_000
+            // (name, when the wait began, due kind): a 130 s timeout, a 40 s one (shorter than the lead), a deadline.
+            let cases: [(String, Int64, String)] = [
+                ("long", now - 100_000, "timeout"), ("short", now - 10_000, "timeout"), ("deadline", now - 100_000, "deadline"),
+            ]
+            var ids: [String: String] = [:]
+            for (name, since, kind) in cases {
+                let id = TestServers.uniqueName("prewarm-\(name)")
+                let task = NewTask(
+                    id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
+                    stateJSON: try runner.initialState(input),
+                    firstStep: runner.steps[0], queue: "default", limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
+                    tenant: "")
+                #expect(try await store.submit(task) == .created)
+                let timer = #"{"branch":0,"seq":0,"wake":"\#(id)"}"#
+                let wait =
+                    #"{"k":"wait","signals":["go"],"next":"step","on_timeout":"late","due":\#(due),"due_kind":"\#(kind)","since":\#(since)}"#
+                try await redis.send("HSET", keys.task(id), "status", "waiting", "wait", wait, "wait_timer", timer, "next_timer", due)
+                try await redis.send("ZADD", keys.timers(bucket: keys.bucket(of: id)), due, timer)
+                ids[name] = id
+            }
+            try await sweeps.prewarm()
+            try await sweeps.prewarm()
+            // A lost high-water mark (a second worker's race): the task's history still dedupes.
+            for bucket in 0..<keys.bucketCount { try await redis.send("DEL", keys.prewarm(bucket: bucket)) }
+            try await sweeps.prewarm()
+            let queries = TaskQueries(store: store)
+            let told = try await queries.history(try #require(ids["long"])).filter { $0.type == "waking_soon" }
+            #expect(told.count == 1)
+            #expect(told.first?.step == "late")
+            #expect(told.first?.data?["trigger"]?.stringValue == "timeout")
+            #expect(told.first?.data?["wake_at"]?.stringValue == WaitSpec.iso(due))
+            #expect((told.first?.data?["in_ms"]?.intValue ?? 0) > 0)
+            for name in ["short", "deadline"] {
+                #expect(try await queries.history(try #require(ids[name])).contains { $0.type == "waking_soon" } == false, "\(name)")
+            }
+        }
+    }
 }

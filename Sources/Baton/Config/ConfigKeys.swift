@@ -39,6 +39,7 @@ public enum ConfigKeys {
     public static let sweepsStalledInterval = "sweeps.stalled_interval"
     public static let sweepsDeadLetterIntake = "sweeps.dead_letter_intake"
     public static let sweepsRetentionInterval = "sweeps.retention_interval"
+    public static let sweepsPrewarmLead = "sweeps.prewarm_lead"
     public static let limitsCheckpointMaxBytes = "limits.checkpoint_max_bytes"
     public static let limitsSubmitMaxBytes = "limits.submit_max_bytes"
     public static let limitsEventsMaxLength = "limits.events_max_length"
@@ -92,6 +93,9 @@ public enum ConfigKeys {
         Key(name: sweepsStalledInterval, defaultValue: "5s", summary: "how often stalled tasks are looked for"),
         Key(name: sweepsDeadLetterIntake, defaultValue: "true", summary: "move baton.dead into Redis for `baton dead`"),
         Key(name: sweepsRetentionInterval, defaultValue: "1m", summary: "how often finished tasks past limits.retention are deleted"),
+        Key(
+            name: sweepsPrewarmLead, defaultValue: "60s",
+            summary: "a waiting or sleeping task's `waking_soon` event comes this long before its timer (0: none)"),
         Key(name: limitsCheckpointMaxBytes, defaultValue: "1048576", summary: "largest checkpoint a step may commit"),
         Key(name: limitsSubmitMaxBytes, defaultValue: "1048576", summary: "largest submit body accepted"),
         Key(name: limitsEventsMaxLength, defaultValue: "1000", summary: "events kept per task"),

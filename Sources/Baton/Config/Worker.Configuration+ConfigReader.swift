@@ -21,6 +21,7 @@ extension Worker.Configuration {
     /// | `sweeps.stalled_interval` | 5s |
     /// | `sweeps.dead_letter_intake` | true |
     /// | `sweeps.retention_interval` | 1m |
+    /// | `sweeps.prewarm_lead` | 60s (0: no `waking_soon` events) |
     /// | `limits.retention` | 7d (0: finished tasks are kept forever) |
     /// | `limits.dead_letter_retention` | 180d (0: dead letters are kept until an operator acts) |
     ///
@@ -48,6 +49,7 @@ extension Worker.Configuration {
         stalledSweepInterval = try reader.batonDuration(ConfigKeys.sweepsStalledInterval, default: stalledSweepInterval)
         deadLetterIntake = try reader.batonBool(ConfigKeys.sweepsDeadLetterIntake, default: deadLetterIntake)
         retentionSweepInterval = try reader.batonDuration(ConfigKeys.sweepsRetentionInterval, default: retentionSweepInterval)
+        prewarmLead = try reader.batonDuration(ConfigKeys.sweepsPrewarmLead, default: prewarmLead, minimum: .zero)
         retention = try reader.batonDuration(ConfigKeys.limitsRetention, default: retention, minimum: .zero)
         deadLetterRetention = try reader.batonDuration(ConfigKeys.limitsDeadLetterRetention, default: deadLetterRetention, minimum: .zero)
         protocolSettings = try ProtocolSettings(reader: reader)

@@ -71,8 +71,8 @@ struct EventTaskInfo: Sendable {
 
 /// The public event JSON (DESIGN.md §6) of one stream entry, its routing key and its stable id.
 enum EventMessage {
-    /// The task status an event type implies; types that do not imply one (`signal_received`, `resumed` of a
-    /// task that was not paused) take the task's status when the event is published.
+    /// The task status an event type implies; types that do not imply one (`signal_received`, `waking_soon`,
+    /// `resumed` of a task that was not paused) take the task's status when the event is published.
     static let statusOfType: [String: String] = [
         "submitted": "queued", "started": "running", "step_committed": "queued", "progress": "running", "waiting": "waiting",
         "sleeping": "sleeping", "woke": "queued", "retrying": "retrying", "handoff": "queued", "paused": "paused",
@@ -82,7 +82,9 @@ enum EventMessage {
 
     /// What `notify.events` may name: an event type (`budget_raised` is main's, from the review branch), `status`
     /// (every type but `progress`) or `*`.
-    static let filterNames: Set<String> = Set(statusOfType.keys).union(["signal_received", "resumed", "budget_raised", "status", "*"])
+    static let filterNames: Set<String> = Set(statusOfType.keys).union([
+        "signal_received", "waking_soon", "resumed", "budget_raised", "status", "*",
+    ])
 
     /// `evt_<task>_<seq>_<stream id>`: unique per event, the same on every re-publish and webhook retry, so
     /// consumers dedupe by it.

@@ -90,6 +90,9 @@ final class Sweeps: Sendable {
                     }
                 }
             }
+            if configuration.prewarmLead > .zero {
+                group.addTask { await self.loop(every: min(.seconds(1), self.configuration.prewarmLead)) { try await self.prewarm() } }
+            }
             group.addTask {
                 let relay = EventRelay(store: self.store, bus: self.eventsBus, logger: self.logger)
                 // A round every timer interval (so a busy task's events go out several per round, not one round
@@ -203,6 +206,16 @@ final class Sweeps: Sendable {
             RedisCommand("ZREM", arguments: [keys.timers(bucket: bucket)] + members)
         }
         if !removals.isEmpty { _ = try await redis.pipeline(removals) }
+    }
+
+    /// Tells the waiting and sleeping tasks whose timer comes due within `sweeps.prewarm_lead` that they wake soon: a
+    /// `waking_soon` event (history, `baton.events`, webhooks) for whatever hosts their workspace to warm it up. Best
+    /// effort: a worker that dies between finding the timers and telling their tasks loses those events (the tasks
+    /// still wake on time).
+    func prewarm() async throws {
+        let lead = configuration.prewarmLead
+        let told = try await store.prewarn(try await store.claimPrewarm(lead: lead), lead: lead)
+        if !told.isEmpty { logger.debug("told tasks they wake soon", metadata: ["tasks": "\(told.count)"]) }
     }
 
     /// The task of a wait or sleep timer (`{"wake": id, "seq": n, "branch": b}`), or nil for a step-message timer.

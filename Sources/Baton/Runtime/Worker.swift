@@ -37,6 +37,9 @@ public final class Worker: Service, Sendable {
         /// How long a dead letter nobody redrove or discarded is kept before the retention sweep discards it
         /// (`limits.dead_letter_retention`; Sidekiq keeps dead jobs six months); zero keeps them until an operator acts.
         public var deadLetterRetention: Duration = .seconds(180 * 86_400)
+        /// How long before a waiting or sleeping task's timer its `waking_soon` event comes (`sweeps.prewarm_lead`), for
+        /// whoever pre-warms the task's workspace; only waits longer than this get one. Zero: none.
+        public var prewarmLead: Duration = .seconds(60)
         /// How often finished tasks past their retention are looked for (`sweeps.retention_interval`).
         public var retentionSweepInterval: Duration = .seconds(60)
         public var heartbeatInterval: Duration = .seconds(2)

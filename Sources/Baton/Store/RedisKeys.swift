@@ -132,6 +132,8 @@ public struct RedisKeys: Sendable, Hashable {
     /// Dead-lettered tasks whose dead letter an operator discarded, scored by the discard: retention deletes them
     /// `limits.retention` later (their status index cannot say when the discard was).
     public func discarded(bucket: Int) -> String { "\(prefix)discarded:{\(bucket)}" }
+    /// How far ahead of now a bucket's timers were looked at for `waking_soon` events (ms since the epoch).
+    public func prewarm(bucket: Int) -> String { "\(prefix)prewarm:{\(bucket)}" }
     public func dead(bucket: Int) -> String { "\(prefix)dead:{\(bucket)}" }
     public func deadItem(bucket: Int, id: String) -> String { "\(prefix)dead:{\(bucket)}:item:\(id)" }
     /// The fingerprint groups of a dead-letter bucket: a set of fingerprints, and per fingerprint a hash with

@@ -61,4 +61,30 @@ extension RedisTaskStore {
             return WokenStep(task: timer.task, outboxID: outboxID, message: message)
         }
     }
+
+    /// The wait and sleep timers of every bucket that come due within `lead` and no earlier round returned
+    /// (``Scripts/claimPrewarm``), as `(task, timer member)`.
+    public func claimPrewarm(lead: Duration, limit: Int = 200) async throws -> [(task: String, timer: String)] {
+        let buckets = 0..<keys.bucketCount
+        let reply = try await redis.evalSHA(
+            Self.claimPrewarmScript, keys: buckets.map { keys.timers(bucket: $0) } + buckets.map { keys.prewarm(bucket: $0) },
+            args: [lead.wholeMilliseconds, limit])
+        let flat = (reply.array ?? []).compactMap(\.string)
+        return stride(from: 1, to: flat.count, by: 2).compactMap { index in
+            Sweeps.waitTimerTask(flat[index]).map { ($0, flat[index]) }
+        }
+    }
+
+    /// Appends a `waking_soon` event to each task that still waits on its timer, for a wait longer than `lead`, once
+    /// per wait (``Scripts/prewarn``). Returns the tasks told.
+    public func prewarn(_ timers: [(task: String, timer: String)], lead: Duration) async throws -> [String] {
+        guard !timers.isEmpty else { return [] }
+        let replies = try await redis.pipeline(
+            timers.map { id, timer in
+                RedisCommand.evalSHA(
+                    Self.prewarnScript, keys: [keys.task(id), keys.events(id), keys.eventsPending(bucket: keys.bucket(of: id))],
+                    args: [timer, lead.wholeMilliseconds, settings.eventsMaxLength])
+            })
+        return zip(timers, replies).compactMap { timer, reply in reply.int == 1 ? timer.task : nil }
+    }
 }

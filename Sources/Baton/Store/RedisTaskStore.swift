@@ -39,6 +39,8 @@ public struct RedisTaskStore: TaskStore {
     static let signalScript = RedisScript(Scripts.signal)
     static let fireWaitTimerScript = RedisScript(Scripts.fireWaitTimer)
     static let raiseScript = RedisScript(Scripts.raise)
+    static let claimPrewarmScript = RedisScript(Scripts.claimPrewarm)
+    static let prewarnScript = RedisScript(Scripts.prewarn)
 
     public init(redis: RedisConnection, settings: Settings = Settings()) {
         self.redis = redis

@@ -1029,6 +1029,66 @@ enum Scripts {
             return {'woke', 'queued', ARGV[4], redis.call('HGET', KEYS[3], ARGV[4])}
             """
 
+    /// Finds the wait and sleep timers that come due within the pre-warm lead (`sweeps.prewarm_lead`), in every
+    /// bucket in one call. Each bucket keeps how far ahead it was looked at (its `prewarm` key, written only when a
+    /// round found timers: an idle fleet's rounds write nothing, so the AOF stays quiet), so a timer is returned
+    /// once, bar a race of two workers (the `prewarn` script dedupes). KEYS: the timer buckets, then the buckets'
+    /// `prewarm` keys. ARGV: lead ms, limit per bucket. Returns `bucket, member` pairs.
+    static let claimPrewarm =
+        common + """
+            local now = now_ms()
+            local lead, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+            local n = #KEYS / 2
+            local upper = now + lead
+            local out = {}
+            for i = 1, n do
+              local from = tonumber(redis.call('GET', KEYS[n + i]) or '') or now
+              if from < now then from = now end
+              if upper > from then
+                local found = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. int(from), upper, 'WITHSCORES', 'LIMIT', 0, limit)
+                if #found > 0 then
+                  -- A full page: the next round goes on from its last score.
+                  local seen = upper
+                  if #found >= 2 * limit then seen = tonumber(found[#found]) end
+                  redis.call('SET', KEYS[n + i], int(seen))
+                end
+                for j = 1, #found, 2 do
+                  local m = found[j]
+                  if string.sub(m, 1, 1) == '{' and string.find(m, '"wake":', 1, true) and not string.find(m, '"x":', 1, true) then
+                    table.insert(out, tostring(i - 1))
+                    table.insert(out, m)
+                  end
+                end
+              end
+            end
+            return out
+            """
+
+    /// Tells that a waiting or sleeping task wakes soon (a `waking_soon` event, for whoever pre-warms its workspace):
+    /// only while the task still waits on this very timer, only for a wait longer than the lead (a short one never
+    /// idled its workspace), not for the budget's deadline (the task stops then, it does not run), and once per wait.
+    /// KEYS: task, events, events_pending. ARGV: timer member, lead ms, events maxlen. Returns 1 when it told.
+    static let prewarn =
+        waits + """
+            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step')
+            if not t[1] or (t[1] ~= 'waiting' and t[1] ~= 'sleeping') or t[3] ~= ARGV[1] or not t[2] or t[2] == '' then return 0 end
+            local w = cjson.decode(t[2])
+            local now = now_ms()
+            if not w.due or w.due_kind == 'deadline' or w.due <= now then return 0 end
+            if w.since and w.due - w.since <= tonumber(ARGV[2]) then return 0 end
+            local seq = tonumber(t[4])
+            local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+            if last then
+              local f = hash(last[2])
+              if f.type == 'waking_soon' and tonumber(f.seq) == seq and f.branch == t[5] then return 0 end
+            end
+            -- The step the timer resumes (as `wake` picks it).
+            local step = w.on_timeout or w.next or t[6]
+            local data = cjson.encode({wake_at=iso(w.due), trigger=w.due_kind or 'time', kind=w.k, in_ms=w.due - now})
+            add_event(KEYS[2], ARGV[3], 'waking_soon', seq, t[5], step, now, data)
+            return 1
+            """
+
     /// KEYS: outbox, outbox index. ARGV: id, outbox entry ids…
     static let outboxDone = """
         for i = 2, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end

@@ -128,7 +128,7 @@ function fleetStream(gen, onEvent, agent) {
   state.stream = stream;
   let pending = null;
   const kick = () => { clearTimeout(pending); pending = setTimeout(() => { if (!stale(gen)) onEvent(); }, 300); };
-  ["submitted", "started", "step_committed", "progress", "waiting", "signal_received", "sleeping", "woke", "retrying", "handoff",
+  ["submitted", "started", "step_committed", "progress", "waiting", "signal_received", "waking_soon", "sleeping", "woke", "retrying", "handoff",
     "paused", "resumed", "needs_review", "budget_exceeded", "dead_lettered", "redriven", "forked", "succeeded", "failed", "cancelled"]
     .forEach(type => stream.addEventListener(type, kick));
   const label = document.getElementById("fleet-state");
@@ -392,7 +392,7 @@ async function taskPage(id, gen) {
   };
   // Named events (event: <type>) do not reach onmessage: listen to every type the server may send.
   const types = ["submitted", "started", "step_committed", "step_failed", "retrying", "retry", "waiting", "woke", "signal_received",
-    "sleeping", "progress", "paused", "resumed", "cancelled", "succeeded", "failed", "dead_lettered", "redriven", "needs_review",
+    "waking_soon", "sleeping", "progress", "paused", "resumed", "cancelled", "succeeded", "failed", "dead_lettered", "redriven", "needs_review",
     "budget_raised", "budget_exceeded", "forked", "handoff", "stalled", "lease_lost", "children", "status"];
   const seen = new Set();
   const listen = type => { if (!seen.has(type)) { seen.add(type); stream.addEventListener(type, onEvent); } };
