@@ -3,7 +3,7 @@ import Baton
 import Foundation
 
 /// `baton stats [--since 1h]`: counts by status, pending reviews, time in each state, retries by failure bucket
-/// and the share that resolved, the share of waits resumed, stalled tasks recovered.
+/// and the share that resolved, the share of waits resumed, stalled tasks recovered, escalations decided and redrives.
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats", abstract: "Fleet statistics: counts, pending reviews, time in state, retries, waits, stalled tasks.",
@@ -68,6 +68,15 @@ struct StatsCommand: AsyncParsableCommand {
             "waits          \(stats.waits.total), resumed \(stats.waits.resumed) (\(share(stats.waits.shareResumed)))"
                 + (triggers.isEmpty ? "" : ": \(triggers)") + ", still open \(stats.waits.open)")
         lines.append("stalled        \(stats.stalled.republished) republished, \(stats.stalled.recovered) recovered")
+        let recovery = stats.recovery
+        let decided =
+            recovery.timeToDecision.map { ", after p50 \(TextFormat.duration($0.p50)) / p95 \(TextFormat.duration($0.p95))" } ?? ""
+        let oldest = recovery.oldestPendingSeconds.map { ", the oldest for \(TextFormat.duration($0))" } ?? ""
+        lines.append(
+            "escalated      \(recovery.escalated) (dead letters, reviews), decided \(recovery.decided)\(decided); undecided \(recovery.pending)\(oldest)"
+        )
+        lines.append(
+            "redriven       \(recovery.redriven), succeeded \(recovery.redrivenSucceeded) (\(share(recovery.shareRedrivenSucceeded)))")
         return lines.joined(separator: "\n")
     }
 }

@@ -64,6 +64,44 @@ struct StatsTests {
         #expect(stats.timeInState["retrying"] == .init(samples: 3, p50: 1, p95: 2))
     }
 
+    @Test("escalations: dead letters and reviews decided (redrive, discard, raise) with the time it took, undecided ones, redrives")
+    func summarizesEscalations() throws {
+        // E: dead-lettered, redriven a minute later, and the new branch succeeded.
+        let e = [
+            Self.event("dead_lettered", seq: 1, at: 5), Self.event("redriven", seq: 1, at: 65, branch: 1),
+            Self.event("succeeded", seq: 2, at: 70, branch: 1),
+        ]
+        // F: dead-lettered, its letter discarded 300 s later (no event: the task's `dead_discarded_at`).
+        let f = [Self.event("dead_lettered", seq: 1, at: 5)]
+        // G: parked at a limit, raised 10 s later, then resumed.
+        let g = [
+            Self.event("needs_review", seq: 1, at: 2), Self.event("budget_raised", seq: 1, at: 12), Self.event("resumed", seq: 1, at: 12),
+        ]
+        // H and I: undecided; J: redriven after 7 s, dead-lettered again, undecided.
+        let h = [Self.event("dead_lettered", seq: 1, at: 5)]
+        let i = [Self.event("needs_review", seq: 1, at: 1)]
+        let j = [
+            Self.event("dead_lettered", seq: 1, at: 3), Self.event("redriven", seq: 1, at: 10, branch: 1),
+            Self.event("dead_lettered", seq: 2, at: 20, branch: 1),
+        ]
+        let stats = TaskQueries.summarize(
+            [
+                (Self.view("e", status: "succeeded"), e), (Self.view("f", status: "dead_lettered"), f),
+                (Self.view("g", status: "queued"), g), (Self.view("h", status: "dead_lettered"), h),
+                (Self.view("i", status: "needs_review"), i), (Self.view("j", status: "dead_lettered"), j),
+            ], discardedAt: ["f": 1_800_000_305], now: 1_800_001_000)
+        let recovery = stats.recovery
+        #expect(recovery.escalated == 7)
+        #expect(recovery.decided == 4)
+        // Decided after 7, 10, 60 and 300 s.
+        #expect(recovery.timeToDecision == .init(samples: 4, p50: 10, p95: 300))
+        #expect(recovery.pending == 3)
+        #expect(recovery.oldestPendingSeconds == 999)
+        #expect(recovery.redriven == 2)
+        #expect(recovery.redrivenSucceeded == 1)
+        #expect(recovery.shareRedrivenSucceeded == 0.5)
+    }
+
     @Test("baton stats --json counts tasks by status from the indexes", .enabled(if: TestServers.available))
     func cliCountsByStatus() async throws {
         func cancelledCount() async throws -> Int {
@@ -72,6 +110,7 @@ struct StatsTests {
             let object = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
             let counts = try #require(object["counts"] as? [String: Int])
             #expect(object["time_in_state"] is [String: Any])
+            #expect((object["recovery"] as? [String: Any])?["escalated"] is Int)
             #expect((object["sampled_tasks"] as? Int ?? 0) <= 50)
             return try #require(counts["cancelled"])
         }

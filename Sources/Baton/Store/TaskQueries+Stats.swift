@@ -24,6 +24,7 @@ public struct FleetStats: Codable, Sendable, Hashable {
     public var retries: Retries
     public var waits: Waits
     public var stalled: Stalled
+    public var recovery: Recovery
 
     public struct PendingReviews: Codable, Sendable, Hashable {
         /// Tasks parked in `needs_review`.
@@ -44,6 +45,21 @@ public struct FleetStats: Codable, Sendable, Hashable {
             case samples
             case p50 = "p50_s"
             case p95 = "p95_s"
+        }
+
+        public init(samples: Int, p50: Double, p95: Double) {
+            self.samples = samples
+            self.p50 = p50
+            self.p95 = p95
+        }
+
+        /// The nearest-rank p50 and p95 of `values` (seconds, rounded to the millisecond); nil when there are none.
+        init?(_ values: [Double]) {
+            guard !values.isEmpty else { return nil }
+            let sorted = values.sorted()
+            func rank(_ p: Double) -> Double { sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))] }
+            func ms(_ seconds: Double) -> Double { (seconds * 1000).rounded() / 1000 }
+            self.init(samples: sorted.count, p50: ms(rank(0.5)), p95: ms(rank(0.95)))
         }
     }
 
@@ -93,6 +109,31 @@ public struct FleetStats: Codable, Sendable, Hashable {
         public var recovered: Int
     }
 
+    /// Failures handed to a person and what became of them (research/users.md: the time from a failure to a recovery
+    /// decision, the runs that need manual cleanup, the share of runs resumed from a valid checkpoint).
+    public struct Recovery: Codable, Sendable, Hashable {
+        /// Escalations in the sampled histories: a step dead-lettered, a task parked in `needs_review` at a limit.
+        public var escalated: Int
+        /// Of those, decided by a person: a dead letter redriven or discarded; a review raised, resumed or stopped.
+        public var decided: Int
+        /// Seconds from the escalation to its decision.
+        public var timeToDecision: Percentiles?
+        /// Escalations nobody has decided yet (the runs that need manual cleanup), and the oldest one's age in seconds.
+        public var pending: Int
+        public var oldestPendingSeconds: Double?
+        /// Redrives (a new branch from the last good checkpoint), and how many of them ran to success.
+        public var redriven: Int
+        public var redrivenSucceeded: Int
+        public var shareRedrivenSucceeded: Double?
+        enum CodingKeys: String, CodingKey {
+            case escalated, decided, pending, redriven
+            case timeToDecision = "time_to_decision"
+            case oldestPendingSeconds = "oldest_pending_seconds"
+            case redrivenSucceeded = "redriven_succeeded"
+            case shareRedrivenSucceeded = "share_redriven_succeeded"
+        }
+    }
+
     enum CodingKeys: String, CodingKey {
         case v, since, counts, running
         case generatedAt = "generated_at"
@@ -100,7 +141,7 @@ public struct FleetStats: Codable, Sendable, Hashable {
         case sampledTasks = "sampled_tasks"
         case truncated
         case timeInState = "time_in_state"
-        case retries, waits, stalled
+        case retries, waits, stalled, recovery
     }
 }
 
@@ -152,7 +193,16 @@ extension TaskQueries {
             }
             histories.append(contentsOf: read)
         }
-        var stats = Self.summarize(histories)
+        // A discarded dead letter leaves no event: its task keeps `dead_discarded_at` (ms).
+        let deadLettered = views.filter { $0.status == "dead_lettered" }.map(\.id)
+        let discards =
+            deadLettered.isEmpty
+            ? [] : try await redis.pipeline(deadLettered.map { RedisCommand("HGET", keys.task($0), "dead_discarded_at") })
+        var discardedAt: [String: Double] = [:]
+        for (id, reply) in zip(deadLettered, discards) {
+            if let ms = reply.string.flatMap(Double.init) { discardedAt[id] = ms / 1000 }
+        }
+        var stats = Self.summarize(histories, discardedAt: discardedAt, now: now.timeIntervalSince1970)
         stats.counts = counts
         stats.running = running
         stats.pendingReviews.needsReview = counts["needs_review"] ?? 0
@@ -175,14 +225,20 @@ extension TaskQueries {
         }
     }
 
-    /// Time in state, retries, waits and stalled tasks from task histories (the pure part of ``stats(since:sample:now:)``).
-    static func summarize(_ histories: [(TaskView, [TaskEvent])]) -> FleetStats {
+    /// Time in state, retries, waits, stalled tasks and escalations from task histories (the pure part of
+    /// ``stats(since:sample:now:)``).
+    /// - Parameters:
+    ///   - discardedAt: when the dead letter of each dead-lettered task was discarded (Unix seconds), if it was.
+    ///   - now: Unix seconds, for the age of undecided escalations.
+    static func summarize(_ histories: [(TaskView, [TaskEvent])], discardedAt: [String: Double] = [:], now: Double? = nil) -> FleetStats {
         let iso = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         var durations: [String: [Double]] = [:]
         var retries = FleetStats.Retries(total: 0, resolved: 0, byBucket: [:])
         var waits = FleetStats.Waits(total: 0, resumed: 0, byTrigger: [:], open: 0)
         var stalled = FleetStats.Stalled(republished: 0, recovered: 0)
         var approvals = 0
+        var recovery = FleetStats.Recovery(escalated: 0, decided: 0, pending: 0, redriven: 0, redrivenSucceeded: 0)
+        var decisionTimes: [Double] = []
         for (view, events) in histories {
             let times = events.map { (try? iso.parse($0.at))?.timeIntervalSince1970 }
             var current: (state: String, since: Double)?
@@ -208,6 +264,30 @@ extension TaskQueries {
                         retries.resolved += 1
                         retries.byBucket[bucket]?.resolved += 1
                     }
+                case "dead_lettered", "needs_review":
+                    recovery.escalated += 1
+                    // A dead letter is decided by its redrive (or a discard, which leaves no event); a review by the
+                    // raise, resume or stop that follows it.
+                    let later = events.indices.filter { $0 > index }
+                    let decision =
+                        event.type == "dead_lettered"
+                        ? later.first { events[$0].type == "redriven" }
+                        : later.first { events[$0].type == "budget_raised" || state(after: events[$0].type) != nil }
+                    if let decision, let decidedAt = times[decision] {
+                        recovery.decided += 1
+                        decisionTimes.append(max(0, decidedAt - at))
+                    } else if event.type == "dead_lettered", decision == nil, let discarded = discardedAt[view.id], discarded >= at {
+                        recovery.decided += 1
+                        decisionTimes.append(discarded - at)
+                    } else if decision == nil && view.status == event.type {
+                        recovery.pending += 1
+                        if let now { recovery.oldestPendingSeconds = max(recovery.oldestPendingSeconds ?? 0, max(0, now - at)) }
+                    }
+                case "redriven":
+                    recovery.redriven += 1
+                    if events[(index + 1)...].contains(where: { $0.type == "succeeded" && $0.branch >= event.branch }) {
+                        recovery.redrivenSucceeded += 1
+                    }
                 case "waiting", "sleeping":
                     waits.total += 1
                     let woke = events[(index + 1)...].first { $0.type == "woke" || state(after: $0.type) != nil }
@@ -228,16 +308,13 @@ extension TaskQueries {
             retries.byBucket[bucket]?.shareResolved = entry.retries > 0 ? Double(entry.resolved) / Double(entry.retries) : nil
         }
         waits.shareResumed = waits.total > 0 ? Double(waits.resumed) / Double(waits.total) : nil
+        recovery.shareRedrivenSucceeded = recovery.redriven > 0 ? Double(recovery.redrivenSucceeded) / Double(recovery.redriven) : nil
+        recovery.timeToDecision = FleetStats.Percentiles(decisionTimes)
         var timeInState: [String: FleetStats.Percentiles] = [:]
-        for (state, values) in durations where !values.isEmpty {
-            let sorted = values.sorted()
-            func rank(_ p: Double) -> Double { sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))] }
-            func ms(_ seconds: Double) -> Double { (seconds * 1000).rounded() / 1000 }
-            timeInState[state] = .init(samples: sorted.count, p50: ms(rank(0.5)), p95: ms(rank(0.95)))
-        }
+        for (state, values) in durations { timeInState[state] = FleetStats.Percentiles(values) }
         return FleetStats(
             since: "", generatedAt: "", counts: [:], running: 0, pendingReviews: .init(needsReview: 0, approvals: approvals),
             sampledTasks: 0,
-            truncated: false, timeInState: timeInState, retries: retries, waits: waits, stalled: stalled)
+            truncated: false, timeInState: timeInState, retries: retries, waits: waits, stalled: stalled, recovery: recovery)
     }
 }
