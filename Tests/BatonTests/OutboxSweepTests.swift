@@ -370,12 +370,21 @@ struct OutboxSweepTests {
                 tenant: "")
             #expect(try await store.submit(task) == .created)
             let index = keys.index(bucket: keys.bucket(of: id), status: "queued")
-            // A page and a half of older entries (task ids whose hashes are gone read as not running).
-            let backlog = Sweeps.stalledPage * 3 / 2
-            try await redis.send(RedisCommand("ZADD", arguments: [index] + (0..<backlog).flatMap { ["0", "\(id)-debris-\($0)"] }))
-            try await redis.send("ZADD", index, 1, id)
+            // Two and a half pages of older entries, a millisecond apart (task ids whose hashes are gone read as not
+            // running), and the stalled task behind them.
+            let backlog = Sweeps.stalledPage * 5 / 2
+            try await redis.send(RedisCommand("ZADD", arguments: [index] + (0..<backlog).flatMap { [String($0), "\(id)-debris-\($0)"] }))
+            try await redis.send("ZADD", index, 10_000, id)
             try await redis.send("HSET", keys.task(id), "status", "running", "lease_owner", "a-worker-long-gone", "lease_until", 1)
+            // The first round reads the oldest page only; each later one a page further on.
             try await sweeps.sweepStalled()
+            #expect(try await TaskQueries(store: store).task(id)?.status == "running")
+            var rounds = 1
+            while try await TaskQueries(store: store).task(id)?.status == "running", rounds < 6 {
+                try await sweeps.sweepStalled()
+                rounds += 1
+            }
+            #expect(rounds == 3, "found after \(rounds) rounds")
             #expect(try await TaskQueries(store: store).task(id)?.status == "queued")
             #expect(try await TaskQueries(store: store).history(id).contains { $0.type == "retrying" })
             try await redis.send(RedisCommand("ZREM", arguments: [index] + (0..<backlog).map { "\(id)-debris-\($0)" }))
@@ -391,12 +400,15 @@ struct OutboxSweepTests {
             let time = try await redis.send("TIME").array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
             let now = try #require(time.first) * 1000 + (time.count > 1 ? time[1] / 1000 : 0)
             let due = now + 30_000
-            // (name, when the wait began, due kind): a 130 s timeout, a 40 s one (shorter than the lead), a deadline.
-            let cases: [(String, Int64, String)] = [
-                ("long", now - 100_000, "timeout"), ("short", now - 10_000, "timeout"), ("deadline", now - 100_000, "deadline"),
+            // (name, when the wait began, due kind, due): a 130 s timeout ending in 30 s, a 40 s one (shorter than the lead),
+            // a deadline, a timeout ending in 2 minutes (beyond the lead: not yet).
+            let cases: [(String, Int64, String, Int64)] = [
+                ("long", now - 100_000, "timeout", due), ("short", now - 10_000, "timeout", due),
+                ("deadline", now - 100_000, "deadline", due),
+                ("far", now - 100_000, "timeout", now + 120_000),
             ]
             var ids: [String: String] = [:]
-            for (name, since, kind) in cases {
+            for (name, since, kind, due) in cases {
                 let id = TestServers.uniqueName("prewarm-\(name)")
                 let task = NewTask(
                     id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
@@ -413,7 +425,7 @@ struct OutboxSweepTests {
             }
             try await sweeps.prewarm()
             try await sweeps.prewarm()
-            // A lost high-water mark (a second worker's race): the task's history still dedupes.
+            // A lost mark (a Redis failover, say): the task's last event still dedupes.
             for bucket in 0..<keys.bucketCount { try await redis.send("DEL", keys.prewarm(bucket: bucket)) }
             try await sweeps.prewarm()
             let queries = TaskQueries(store: store)
@@ -423,9 +435,35 @@ struct OutboxSweepTests {
             #expect(told.first?.data?["trigger"]?.stringValue == "timeout")
             #expect(told.first?.data?["wake_at"]?.stringValue == WaitSpec.iso(due))
             #expect((told.first?.data?["in_ms"]?.intValue ?? 0) > 0)
-            for name in ["short", "deadline"] {
+            for name in ["short", "deadline", "far"] {
                 #expect(try await queries.history(try #require(ids[name])).contains { $0.type == "waking_soon" } == false, "\(name)")
             }
+        }
+    }
+
+    /// The claim of timers due within the lead returns each once across rounds, also when a full page ends inside a
+    /// group of timers due at the same millisecond, or is all one such group; a round that finds nothing writes nothing.
+    @Test func thePrewarmClaimTakesEveryTimerOnceAcrossPagesAndTies() async throws {
+        try await Self.withSweeps("prewarm-claim", bus: CapturingBus()) { redis, keys, _, store, _ in
+            let lead = Duration.seconds(60)
+            #expect(try await store.claimPrewarm(lead: lead, limit: 200).isEmpty)
+            let marks = try await redis.pipeline((0..<keys.bucketCount).map { RedisCommand("EXISTS", keys.prewarm(bucket: $0)) })
+            #expect(marks.allSatisfy { $0.int == 0 }, "an idle round wrote its mark")
+            let time = try await redis.send("TIME").array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
+            let now = try #require(time.first) * 1000
+            let timers = keys.timers(bucket: 0)
+            func member(_ n: Int) -> String { #"{"branch":0,"seq":0,"wake":"tie-\#(n)"}"# }
+            // 150 due at one millisecond, 100 at the next (a page of 200 ends inside the second group), 250 at a third
+            // (a page all one score), and a step-message timer (not a wait: never returned).
+            var args: [String] = []
+            for n in 0..<500 { args += [String(now + 10_000 + (n < 150 ? 0 : n < 250 ? 1 : 2)), member(n)] }
+            args += [String(now + 10_000), #"{"x":"step","q":"default"}"#]
+            try await redis.send(RedisCommand("ZADD", arguments: [timers] + args))
+            var claimed: [String] = []
+            for _ in 0..<6 { claimed += try await store.claimPrewarm(lead: lead, limit: 200).map(\.timer) }
+            #expect(claimed.count == 500)
+            let missed = Set((0..<500).map(member)).subtracting(claimed)
+            #expect(missed.isEmpty, "\(missed.count) timers never claimed, e.g. \(missed.sorted().prefix(3))")
         }
     }
 }

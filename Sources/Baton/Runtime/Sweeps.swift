@@ -17,9 +17,13 @@ final class Sweeps: Sendable {
     private let retried = Mutex<Set<String>>([])
     /// When this process last warned about each step queue that RabbitMQ has no queue for.
     private let warnedQueues = Mutex<[String: ContinuousClock.Instant]>([:])
-    /// Where the stalled sweep's next page starts in each bucket's active index (past the first page, which every
-    /// round reads).
-    private let stalledCursors = Mutex<[Int: Int]>([:])
+    /// Where the stalled sweep's moving page starts in each bucket's active index: a score, taken inclusively unless a
+    /// whole page shared it (then the rest of that score is skipped this pass). None: the next round starts one.
+    private struct StalledCursor {
+        var score: String
+        var inclusive: Bool
+    }
+    private let stalledCursors = Mutex<[Int: StalledCursor]>([:])
     /// Entries the stalled sweep reads per page of a bucket's active index.
     static let stalledPage = 200
 
@@ -91,7 +95,9 @@ final class Sweeps: Sendable {
                 }
             }
             if configuration.prewarmLead > .zero {
-                group.addTask { await self.loop(every: min(.seconds(1), self.configuration.prewarmLead)) { try await self.prewarm() } }
+                // Every second, or every lead if shorter, but never more often than the timer sweep.
+                let interval = max(self.configuration.timerInterval, min(.seconds(1), self.configuration.prewarmLead))
+                group.addTask { await self.loop(every: interval) { try await self.prewarm() } }
             }
             group.addTask {
                 let relay = EventRelay(store: self.store, bus: self.eventsBus, logger: self.logger)
@@ -214,8 +220,15 @@ final class Sweeps: Sendable {
     /// still wake on time).
     func prewarm() async throws {
         let lead = configuration.prewarmLead
-        let told = try await store.prewarn(try await store.claimPrewarm(lead: lead), lead: lead)
-        if !told.isEmpty { logger.debug("told tasks they wake soon", metadata: ["tasks": "\(told.count)"]) }
+        let timers = try await store.claimPrewarm(lead: lead)
+        do {
+            let told = try await store.prewarn(timers, lead: lead)
+            if !told.isEmpty { logger.debug("told tasks they wake soon", metadata: ["tasks": "\(told.count)"]) }
+        } catch {
+            logger.warning(
+                "could not tell tasks they wake soon (their waking_soon events are lost; they still wake on time)",
+                metadata: ["tasks": "\(timers.count)", "error": "\(error)"])
+        }
     }
 
     /// The task of a wait or sleep timer (`{"wake": id, "seq": n, "branch": b}`), or nil for a step-message timer.
@@ -370,27 +383,46 @@ final class Sweeps: Sendable {
     /// in the `queued` (active) index, scored by their last commit, next to queued tasks. Each round reads the oldest
     /// page of every bucket and one more page that moves on from round to round, so a backlog of older queued tasks
     /// (a queue no worker consumes, a batch waiting for free workers) delays a stalled task by a few rounds instead of
-    /// hiding it: 100,000 such tasks in one bucket take ~500 rounds to page through.
+    /// hiding it: a page of 200 a round, so 10,000 such tasks in one bucket take ~50 rounds (~4 minutes) to page through.
     func sweepStalled() async throws {
         let lease = executor.settings.leaseMilliseconds
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - lease
         let page = Self.stalledPage
-        let cursors = stalledCursors.withLock { cursors in (0..<keys.bucketCount).map { cursors[$0] ?? page } }
-        let replies = try await redis.pipeline(
-            (0..<keys.bucketCount).flatMap { bucket in
-                let key = keys.index(bucket: bucket, status: "queued")
-                return [
-                    RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "LIMIT", 0, page),
-                    RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "LIMIT", cursors[bucket], page),
-                ]
-            })
-        let pages = replies.map { ($0.array ?? []).compactMap(\.string) }
-        stalledCursors.withLock { next in
-            for bucket in 0..<keys.bucketCount {
-                let (first, later) = (pages[2 * bucket], pages[2 * bucket + 1])
-                next[bucket] = first.count < page || later.count < page ? page : cursors[bucket] + later.count
+        let cursors = stalledCursors.withLock { cursors in (0..<keys.bucketCount).map { cursors[$0] } }
+        // Per bucket: the oldest page, then (with a cursor) the page from the cursor's score on. By score, not by offset:
+        // an offset makes Redis walk the backlog up to it on every read.
+        var commands: [RedisCommand] = []
+        for bucket in 0..<keys.bucketCount {
+            let key = keys.index(bucket: bucket, status: "queued")
+            commands.append(RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "WITHSCORES", "LIMIT", 0, page))
+            if let cursor = cursors[bucket] {
+                let from = cursor.inclusive ? cursor.score : "(" + cursor.score
+                commands.append(RedisCommand("ZRANGEBYSCORE", key, from, cutoff, "WITHSCORES", "LIMIT", 0, page))
             }
         }
+        var replies = try await redis.pipeline(commands)[...]
+        func entries() -> [(member: String, score: String)] {
+            let flat = (replies.popFirst()?.array ?? []).compactMap(\.string)
+            return stride(from: 1, to: flat.count, by: 2).map { (flat[$0 - 1], flat[$0]) }
+        }
+        var pages: [[String]] = []
+        var next: [Int: StalledCursor] = [:]
+        for bucket in 0..<keys.bucketCount {
+            let first = entries()
+            let later = cursors[bucket] == nil ? nil : entries()
+            pages.append(first.map(\.member))
+            if let later { pages.append(later.map(\.member)) }
+            // No backlog: no cursor. A new backlog: start after the oldest page.
+            guard first.count == page, let oldest = first.last else { continue }
+            guard let cursor = cursors[bucket], let later else {
+                next[bucket] = StalledCursor(score: oldest.score, inclusive: true)
+                continue
+            }
+            // A short page: the end of the backlog, the next pass starts over.
+            guard later.count == page, let last = later.last else { continue }
+            next[bucket] = StalledCursor(score: last.score, inclusive: last.score != cursor.score)
+        }
+        stalledCursors.withLock { $0 = next }
         var seen = Set<String>()
         // A step this worker runs is not stalled, whatever its lease in Redis says (it lapses when the whole process
         // stalls past it); republishing it would run the step, and a side effect in flight, a second time.

@@ -85,6 +85,10 @@ extension RedisTaskStore {
                     Self.prewarnScript, keys: [keys.task(id), keys.events(id), keys.eventsPending(bucket: keys.bucket(of: id))],
                     args: [timer, lead.wholeMilliseconds, settings.eventsMaxLength])
             })
+        if let failed = replies.first(where: { $0.errorMessage != nil }) {
+            // The claim already moved past these timers: their events are lost (the tasks still wake on time).
+            throw BatonError(.internalError, "the prewarn script failed: \(failed.errorMessage ?? "")")
+        }
         return zip(timers, replies).compactMap { timer, reply in reply.int == 1 ? timer.task : nil }
     }
 }

@@ -1046,13 +1046,26 @@ enum Scripts {
               if from < now then from = now end
               if upper > from then
                 local found = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. int(from), upper, 'WITHSCORES', 'LIMIT', 0, limit)
-                if #found > 0 then
-                  -- A full page: the next round goes on from its last score.
+                local stop = #found
+                if stop > 0 then
                   local seen = upper
-                  if #found >= 2 * limit then seen = tonumber(found[#found]) end
+                  if stop >= 2 * limit then
+                    -- A full page: the next round goes on after the last score taken whole. The timers that share the
+                    -- page's last score are left to it (some of them did not fit), unless the whole page shares one
+                    -- score: then every timer of that score is taken now.
+                    local last = found[stop]
+                    while stop > 0 and found[stop] == last do stop = stop - 2 end
+                    if stop == 0 then
+                      found = redis.call('ZRANGEBYSCORE', KEYS[i], last, last, 'WITHSCORES')
+                      stop = #found
+                      seen = tonumber(last)
+                    else
+                      seen = tonumber(found[stop])
+                    end
+                  end
                   redis.call('SET', KEYS[n + i], int(seen))
                 end
-                for j = 1, #found, 2 do
+                for j = 1, stop, 2 do
                   local m = found[j]
                   if string.sub(m, 1, 1) == '{' and string.find(m, '"wake":', 1, true) and not string.find(m, '"x":', 1, true) then
                     table.insert(out, tostring(i - 1))
@@ -1066,12 +1079,15 @@ enum Scripts {
 
     /// Tells that a waiting or sleeping task wakes soon (a `waking_soon` event, for whoever pre-warms its workspace):
     /// only while the task still waits on this very timer, only for a wait longer than the lead (a short one never
-    /// idled its workspace), not for the budget's deadline (the task stops then, it does not run), and once per wait.
+    /// idled its workspace), not for the budget's deadline (the task stops then, it does not run), not when a pause was
+    /// requested (it pauses on waking), and once per wait (unless other events came after it and the mark was lost).
     /// KEYS: task, events, events_pending. ARGV: timer member, lead ms, events maxlen. Returns 1 when it told.
     static let prewarn =
         waits + """
-            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step')
+            local t = redis.call('HMGET', KEYS[1], 'status', 'wait', 'wait_timer', 'seq', 'branch', 'step', 'pause')
             if not t[1] or (t[1] ~= 'waiting' and t[1] ~= 'sleeping') or t[3] ~= ARGV[1] or not t[2] or t[2] == '' then return 0 end
+            -- A pause requested while it waits: it pauses when it wakes, and runs nothing until someone resumes it.
+            if t[7] and t[7] ~= '' then return 0 end
             local w = cjson.decode(t[2])
             local now = now_ms()
             if not w.due or w.due_kind == 'deadline' or w.due <= now then return 0 end
@@ -1285,7 +1301,8 @@ enum Scripts {
               local step = ARGV[8]
               if not step or step == '' then
                 step = nil
-                local ran_before = {succeeded=true, failed=true, budget_exceeded=true}
+                -- (`waking_soon` names the step its timer would resume, not the one the task stands at.)
+                local ran_before = {succeeded=true, failed=true, budget_exceeded=true, waking_soon=true}
                 for _, e in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-')) do
                   local f = hash(e[2])
                   if tonumber(f.seq) == from and not ran_before[f.type] and f.step and f.step ~= '' then
