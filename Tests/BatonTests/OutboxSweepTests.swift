@@ -401,11 +401,11 @@ struct OutboxSweepTests {
             let now = try #require(time.first) * 1000 + (time.count > 1 ? time[1] / 1000 : 0)
             let due = now + 30_000
             // (name, when the wait began, due kind, due): a 130 s timeout ending in 30 s, a 40 s one (shorter than the lead),
-            // a deadline, a timeout ending in 2 minutes (beyond the lead: not yet).
+            // a deadline, a timeout ending in 2 minutes (beyond the lead: not yet), a long wait with a pause requested.
             let cases: [(String, Int64, String, Int64)] = [
                 ("long", now - 100_000, "timeout", due), ("short", now - 10_000, "timeout", due),
                 ("deadline", now - 100_000, "deadline", due),
-                ("far", now - 100_000, "timeout", now + 120_000),
+                ("far", now - 100_000, "timeout", now + 120_000), ("paused", now - 100_000, "timeout", due),
             ]
             var ids: [String: String] = [:]
             for (name, since, kind, due) in cases {
@@ -420,6 +420,8 @@ struct OutboxSweepTests {
                 let wait =
                     #"{"k":"wait","signals":["go"],"next":"step","on_timeout":"late","due":\#(due),"due_kind":"\#(kind)","since":\#(since)}"#
                 try await redis.send("HSET", keys.task(id), "status", "waiting", "wait", wait, "wait_timer", timer, "next_timer", due)
+                // A pause requested while it waits: it pauses on waking, so nothing is warmed for it.
+                if name == "paused" { try await redis.send("HSET", keys.task(id), "pause", #"{"reason":"hold"}"#) }
                 try await redis.send("ZADD", keys.timers(bucket: keys.bucket(of: id)), due, timer)
                 ids[name] = id
             }
@@ -435,7 +437,7 @@ struct OutboxSweepTests {
             #expect(told.first?.data?["trigger"]?.stringValue == "timeout")
             #expect(told.first?.data?["wake_at"]?.stringValue == WaitSpec.iso(due))
             #expect((told.first?.data?["in_ms"]?.intValue ?? 0) > 0)
-            for name in ["short", "deadline", "far"] {
+            for name in ["short", "deadline", "far", "paused"] {
                 #expect(try await queries.history(try #require(ids[name])).contains { $0.type == "waking_soon" } == false, "\(name)")
             }
         }
