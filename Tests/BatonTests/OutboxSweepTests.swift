@@ -70,6 +70,17 @@ struct OutboxSweepTests {
         return (sweeps, store, recorder)
     }
 
+    /// Submits a two-step `stepchain` task with id `id` on step queue `queue` straight to the store (no worker, no
+    /// broker).
+    static func submitChain(_ store: RedisTaskStore, id: String, queue: String = "default") async throws {
+        let runner = try #require(AgentRegistry.examples["stepchain"])
+        let input = Array(#"{"steps":2}"#.utf8)
+        let task = NewTask(
+            id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self), stateJSON: try runner.initialState(input),
+            firstStep: runner.steps[0], queue: queue, limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits), tenant: "")
+        #expect(try await store.submit(task) == .created)
+    }
+
     /// Connects to both servers, runs `body`, then deletes step queue `queue` and every key under `prefix`.
     static func withServers(
         prefix: String, deleting queue: String, _ body: (RedisConnection, AMQPConnection) async throws -> Void
@@ -131,16 +142,7 @@ struct OutboxSweepTests {
             let bus = CountingBus(AMQPBus(channel: try await connection.openChannel(confirms: true)))
             let (sweeps, store, recorder) = Self.sweeps(redis: redis, prefix: prefix, bus: bus)
 
-            func create(_ id: String) async throws {
-                let runner = try #require(AgentRegistry.examples["stepchain"])
-                let input = Array(#"{"steps":2}"#.utf8)
-                let task = NewTask(
-                    id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
-                    stateJSON: try runner.initialState(input),
-                    firstStep: runner.steps[0], queue: queue, limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
-                    tenant: "")
-                #expect(try await store.submit(task) == .created)
-            }
+            func create(_ id: String) async throws { try await Self.submitChain(store, id: id, queue: queue) }
             let id = TestServers.uniqueName("unroutable")
             try await create(id)
             let index = keys.outboxIndex(bucket: keys.bucket(of: id))
@@ -332,17 +334,10 @@ struct OutboxSweepTests {
     /// tasks that share its index alone (it reads their status instead of running the script for each).
     @Test func theStalledSweepTakesRunningTasksOnly() async throws {
         try await Self.withSweeps("stalled-sweep", bus: CapturingBus()) { redis, keys, sweeps, store, _ in
-            let runner = try #require(AgentRegistry.examples["stepchain"])
-            let input = Array(#"{"steps":2}"#.utf8)
             var ids: [String] = []
             for name in ["stalled-running", "stalled-queued"] {
                 let id = TestServers.uniqueName(name)
-                let task = NewTask(
-                    id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
-                    stateJSON: try runner.initialState(input),
-                    firstStep: runner.steps[0], queue: "default", limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
-                    tenant: "")
-                #expect(try await store.submit(task) == .created)
+                try await Self.submitChain(store, id: id)
                 try await redis.send("ZADD", keys.index(bucket: keys.bucket(of: id), status: "queued"), 1, id)
                 ids.append(id)
             }
@@ -361,14 +356,8 @@ struct OutboxSweepTests {
     /// the sweep pages on past the oldest entries.
     @Test func theStalledSweepPagesPastABacklogOfQueuedTasks() async throws {
         try await Self.withSweeps("stalled-paging", bus: CapturingBus()) { redis, keys, sweeps, store, _ in
-            let runner = try #require(AgentRegistry.examples["stepchain"])
-            let input = Array(#"{"steps":2}"#.utf8)
             let id = TestServers.uniqueName("stalled-behind-backlog")
-            let task = NewTask(
-                id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self), stateJSON: try runner.initialState(input),
-                firstStep: runner.steps[0], queue: "default", limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
-                tenant: "")
-            #expect(try await store.submit(task) == .created)
+            try await Self.submitChain(store, id: id)
             let index = keys.index(bucket: keys.bucket(of: id), status: "queued")
             // Two and a half pages of older entries, a millisecond apart (task ids whose hashes are gone read as not
             // running), and the stalled task behind them.
@@ -395,8 +384,6 @@ struct OutboxSweepTests {
     /// within it, never for a short wait or the budget's deadline, nor again when a round finds the same timer.
     @Test func aLongWaitEndingWithinTheLeadIsToldItWakesSoonOnce() async throws {
         try await Self.withSweeps("prewarm", bus: CapturingBus()) { redis, keys, sweeps, store, _ in
-            let runner = try #require(AgentRegistry.examples["stepchain"])
-            let input = Array(#"{"steps":2}"#.utf8)
             let time = try await redis.send("TIME").array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
             let now = try #require(time.first) * 1000 + (time.count > 1 ? time[1] / 1000 : 0)
             let due = now + 30_000
@@ -410,12 +397,7 @@ struct OutboxSweepTests {
             var ids: [String: String] = [:]
             for (name, since, kind, due) in cases {
                 let id = TestServers.uniqueName("prewarm-\(name)")
-                let task = NewTask(
-                    id: id, agent: "stepchain", inputJSON: String(decoding: input, as: UTF8.self),
-                    stateJSON: try runner.initialState(input),
-                    firstStep: runner.steps[0], queue: "default", limits: BudgetLimits(nil, defaults: ProtocolSettings().defaultLimits),
-                    tenant: "")
-                #expect(try await store.submit(task) == .created)
+                try await Self.submitChain(store, id: id)
                 let timer = #"{"branch":0,"seq":0,"wake":"\#(id)"}"#
                 let wait =
                     #"{"k":"wait","signals":["go"],"next":"step","on_timeout":"late","due":\#(due),"due_kind":"\#(kind)","since":\#(since)}"#
