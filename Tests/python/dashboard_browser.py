@@ -150,6 +150,11 @@ def main():
         # An operator: overview, then approve from the Inbox.
         page.use_token(args.token)
         page.open("#/", "overview")
+        # Failures handed to a person: the cards show what /v1/stats says (read again until both agree: the page
+        # re-renders as events arrive).
+        page.wait(lambda d: page.css("#recovery-escalated") and
+                  d.find_element(By.ID, "recovery-escalated").text == str(api(args, "/v1/stats")["recovery"]["escalated"]),
+                  "the overview's escalations to match /v1/stats")
         page.screenshot("overview")
         page.open(f"#/inbox?agent=approval&tenant={args.tenant}", "inbox")
         row = page.wait(lambda d: page.css(f'tr[data-task="{args.approval}"]'), "the approval task in the Inbox")[0]

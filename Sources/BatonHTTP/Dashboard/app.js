@@ -17,14 +17,17 @@ function h(strings, ...values) {
 function raw(html) { return { __html: html }; }
 function taskLink(id) { return raw(`<a href="#/task/${encodeURIComponent(id)}">${esc(id)}</a>`); }
 function statusBadge(s) { return raw(`<span class="status ${esc(s)}" data-status="${esc(s)}">${esc(s)}</span>`); }
+function span(s) {
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 86400) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
 function ago(iso) {
   if (!iso) return "";
   const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
   if (!isFinite(s)) return iso;
-  if (s < 60) return `${Math.round(s)} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
-  return `${Math.round(s / 86400)} d ago`;
+  return `${span(s)} ago`;
 }
 function bar(fraction, over) {
   const pct = Math.max(0, Math.min(1, fraction || 0)) * 100;
@@ -144,12 +147,20 @@ async function overview(gen) {
   const counts = Object.entries(stats.counts || {}).sort((a, b) => b[1] - a[1]);
   const deadTotal = groups.items.reduce((n, g) => n + g.count, 0);
   const live = workers.items.filter(w => w.heartbeat_age_s <= state.staleAfter);
+  const rec = stats.recovery || {};
   main.innerHTML = h`<h1>Overview <span class="muted" id="fleet-state"></span></h1>
   <div class="grid" id="overview-cards">
     <a class="stat" href="#/inbox"><b id="overview-inbox">${inbox.items.length}</b><span>waiting for a person</span></a>
     <a class="stat" href="#/workers"><b>${live.length}</b><span>live workers${workers.items.length > live.length ? ` (${workers.items.length - live.length} stale)` : ""}</span></a>
     <a class="stat" href="#/tasks?status=running"><b>${stats.running ?? 0}</b><span>running</span></a>
     <a class="stat" href="#/dead"><b>${deadTotal}</b><span>dead letters in ${groups.items.length} groups</span></a>
+  </div>
+  <h2>Failures handed to a person <span class="muted">(dead letters and reviews in the sampled histories)</span></h2>
+  <div class="grid" id="overview-recovery">
+    <div class="stat"><b id="recovery-escalated">${rec.escalated ?? 0}</b><span>escalated</span></div>
+    <div class="stat"><b id="recovery-decided">${rec.decided ?? 0}</b><span>decided${rec.time_to_decision ? `, after ${span(rec.time_to_decision.p50_s)} (p50)` : ""}</span></div>
+    <a class="stat" href="#/dead"><b id="recovery-pending">${rec.pending ?? 0}</b><span>undecided${rec.oldest_pending_seconds != null ? `, the oldest for ${span(rec.oldest_pending_seconds)}` : ""}</span></a>
+    <div class="stat"><b id="recovery-redriven">${rec.redriven_succeeded ?? 0} / ${rec.redriven ?? 0}</b><span>redrives that succeeded</span></div>
   </div>
   <h2>Tasks by status <span class="muted">(since ${stats.since || "1h"}, ${stats.sampled_tasks ?? "?"} sampled)</span></h2>
   <div class="grid">${raw(counts.map(([s, n]) => `<a class="stat" href="#/tasks?status=${esc(s)}"><b>${n}</b><span>${esc(s)}</span></a>`).join("") || `<p class="muted">No tasks.</p>`)}</div>
