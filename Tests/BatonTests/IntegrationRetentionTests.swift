@@ -117,7 +117,15 @@ struct RedisRetentionTests {
             let old = try await store.recordDeadLetter(fields, now: Date(timeIntervalSinceNow: -2 * 86_400)).id
             var recent = fields
             recent["task_id"] = TestServers.uniqueName("other")
+            let before = try await store.redis.serverTimeMilliseconds()
             let fresh = try await store.recordDeadLetter(recent).id
+            let after = try await store.redis.serverTimeMilliseconds()
+            // Scored at Redis's time of the intake (the sweep that expires it reads the same clock). Worker and Redis share
+            // this host's clock here, so this checks the score's source and unit, not a skewed worker (the chaos run's
+            // faketime workers take dead letters in too).
+            let score = try await store.redis.send("ZSCORE", keys.dead(bucket: keys.bucket(of: fresh)), fresh).string.flatMap(Double.init)
+            #expect(
+                score.map { $0 >= Double(before) && $0 <= Double(after) } == true, "score \(score ?? -1), Redis time \(before)…\(after)")
 
             let (sweeps, _, log) = OutboxSweepTests.sweeps(redis: store.redis, prefix: keys.prefix, bus: bus) {
                 $0.deadLetterRetention = .seconds(86_400)

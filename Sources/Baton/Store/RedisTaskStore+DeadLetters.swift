@@ -6,14 +6,16 @@ extension RedisTaskStore {
     /// group, in one script: a redelivered dead letter (same id) is stored and counted once.
     ///
     /// `fields` are the letter's fields (`reason`, `error`, `task_id`, `agent`, `step`, `bucket`, `dead_at`,
-    /// `body`, …); `id` and `fingerprint` are computed here when absent. Returns the id and whether it was new.
+    /// `body`, …); `id` and `fingerprint` are computed here when absent. The letter is scored (listed, grouped and
+    /// expired by `limits.dead_letter_retention`) by Redis's clock, like every other time the sweeps compare, unless
+    /// `now` is given (tests that need an old letter). Returns the id and whether it was new.
     @discardableResult
-    public func recordDeadLetter(_ fields: [String: String], now: Date = Date()) async throws -> (id: String, stored: Bool) {
+    public func recordDeadLetter(_ fields: [String: String], now: Date? = nil) async throws -> (id: String, stored: Bool) {
         var fields = fields
         func value(_ key: String) -> String? { fields[key].flatMap { $0.isEmpty ? nil : $0 } }
         let reason = fields["reason"] ?? ""
         let error = fields["error"] ?? ""
-        if value("dead_at") == nil { fields["dead_at"] = ISO8601DateFormatter.fractional.string(from: now) }
+        if value("dead_at") == nil { fields["dead_at"] = ISO8601DateFormatter.fractional.string(from: now ?? Date()) }
         let id = value("id") ?? Self.deadLetterID(fields)
         fields["id"] = id
         let fingerprint =
@@ -24,7 +26,8 @@ extension RedisTaskStore {
         fields["fingerprint"] = fingerprint
         let bucket = keys.bucket(of: id)
         var args: [any RedisArgumentConvertible] = [
-            Int64(now.timeIntervalSince1970 * 1000), id, fingerprint, String(error.prefix(1000)), value("agent") ?? "",
+            now.map { String(Int64($0.timeIntervalSince1970 * 1000)) } ?? "", id, fingerprint, String(error.prefix(1000)),
+            value("agent") ?? "",
             value("step") ?? "", value("bucket") ?? reason,
         ]
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
@@ -103,6 +106,10 @@ extension RedisTaskStore {
         """
         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
         local now = tonumber(ARGV[1])
+        if not now then
+          local t = redis.call('TIME')
+          now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        end
         local fields = {}
         for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
         redis.call('HSET', KEYS[1], unpack(fields))
