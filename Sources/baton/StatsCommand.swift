@@ -6,7 +6,8 @@ import Foundation
 /// and the share that resolved, the share of waits resumed, stalled tasks recovered, escalations decided and redrives.
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stats", abstract: "Fleet statistics: counts, pending reviews, time in state, retries, waits, stalled tasks.",
+        commandName: "stats",
+        abstract: "Fleet statistics: counts, pending reviews, time in state, retries, waits, stalled tasks, escalations, redrives.",
         discussion: """
             Counts are exact (the status indexes). The rest comes from the histories of the tasks updated within \
             --since, most recent first, at most --sample of them (sampled_tasks and truncated in the JSON say how many).
@@ -73,7 +74,7 @@ struct StatsCommand: AsyncParsableCommand {
             recovery.timeToDecision.map { ", after p50 \(TextFormat.duration($0.p50)) / p95 \(TextFormat.duration($0.p95))" } ?? ""
         let oldest = recovery.oldestPendingSeconds.map { ", the oldest for \(TextFormat.duration($0))" } ?? ""
         lines.append(
-            "escalated      \(recovery.escalated) (dead letters, reviews), decided \(recovery.decided)\(decided); undecided \(recovery.pending)\(oldest)"
+            "escalated      \(recovery.escalated) (dead letters, reviews), decided \(recovery.decided)\(decided); waiting for a person now \(recovery.pending)\(oldest)"
         )
         lines.append(
             "redriven       \(recovery.redriven), succeeded \(recovery.redrivenSucceeded) (\(share(recovery.shareRedrivenSucceeded)))")

@@ -127,6 +127,11 @@ struct RedisRetentionTests {
             #expect(
                 score.map { $0 >= Double(before) && $0 <= Double(after) } == true, "score \(score ?? -1), Redis time \(before)…\(after)")
 
+            // `baton stats` counts what waits for a person exactly, whatever its age: both letters, the oldest two days old.
+            let waiting = try await queries.stats(since: .seconds(60)).recovery
+            #expect(waiting.pending == 2)
+            #expect((waiting.oldestPendingSeconds ?? 0) > 2 * 86_400 - 60, "\(waiting.oldestPendingSeconds ?? -1)")
+
             let (sweeps, _, log) = OutboxSweepTests.sweeps(redis: store.redis, prefix: keys.prefix, bus: bus) {
                 $0.deadLetterRetention = .seconds(86_400)
             }

@@ -376,6 +376,22 @@ struct OutboxSweepTests {
             #expect(rounds == 3, "found after \(rounds) rounds")
             #expect(try await TaskQueries(store: store).task(id)?.status == "queued")
             #expect(try await TaskQueries(store: store).history(id).contains { $0.type == "retrying" })
+
+            // A group of entries that share one score, larger than two pages (a parent's children, indexed by one
+            // commit), with a stalled task sorted last among them: walked a page a round, not skipped.
+            let child = id + "/zz"
+            try await Self.submitChain(store, id: child)
+            try await redis.send("ZREM", index, id)
+            try await redis.send(RedisCommand("ZADD", arguments: [index] + (0..<backlog).flatMap { ["20000", "\(id)/g\($0)"] }))
+            try await redis.send("ZADD", index, 20_000, child)
+            try await redis.send("HSET", keys.task(child), "status", "running", "lease_owner", "a-worker-long-gone", "lease_until", 1)
+            rounds = 0
+            while try await TaskQueries(store: store).task(child)?.status == "running", rounds < 12 {
+                try await sweeps.sweepStalled()
+                rounds += 1
+            }
+            #expect(try await TaskQueries(store: store).task(child)?.status == "queued", "not found in \(rounds) rounds")
+            try await redis.send(RedisCommand("ZREM", arguments: [index] + (0..<backlog).map { "\(id)/g\($0)" }))
             try await redis.send(RedisCommand("ZREM", arguments: [index] + (0..<backlog).map { "\(id)-debris-\($0)" }))
         }
     }

@@ -64,7 +64,7 @@ struct StatsTests {
         #expect(stats.timeInState["retrying"] == .init(samples: 3, p50: 1, p95: 2))
     }
 
-    @Test("escalations: dead letters and reviews decided (redrive, discard, raise) with the time it took, undecided ones, redrives")
+    @Test("escalations: dead letters and reviews decided (redrive, fork, discard, raise) with the time it took; redrives that succeeded")
     func summarizesEscalations() throws {
         // E: dead-lettered, redriven a minute later, and the new branch succeeded.
         let e = [
@@ -77,28 +77,35 @@ struct StatsTests {
         let g = [
             Self.event("needs_review", seq: 1, at: 2), Self.event("budget_raised", seq: 1, at: 12), Self.event("resumed", seq: 1, at: 12),
         ]
-        // H and I: undecided; J: redriven after 7 s, dead-lettered again, undecided.
+        // H and I: undecided. J: redriven after 7 s, dead-lettered again, undecided (its redrive did not succeed).
         let h = [Self.event("dead_lettered", seq: 1, at: 5)]
         let i = [Self.event("needs_review", seq: 1, at: 1)]
         let j = [
             Self.event("dead_lettered", seq: 1, at: 3), Self.event("redriven", seq: 1, at: 10, branch: 1),
             Self.event("dead_lettered", seq: 2, at: 20, branch: 1),
         ]
+        // K: two redrives 2 s after each dead letter; only the second ran to success.
+        let k = [
+            Self.event("dead_lettered", seq: 1, at: 2), Self.event("redriven", seq: 1, at: 4, branch: 1),
+            Self.event("dead_lettered", seq: 2, at: 6, branch: 1), Self.event("redriven", seq: 2, at: 8, branch: 2),
+            Self.event("succeeded", seq: 3, at: 9, branch: 2),
+        ]
+        // L: dead-lettered, then forked 30 s later (a decision too).
+        let l = [Self.event("dead_lettered", seq: 1, at: 1), Self.event("forked", seq: 1, at: 31, branch: 1)]
         let stats = TaskQueries.summarize(
             [
                 (Self.view("e", status: "succeeded"), e), (Self.view("f", status: "dead_lettered"), f),
                 (Self.view("g", status: "queued"), g), (Self.view("h", status: "dead_lettered"), h),
                 (Self.view("i", status: "needs_review"), i), (Self.view("j", status: "dead_lettered"), j),
-            ], discardedAt: ["f": 1_800_000_305], now: 1_800_001_000)
+                (Self.view("k", status: "succeeded"), k), (Self.view("l", status: "queued"), l),
+            ], discardedAt: ["f": 1_800_000_305, "j": 1_800_000_004])
         let recovery = stats.recovery
-        #expect(recovery.escalated == 7)
-        #expect(recovery.decided == 4)
-        // Decided after 7, 10, 60 and 300 s.
-        #expect(recovery.timeToDecision == .init(samples: 4, p50: 10, p95: 300))
-        #expect(recovery.pending == 3)
-        #expect(recovery.oldestPendingSeconds == 999)
-        #expect(recovery.redriven == 2)
-        #expect(recovery.redrivenSucceeded == 1)
+        #expect(recovery.escalated == 10)
+        // Decided after 2, 2, 7, 10, 30, 60 and 300 s; J's discard time predates its last dead letter (not its decision).
+        #expect(recovery.decided == 7)
+        #expect(recovery.timeToDecision == .init(samples: 7, p50: 10, p95: 300))
+        #expect(recovery.redriven == 4)
+        #expect(recovery.redrivenSucceeded == 2)
         #expect(recovery.shareRedrivenSucceeded == 0.5)
     }
 

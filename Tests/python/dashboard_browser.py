@@ -152,9 +152,14 @@ def main():
         page.open("#/", "overview")
         # Failures handed to a person: the cards show what /v1/stats says (read again until both agree: the page
         # re-renders as events arrive).
-        page.wait(lambda d: page.css("#recovery-escalated") and
-                  d.find_element(By.ID, "recovery-escalated").text == str(api(args, "/v1/stats")["recovery"]["escalated"]),
-                  "the overview's escalations to match /v1/stats")
+        def recovery_cards_match(d):
+            if not page.css("#recovery-escalated"):
+                return False
+            r = api(args, "/v1/stats")["recovery"]
+            shown = [d.find_element(By.ID, f"recovery-{name}").text for name in ["escalated", "decided", "pending", "redriven"]]
+            return shown == [str(r["escalated"]), str(r["decided"]), str(r["pending"]),
+                             f'{r["redriven_succeeded"]} / {r["redriven"]}']
+        page.wait(recovery_cards_match, "the overview's recovery cards to match /v1/stats")
         page.screenshot("overview")
         page.open(f"#/inbox?agent=approval&tenant={args.tenant}", "inbox")
         row = page.wait(lambda d: page.css(f'tr[data-task="{args.approval}"]'), "the approval task in the Inbox")[0]

@@ -17,11 +17,35 @@ final class Sweeps: Sendable {
     private let retried = Mutex<Set<String>>([])
     /// When this process last warned about each step queue that RabbitMQ has no queue for.
     private let warnedQueues = Mutex<[String: ContinuousClock.Instant]>([:])
-    /// Where the stalled sweep's moving page starts in each bucket's active index: a score, taken inclusively unless a
-    /// whole page shared it (then the rest of that score is skipped this pass). None: the next round starts one.
-    private struct StalledCursor {
-        var score: String
-        var inclusive: Bool
+    /// Where the stalled sweep's moving page starts in each bucket's active index (none: the next round starts one).
+    private enum StalledCursor {
+        /// From this score on (the entries at it read again, or past it).
+        case from(score: String, inclusive: Bool)
+        /// Inside a group of entries that share one score (a parent's children, indexed by one commit), this many in:
+        /// such a group larger than a page is walked a page a round, never skipped.
+        case within(score: String, offset: Int)
+
+        /// The read of the next page of `key` (entries scored at most `cutoff`).
+        func command(_ key: String, cutoff: Int64, page: Int) -> RedisCommand {
+            switch self {
+            case .from(let score, let inclusive):
+                RedisCommand("ZRANGEBYSCORE", key, inclusive ? score : "(" + score, cutoff, "WITHSCORES", "LIMIT", 0, page)
+            case .within(let score, let offset):
+                RedisCommand("ZRANGEBYSCORE", key, score, score, "WITHSCORES", "LIMIT", offset, page)
+            }
+        }
+
+        /// Where the next round reads, after this round's page from here (`page` entries at most) came back.
+        func next(after entries: [(member: String, score: String)], page: Int) -> StalledCursor? {
+            switch self {
+            case .within(let score, let offset):
+                return entries.count == page ? .within(score: score, offset: offset + page) : .from(score: score, inclusive: false)
+            case .from:
+                // A short page: the end of the backlog, the next pass starts over.
+                guard entries.count == page, let first = entries.first, let last = entries.last else { return nil }
+                return first.score == last.score ? .within(score: last.score, offset: page) : .from(score: last.score, inclusive: true)
+            }
+        }
     }
     private let stalledCursors = Mutex<[Int: StalledCursor]>([:])
     /// Entries the stalled sweep reads per page of a bucket's active index.
@@ -222,8 +246,13 @@ final class Sweeps: Sendable {
         let lead = configuration.prewarmLead
         let timers = try await store.claimPrewarm(lead: lead)
         do {
-            let told = try await store.prewarn(timers, lead: lead)
+            let (told, errors) = try await store.prewarn(timers, lead: lead)
             if !told.isEmpty { logger.debug("told tasks they wake soon", metadata: ["tasks": "\(told.count)"]) }
+            if let first = errors.first {
+                logger.warning(
+                    "could not tell some tasks they wake soon (their waking_soon events are lost; they still wake on time)",
+                    metadata: ["failed": "\(errors.count)", "of": "\(timers.count)", "error": "\(first)"])
+            }
         } catch {
             logger.warning(
                 "could not tell tasks they wake soon (their waking_soon events are lost; they still wake on time)",
@@ -389,16 +418,14 @@ final class Sweeps: Sendable {
         let cutoff = Int64(Date().timeIntervalSince1970 * 1000) - lease
         let page = Self.stalledPage
         let cursors = stalledCursors.withLock { cursors in (0..<keys.bucketCount).map { cursors[$0] } }
-        // Per bucket: the oldest page, then (with a cursor) the page from the cursor's score on. By score, not by offset:
-        // an offset makes Redis walk the backlog up to it on every read.
+        // Per bucket: the oldest page, then (with a cursor) the page from the cursor on. By score, not by an offset into
+        // the index: an offset makes Redis walk the backlog up to it on every read (only a group that shares one score
+        // is walked by offset, within the group).
         var commands: [RedisCommand] = []
         for bucket in 0..<keys.bucketCount {
             let key = keys.index(bucket: bucket, status: "queued")
             commands.append(RedisCommand("ZRANGEBYSCORE", key, "-inf", cutoff, "WITHSCORES", "LIMIT", 0, page))
-            if let cursor = cursors[bucket] {
-                let from = cursor.inclusive ? cursor.score : "(" + cursor.score
-                commands.append(RedisCommand("ZRANGEBYSCORE", key, from, cutoff, "WITHSCORES", "LIMIT", 0, page))
-            }
+            if let cursor = cursors[bucket] { commands.append(cursor.command(key, cutoff: cutoff, page: page)) }
         }
         var replies = try await redis.pipeline(commands)[...]
         func entries() -> [(member: String, score: String)] {
@@ -412,15 +439,13 @@ final class Sweeps: Sendable {
             let later = cursors[bucket] == nil ? nil : entries()
             pages.append(first.map(\.member))
             if let later { pages.append(later.map(\.member)) }
-            // No backlog: no cursor. A new backlog: start after the oldest page.
-            guard first.count == page, let oldest = first.last else { continue }
+            // No backlog: no cursor. A new backlog: start where the oldest page ended.
+            guard first.count == page else { continue }
             guard let cursor = cursors[bucket], let later else {
-                next[bucket] = StalledCursor(score: oldest.score, inclusive: true)
+                next[bucket] = StalledCursor.from(score: first[0].score, inclusive: true).next(after: first, page: page)
                 continue
             }
-            // A short page: the end of the backlog, the next pass starts over.
-            guard later.count == page, let last = later.last else { continue }
-            next[bucket] = StalledCursor(score: last.score, inclusive: last.score != cursor.score)
+            next[bucket] = cursor.next(after: later, page: page)
         }
         stalledCursors.withLock { $0 = next }
         var seen = Set<String>()

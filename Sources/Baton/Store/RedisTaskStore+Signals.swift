@@ -76,19 +76,17 @@ extension RedisTaskStore {
     }
 
     /// Appends a `waking_soon` event to each task that still waits on its timer, for a wait longer than `lead`, once
-    /// per wait (``Scripts/prewarn``). Returns the tasks told.
-    public func prewarn(_ timers: [(task: String, timer: String)], lead: Duration) async throws -> [String] {
-        guard !timers.isEmpty else { return [] }
+    /// per wait (``Scripts/prewarn``). Returns the tasks told, and the errors of the scripts that failed (their tasks'
+    /// events are lost: the claim already moved past their timers).
+    public func prewarn(_ timers: [(task: String, timer: String)], lead: Duration) async throws -> (told: [String], errors: [String]) {
+        guard !timers.isEmpty else { return ([], []) }
         let replies = try await redis.pipeline(
             timers.map { id, timer in
                 RedisCommand.evalSHA(
                     Self.prewarnScript, keys: [keys.task(id), keys.events(id), keys.eventsPending(bucket: keys.bucket(of: id))],
                     args: [timer, lead.wholeMilliseconds, settings.eventsMaxLength])
             })
-        if let failed = replies.first(where: { $0.errorMessage != nil }) {
-            // The claim already moved past these timers: their events are lost (the tasks still wake on time).
-            throw BatonError(.internalError, "the prewarn script failed: \(failed.errorMessage ?? "")")
-        }
-        return zip(timers, replies).compactMap { timer, reply in reply.int == 1 ? timer.task : nil }
+        let told = zip(timers, replies).compactMap { timer, reply in reply.int == 1 ? timer.task : nil }
+        return (told, replies.compactMap(\.errorMessage))
     }
 }

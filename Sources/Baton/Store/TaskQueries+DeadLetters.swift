@@ -119,7 +119,9 @@ extension TaskQueries {
     func scanDeadLetters(_ filter: DeadLetterFilter, limit: Int?) async throws -> (
         items: [DeadLetterView], total: Int?, scores: [String: Int64]
     ) {
-        let minScore = filter.sinceMilliseconds.map { String(Int64(Date().timeIntervalSince1970 * 1000) - $0) } ?? "-inf"
+        // Letters are scored by Redis's clock at intake: the window is counted back from Redis's now, not this machine's.
+        var minScore = "-inf"
+        if let since = filter.sinceMilliseconds { minScore = String(try await redis.serverTimeMilliseconds() - since) }
         let replies = try await redis.pipeline(
             (0..<keys.bucketCount).map { RedisCommand("ZREVRANGEBYSCORE", keys.dead(bucket: $0), "+inf", minScore, "WITHSCORES") })
         var entries: [(id: String, bucket: Int, score: Int64)] = []

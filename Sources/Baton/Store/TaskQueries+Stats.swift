@@ -114,14 +114,19 @@ public struct FleetStats: Codable, Sendable, Hashable {
     public struct Recovery: Codable, Sendable, Hashable {
         /// Escalations in the sampled histories: a step dead-lettered, a task parked in `needs_review` at a limit.
         public var escalated: Int
-        /// Of those, decided by a person: a dead letter redriven or discarded; a review raised, resumed or stopped.
+        /// Of those, decided: a dead letter redriven, forked or discarded; a review raised, resumed or stopped. Mostly by
+        /// a person; also automatically (a dead letter expired by `limits.dead_letter_retention`, a parked task
+        /// cancelled with its parent or stopped at its deadline).
         public var decided: Int
         /// Seconds from the escalation to its decision.
         public var timeToDecision: Percentiles?
-        /// Escalations nobody has decided yet (the runs that need manual cleanup), and the oldest one's age in seconds.
+        /// What waits for a person now, exactly and whatever its age (not from the sample): dead letters nobody redrove
+        /// or discarded and tasks parked in `needs_review` (the runs that need manual cleanup), and the oldest one's age
+        /// in seconds by Redis's clock.
         public var pending: Int
         public var oldestPendingSeconds: Double?
-        /// Redrives (a new branch from the last good checkpoint), and how many of them ran to success.
+        /// Redrives in the sampled histories (a new branch from the last good checkpoint), and how many of them ran to
+        /// success (the next end of the task after the redrive was `succeeded`).
         public var redriven: Int
         public var redrivenSucceeded: Int
         public var shareRedrivenSucceeded: Double?
@@ -202,7 +207,28 @@ extension TaskQueries {
         for (id, reply) in zip(deadLettered, discards) {
             if let ms = reply.string.flatMap(Double.init) { discardedAt[id] = ms / 1000 }
         }
-        var stats = Self.summarize(histories, discardedAt: discardedAt, now: now.timeIntervalSince1970)
+        var stats = Self.summarize(histories, discardedAt: discardedAt)
+        // What waits for a person, exactly (the sample covers only tasks updated in the window, and the oldest waits
+        // are the ones that matter): every bucket's dead letters and `needs_review` index, oldest first.
+        var oldestCommands: [RedisCommand] = []
+        for bucket in 0..<keys.bucketCount {
+            oldestCommands.append(RedisCommand("ZCARD", keys.dead(bucket: bucket)))
+            oldestCommands.append(RedisCommand("ZRANGE", keys.dead(bucket: bucket), 0, 0, "WITHSCORES"))
+            oldestCommands.append(RedisCommand("ZRANGE", keys.index(bucket: bucket, status: "needs_review"), 0, 0, "WITHSCORES"))
+        }
+        let oldestReplies = try await redis.pipeline(oldestCommands)
+        let redisNow = try await redis.serverTimeMilliseconds()
+        var letters = 0
+        var oldest: Double?
+        for (index, reply) in oldestReplies.enumerated() {
+            if index % 3 == 0 {
+                letters += reply.int ?? 0
+            } else if let score = reply.array?.last?.string.flatMap(Double.init) {
+                oldest = min(oldest ?? score, score)
+            }
+        }
+        stats.recovery.pending = letters + (counts["needs_review"] ?? 0)
+        stats.recovery.oldestPendingSeconds = oldest.map { max(0, (Double(redisNow) - $0) / 1000) }
         stats.counts = counts
         stats.running = running
         stats.pendingReviews.needsReview = counts["needs_review"] ?? 0
@@ -227,10 +253,8 @@ extension TaskQueries {
 
     /// Time in state, retries, waits, stalled tasks and escalations from task histories (the pure part of
     /// ``stats(since:sample:now:)``).
-    /// - Parameters:
-    ///   - discardedAt: when the dead letter of each dead-lettered task was discarded (Unix seconds), if it was.
-    ///   - now: Unix seconds, for the age of undecided escalations.
-    static func summarize(_ histories: [(TaskView, [TaskEvent])], discardedAt: [String: Double] = [:], now: Double? = nil) -> FleetStats {
+    /// - Parameter discardedAt: when the dead letter of each dead-lettered task was discarded (Unix seconds), if it was.
+    static func summarize(_ histories: [(TaskView, [TaskEvent])], discardedAt: [String: Double] = [:]) -> FleetStats {
         let iso = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         var durations: [String: [Double]] = [:]
         var retries = FleetStats.Retries(total: 0, resolved: 0, byBucket: [:])
@@ -266,26 +290,19 @@ extension TaskQueries {
                     }
                 case "dead_lettered", "needs_review":
                     recovery.escalated += 1
-                    // A dead letter is decided by its redrive (or a discard, which leaves no event); a review by the
-                    // raise, resume or stop that follows it.
-                    let later = events.indices.filter { $0 > index }
-                    let decision =
-                        event.type == "dead_lettered"
-                        ? later.first { events[$0].type == "redriven" }
-                        : later.first { events[$0].type == "budget_raised" || state(after: events[$0].type) != nil }
+                    // Decided by the next event that moves the task on (a dead letter's redrive or fork; a review's raise,
+                    // resume or stop), or, for the task's last dead letter, by its discard (which leaves no event).
+                    let decision = events[(index + 1)...].firstIndex { $0.type == "budget_raised" || state(after: $0.type) != nil }
                     if let decision, let decidedAt = times[decision] {
                         recovery.decided += 1
                         decisionTimes.append(max(0, decidedAt - at))
-                    } else if event.type == "dead_lettered", decision == nil, let discarded = discardedAt[view.id], discarded >= at {
+                    } else if decision == nil, event.type == "dead_lettered", let discarded = discardedAt[view.id], discarded >= at {
                         recovery.decided += 1
                         decisionTimes.append(discarded - at)
-                    } else if decision == nil && view.status == event.type {
-                        recovery.pending += 1
-                        if let now { recovery.oldestPendingSeconds = max(recovery.oldestPendingSeconds ?? 0, max(0, now - at)) }
                     }
                 case "redriven":
                     recovery.redriven += 1
-                    if events[(index + 1)...].contains(where: { $0.type == "succeeded" && $0.branch >= event.branch }) {
+                    if events[(index + 1)...].first(where: { state(after: $0.type) == "ended" })?.type == "succeeded" {
                         recovery.redrivenSucceeded += 1
                     }
                 case "waiting", "sleeping":

@@ -155,11 +155,11 @@ async function overview(gen) {
     <a class="stat" href="#/tasks?status=running"><b>${stats.running ?? 0}</b><span>running</span></a>
     <a class="stat" href="#/dead"><b>${deadTotal}</b><span>dead letters in ${groups.items.length} groups</span></a>
   </div>
-  <h2>Failures handed to a person <span class="muted">(dead letters and reviews in the sampled histories)</span></h2>
+  <h2>Failures handed to a person <span class="muted">(escalated, decided, redrives: the sampled histories; waiting: all)</span></h2>
   <div class="grid" id="overview-recovery">
     <div class="stat"><b id="recovery-escalated">${rec.escalated ?? 0}</b><span>escalated</span></div>
     <div class="stat"><b id="recovery-decided">${rec.decided ?? 0}</b><span>decided${rec.time_to_decision ? `, after ${span(rec.time_to_decision.p50_s)} (p50)` : ""}</span></div>
-    <a class="stat" href="#/dead"><b id="recovery-pending">${rec.pending ?? 0}</b><span>undecided${rec.oldest_pending_seconds != null ? `, the oldest for ${span(rec.oldest_pending_seconds)}` : ""}</span></a>
+    <a class="stat" href="#/dead"><b id="recovery-pending">${rec.pending ?? 0}</b><span>waiting for a person now${rec.oldest_pending_seconds != null ? `, the oldest for ${span(rec.oldest_pending_seconds)}` : ""}</span></a>
     <div class="stat"><b id="recovery-redriven">${rec.redriven_succeeded ?? 0} / ${rec.redriven ?? 0}</b><span>redrives that succeeded</span></div>
   </div>
   <h2>Tasks by status <span class="muted">(since ${stats.since || "1h"}, ${stats.sampled_tasks ?? "?"} sampled)</span></h2>
