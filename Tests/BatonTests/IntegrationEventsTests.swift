@@ -144,22 +144,8 @@ struct IntegrationEventsTests {
         try await WaitServers.with { servers, client in
             let worker = try await Self.startWorker(servers, "events", client: client)
             defer { worker.process.sigkill() }
-            let connection = try await AMQPConnection.connect(
-                try AMQPConfiguration(url: servers.amqpURL, connectionName: "baton-events-test"), logger: Harness.logger)
-            let channel = try await connection.openChannel(prefetch: 500)
-            let queue = TestServers.uniqueName("events-consumer")
-            try await channel.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
-            try await channel.bindQueue(queue, exchange: Topology.eventsExchange, routingKey: "#")
-            let consumer = try await channel.consume(queue: queue, exclusive: true)
-            let seen = Mutex<[(routingKey: String, body: JSONValue)]>([])
-            let collector = Task {
-                for try await delivery in consumer.deliveries {
-                    let body = (try? JSONValue.parse(delivery.body)) ?? .null
-                    seen.withLock { $0.append((delivery.routingKey, body)) }
-                    try await channel.ack(delivery)
-                }
-            }
-            defer { collector.cancel() }
+            let listener = try await EventsListener.start(servers, routingKey: "#", prefetch: 500)
+            defer { listener.cancel() }
             var ids: [String] = []
             for n in 0..<3 {
                 let id = TestServers.uniqueName("ev\(n)")
@@ -170,7 +156,7 @@ struct IntegrationEventsTests {
                 let history = try await client.queries.history(id)
                 #expect(history.last?.type == "succeeded")
                 let complete = await eventually(timeout: .seconds(20)) {
-                    seen.withLock { all in
+                    listener.heard.withLock { all in
                         Set(all.filter { $0.body["task_id"]?.stringValue == id }.compactMap { $0.body["id"]?.stringValue }).count
                     }
                         >= history.count
@@ -179,7 +165,7 @@ struct IntegrationEventsTests {
                 // At least once: duplicates are possible after a crash; consumers dedupe by `id`. In order per task.
                 var unique: [JSONValue] = []
                 var seenIDs: Set<String> = []
-                for entry in seen.withLock({ $0 }) where entry.body["task_id"]?.stringValue == id {
+                for entry in listener.heard.withLock({ $0 }) where entry.body["task_id"]?.stringValue == id {
                     let eventID = entry.body["id"]?.stringValue ?? ""
                     if seenIDs.insert(eventID).inserted { unique.append(entry.body) }
                     #expect(entry.routingKey == "stepchain.\(id).\(entry.body["type"]?.stringValue ?? "")")
@@ -190,8 +176,7 @@ struct IntegrationEventsTests {
                 #expect(unique.allSatisfy { $0["agent"]?.stringValue == "stepchain" && $0["v"]?.intValue == 1 && $0["at"] != nil })
                 #expect(unique.last?["status"]?.stringValue == "succeeded")
             }
-            collector.cancel()
-            await connection.close()
+            await listener.stop()
         }
     }
 
@@ -730,5 +715,46 @@ final class FlakyBus: MessageBus {
             confirmed.withLock { $0.append(message) }
             return nil
         }
+    }
+}
+
+/// A consumer of `baton.events` on a test's vhost: an exclusive queue bound with one routing key, every delivery's
+/// routing key and JSON body kept in arrival order (and acked).
+final class EventsListener: Sendable {
+    let connection: AMQPConnection
+    let heard = Mutex<[(routingKey: String, body: JSONValue)]>([])
+    private let collector = Mutex<Task<Void, any Error>?>(nil)
+
+    private init(connection: AMQPConnection) { self.connection = connection }
+
+    static func start(_ servers: WaitServers, routingKey: String, prefetch: UInt16 = 100) async throws -> EventsListener {
+        let connection = try await AMQPConnection.connect(
+            try AMQPConfiguration(url: servers.amqpURL, connectionName: "baton-events-test"), logger: Harness.logger)
+        let listener = EventsListener(connection: connection)
+        let channel = try await connection.openChannel(prefetch: prefetch)
+        let queue = TestServers.uniqueName("events-listener")
+        try await channel.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
+        try await channel.bindQueue(queue, exchange: Topology.eventsExchange, routingKey: routingKey)
+        let consumer = try await channel.consume(queue: queue, exclusive: true)
+        listener.collector.withLock {
+            $0 = Task {
+                for try await delivery in consumer.deliveries {
+                    let body = (try? JSONValue.parse(delivery.body)) ?? .null
+                    listener.heard.withLock { $0.append((delivery.routingKey, body)) }
+                    try await channel.ack(delivery)
+                }
+            }
+        }
+        return listener
+    }
+
+    /// The bodies heard so far.
+    var bodies: [JSONValue] { heard.withLock { $0.map(\.body) } }
+
+    func cancel() { collector.withLock { $0?.cancel() } }
+
+    func stop() async {
+        cancel()
+        await connection.close()
     }
 }

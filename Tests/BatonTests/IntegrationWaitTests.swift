@@ -299,20 +299,7 @@ struct IntegrationWaitTests {
             let worker = try await servers.startWorker("prewarm", client: client, environment: ["BATON_SWEEPS_PREWARM_LEAD": "2s"])
             defer { worker.process.sigkill() }
             // Whatever warms workspaces up listens on baton.events for this type.
-            let connection = try await AMQPConnection.connect(
-                try AMQPConfiguration(url: servers.amqpURL, connectionName: "baton-prewarm-test"), logger: Harness.logger)
-            let channel = try await connection.openChannel(prefetch: 10)
-            let queue = TestServers.uniqueName("prewarm-listener")
-            try await channel.declareQueue(queue, durable: false, exclusive: true, autoDelete: true)
-            try await channel.bindQueue(queue, exchange: Topology.eventsExchange, routingKey: "sleeper.#.waking_soon")
-            let consumer = try await channel.consume(queue: queue, exclusive: true)
-            let heard = Mutex<[JSONValue]>([])
-            let listener = Task {
-                for try await delivery in consumer.deliveries {
-                    heard.withLock { $0.append((try? JSONValue.parse(delivery.body)) ?? .null) }
-                    try await channel.ack(delivery)
-                }
-            }
+            let listener = try await EventsListener.start(servers, routingKey: "sleeper.#.waking_soon")
             defer { listener.cancel() }
             let long = try await Harness.submit(
                 client, SubmitRequest(id: TestServers.uniqueName("prewarm-long"), agent: "sleeper", input: ["seconds": 5]))
@@ -328,14 +315,13 @@ struct IntegrationWaitTests {
             #expect(soon.data?["trigger"]?.stringValue == "time")
             #expect(soon.step == "wake")
             #expect(try await client.queries.history(short).contains { $0.type == "waking_soon" } == false)
-            let published = await eventually(timeout: .seconds(10)) { heard.withLock { !$0.isEmpty } }
+            let published = await eventually(timeout: .seconds(10)) { !listener.bodies.isEmpty }
             #expect(published, "no waking_soon on baton.events")
-            let event = heard.withLock { $0.first }
+            let event = listener.bodies.first
             #expect(event?["task_id"]?.stringValue == long)
             #expect(event?["status"]?.stringValue == "sleeping")
-            #expect(heard.withLock { $0.count } == 1)
-            listener.cancel()
-            await connection.close()
+            #expect(listener.bodies.count == 1)
+            await listener.stop()
             await worker.process.stop()
         }
     }
