@@ -156,6 +156,15 @@ struct DoctorCommand: AsyncParsableCommand {
             } else {
                 checks.append(.ok("workers", "\(live.count) live worker(s)\(staleText)"))
             }
+            if let leads = WorkerView.prewarmLeadMismatch(live) {
+                let text = leads.sorted { $0.key > $1.key }.map { "\(DurationText.format(.milliseconds($0.key))) on \($0.value)" }
+                checks.append(
+                    .warning(
+                        "prewarm_lead",
+                        "live workers run with different sweeps.prewarm_lead: " + text.joined(separator: ", ")
+                            + " (waits whose length lies between them get no waking_soon)",
+                        fix: "give every worker the same sweeps.prewarm_lead (a rolling change settles once all run the new value)"))
+            }
         }
         if let stuck = try? await TaskQueries(store: store).stuckOutboxes(olderThan: .seconds(60)) {
             checks.append(outboxCheck(stuck))

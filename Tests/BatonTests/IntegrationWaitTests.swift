@@ -301,6 +301,9 @@ struct IntegrationWaitTests {
             // Whatever warms workspaces up listens on baton.events for this type.
             let listener = try await EventsListener.start(servers, routingKey: "sleeper.#.waking_soon")
             defer { listener.cancel() }
+            // Its heartbeat says its lead (`baton doctor` compares the live workers').
+            let registered = try await client.queries.workers().first { $0.id == worker.id }
+            #expect(registered?.prewarmLeadMilliseconds == 2000)
             let long = try await Harness.submit(
                 client, SubmitRequest(id: TestServers.uniqueName("prewarm-long"), agent: "sleeper", input: ["seconds": 5]))
             let short = try await Harness.submit(

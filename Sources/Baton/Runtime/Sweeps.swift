@@ -180,6 +180,8 @@ final class Sweeps: Sendable {
             "queues": .array(configuration.queues.map { $0.map(JSONValue.string) } ?? executor.registry.queues.map(JSONValue.string)),
             "agents": .array(executor.registry.names.map(JSONValue.string)), "concurrency": .int(Int64(configuration.concurrency)),
             "pid": .int(Int64(getpid())), "host": .string(ProcessInfo.processInfo.hostName),
+            // `baton doctor` warns when live workers disagree (waits between two leads would get no `waking_soon`).
+            "prewarm_lead_ms": .int(configuration.prewarmLead.wholeMilliseconds),
         ])
         let ttl = Int64(configuration.heartbeatInterval.components.seconds * 1000) * 15 + 1000
         let drain = try await redis.evalSHA(

@@ -327,4 +327,16 @@ public struct WorkerView: Codable, Sendable, Hashable {
         case inFlight = "in_flight"
         case info, drain
     }
+
+    /// The `sweeps.prewarm_lead` the worker runs with (ms), when its heartbeat says (workers before it do not).
+    public var prewarmLeadMilliseconds: Int64? { info?["prewarm_lead_ms"]?.intValue }
+
+    /// How many of `workers` run with each `sweeps.prewarm_lead` (ms), when they do not all agree: while they differ,
+    /// the larger lead's workers move the pre-warm marks ahead of the others, and waits whose length lies between the
+    /// leads get no `waking_soon`. Nil when every worker that says agrees.
+    public static func prewarmLeadMismatch(_ workers: [WorkerView]) -> [Int64: Int]? {
+        var counts: [Int64: Int] = [:]
+        for lead in workers.compactMap(\.prewarmLeadMilliseconds) { counts[lead, default: 0] += 1 }
+        return counts.count > 1 ? counts : nil
+    }
 }
