@@ -1031,9 +1031,10 @@ enum Scripts {
 
     /// Finds the wait and sleep timers that come due within the pre-warm lead (`sweeps.prewarm_lead`), in every
     /// bucket in one call. Each bucket keeps how far ahead it was looked at (its `prewarm` key, written only when a
-    /// round found timers: an idle fleet's rounds write nothing, so the AOF stays quiet), so a timer is returned
-    /// once, bar a race of two workers (the `prewarn` script dedupes). KEYS: the timer buckets, then the buckets'
-    /// `prewarm` keys. ARGV: lead ms, limit per bucket. Returns `bucket, member` pairs.
+    /// round found timers: an idle fleet's rounds write nothing, so the AOF stays quiet). The claim is atomic, so two
+    /// workers never take the same timers; only a lost mark (a failover) returns timers again, which the `prewarn`
+    /// script dedupes. KEYS: the timer buckets, then the buckets' `prewarm` keys. ARGV: lead ms, limit per bucket.
+    /// Returns `bucket, member` pairs.
     static let claimPrewarm =
         common + """
             local now = now_ms()

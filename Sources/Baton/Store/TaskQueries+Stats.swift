@@ -198,29 +198,26 @@ extension TaskQueries {
             }
             histories.append(contentsOf: read)
         }
-        // A discarded dead letter leaves no event: its task keeps `dead_discarded_at` (ms).
+        // In one pipeline: when each sampled dead letter was discarded (a discard leaves no event: its task keeps
+        // `dead_discarded_at`, ms), and what waits for a person, exactly (the sample covers only tasks updated in the
+        // window, and the oldest waits are the ones that matter): every bucket's dead letters and `needs_review` index.
         let deadLettered = views.filter { $0.status == "dead_lettered" }.map(\.id)
-        let discards =
-            deadLettered.isEmpty
-            ? [] : try await redis.pipeline(deadLettered.map { RedisCommand("HGET", keys.task($0), "dead_discarded_at") })
+        var people = deadLettered.map { RedisCommand("HGET", keys.task($0), "dead_discarded_at") }
+        for bucket in 0..<keys.bucketCount {
+            people.append(RedisCommand("ZCARD", keys.dead(bucket: bucket)))
+            people.append(RedisCommand("ZRANGE", keys.dead(bucket: bucket), 0, 0, "WITHSCORES"))
+            people.append(RedisCommand("ZRANGE", keys.index(bucket: bucket, status: "needs_review"), 0, 0, "WITHSCORES"))
+        }
+        let replies = try await redis.pipeline(people)
+        let redisNow = try await redis.serverTimeMilliseconds()
         var discardedAt: [String: Double] = [:]
-        for (id, reply) in zip(deadLettered, discards) {
+        for (id, reply) in zip(deadLettered, replies) {
             if let ms = reply.string.flatMap(Double.init) { discardedAt[id] = ms / 1000 }
         }
         var stats = Self.summarize(histories, discardedAt: discardedAt)
-        // What waits for a person, exactly (the sample covers only tasks updated in the window, and the oldest waits
-        // are the ones that matter): every bucket's dead letters and `needs_review` index, oldest first.
-        var oldestCommands: [RedisCommand] = []
-        for bucket in 0..<keys.bucketCount {
-            oldestCommands.append(RedisCommand("ZCARD", keys.dead(bucket: bucket)))
-            oldestCommands.append(RedisCommand("ZRANGE", keys.dead(bucket: bucket), 0, 0, "WITHSCORES"))
-            oldestCommands.append(RedisCommand("ZRANGE", keys.index(bucket: bucket, status: "needs_review"), 0, 0, "WITHSCORES"))
-        }
-        let oldestReplies = try await redis.pipeline(oldestCommands)
-        let redisNow = try await redis.serverTimeMilliseconds()
         var letters = 0
         var oldest: Double?
-        for (index, reply) in oldestReplies.enumerated() {
+        for (index, reply) in replies.dropFirst(deadLettered.count).enumerated() {
             if index % 3 == 0 {
                 letters += reply.int ?? 0
             } else if let score = reply.array?.last?.string.flatMap(Double.init) {
